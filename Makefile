@@ -1,0 +1,32 @@
+# `make run` and `make test` create .venv on first use; later runs reuse it.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+export RAY_AUTH_MODE ?= disabled
+export RAY_USAGE_STATS_ENABLED ?= 0
+
+.PHONY: run test bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/n1v1 demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/backtest.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check n1v1 tests bench
+	$(BIN)/ruff format --check n1v1 tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache out

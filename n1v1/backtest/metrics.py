@@ -1,0 +1,348 @@
+"""Performance statistics of a backtest: returns, risk, drawdown and trade statistics.
+
+Every formula is written down in docs/metrics.md (so a quant can recompute any number by hand)
+and pinned by hand-computed known answers in tests/test_metrics.py. The functions are vectorised
+NumPy: a 10-million-bar equity curve is summarised in a fraction of a second, so sweeps can afford
+to call `compute_metrics` for every parameter set.
+
+Undefined values (the Sharpe ratio of a flat curve, a profit factor without losing trades, ...)
+are `None`, never NaN or inf, so the result serialises to strict JSON and a reader never mistakes
+"undefined" for a number.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from n1v1.domain import Trade
+
+SECONDS_PER_YEAR = 365 * 86_400  # crypto trades every day: annualise over a 365-day year
+_NS_PER_SECOND = 1_000_000_000
+
+MetricValue = float | int | None
+
+
+@dataclass(frozen=True, slots=True)
+class MetricInfo:
+    """How to label, format and explain one metric; the HTML report renders tooltips from it."""
+
+    label: str
+    unit: str  # "fraction" | "ratio" | "currency" | "count" | "bars" | "seconds" | "number"
+    formula: str
+
+
+# One entry per key returned by `compute_metrics`, in the order they are returned. The formulas are
+# the short form of docs/metrics.md (r = per-bar return, rf = per-bar risk-free rate, ppy = bars per
+# year).
+METRICS: dict[str, MetricInfo] = {
+    "n_bars": MetricInfo("Bars", "count", "number of bars in the equity curve"),
+    "periods_per_year": MetricInfo(
+        "Bars per year", "number", "ppy = 365·86400 / median bar spacing in seconds (or given)"
+    ),
+    "initial_cash": MetricInfo("Initial cash", "currency", "E₋₁, the equity before the first bar"),
+    "final_equity": MetricInfo(
+        "Final equity", "currency", "E_last, equity at the last bar's close"
+    ),
+    "total_return": MetricInfo("Total return", "fraction", "E_last / initial_cash − 1"),
+    "cagr": MetricInfo(
+        "CAGR", "fraction", "(E_last / initial_cash)^(1/years) − 1, years = n_bars / ppy"
+    ),
+    "volatility": MetricInfo("Volatility (ann.)", "fraction", "std(r, ddof=1) · √ppy"),
+    "sharpe": MetricInfo("Sharpe", "ratio", "mean(r − rf) / std(r − rf, ddof=1) · √ppy"),
+    "sortino": MetricInfo(
+        "Sortino", "ratio", "mean(r − rf) / √(Σ min(r − rf, 0)² / (n − 1)) · √ppy, over all bars"
+    ),
+    "max_drawdown": MetricInfo(
+        "Max drawdown", "fraction", "max over t of 1 − E_t / max(initial_cash, E_0..E_t)"
+    ),
+    "max_drawdown_duration": MetricInfo(
+        "Longest drawdown", "bars", "most consecutive bars closing below the running peak"
+    ),
+    "max_drawdown_duration_seconds": MetricInfo(
+        "Longest drawdown (time)",
+        "seconds",
+        "time from the first underwater bar to the bar that regains the peak (or data end)",
+    ),
+    "calmar": MetricInfo("Calmar", "ratio", "cagr / max_drawdown"),
+    "n_trades": MetricInfo("Closed trades", "count", "trades with an exit time"),
+    "win_rate": MetricInfo("Win rate", "fraction", "closed trades with pnl > 0 / closed trades"),
+    "profit_factor": MetricInfo(
+        "Profit factor", "ratio", "Σ pnl of winners / |Σ pnl of losers|; null without losers"
+    ),
+    "expectancy": MetricInfo("Expectancy", "currency", "mean pnl per closed trade (net of fees)"),
+    "avg_win": MetricInfo("Average win", "currency", "mean pnl of trades with pnl > 0"),
+    "avg_loss": MetricInfo("Average loss", "currency", "mean pnl of trades with pnl < 0"),
+    "best_trade": MetricInfo("Best trade", "currency", "largest pnl of a closed trade"),
+    "worst_trade": MetricInfo("Worst trade", "currency", "smallest pnl of a closed trade"),
+    "avg_bars_held": MetricInfo("Average bars held", "number", "mean bars_held of closed trades"),
+    "exposure": MetricInfo("Exposure", "fraction", "bars ending with a position / n_bars"),
+    "turnover": MetricInfo("Turnover", "ratio", "Σ fill notional / mean(equity), whole period"),
+    "fees_paid": MetricInfo("Fees paid", "currency", "sum of all fees"),
+    "risk_free_rate": MetricInfo(
+        "Risk-free rate", "fraction", "annual rf; per bar (1+rf)^(1/ppy)−1"
+    ),
+}
+
+
+def periods_per_year_for(index: pd.DatetimeIndex | pd.Series) -> float:
+    """Bars per year implied by the data: 365·86400 / median bar spacing in seconds.
+
+    The median (not the mean) ignores the occasional exchange outage or gap, so hourly data with a
+    few holes still annualises as hourly data.
+    """
+    ts, spacing = _timestamps_ns(index.index if isinstance(index, pd.Series) else index, "index")
+    if spacing is None:
+        raise ValueError(
+            f"index: need at least 2 timestamps to infer the bar spacing, got {len(ts)}; "
+            "pass periods_per_year explicitly"
+        )
+    return SECONDS_PER_YEAR / spacing
+
+
+def bar_returns(equity: np.ndarray, initial_cash: float) -> np.ndarray:
+    """r_t = E_t / E_{t-1} − 1 with E_{-1} = initial_cash: one return per bar, the first too."""
+    returns = np.empty_like(equity)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        returns[0] = equity[0] / initial_cash
+        np.divide(equity[1:], equity[:-1], out=returns[1:])
+    returns -= 1.0
+    return returns
+
+
+def drawdown(equity: np.ndarray, initial_cash: float) -> np.ndarray:
+    """Per-bar drawdown 1 − E_t / max(initial_cash, E_0..E_t), a positive fraction (0 at a high).
+
+    The peak includes the initial cash, so a strategy that loses from its first bar is in drawdown
+    from its first bar. Shared by `compute_metrics` and the report's underwater chart.
+    """
+    return 1.0 - equity / running_peak(equity, initial_cash)
+
+
+def running_peak(equity: np.ndarray, initial_cash: float) -> np.ndarray:
+    """max(initial_cash, E_0..E_t) for every bar t: the high-water mark drawdowns start from."""
+    peak = np.maximum(equity, initial_cash)
+    return np.maximum.accumulate(peak, out=peak)
+
+
+def compute_metrics(
+    equity: pd.Series,
+    trades: Sequence[Trade],
+    initial_cash: float,
+    *,
+    fills_notional: float,
+    fees_paid: float,
+    exposure_bars: int | None = None,
+    periods_per_year: float | None = None,
+    risk_free_rate: float = 0.0,
+) -> dict[str, MetricValue]:
+    """Summarise a backtest; see docs/metrics.md for every formula and convention.
+
+    `equity` holds one value per bar (at the bar's close), indexed by strictly increasing UTC bar
+    timestamps. `periods_per_year` defaults to the spacing of that index (`periods_per_year_for`);
+    with a single bar and no explicit value the annualised metrics are None.
+    """
+    values, ts, spacing = _validated_equity(equity)
+    _check_finite("initial_cash", initial_cash, positive=True)
+    _check_finite("fills_notional", fills_notional, nonnegative=True)
+    _check_finite("fees_paid", fees_paid)
+    _check_finite("risk_free_rate", risk_free_rate)
+    if risk_free_rate <= -1.0:
+        raise ValueError(f"risk_free_rate must be > -1 (an annual fraction), got {risk_free_rate}")
+    n = len(values)
+    if exposure_bars is not None and not (
+        isinstance(exposure_bars, int | np.integer) and 0 <= exposure_bars <= n
+    ):
+        raise ValueError(f"exposure_bars must be an int in [0, n_bars={n}], got {exposure_bars!r}")
+    if periods_per_year is None:
+        ppy = SECONDS_PER_YEAR / spacing if spacing is not None else None
+    else:
+        _check_finite("periods_per_year", periods_per_year, positive=True)
+        ppy = float(periods_per_year)
+
+    final = float(values[-1])
+    out: dict[str, MetricValue] = {
+        "n_bars": n,
+        "periods_per_year": ppy,
+        "initial_cash": float(initial_cash),
+        "final_equity": final,
+        "total_return": final / initial_cash - 1.0,
+    }
+    out.update(_return_stats(values, initial_cash, ppy, risk_free_rate))
+    peak = running_peak(values, initial_cash)
+    max_dd = max(1.0 - float((values / peak).min()), 0.0)
+    out["max_drawdown"] = max_dd
+    out["max_drawdown_duration"], out["max_drawdown_duration_seconds"] = _longest_underwater(
+        values < peak, ts, spacing
+    )
+    cagr = out["cagr"]
+    out["calmar"] = cagr / max_dd if cagr is not None and max_dd > 0.0 else None
+    out.update(_trade_stats(trades))
+    out["exposure"] = exposure_bars / n if exposure_bars is not None else None
+    mean_equity = float(values.mean())
+    out["turnover"] = fills_notional / mean_equity if mean_equity > 0.0 else None
+    out["fees_paid"] = float(fees_paid)
+    out["risk_free_rate"] = float(risk_free_rate)
+    return {key: _plain(out[key]) for key in METRICS}
+
+
+def _return_stats(
+    values: np.ndarray, initial_cash: float, ppy: float | None, risk_free_rate: float
+) -> dict[str, MetricValue]:
+    """CAGR, volatility, Sharpe and Sortino: everything that needs the bars-per-year figure."""
+    stats: dict[str, MetricValue] = dict.fromkeys(("cagr", "volatility", "sharpe", "sortino"))
+    if ppy is None:
+        return stats
+    n = len(values)
+    growth = float(values[-1]) / initial_cash
+    years = n / ppy
+    if growth <= 0.0:
+        stats["cagr"] = -1.0  # everything (or more) was lost: -100 % per year, whatever the period
+    elif years > 0.0:
+        # exp/log instead of ** so an absurd exponent (a short, strong run) overflows to inf -> None
+        with np.errstate(over="ignore"):
+            stats["cagr"] = float(np.expm1(np.log(growth) / years))
+    # A return after a bar whose equity was <= 0 is meaningless (division by a non-positive base).
+    if n < 2 or float(values[:-1].min()) <= 0.0:
+        return stats
+    root_ppy = math.sqrt(ppy)
+    rf_bar = (1.0 + risk_free_rate) ** (1.0 / ppy) - 1.0
+    excess = bar_returns(values, initial_cash)
+    # Exactly constant returns have zero deviation; test for that exactly instead of comparing a
+    # rounding-noise std with a tolerance.
+    constant = excess.max() == excess.min()
+    excess -= rf_bar  # in place: the raw returns are not needed any more
+    mean_excess = float(excess.mean())
+    # rf per bar is a constant, so std(r − rf) == std(r): one sample deviation serves volatility
+    # and Sharpe. Written out (centre, dot) to avoid np.std's extra temporaries on long series.
+    work = np.subtract(excess, mean_excess)
+    std = math.sqrt(float(np.dot(work, work)) / (n - 1))
+    stats["volatility"] = std * root_ppy
+    if not constant:
+        stats["sharpe"] = mean_excess / std * root_ppy
+    downside = np.minimum(excess, 0.0, out=work)
+    downside_dev = math.sqrt(float(np.dot(downside, downside)) / (n - 1))
+    if downside_dev > 0.0:
+        stats["sortino"] = mean_excess / downside_dev * root_ppy
+    return stats
+
+
+def _longest_underwater(
+    underwater: np.ndarray, ts: np.ndarray, spacing: float | None
+) -> tuple[int, float | None]:
+    """Longest run of consecutive underwater bars, in bars and in seconds (ties: the earliest run).
+
+    Seconds run from the start of the first underwater bar to the start of the bar that regains the
+    peak; a run still open at the end lasts until the end of the last bar (its start + the median
+    spacing).
+    """
+    n = len(underwater)
+    if not underwater.any():
+        return 0, 0.0
+    padded = np.concatenate(([False], underwater, [False]))
+    changes = np.flatnonzero(padded[1:] != padded[:-1])  # alternating run starts and ends
+    starts, ends = changes[0::2], changes[1::2]  # ends are exclusive: the regaining bar, or n
+    k = int(np.argmax(ends - starts))
+    first, stop = int(starts[k]), int(ends[k])
+    if stop < n:
+        seconds: float | None = (int(ts[stop]) - int(ts[first])) / _NS_PER_SECOND
+    elif spacing is None:
+        seconds = None  # one bar only: its length is unknown
+    else:
+        seconds = (int(ts[n - 1]) - int(ts[first])) / _NS_PER_SECOND + spacing
+    return stop - first, seconds
+
+
+def _trade_stats(trades: Sequence[Trade]) -> dict[str, MetricValue]:
+    """Statistics of closed round trips; a trade still open at the end of the data is ignored."""
+    closed = [t for t in trades if t.exit_time is not None]
+    pnl = np.array([t.pnl for t in closed], dtype=float)
+    for i, t in enumerate(closed):
+        if not math.isfinite(pnl[i]):
+            raise ValueError(
+                f"trades: closed trade {i} ({t.symbol} {t.entry_time}) has pnl {t.pnl}"
+            )
+    stats: dict[str, MetricValue] = {"n_trades": len(closed)}
+    if not closed:
+        keys = ("win_rate", "profit_factor", "expectancy", "avg_win", "avg_loss")
+        stats.update(dict.fromkeys((*keys, "best_trade", "worst_trade", "avg_bars_held")))
+        return stats
+    wins, losses = pnl[pnl > 0.0], pnl[pnl < 0.0]
+    gross_loss = float(losses.sum())
+    stats["win_rate"] = len(wins) / len(closed)
+    stats["profit_factor"] = float(wins.sum()) / -gross_loss if len(losses) else None
+    stats["expectancy"] = float(pnl.mean())
+    stats["avg_win"] = float(wins.mean()) if len(wins) else None
+    stats["avg_loss"] = float(losses.mean()) if len(losses) else None
+    stats["best_trade"] = float(pnl.max())
+    stats["worst_trade"] = float(pnl.min())
+    stats["avg_bars_held"] = float(np.mean([t.bars_held for t in closed]))
+    return stats
+
+
+def _validated_equity(equity: pd.Series) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """Equity as float64 values, int64 UTC ns timestamps and the median bar spacing (seconds)."""
+    if not isinstance(equity, pd.Series):
+        raise TypeError(f"equity must be a pandas Series, got {type(equity).__name__}")
+    if len(equity) == 0:
+        raise ValueError("equity: empty series; a backtest needs at least one bar")
+    ts, spacing = _timestamps_ns(equity.index, "equity index")
+    try:
+        values = equity.to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"equity: values must be numeric ({exc})") from exc
+    bad = ~np.isfinite(values)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"equity: non-finite value {values[i]} at {equity.index[i]} (row {i})")
+    return values, ts, spacing
+
+
+def _timestamps_ns(index: pd.Index, name: str) -> tuple[np.ndarray, float | None]:
+    """Int64 nanoseconds of a strictly increasing DatetimeIndex (pandas 3 may store s/ms/us units),
+    and the median bar spacing in seconds (None for a single timestamp)."""
+    if not isinstance(index, pd.DatetimeIndex):
+        raise TypeError(
+            f"{name} must be a DatetimeIndex of bar timestamps, got {type(index).__name__}"
+        )
+    ts = index.as_unit("ns").asi8
+    steps = np.diff(ts)
+    if len(steps) == 0:
+        return ts, None
+    smallest, largest = int(steps.min()), int(steps.max())
+    if smallest <= 0:
+        i = int(np.argmax(steps <= 0)) + 1
+        raise ValueError(
+            f"{name}: timestamps must be strictly increasing; row {i} ({index[i]}) "
+            f"does not come after {index[i - 1]}"
+        )
+    # Regular bars (the usual case) need no median, which would sort a copy of the steps.
+    typical = smallest if smallest == largest else float(np.median(steps))
+    return ts, typical / _NS_PER_SECOND
+
+
+def _check_finite(
+    name: str, value: float, *, positive: bool = False, nonnegative: bool = False
+) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if positive and not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    if nonnegative and value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def _plain(value: object) -> MetricValue:
+    """Plain Python int/float for JSON; a float that overflowed (inf) or is NaN becomes None."""
+    if value is None:
+        return None
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        return int(value)
+    number = float(value)  # type: ignore[arg-type]
+    return number if math.isfinite(number) else None

@@ -1,0 +1,177 @@
+"""Fast parameter sweeps on one symbol: one row of summary metrics per parameter set.
+
+Each set runs the compiled fast path (`n1v1.backtest.fast`) in streaming mode: the kernel keeps
+running sums (returns, squared returns, downside squares, running peak and drawdown, trade
+statistics) instead of per-bar arrays, so a sweep over 10^6 bars allocates almost nothing per set.
+The summary formulas are those of `n1v1.backtest.metrics.compute_metrics` (docs/metrics.md);
+tests/test_sweep.py checks every row against `compute_metrics` on the full `simulate` result.
+
+Moving-average crosses (sma_cross, ema_cross) are special-cased: each distinct window is computed
+once for the whole sweep and the target is derived inside the kernel from the two averages. Any
+other strategy runs `target_positions` once per set.
+
+The sweep is single-threaded on purpose: it is the unit of work that the distributed runners
+spread over cores and machines, and a per-core figure is what the benchmark reports.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from n1v1 import indicators
+from n1v1.backtest import fast
+from n1v1.backtest.fast import FastConfig
+from n1v1.backtest.metrics import periods_per_year_for
+from n1v1.strategies.base import BAR_COLUMNS, Strategy, StrategyError
+from n1v1.strategies.trend import EmaCross, SmaCross
+
+__all__ = ["METRIC_COLUMNS", "bar_evaluations", "run_sweep", "summarise"]
+
+METRIC_COLUMNS = (
+    "total_return",
+    "cagr",
+    "volatility",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "n_trades",
+    "win_rate",
+    "profit_factor",
+    "expectancy",
+    "exposure",
+    "fees_paid",
+    "final_equity",
+    "turnover",
+)
+
+# strategy class -> the indicator its two windows (params "fast" and "slow") are computed with
+_CROSSES = {SmaCross: indicators.sma, EmaCross: indicators.ema}
+
+
+def bar_evaluations(n_bars: int, n_param_sets: int) -> int:
+    """Work done by a sweep, in bar evaluations: every bar simulated once per parameter set."""
+    return int(n_bars) * int(n_param_sets)
+
+
+def run_sweep(
+    bars: pd.DataFrame,
+    strategy_cls: type[Strategy],
+    param_sets: Sequence[Mapping[str, Any]],
+    config: FastConfig,
+    periods_per_year: float | None = None,
+    *,
+    risk_free_rate: float = 0.0,
+    cache_indicators: bool = True,
+) -> pd.DataFrame:
+    """Backtest `strategy_cls` with every parameter set on one symbol's bars.
+
+    Returns one row per set, in order: the parameters, then METRIC_COLUMNS (None/NaN where a
+    metric is undefined, as in compute_metrics). `df.attrs["bar_evaluations"]` holds the work done.
+    `cache_indicators=False` forces the generic path (used to test the special case against it).
+    """
+    arrays, index = _bar_arrays(bars)
+    sets = [dict(p) for p in param_sets]
+    if not sets:
+        raise ValueError("param_sets: empty; give at least one parameter set")
+    strategies = []
+    for i, params in enumerate(sets):
+        try:
+            strategies.append(strategy_cls(params))
+        except StrategyError as err:
+            raise StrategyError(f"param_sets[{i}]: {err}") from None
+    if periods_per_year is None:
+        ppy = periods_per_year_for(index) if len(index) > 1 else None
+    else:
+        if not (math.isfinite(periods_per_year) and periods_per_year > 0):
+            raise ValueError(f"periods_per_year: must be finite and > 0, got {periods_per_year}")
+        ppy = float(periods_per_year)
+    rf_bar = (1.0 + risk_free_rate) ** (1.0 / ppy) - 1.0 if ppy is not None else 0.0
+
+    cross = _CROSSES.get(strategy_cls) if cache_indicators else None
+    averages: dict[int, np.ndarray] = {}
+    rows = []
+    for strategy in strategies:
+        if cross is not None:
+            p = strategy.params
+            for window in (p.fast, p.slow):  # type: ignore[attr-defined]
+                if window not in averages:
+                    averages[window] = cross(arrays[3], window)
+            spec = (averages[p.fast], averages[p.slow], strategy.warmup)  # type: ignore[attr-defined]
+            acc = fast.stream_stats(*arrays, config, cross=spec, rf_bar=rf_bar, validated=True)
+        else:
+            targets = np.ascontiguousarray(
+                strategy.target_positions(bars, allow_short=config.allow_short), dtype=np.int8
+            )
+            acc = fast.stream_stats(*arrays, config, targets=targets, rf_bar=rf_bar)
+        row: dict[str, Any] = dict(strategy.params.model_dump())
+        row.update(summarise(acc, len(index), config.cash, ppy))
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    frame.attrs["bar_evaluations"] = bar_evaluations(len(index), len(sets))
+    frame.attrs["periods_per_year"] = ppy
+    return frame
+
+
+def summarise(
+    acc: np.ndarray, n: int, initial_cash: float, ppy: float | None
+) -> dict[str, float | int | None]:
+    """Metrics from the kernel's accumulators, with compute_metrics' formulas and conventions."""
+    final = float(acc[fast.A_FINAL_EQ])
+    out: dict[str, float | int | None] = dict.fromkeys(METRIC_COLUMNS)
+    out["final_equity"] = final
+    out["total_return"] = final / initial_cash - 1.0
+    if ppy is not None:
+        growth = final / initial_cash
+        if growth <= 0.0:
+            out["cagr"] = -1.0
+        else:
+            with np.errstate(over="ignore"):
+                out["cagr"] = _finite(float(np.expm1(np.log(growth) / (n / ppy))))
+        if n >= 2 and acc[fast.A_MIN_EQ_PREV] > 0.0:
+            s1, s2 = float(acc[fast.A_SUM_R]), float(acc[fast.A_SUM_R2])
+            mean = s1 / n
+            std = math.sqrt(max(s2 - s1 * mean, 0.0) / (n - 1))
+            root = math.sqrt(ppy)
+            out["volatility"] = std * root
+            if acc[fast.A_MAX_R] != acc[fast.A_MIN_R]:
+                out["sharpe"] = _finite(mean / std * root)
+            downside = math.sqrt(float(acc[fast.A_SUM_DOWN2]) / (n - 1))
+            if downside > 0.0:
+                out["sortino"] = mean / downside * root
+    out["max_drawdown"] = max(float(acc[fast.A_MAX_DD]), 0.0)
+    n_trades = int(acc[fast.A_N_TRADES])
+    out["n_trades"] = n_trades
+    if n_trades:
+        out["win_rate"] = acc[fast.A_WINS] / n_trades
+        gross_loss = float(acc[fast.A_GROSS_LOSS])
+        out["profit_factor"] = (
+            float(acc[fast.A_GROSS_WIN]) / -gross_loss if gross_loss < 0 else None
+        )
+        out["expectancy"] = float(acc[fast.A_SUM_PNL]) / n_trades
+    out["exposure"] = float(acc[fast.A_EXPOSURE]) / n
+    out["fees_paid"] = float(acc[fast.A_FEES])
+    mean_equity = float(acc[fast.A_SUM_EQ]) / n
+    out["turnover"] = float(acc[fast.A_NOTIONAL]) / mean_equity if mean_equity > 0.0 else None
+    return out
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _bar_arrays(bars: pd.DataFrame) -> tuple[tuple[np.ndarray, ...], pd.DatetimeIndex]:
+    """Validated contiguous open/high/low/close arrays (checked once for the whole sweep)."""
+    if not isinstance(bars, pd.DataFrame):
+        raise TypeError(f"bars: expected a DataFrame, got {type(bars).__name__}")
+    missing = [c for c in BAR_COLUMNS if c not in bars.columns]
+    if missing:
+        raise ValueError(f"bars: missing column(s) {missing}; have {list(bars.columns)}")
+    if not isinstance(bars.index, pd.DatetimeIndex):
+        raise TypeError(f"bars: index must be a DatetimeIndex, got {type(bars.index).__name__}")
+    columns = [bars[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close")]
+    return fast.ohlc_arrays(*columns), bars.index

@@ -1,0 +1,239 @@
+"""The one settings model for N1V1: a YAML file, then `N1V1_*` environment overrides, validated
+strictly.
+
+Unknown keys are errors that name the full key path and suggest the closest valid key, because a
+typo in a
+risk limit that is silently ignored is how accounts get blown up.
+
+Environment overrides use `__` between levels: `N1V1_RISK__MAX_DRAWDOWN=0.2` sets
+`risk.max_drawdown`.
+Values are parsed as YAML scalars, so `0.2`, `true` and `null` mean what they look like.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ENV_PREFIX = "N1V1_"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with every offending key path in the message."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class InstrumentSpec(StrictModel):
+    """Exchange trading rules for one symbol. Zero means "no constraint"."""
+
+    lot_size: float = Field(0.0, ge=0, description="quantity step; orders are rounded down to it")
+    tick_size: float = Field(0.0, ge=0, description="price step for limit and stop prices")
+    min_notional: float = Field(
+        0.0, ge=0, description="smallest order value (qty x price) accepted"
+    )
+
+
+class ExecutionSettings(StrictModel):
+    """Fill, fee and slippage model of the simulated venue (see docs/execution.md)."""
+
+    maker_fee: float = Field(0.001, ge=0, lt=0.1)
+    taker_fee: float = Field(0.001, ge=0, lt=0.1)
+    slippage_bps: float = Field(0.0, ge=0, le=1000)
+    slippage_model: Literal["fixed", "volume"] = "fixed"
+    impact_bps: float = Field(10.0, ge=0, description="volume model: bps x sqrt(qty / bar volume)")
+    fill: Literal["next_open", "close"] = "next_open"
+    participation_cap: float | None = Field(None, gt=0, le=1)
+    default_instrument: InstrumentSpec = InstrumentSpec()
+    instruments: dict[str, InstrumentSpec] = Field(default_factory=dict)
+
+    def instrument(self, symbol: str) -> InstrumentSpec:
+        return self.instruments.get(symbol, self.default_instrument)
+
+
+class RiskSettings(StrictModel):
+    """Sizing, exits, portfolio limits and the circuit breaker. `None` switches a rule off."""
+
+    allow_short: bool = False
+    # sizing
+    sizing: Literal["fraction", "fixed", "atr_risk", "kelly"] = "fraction"
+    fraction: float = Field(1.0, gt=0, le=10, description="fraction of equity per position")
+    qty: float | None = Field(None, gt=0, description="fixed quantity (sizing: fixed)")
+    risk_per_trade: float = Field(0.01, gt=0, le=1, description="atr_risk: equity risked per trade")
+    atr_period: int = Field(14, ge=1, le=1000)
+    atr_multiple: float = Field(2.0, gt=0, le=100, description="atr_risk: stop distance in ATRs")
+    kelly_fraction: float = Field(0.5, gt=0, le=1)
+    kelly_cap: float = Field(0.25, gt=0, le=1)
+    kelly_lookback: int = Field(50, ge=2)
+    kelly_min_trades: int = Field(20, ge=2)
+    # exits
+    stop_loss_pct: float | None = Field(None, gt=0, lt=1)
+    atr_stop_multiple: float | None = Field(None, gt=0, le=100)
+    take_profit_pct: float | None = Field(None, gt=0)
+    take_profit_r: float | None = Field(None, gt=0, le=100)
+    trailing_stop_pct: float | None = Field(None, gt=0, lt=1)
+    time_exit_bars: int | None = Field(None, ge=1)
+    # portfolio limits
+    max_open_positions: int | None = Field(None, ge=1)
+    max_symbol_exposure: float | None = Field(None, gt=0, description="fraction of equity")
+    max_total_exposure: float | None = Field(None, gt=0, description="fraction of equity")
+    max_daily_loss: float | None = Field(
+        None, gt=0, lt=1, description="fraction of day-start equity"
+    )
+    # circuit breaker
+    max_drawdown: float | None = Field(None, gt=0, lt=1, description="from the equity peak")
+    max_consecutive_losses: int | None = Field(None, ge=1)
+    cooldown_bars: int = Field(0, ge=0, description="0: stay halted until reset")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RiskSettings:
+        if self.sizing == "fixed" and self.qty is None:
+            raise ValueError("risk.qty: required when risk.sizing is 'fixed'")
+        if self.take_profit_r is not None and (
+            self.stop_loss_pct is None and self.atr_stop_multiple is None
+        ):
+            raise ValueError(
+                "risk.take_profit_r: needs a stop (risk.stop_loss_pct or risk.atr_stop_multiple)"
+            )
+        if self.take_profit_r is not None and self.take_profit_pct is not None:
+            raise ValueError("risk.take_profit_r: set either take_profit_r or take_profit_pct")
+        return self
+
+
+class DataSettings(StrictModel):
+    gap_policy: Literal["keep", "fill"] = "keep"
+    timeframe: str | None = None
+
+
+class BacktestSettings(StrictModel):
+    cash: float = Field(10_000.0, gt=0)
+    risk_free_rate: float = Field(0.0, ge=-1, le=1, description="annual, for Sharpe and Sortino")
+    run_id: str = Field("backtest", min_length=1, max_length=64)
+    engine: Literal["auto", "event", "fast"] = "auto"
+
+
+class Settings(StrictModel):
+    data: DataSettings = DataSettings()
+    execution: ExecutionSettings = ExecutionSettings()
+    risk: RiskSettings = RiskSettings()
+    backtest: BacktestSettings = BacktestSettings()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+def load_settings(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Settings from defaults < YAML file < environment < explicit overrides (e.g. CLI flags)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = _read_yaml(Path(path))
+    env_values = _env_overrides(os.environ if env is None else env)
+    merged = _deep_merge(data, env_values)
+    if overrides:
+        merged = _deep_merge(merged, _expand_dotted(overrides))
+    return parse_settings(merged)
+
+
+def parse_settings(data: Mapping[str, Any]) -> Settings:
+    try:
+        return Settings.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, Settings)) from None
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel]) -> str:
+    """One line per problem: `full.key.path: message`, with a did-you-mean for unknown keys."""
+    lines = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            suggestion = _suggest(model, list(err["loc"]))
+            hint = f"; did you mean {suggestion}?" if suggestion else ""
+            lines.append(f"{path}: unknown key{hint}")
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+            if message.startswith(f"{path}:") or (not path and ":" in message):
+                lines.append(message)
+            else:
+                lines.append(f"{path or '<root>'}: {message}")
+    return "\n".join(lines)
+
+
+def _suggest(model: type[BaseModel], loc: list[Any]) -> str | None:
+    """Walk the model along loc[:-1] and find the closest field name to loc[-1]."""
+    current: Any = model
+    for part in loc[:-1]:
+        fields = getattr(current, "model_fields", None)
+        if fields is None or part not in fields:
+            return None  # e.g. a dict key such as an instrument symbol
+        annotation = fields[part].annotation
+        current = annotation if isinstance(annotation, type) else None
+        if current is None:
+            return None
+    fields = getattr(current, "model_fields", None)
+    if not fields:
+        return None
+    match = difflib.get_close_matches(str(loc[-1]), list(fields), n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
+    return loaded
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    flat = {}
+    for key, raw in env.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        dotted = key[len(ENV_PREFIX) :].lower().replace("__", ".")
+        if not dotted:
+            continue
+        try:
+            flat[dotted] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            flat[dotted] = raw
+    return _expand_dotted(flat)
+
+
+def _expand_dotted(flat: Mapping[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        parts = dotted.split(".")
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{dotted}: conflicts with a scalar value at {part}")
+        node[parts[-1]] = value
+    return nested
+
+
+def _deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,465 @@
+"""The TradingEngine: one loop for backtest, paper and live trading.
+
+bar -> fills at the open -> intrabar stops and take-profits -> mark to market -> risk state -> time
+exits
+-> strategy targets -> risk review -> orders -> venue. The exact order and every fill rule are in
+docs/execution.md; the engine owns the decisions, the venue owns the fills, the portfolio owns the
+money,
+and the journal sees all of it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from n1v1.config import Settings
+from n1v1.domain import (
+    Bar,
+    ClientOrderId,
+    EquityPoint,
+    Order,
+    OrderPurpose,
+    OrderType,
+    Side,
+    Signal,
+    Symbol,
+    Trade,
+    make_client_order_id,
+)
+from n1v1.engine.journal import InMemoryJournal, Journal
+from n1v1.engine.portfolio import Portfolio
+from n1v1.engine.signals import SignalSource
+from n1v1.execution.venue import Execution, SimulatedVenue
+from n1v1.risk.exits import exit_levels, tighter_stop, trailing_stop
+from n1v1.risk.manager import RiskManager
+
+_PROTECTIVE = frozenset(
+    {OrderPurpose.STOP_LOSS, OrderPurpose.TAKE_PROFIT, OrderPurpose.TRAILING_STOP}
+)
+
+
+@dataclass(slots=True)
+class _SymbolState:
+    """What the engine remembers about one symbol between bars."""
+
+    index: int = -1  # bar number within this symbol's series
+    intended: int = 0  # direction we are trading towards (position plus working orders)
+    blocked: int = 0  # direction not to re-enter after a protective or time exit
+    targets: dict[str, int] = field(default_factory=dict)  # last target per strategy
+    held_bars: int = 0
+    entry_atr: float = math.nan
+    extreme: float = math.nan  # best price since entry, for the trailing stop
+    fixed_stop: float | None = None
+    stop_id: ClientOrderId | None = None
+    take_profit_id: ClientOrderId | None = None
+    entered_at_close_index: int = -1
+
+
+class TradingEngine:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        journal: Journal | None = None,
+        venue: SimulatedVenue | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.journal: Journal = journal if journal is not None else InMemoryJournal()
+        self.portfolio = Portfolio(settings.backtest.cash)
+        self.venue = venue or SimulatedVenue(
+            settings.execution, affordable_qty=self._affordable_qty
+        )
+        self.risk = RiskManager(settings.risk, self.journal)
+        self.risk.set_initial_equity(self.portfolio.equity)
+        self.run_id = run_id or settings.backtest.run_id
+        self.sources: list[SignalSource] = []
+        self.atr: dict[Symbol, np.ndarray] = {}
+        self.equity_curve: list[tuple[pd.Timestamp, float]] = []
+        self.exposure_bars = 0
+        self.step = -1
+        self._states: dict[Symbol, _SymbolState] = {}
+        self._order_seq: dict[tuple[Symbol, int], int] = {}
+        self._next_open = settings.execution.fill == "next_open"
+        self._cost_rate = settings.execution.taker_fee + settings.execution.slippage_bps / 10_000.0
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def add_signal_source(self, source: SignalSource) -> None:
+        self.sources.append(source)
+
+    def set_atr(self, symbol: str, values: np.ndarray) -> None:
+        """ATR per bar of a symbol, for ATR sizing and stops (known at each bar's close)."""
+        self.atr[Symbol(symbol)] = np.asarray(values, dtype=np.float64)
+
+    def state(self, symbol: Symbol) -> _SymbolState:
+        st = self._states.get(symbol)
+        if st is None:
+            st = self._states[symbol] = _SymbolState()
+        return st
+
+    # -- the loop --------------------------------------------------------------------------------
+    def run(self, steps: Iterable[tuple[pd.Timestamp, Mapping[Symbol, tuple[int, Bar]]]]) -> None:
+        last_ts = None
+        for ts, bars in steps:
+            self.on_bar(ts, bars)
+            last_ts = ts
+        if last_ts is not None:
+            self.finish(last_ts)
+
+    def on_bar(self, ts: pd.Timestamp, bars: Mapping[Symbol, tuple[int, Bar]]) -> None:
+        self.step += 1
+        for symbol, (index, bar) in bars.items():
+            st = self.state(symbol)
+            st.index = index
+            # Under `close` fills only leftovers (partial fills, kill-switch exits) work at the
+            # open.
+            self._process(self.venue.match_open(symbol, bar), st)
+            self._check_protective(symbol, bar, st)
+            self.portfolio.mark(symbol, bar.close)
+            if self.portfolio.position(symbol).is_open and st.entered_at_close_index != index:
+                st.held_bars += 1
+
+        equity = self.portfolio.equity
+        self.risk.on_bar_close(ts, self.step, equity)
+
+        for symbol, (index, bar) in bars.items():
+            st = self._states[symbol]
+            self._check_time_exit(symbol, bar, st)
+            self._act_on_targets(symbol, index, bar, st, equity)
+
+        equity = self.portfolio.equity
+        self.equity_curve.append((ts, equity))
+        self.journal.record_equity(
+            EquityPoint(ts, self.portfolio.cash, self.portfolio.position_value, equity)
+        )
+        if any(p.is_open for p in self.portfolio.positions.values()):
+            self.exposure_bars += 1
+
+    def finish(self, ts: pd.Timestamp) -> None:
+        """End of data: working orders expire; open positions stay open, marked at the last close"""
+        for order in self.venue.expire_all(ts):
+            self.journal.record_order(order)
+
+    # -- kill switch -------------------------------------------------------------------------------
+    def kill_switch(self, ts: pd.Timestamp, reason: str, bars: Mapping[Symbol, Bar]) -> None:
+        """Cancel everything, flatten every position and refuse new entries until reset."""
+        self.risk.engage_kill_switch(ts, reason)
+        for order in list(self.venue.working_orders()):
+            self.journal.record_order(self.venue.cancel(order.client_order_id, ts, "kill switch"))
+        for pos in self.portfolio.open_positions():
+            st = self.state(pos.symbol)
+            st.stop_id = st.take_profit_id = None
+            st.intended = 0
+            self._submit_market(
+                pos.symbol,
+                Side.SELL if pos.qty > 0 else Side.BUY,
+                abs(pos.qty),
+                ts,
+                OrderPurpose.KILL_SWITCH,
+                bars.get(pos.symbol),
+                "kill switch",
+            )
+
+    # -- steps of a bar ----------------------------------------------------------------------------
+    def _check_protective(self, symbol: Symbol, bar: Bar, st: _SymbolState) -> None:
+        self._process(self.venue.match_range(symbol, bar), st)
+        pos = self.portfolio.position(symbol)
+        trail = self.settings.risk.trailing_stop_pct
+        if not pos.is_open or trail is None or st.entered_at_close_index == st.index:
+            return
+        # The bar's extreme counts only after the bar's own stop check (docs/execution.md).
+        direction = 1 if pos.qty > 0 else -1
+        st.extreme = max(st.extreme, bar.high) if direction > 0 else min(st.extreme, bar.low)
+        new_stop = tighter_stop(
+            direction, st.fixed_stop, trailing_stop(direction, st.extreme, trail)
+        )
+        if st.stop_id is not None and new_stop is not None:
+            order = self.venue.set_price(st.stop_id, new_stop)
+            trailing_binds = st.fixed_stop is None or new_stop != st.fixed_stop
+            order.purpose = OrderPurpose.TRAILING_STOP if trailing_binds else OrderPurpose.STOP_LOSS
+
+    def _check_time_exit(self, symbol: Symbol, bar: Bar, st: _SymbolState) -> None:
+        limit = self.settings.risk.time_exit_bars
+        pos = self.portfolio.position(symbol)
+        if limit is None or not pos.is_open or st.intended == 0 or st.held_bars < limit:
+            return
+        st.blocked = 1 if pos.qty > 0 else -1
+        self._close_position(symbol, bar, st, OrderPurpose.TIME_EXIT, f"held {st.held_bars} bars")
+
+    def _act_on_targets(
+        self, symbol: Symbol, index: int, bar: Bar, st: _SymbolState, equity: float
+    ) -> None:
+        if not self.sources:
+            return
+        total = 0
+        for source in self.sources:
+            target = source.target(symbol, index)
+            if not self.settings.risk.allow_short and target < 0:
+                target = 0
+            if st.targets.get(source.name) != target:
+                st.targets[source.name] = target
+                self.journal.record_signal(Signal(bar.timestamp, symbol, source.name, target))
+            total += target
+        desired = (total > 0) - (total < 0)
+        if st.blocked and desired != st.blocked:
+            st.blocked = 0
+        if st.blocked and desired == st.blocked:
+            desired = 0
+        if desired == st.intended:
+            return
+        # Changing course: what is still working was meant for the old course.
+        for order in self.venue.working_orders(symbol):
+            if order.order_type is OrderType.MARKET:
+                self.journal.record_order(
+                    self.venue.cancel(order.client_order_id, bar.timestamp, "target changed")
+                )
+        pos = self.portfolio.position(symbol)
+        if pos.is_open and (pos.qty > 0) == (desired > 0) and desired != 0:
+            st.intended = desired  # already holding (part of) the wanted position
+            return
+        if pos.is_open:
+            self._close_position(symbol, bar, st, OrderPurpose.EXIT, "target changed")
+        st.intended = 0
+        if desired != 0:
+            self._open_position(symbol, index, bar, st, desired, equity)
+
+    def _open_position(
+        self, symbol: Symbol, index: int, bar: Bar, st: _SymbolState, direction: int, equity: float
+    ) -> None:
+        atr_values = self.atr.get(symbol)
+        atr = float(atr_values[index]) if atr_values is not None else None
+        open_elsewhere, exposure_elsewhere = self._commitments(exclude=symbol)
+        pos = self.portfolio.position(symbol)
+        qty = self.risk.review_entry(
+            bar.timestamp,
+            symbol,
+            price=bar.close,
+            equity=equity,
+            cost_rate=self._cost_rate,
+            atr=atr,
+            closed_trades=self.portfolio.closed_trades,
+            open_positions=open_elsewhere,
+            symbol_exposure=abs(pos.market_value) if pos.qty * direction > 0 else 0.0,
+            total_exposure=exposure_elsewhere,
+            instrument=self.settings.execution.instrument(symbol),
+        )
+        if qty <= 0.0:
+            return
+        st.intended = direction
+        st.entry_atr = atr if atr is not None else math.nan
+        side = Side.BUY if direction > 0 else Side.SELL
+        self._submit_market(symbol, side, qty, bar.timestamp, OrderPurpose.ENTRY, bar, "")
+
+    def _commitments(self, exclude: Symbol) -> tuple[int, float]:
+        """Positions and gross exposure held or on their way (working entries) in other symbols.
+
+        Under `next_open` an entry decided this bar is not a position until the next open; limits
+        that ignored it would let every symbol enter at once.
+        """
+        count, exposure = 0, 0.0
+        for symbol, st in self._states.items():
+            if symbol == exclude:
+                continue
+            pos = self.portfolio.position(symbol)
+            pending = sum(
+                o.remaining_qty
+                for o in self.venue.working_orders(symbol)
+                if o.purpose is OrderPurpose.ENTRY
+            )
+            if pos.is_open or st.intended != 0:
+                count += 1
+            price = pos.last_price if math.isfinite(pos.last_price) else 0.0
+            exposure += abs(pos.market_value) + pending * price
+        return count, exposure
+
+    def _close_position(
+        self, symbol: Symbol, bar: Bar, st: _SymbolState, purpose: OrderPurpose, reason: str
+    ) -> None:
+        self._cancel_protective(symbol, bar.timestamp, st)
+        for order in self.venue.working_orders(symbol):
+            if order.order_type is OrderType.MARKET:  # e.g. the rest of a partially filled entry
+                self.journal.record_order(
+                    self.venue.cancel(order.client_order_id, bar.timestamp, reason)
+                )
+        pos = self.portfolio.position(symbol)
+        st.intended = 0
+        side = Side.SELL if pos.qty > 0 else Side.BUY
+        self._submit_market(symbol, side, abs(pos.qty), bar.timestamp, purpose, bar, reason)
+
+    # -- orders ----------------------------------------------------------------------------------
+    def _new_order_id(
+        self, symbol: Symbol, ts: pd.Timestamp, purpose: OrderPurpose
+    ) -> ClientOrderId:
+        key = (symbol, ts.value)
+        seq = self._order_seq.get(key, 0)
+        self._order_seq[key] = seq + 1
+        return make_client_order_id(self.run_id, symbol, ts, purpose, seq)
+
+    def _submit_market(
+        self,
+        symbol: Symbol,
+        side: Side,
+        qty: float,
+        ts: pd.Timestamp,
+        purpose: OrderPurpose,
+        bar: Bar | None,
+        reason: str,
+    ) -> Order:
+        order = Order(
+            client_order_id=self._new_order_id(symbol, ts, purpose),
+            symbol=symbol,
+            side=side,
+            qty=qty,
+            order_type=OrderType.MARKET,
+            created_at=ts,
+            purpose=purpose,
+            reason=reason,
+        )
+        self.journal.record_order(order)
+        self.venue.submit(order, ts)
+        self.journal.record_order(order)
+        if not self._next_open and bar is not None:
+            execution = self.venue.fill_at_close(order, bar)
+            if execution is not None:
+                self._process([execution], self.state(symbol))
+        return order
+
+    def _submit_resting(
+        self,
+        symbol: Symbol,
+        side: Side,
+        qty: float,
+        order_type: OrderType,
+        price: float,
+        ts: pd.Timestamp,
+        purpose: OrderPurpose,
+        oco_group: str,
+    ) -> ClientOrderId:
+        order = Order(
+            client_order_id=self._new_order_id(symbol, ts, purpose),
+            symbol=symbol,
+            side=side,
+            qty=qty,
+            order_type=order_type,
+            created_at=ts,
+            purpose=purpose,
+            price=price,
+            oco_group=oco_group,
+        )
+        self.journal.record_order(order)
+        self.venue.submit(order, ts)
+        self.journal.record_order(order)
+        return order.client_order_id
+
+    def _cancel_protective(self, symbol: Symbol, ts: pd.Timestamp, st: _SymbolState) -> None:
+        for order_id in (st.stop_id, st.take_profit_id):
+            if order_id is not None and any(
+                o.client_order_id == order_id for o in self.venue.working_orders(symbol)
+            ):
+                self.journal.record_order(self.venue.cancel(order_id, ts, "position closed"))
+        st.stop_id = st.take_profit_id = None
+
+    def _place_protective(self, symbol: Symbol, ts: pd.Timestamp, st: _SymbolState) -> None:
+        """(Re)place the stop and take-profit of the whole position from its average entry."""
+        risk = self.settings.risk
+        pos = self.portfolio.position(symbol)
+        self._cancel_protective(symbol, ts, st)
+        direction = 1 if pos.qty > 0 else -1
+        atr = st.entry_atr if math.isfinite(st.entry_atr) else None
+        levels = exit_levels(risk, direction, pos.avg_entry, atr)
+        st.fixed_stop = levels.stop
+        st.extreme = pos.avg_entry
+        stop = levels.stop
+        if risk.trailing_stop_pct is not None:
+            stop = tighter_stop(
+                direction, stop, trailing_stop(direction, pos.avg_entry, risk.trailing_stop_pct)
+            )
+        exit_side = Side.SELL if direction > 0 else Side.BUY
+        group = f"{symbol}@{ts.value}"
+        qty = abs(pos.qty)
+        if stop is not None:
+            purpose = (
+                OrderPurpose.TRAILING_STOP
+                if risk.trailing_stop_pct is not None and stop != levels.stop
+                else OrderPurpose.STOP_LOSS
+            )
+            st.stop_id = self._submit_resting(
+                symbol, exit_side, qty, OrderType.STOP, stop, ts, purpose, group
+            )
+        if levels.take_profit is not None:
+            st.take_profit_id = self._submit_resting(
+                symbol,
+                exit_side,
+                qty,
+                OrderType.LIMIT,
+                levels.take_profit,
+                ts,
+                OrderPurpose.TAKE_PROFIT,
+                group,
+            )
+
+    # -- fills -------------------------------------------------------------------------------------
+    def _process(self, executions: Sequence[Execution], st: _SymbolState) -> None:
+        for ex in executions:
+            order, fill = ex.order, ex.fill
+            if ex.note:
+                self.risk._record(  # the venue cut the size: the journal must say why
+                    fill.timestamp,
+                    fill.symbol,
+                    "insufficient_cash",
+                    "resize",
+                    ex.note,
+                    fill.qty,
+                    fill.qty,
+                )
+            self.journal.record_fill(fill)
+            self.journal.record_order(order)
+            for sibling in ex.cancelled_siblings:
+                self.journal.record_order(sibling)
+            before = self.portfolio.position(fill.symbol).qty
+            closed = self.portfolio.apply_fill(fill)
+            if closed is not None:
+                self._on_trade_closed(closed, order, st)
+                self._cancel_protective(fill.symbol, fill.timestamp, st)
+            elif order.purpose is OrderPurpose.ENTRY and before * fill.side.sign >= 0:
+                if before == 0.0:
+                    st.held_bars = 0
+                    st.entered_at_close_index = -1 if self._next_open else st.index
+                self._place_protective(fill.symbol, fill.timestamp, st)
+
+    def _on_trade_closed(self, trade: Trade, order: Order, st: _SymbolState) -> None:
+        trade.bars_held = st.held_bars
+        self.risk.on_trade_closed(trade)
+        if order.purpose in _PROTECTIVE:
+            st.blocked = 1 if trade.side is Side.BUY else -1
+            st.intended = 0
+            st.stop_id = st.take_profit_id = None
+            # An entry remainder still working must not rebuild what the stop just closed.
+            for working in self.venue.working_orders(trade.symbol):
+                if working.purpose is OrderPurpose.ENTRY:
+                    self.journal.record_order(
+                        self.venue.cancel(working.client_order_id, trade.exit_time, "stopped out")
+                    )
+        st.held_bars = 0
+
+    # -- accounts ----------------------------------------------------------------------------------
+    def _affordable_qty(self, order: Order, price: float, fee_rate: float) -> float | None:
+        """A buy that opens or adds to a long cannot spend more cash than there is (no borrowing)"""
+        if order.side is not Side.BUY or self.portfolio.position(order.symbol).qty < 0:
+            return None
+        return max(self.portfolio.cash, 0.0) / (price * (1.0 + fee_rate))
+
+    def trades(self) -> list[Trade]:
+        """Closed trades in exit order, then the trades still open (exit_time None)."""
+        return [*self.portfolio.closed_trades, *self.portfolio.open_trades()]
+
+    def equity_series(self) -> pd.Series:
+        if not self.equity_curve:
+            return pd.Series(dtype=np.float64, name="equity")
+        ts, values = zip(*self.equity_curve, strict=True)
+        return pd.Series(values, index=pd.DatetimeIndex(ts, name="timestamp"), name="equity")

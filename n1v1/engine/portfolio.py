@@ -1,0 +1,182 @@
+"""Cash, positions and round-trip trades, updated only by fills.
+
+Positions are signed quantities (negative = short). Equity is `cash + Σ qty × last price`; the
+accounting
+identity `equity == initial cash + realised PnL + unrealised PnL − fees` is a property test.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from n1v1.domain import Fill, OrderPurpose, Side, Symbol, Trade
+
+# Partial fills sum quantities such as 0.1 + 0.2; a residue below this share of the trade is zero.
+_FLAT_TOLERANCE = 1e-9
+
+
+@dataclass(slots=True)
+class Position:
+    symbol: Symbol
+    qty: float = 0.0
+    avg_entry: float = 0.0
+    realized_pnl: float = 0.0
+    last_price: float = math.nan
+
+    @property
+    def is_open(self) -> bool:
+        return self.qty != 0.0
+
+    @property
+    def market_value(self) -> float:
+        return self.qty * self.last_price if self.qty else 0.0
+
+    @property
+    def unrealized_pnl(self) -> float:
+        return (self.last_price - self.avg_entry) * self.qty if self.qty else 0.0
+
+
+@dataclass(slots=True)
+class _OpenTrade:
+    trade: Trade
+    gross_pnl: float = 0.0
+    exit_qty: float = 0.0
+    exit_value: float = 0.0
+    entry_value: float = 0.0
+
+
+@dataclass(slots=True)
+class Portfolio:
+    initial_cash: float
+    cash: float = field(init=False)
+    positions: dict[Symbol, Position] = field(default_factory=dict)
+    fees_paid: float = 0.0
+    traded_notional: float = 0.0
+    closed_trades: list[Trade] = field(default_factory=list)
+    _open: dict[Symbol, _OpenTrade] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.cash = self.initial_cash
+
+    # -- queries -------------------------------------------------------------------------------
+    def position(self, symbol: Symbol) -> Position:
+        pos = self.positions.get(symbol)
+        if pos is None:
+            pos = self.positions[symbol] = Position(symbol)
+        return pos
+
+    @property
+    def position_value(self) -> float:
+        return sum(p.market_value for p in self.positions.values())
+
+    @property
+    def equity(self) -> float:
+        return self.cash + self.position_value
+
+    @property
+    def gross_exposure(self) -> float:
+        return sum(abs(p.market_value) for p in self.positions.values())
+
+    @property
+    def realized_pnl(self) -> float:
+        return sum(p.realized_pnl for p in self.positions.values())
+
+    @property
+    def unrealized_pnl(self) -> float:
+        return sum(p.unrealized_pnl for p in self.positions.values())
+
+    def open_positions(self) -> list[Position]:
+        return [p for p in self.positions.values() if p.is_open]
+
+    def open_trade(self, symbol: Symbol) -> Trade | None:
+        state = self._open.get(symbol)
+        return state.trade if state else None
+
+    def open_trades(self) -> list[Trade]:
+        return [s.trade for s in self._open.values()]
+
+    # -- updates -------------------------------------------------------------------------------
+    def mark(self, symbol: Symbol, price: float) -> None:
+        self.position(symbol).last_price = price
+
+    def apply_fill(self, fill: Fill) -> Trade | None:
+        """Book a fill; returns the trade it closed, if any."""
+        pos = self.position(fill.symbol)
+        signed = fill.qty * fill.side.sign
+        self.cash -= signed * fill.price + fill.fee
+        self.fees_paid += fill.fee
+        self.traded_notional += fill.qty * fill.price
+        if math.isnan(pos.last_price):
+            pos.last_price = fill.price
+
+        if pos.qty == 0.0 or (pos.qty > 0) == (signed > 0):
+            self._add(pos, fill, fill.qty, fill.fee)
+            return None
+
+        closing = min(fill.qty, abs(pos.qty))
+        closing_fee = fill.fee * closing / fill.qty
+        closed = self._reduce(pos, fill, closing, closing_fee)
+        rest = fill.qty - closing
+        if rest > fill.qty * _FLAT_TOLERANCE:
+            self._add(pos, fill, rest, fill.fee - closing_fee)  # a flip in one fill
+        return closed
+
+    def _add(self, pos: Position, fill: Fill, qty: float, fee: float) -> None:
+        state = self._open.get(fill.symbol)
+        if state is None:
+            trade = Trade(
+                symbol=fill.symbol,
+                side=fill.side,
+                qty=0.0,
+                entry_time=fill.timestamp,
+                entry_price=fill.price,
+            )
+            state = self._open[fill.symbol] = _OpenTrade(trade)
+        old = abs(pos.qty)
+        pos.avg_entry = (pos.avg_entry * old + fill.price * qty) / (old + qty)
+        pos.qty += qty * fill.side.sign
+        state.entry_value += fill.price * qty
+        state.trade.qty += qty
+        state.trade.entry_price = state.entry_value / state.trade.qty
+        state.trade.fees += fee
+
+    def _reduce(self, pos: Position, fill: Fill, qty: float, fee: float) -> Trade | None:
+        state = self._open[fill.symbol]
+        direction = 1.0 if pos.qty > 0 else -1.0
+        gross = (fill.price - pos.avg_entry) * qty * direction
+        pos.realized_pnl += gross - fee
+        pos.qty -= qty * direction
+        state.gross_pnl += gross
+        state.exit_qty += qty
+        state.exit_value += fill.price * qty
+        state.trade.fees += fee
+        if abs(pos.qty) > state.trade.qty * _FLAT_TOLERANCE:
+            return None
+        pos.qty = 0.0
+        pos.avg_entry = 0.0
+        trade = state.trade
+        trade.exit_time = fill.timestamp
+        trade.exit_price = state.exit_value / state.exit_qty
+        trade.pnl = state.gross_pnl - trade.fees
+        trade.exit_reason = _exit_reason(fill.purpose)
+        del self._open[fill.symbol]
+        self.closed_trades.append(trade)
+        return trade
+
+    def entry_fees_of_open_trades(self) -> float:
+        return sum(s.trade.fees for s in self._open.values())
+
+
+def _exit_reason(purpose: OrderPurpose) -> str:
+    return "signal" if purpose in (OrderPurpose.EXIT, OrderPurpose.ENTRY) else purpose.value
+
+
+def trade_side_for(target: int) -> Side:
+    return Side.BUY if target > 0 else Side.SELL
+
+
+def as_utc(ts: pd.Timestamp) -> pd.Timestamp:
+    return ts.tz_convert("UTC") if ts.tzinfo else ts.tz_localize("UTC")

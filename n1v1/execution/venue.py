@@ -1,0 +1,215 @@
+"""The simulated venue: where the engine's orders meet historical or replayed bars.
+
+It implements the fill rules of docs/execution.md and nothing else; the engine decides *what* to
+trade,
+the venue decides *how* it fills. A live venue (ccxt) offers the same three calls: `submit`,
+`cancel` and
+the matching hooks driven by the feed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from n1v1.config import ExecutionSettings
+from n1v1.domain import (
+    Bar,
+    ClientOrderId,
+    Fill,
+    Liquidity,
+    Order,
+    OrderStatus,
+    OrderType,
+    Side,
+)
+from n1v1.execution.costs import FeeModel, SlippageModel, cost_models
+from n1v1.execution.instruments import round_price, round_qty_down
+
+# (order, fill price, fee rate) -> the largest quantity the account can pay for, or None for no
+# limit.
+AffordableQty = Callable[[Order, float, float], float | None]
+
+
+class VenueError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """A fill together with the order it belongs to and, when the venue cut the size, why."""
+
+    order: Order
+    fill: Fill
+    note: str = ""
+    cancelled_siblings: tuple[Order, ...] = ()
+
+
+class SimulatedVenue:
+    """Matches working orders against bars with the documented fill, fee and slippage model."""
+
+    def __init__(self, settings: ExecutionSettings, affordable_qty: AffordableQty | None = None):
+        self.settings = settings
+        self.fees: FeeModel
+        self.slippage: SlippageModel
+        self.fees, self.slippage = cost_models(settings)
+        self.affordable_qty = affordable_qty
+        self._working: dict[ClientOrderId, Order] = {}
+        self._fill_seq: dict[ClientOrderId, int] = {}
+
+    # -- order entry -------------------------------------------------------------------------------
+    def submit(self, order: Order, at: pd.Timestamp) -> None:
+        if order.client_order_id in self._working:
+            raise VenueError(f"order {order.client_order_id} is already working")
+        if order.price is not None:
+            order.price = round_price(order.price, self.settings.instrument(order.symbol))
+        order.transition(OrderStatus.SUBMITTED, at)
+        self._working[order.client_order_id] = order
+
+    def cancel(self, client_order_id: ClientOrderId, at: pd.Timestamp, reason: str) -> Order:
+        order = self._working.pop(client_order_id, None)
+        if order is None:
+            raise VenueError(f"order {client_order_id} is not working")
+        order.transition(OrderStatus.CANCELLED, at, reason)
+        return order
+
+    def working_orders(self, symbol: str | None = None) -> list[Order]:
+        return [o for o in self._working.values() if symbol is None or o.symbol == symbol]
+
+    def expire_all(self, at: pd.Timestamp, reason: str = "end of data") -> list[Order]:
+        expired = list(self._working.values())
+        for order in expired:
+            order.transition(OrderStatus.EXPIRED, at, reason)
+        self._working.clear()
+        return expired
+
+    def set_price(self, client_order_id: ClientOrderId, price: float) -> Order:
+        """Move a resting order's price (a trailing stop); the simulated venue amends in place."""
+        order = self._working[client_order_id]
+        order.price = round_price(price, self.settings.instrument(order.symbol))
+        return order
+
+    # -- matching ----------------------------------------------------------------------------------
+    def match_open(self, symbol: str, bar: Bar) -> list[Execution]:
+        """Fill working market orders of `symbol` at the bar's open (the `next_open` rule)."""
+        executions = []
+        for order in self.working_orders(symbol):
+            if order.order_type is OrderType.MARKET:
+                ex = self._fill_market(order, bar.open, bar, cap_by_volume=True)
+                if ex is not None:
+                    executions.append(ex)
+                if order.status.is_open:
+                    break  # first in, first out: a reversal's entry waits for its exit
+        return executions
+
+    def fill_at_close(self, order: Order, bar: Bar) -> Execution | None:
+        """The optimistic `close` rule: a market order fills at the close of its signal bar."""
+        if self._queued_behind(order):
+            return None  # an earlier market order of this symbol is still filling
+        return self._fill_market(order, bar.close, bar, cap_by_volume=True)
+
+    def _queued_behind(self, order: Order) -> bool:
+        for other in self.working_orders(order.symbol):
+            if other is order:
+                return False
+            if other.order_type is OrderType.MARKET:
+                return True
+        return False
+
+    def match_range(self, symbol: str, bar: Bar) -> list[Execution]:
+        """Fill resting stop and limit orders whose price the bar's range reached.
+
+        Stops are matched before limits: when a stop-loss and a take-profit are both inside one
+        bar's
+        range we cannot know which came first, so we assume the worse one did.
+        """
+        executions = []
+        resting = [o for o in self.working_orders(symbol) if o.order_type is not OrderType.MARKET]
+        resting.sort(key=lambda o: 0 if o.order_type is OrderType.STOP else 1)
+        for order in resting:
+            if order.client_order_id not in self._working:
+                continue  # cancelled by its OCO sibling earlier in this loop
+            ex = self._match_resting(order, bar)
+            if ex is not None:
+                executions.append(ex)
+        return executions
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _match_resting(self, order: Order, bar: Bar) -> Execution | None:
+        assert order.price is not None
+        price = order.price
+        buy = order.side is Side.BUY
+        if order.order_type is OrderType.STOP:
+            gapped = bar.open >= price if buy else bar.open <= price
+            touched = bar.high >= price if buy else bar.low <= price
+            if not touched:
+                return None
+            raw = bar.open if gapped else price
+            fill_price = self.slippage.adjust(raw, order.side, order.remaining_qty, bar.volume)
+            return self._execute(order, order.remaining_qty, fill_price, Liquidity.TAKER, bar)
+        gapped = bar.open <= price if buy else bar.open >= price
+        touched = bar.low <= price if buy else bar.high >= price
+        if not touched:
+            return None
+        fill_price = bar.open if gapped else price
+        return self._execute(order, order.remaining_qty, fill_price, Liquidity.MAKER, bar)
+
+    def _fill_market(
+        self, order: Order, raw_price: float, bar: Bar, cap_by_volume: bool
+    ) -> Execution | None:
+        qty = order.remaining_qty
+        note = ""
+        cap = self.settings.participation_cap
+        if cap_by_volume and cap is not None:
+            qty = min(qty, round_qty_down(cap * bar.volume, self.settings.instrument(order.symbol)))
+            if qty <= 0.0:
+                return None  # nothing tradable in this bar; the order keeps working
+        price = self.slippage.adjust(raw_price, order.side, qty, bar.volume)
+        if self.affordable_qty is not None:
+            affordable = self.affordable_qty(order, price, self.fees.taker)
+            if affordable is not None and affordable < qty:
+                spec = self.settings.instrument(order.symbol)
+                affordable = round_qty_down(affordable, spec)
+                note = f"insufficient_cash: cut from {qty:.10g} to {affordable:.10g}"
+                if affordable <= 0.0:
+                    self._working.pop(order.client_order_id, None)
+                    order.transition(OrderStatus.CANCELLED, bar.timestamp, note)
+                    return None
+                # The unaffordable remainder will never fill: shrink the order to what was possible.
+                order.qty = order.filled_qty + affordable
+                qty = affordable
+                price = self.slippage.adjust(raw_price, order.side, qty, bar.volume)
+        return self._execute(order, qty, price, Liquidity.TAKER, bar, note)
+
+    def _execute(
+        self, order: Order, qty: float, price: float, liquidity: Liquidity, bar: Bar, note: str = ""
+    ) -> Execution:
+        seq = self._fill_seq.get(order.client_order_id, 0)
+        self._fill_seq[order.client_order_id] = seq + 1
+        fill = Fill(
+            client_order_id=order.client_order_id,
+            symbol=order.symbol,
+            side=order.side,
+            qty=qty,
+            price=price,
+            fee=self.fees.fee(qty * price, liquidity),
+            liquidity=liquidity,
+            timestamp=bar.timestamp,
+            purpose=order.purpose,
+            seq=seq,
+        )
+        order.apply_fill(qty, price, bar.timestamp)
+        cancelled: list[Order] = []
+        if order.status is OrderStatus.FILLED:
+            self._working.pop(order.client_order_id, None)
+            if order.oco_group:
+                for sibling in self.working_orders(order.symbol):
+                    if sibling.oco_group == order.oco_group:
+                        cancelled.append(
+                            self.cancel(
+                                sibling.client_order_id, bar.timestamp, "oco sibling filled"
+                            )
+                        )
+        return Execution(order, fill, note, tuple(cancelled))

@@ -1,0 +1,147 @@
+"""The risk manager: the single gate between what strategies want and the orders the engine places.
+
+Every entry passes through `review_entry`, which sizes it and applies halts, limits and exchange
+rules in a
+fixed order; every decision (approved, resized or rejected) goes to the journal with its rule and
+reason.
+Exits are never blocked.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from n1v1.config import InstrumentSpec, RiskSettings
+from n1v1.domain import RiskDecision, Symbol, Trade
+from n1v1.engine.journal import Journal
+from n1v1.execution.instruments import below_min_notional, round_qty_down
+from n1v1.risk.breaker import CircuitBreaker, DailyLossGuard, KillSwitch
+from n1v1.risk.limits import check_portfolio_limits
+from n1v1.risk.sizing import size_entry
+
+
+class RiskManager:
+    def __init__(self, settings: RiskSettings, journal: Journal) -> None:
+        self.settings = settings
+        self.journal = journal
+        self.breaker = CircuitBreaker(settings)
+        self.daily = DailyLossGuard(settings.max_daily_loss)
+        self.kill_switch = KillSwitch()
+        self._previous_equity: float | None = None
+
+    # -- state updates ---------------------------------------------------------------------------
+    def on_bar_close(self, timestamp: pd.Timestamp, bar_index: int, equity: float) -> None:
+        previous = equity if self._previous_equity is None else self._previous_equity
+        for rule, reason in (
+            ("circuit_breaker", self.breaker.on_equity(bar_index, equity)),
+            ("max_daily_loss", self.daily.on_equity(timestamp, equity, previous)),
+        ):
+            if reason:
+                self._record(timestamp, Symbol("*"), rule, "halt", reason)
+        self._previous_equity = equity
+
+    def on_trade_closed(self, trade: Trade) -> None:
+        self.breaker.on_trade_closed(trade.pnl)
+
+    def set_initial_equity(self, equity: float) -> None:
+        self._previous_equity = equity
+        self.breaker.peak = max(self.breaker.peak, equity)
+
+    def engage_kill_switch(self, timestamp: pd.Timestamp, reason: str) -> None:
+        self.kill_switch.engage(reason)
+        self._record(timestamp, Symbol("*"), "kill_switch", "flatten", reason)
+
+    @property
+    def halt_reason(self) -> str | None:
+        """Why new entries are refused right now, or None when they are allowed."""
+        if self.kill_switch.engaged:
+            return f"kill switch engaged: {self.kill_switch.reason}"
+        if self.breaker.tripped:
+            return f"circuit breaker tripped: {self.breaker.reason}"
+        if self.daily.halted:
+            return "daily loss limit reached; entries resume next UTC day"
+        return None
+
+    # -- the gate ---------------------------------------------------------------------------------
+    def review_entry(
+        self,
+        timestamp: pd.Timestamp,
+        symbol: Symbol,
+        *,
+        price: float,
+        equity: float,
+        cost_rate: float,
+        atr: float | None,
+        closed_trades: list[Trade],
+        open_positions: int,
+        symbol_exposure: float,
+        total_exposure: float,
+        instrument: InstrumentSpec,
+    ) -> float:
+        """Approved quantity for a new position in `symbol` (0 when rejected)."""
+        halt = self.halt_reason
+        if halt is not None:
+            rule = halt.split(" ", 1)[0] if not self.kill_switch.engaged else "kill_switch"
+            rule = {
+                "circuit": "circuit_breaker",
+                "daily": "max_daily_loss",
+            }.get(rule, rule)
+            self._record(timestamp, symbol, rule, "reject", halt)
+            return 0.0
+
+        sized = size_entry(
+            self.settings,
+            equity=equity,
+            price=price,
+            cost_rate=cost_rate,
+            atr=atr,
+            closed_trades=closed_trades,
+        )
+        requested = sized.qty
+        limits = check_portfolio_limits(
+            self.settings,
+            qty=requested,
+            price=price,
+            equity=equity,
+            open_positions=open_positions,
+            symbol_exposure=symbol_exposure,
+            total_exposure=total_exposure,
+        )
+        qty = round_qty_down(limits.qty, instrument)
+        if qty <= 0.0:
+            rule = limits.rule or f"sizing_{sized.method}"
+            reason = limits.reason or f"{sized.detail}: quantity rounds to zero"
+            self._record(timestamp, symbol, rule, "reject", reason, requested, 0.0)
+            return 0.0
+        if below_min_notional(qty, price, instrument):
+            self._record(
+                timestamp,
+                symbol,
+                "min_notional",
+                "reject",
+                f"notional {qty * price:.2f} below minimum {instrument.min_notional:g}",
+                requested,
+                0.0,
+            )
+            return 0.0
+        if limits.rule:
+            self._record(timestamp, symbol, limits.rule, "resize", limits.reason, requested, qty)
+        else:
+            self._record(
+                timestamp, symbol, f"sizing_{sized.method}", "approve", sized.detail, requested, qty
+            )
+        return qty
+
+    def _record(
+        self,
+        timestamp: pd.Timestamp,
+        symbol: Symbol,
+        rule: str,
+        action: str,
+        reason: str,
+        requested: float = 0.0,
+        approved: float = 0.0,
+    ) -> None:
+        self.journal.record_risk_decision(
+            RiskDecision(timestamp, symbol, rule, action, reason, requested, approved)
+        )

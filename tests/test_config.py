@@ -1,0 +1,81 @@
+"""The one settings model: YAML, then N1V1_* environment, then explicit overrides; strict keys."""
+
+from __future__ import annotations
+
+import pytest
+
+from n1v1.config import ConfigError, Settings, load_settings
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "n1v1.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_valid_and_documented_values():
+    s = Settings()
+    assert s.execution.fill == "next_open"
+    assert s.execution.taker_fee == 0.001 and s.backtest.cash == 10_000
+    assert s.risk.allow_short is False and s.risk.sizing == "fraction"
+
+
+def test_unknown_key_names_the_full_path_and_suggests_the_closest(tmp_path):
+    path = write(tmp_path, "risk:\n  max_drawdwon: 0.2\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, env={})
+    assert str(err.value) == "risk.max_drawdwon: unknown key; did you mean max_drawdown?"
+
+
+def test_unknown_top_level_and_nested_keys_are_all_reported(tmp_path):
+    path = write(tmp_path, "riks: {}\nexecution:\n  default_instrument:\n    lot_sise: 1\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, env={})
+    lines = str(err.value).splitlines()
+    assert "riks: unknown key; did you mean risk?" in lines
+    assert "execution.default_instrument.lot_sise: unknown key; did you mean lot_size?" in lines
+
+
+def test_out_of_range_value_names_the_key(tmp_path):
+    path = write(tmp_path, "execution:\n  taker_fee: 0.5\n")
+    with pytest.raises(ConfigError, match=r"^execution\.taker_fee: Input should be less than 0\.1"):
+        load_settings(path, env={})
+
+
+def test_env_overrides_yaml_and_overrides_beat_env(tmp_path):
+    path = write(tmp_path, "risk:\n  max_drawdown: 0.3\nbacktest:\n  cash: 500\n")
+    env = {"N1V1_RISK__MAX_DRAWDOWN": "0.2", "N1V1_EXECUTION__FILL": "close", "HOME": "/x"}
+    s = load_settings(path, env=env, overrides={"backtest.cash": 750})
+    assert s.risk.max_drawdown == 0.2
+    assert s.execution.fill == "close"
+    assert s.backtest.cash == 750
+
+
+def test_env_typo_is_an_error_too():
+    with pytest.raises(
+        ConfigError, match=r"risk\.stop_los_pct: unknown key; did you mean stop_loss_pct\?"
+    ):
+        load_settings(env={"N1V1_RISK__STOP_LOS_PCT": "0.1"})
+
+
+def test_cross_field_rules_name_the_key():
+    with pytest.raises(ConfigError, match=r"risk\.qty: required when risk\.sizing is 'fixed'"):
+        load_settings(env={}, overrides={"risk.sizing": "fixed"})
+    with pytest.raises(ConfigError, match=r"risk\.take_profit_r: needs a stop"):
+        load_settings(env={}, overrides={"risk.take_profit_r": 2})
+
+
+def test_missing_or_malformed_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_settings(tmp_path / "nope.yaml", env={})
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_settings(write(tmp_path, "- a\n- b\n"), env={})
+
+
+def test_per_symbol_instrument_rules_fall_back_to_the_default():
+    s = load_settings(
+        env={},
+        overrides={"execution.instruments": {"BTC/USD": {"lot_size": 0.001}}},
+    )
+    assert s.execution.instrument("BTC/USD").lot_size == 0.001
+    assert s.execution.instrument("ETH/USD").lot_size == 0.0
