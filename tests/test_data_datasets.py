@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -98,3 +99,15 @@ def test_attribution_ships_beside_the_data() -> None:
     assert "Apache License 2.0" in readme
     for name in EXPECTED:
         assert name in readme
+
+
+def test_bundled_samples_are_the_shared_originals_byte_for_byte(shared_dir):
+    """Provenance: the package ships the LEAN-derived files unaltered."""
+    from n1v1.data import list_datasets
+
+    datasets = list_datasets()
+    assert len(datasets) == 7
+    for info in datasets:
+        original = shared_dir / "data" / f"{info.name}.csv"
+        assert original.is_file(), f"{original} missing"
+        assert Path(info.path).read_bytes() == original.read_bytes(), info.name

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from n1v1 import indicators
-from n1v1.backtest.fast import FastConfig, FastResult, simulate
+from n1v1.backtest.fast import REASON_NAMES, FastConfig, FastResult, simulate
 from n1v1.backtest.metrics import compute_metrics
 from n1v1.config import Settings
 from n1v1.domain import Side, Symbol, Trade
@@ -33,8 +33,6 @@ from n1v1.engine.feeds import ReplayFeed
 from n1v1.engine.journal import InMemoryJournal
 from n1v1.engine.signals import PrecomputedTargets
 from n1v1.strategies.base import Strategy
-
-EXIT_REASONS = ("signal", "stop_loss", "take_profit", "trailing_stop", "time_exit", "")
 
 
 class BacktestError(ValueError):
@@ -242,28 +240,63 @@ def _run_fast(
 
 
 def fast_trades(result: FastResult, index: pd.DatetimeIndex, symbol: Symbol) -> list[Trade]:
-    """The fast path's trade rows as Trades, ordered like the engine's (closed, then open)."""
+    """The fast path's trade rows as Trades, ordered like the engine's (closed, then open).
+
+    Built column-wise: looking up one Timestamp per trade costs more than the whole simulation.
+    """
+    rows = result.trades
+    if rows.shape[0] == 0:
+        return []
+    rows = rows[np.argsort(rows["exit_idx"] < 0, kind="stable")]  # closed first, then open
+    exit_idx = rows["exit_idx"]
+    is_open = (exit_idx < 0).tolist()
+    entry_times = list(index.take(rows["entry_idx"]))
+    exit_times = list(index.take(np.where(exit_idx < 0, 0, exit_idx)))
+    reasons = [REASON_NAMES[r] for r in rows["exit_reason"].tolist()]
+    columns = zip(
+        rows["side"].tolist(),
+        rows["qty"].tolist(),
+        entry_times,
+        rows["entry_price"].tolist(),
+        exit_times,
+        rows["exit_price"].tolist(),
+        rows["pnl"].tolist(),
+        rows["fees"].tolist(),
+        reasons,
+        rows["bars_held"].tolist(),
+        is_open,
+        strict=True,
+    )
     trades = []
-    for row in result.trades:
-        exit_idx = int(row["exit_idx"])
-        is_open = exit_idx < 0
+    for (
+        side,
+        qty,
+        entered,
+        entry_price,
+        exited,
+        exit_price,
+        pnl,
+        fees,
+        reason,
+        held,
+        still_open,
+    ) in columns:
         trades.append(
             Trade(
                 symbol=symbol,
-                side=Side.BUY if row["side"] > 0 else Side.SELL,
-                qty=float(row["qty"]),
-                entry_time=index[int(row["entry_idx"])],
-                entry_price=float(row["entry_price"]),
-                exit_time=None if is_open else index[exit_idx],
-                exit_price=None if is_open else float(row["exit_price"]),
-                pnl=float(row["pnl"]),
-                fees=float(row["fees"]),
-                exit_reason="" if is_open else EXIT_REASONS[int(row["exit_reason"])],
-                bars_held=int(row["bars_held"]) if "bars_held" in row.dtype.names else 0,
+                side=Side.BUY if side > 0 else Side.SELL,
+                qty=qty,
+                entry_time=entered,
+                entry_price=entry_price,
+                exit_time=None if still_open else exited,
+                exit_price=None if still_open else exit_price,
+                pnl=pnl,
+                fees=fees,
+                exit_reason="" if still_open else reason,
+                bars_held=held,
             )
         )
-    closed = [t for t in trades if t.exit_time is not None]
-    return closed + [t for t in trades if t.exit_time is None]
+    return trades
 
 
 def _mark_open_trades(trades: list[Trade], last_close: Mapping[str, float]) -> None:

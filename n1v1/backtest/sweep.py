@@ -25,6 +25,7 @@ import pandas as pd
 
 from n1v1 import indicators
 from n1v1.backtest import fast
+from n1v1.backtest import fast_kernel as kernel
 from n1v1.backtest.fast import FastConfig
 from n1v1.backtest.metrics import periods_per_year_for
 from n1v1.strategies.base import BAR_COLUMNS, Strategy, StrategyError
@@ -121,7 +122,7 @@ def summarise(
     acc: np.ndarray, n: int, initial_cash: float, ppy: float | None
 ) -> dict[str, float | int | None]:
     """Metrics from the kernel's accumulators, with compute_metrics' formulas and conventions."""
-    final = float(acc[fast.A_FINAL_EQ])
+    final = float(acc[kernel.A_FINAL_EQ])
     out: dict[str, float | int | None] = dict.fromkeys(METRIC_COLUMNS)
     out["final_equity"] = final
     out["total_return"] = final / initial_cash - 1.0
@@ -132,31 +133,31 @@ def summarise(
         else:
             with np.errstate(over="ignore"):
                 out["cagr"] = _finite(float(np.expm1(np.log(growth) / (n / ppy))))
-        if n >= 2 and acc[fast.A_MIN_EQ_PREV] > 0.0:
-            s1, s2 = float(acc[fast.A_SUM_R]), float(acc[fast.A_SUM_R2])
+        if n >= 2 and acc[kernel.A_MIN_EQ_PREV] > 0.0:
+            s1, s2 = float(acc[kernel.A_SUM_R]), float(acc[kernel.A_SUM_R2])
             mean = s1 / n
             std = math.sqrt(max(s2 - s1 * mean, 0.0) / (n - 1))
             root = math.sqrt(ppy)
             out["volatility"] = std * root
-            if acc[fast.A_MAX_R] != acc[fast.A_MIN_R]:
+            if acc[kernel.A_MAX_R] != acc[kernel.A_MIN_R]:
                 out["sharpe"] = _finite(mean / std * root)
-            downside = math.sqrt(float(acc[fast.A_SUM_DOWN2]) / (n - 1))
+            downside = math.sqrt(float(acc[kernel.A_SUM_DOWN2]) / (n - 1))
             if downside > 0.0:
                 out["sortino"] = mean / downside * root
-    out["max_drawdown"] = max(float(acc[fast.A_MAX_DD]), 0.0)
-    n_trades = int(acc[fast.A_N_TRADES])
+    out["max_drawdown"] = max(float(acc[kernel.A_MAX_DD]), 0.0)
+    n_trades = int(acc[kernel.A_N_TRADES])
     out["n_trades"] = n_trades
     if n_trades:
-        out["win_rate"] = acc[fast.A_WINS] / n_trades
-        gross_loss = float(acc[fast.A_GROSS_LOSS])
+        out["win_rate"] = acc[kernel.A_WINS] / n_trades
+        gross_loss = float(acc[kernel.A_GROSS_LOSS])
         out["profit_factor"] = (
-            float(acc[fast.A_GROSS_WIN]) / -gross_loss if gross_loss < 0 else None
+            float(acc[kernel.A_GROSS_WIN]) / -gross_loss if gross_loss < 0 else None
         )
-        out["expectancy"] = float(acc[fast.A_SUM_PNL]) / n_trades
-    out["exposure"] = float(acc[fast.A_EXPOSURE]) / n
-    out["fees_paid"] = float(acc[fast.A_FEES])
-    mean_equity = float(acc[fast.A_SUM_EQ]) / n
-    out["turnover"] = float(acc[fast.A_NOTIONAL]) / mean_equity if mean_equity > 0.0 else None
+        out["expectancy"] = float(acc[kernel.A_SUM_PNL]) / n_trades
+    out["exposure"] = float(acc[kernel.A_EXPOSURE]) / n
+    out["fees_paid"] = float(acc[kernel.A_FEES])
+    mean_equity = float(acc[kernel.A_SUM_EQ]) / n
+    out["turnover"] = float(acc[kernel.A_NOTIONAL]) / mean_equity if mean_equity > 0.0 else None
     return out
 
 

@@ -11,7 +11,7 @@ and the journal sees all of it.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -118,7 +118,7 @@ class TradingEngine:
             st.index = index
             # Under `close` fills only leftovers (partial fills, kill-switch exits) work at the
             # open.
-            self._process(self.venue.match_open(symbol, bar), st)
+            self.venue.match_open(symbol, bar, on_execution=lambda ex, st=st: self._process(ex, st))
             self._check_protective(symbol, bar, st)
             self.portfolio.mark(symbol, bar.close)
             if self.portfolio.position(symbol).is_open and st.entered_at_close_index != index:
@@ -167,7 +167,7 @@ class TradingEngine:
 
     # -- steps of a bar ----------------------------------------------------------------------------
     def _check_protective(self, symbol: Symbol, bar: Bar, st: _SymbolState) -> None:
-        self._process(self.venue.match_range(symbol, bar), st)
+        self.venue.match_range(symbol, bar, on_execution=lambda ex, st=st: self._process(ex, st))
         pos = self.portfolio.position(symbol)
         trail = self.settings.risk.trailing_stop_pct
         if not pos.is_open or trail is None or st.entered_at_close_index == st.index:
@@ -320,13 +320,11 @@ class TradingEngine:
             purpose=purpose,
             reason=reason,
         )
-        self.journal.record_order(order)
-        self.venue.submit(order, ts)
-        self.journal.record_order(order)
+        self._place(order, ts)
         if not self._next_open and bar is not None:
             execution = self.venue.fill_at_close(order, bar)
             if execution is not None:
-                self._process([execution], self.state(symbol))
+                self._process(execution, self.state(symbol))
         return order
 
     def _submit_resting(
@@ -351,10 +349,14 @@ class TradingEngine:
             price=price,
             oco_group=oco_group,
         )
+        self._place(order, ts)
+        return order.client_order_id
+
+    def _place(self, order: Order, ts: pd.Timestamp) -> None:
+        """Journal the order before the venue sees it (durable first), then its acceptance."""
         self.journal.record_order(order)
         self.venue.submit(order, ts)
         self.journal.record_order(order)
-        return order.client_order_id
 
     def _cancel_protective(self, symbol: Symbol, ts: pd.Timestamp, st: _SymbolState) -> None:
         for order_id in (st.stop_id, st.take_profit_id):
@@ -404,33 +406,33 @@ class TradingEngine:
             )
 
     # -- fills -------------------------------------------------------------------------------------
-    def _process(self, executions: Sequence[Execution], st: _SymbolState) -> None:
-        for ex in executions:
-            order, fill = ex.order, ex.fill
-            if ex.note:
-                self.risk._record(  # the venue cut the size: the journal must say why
-                    fill.timestamp,
-                    fill.symbol,
-                    "insufficient_cash",
-                    "resize",
-                    ex.note,
-                    fill.qty,
-                    fill.qty,
-                )
-            self.journal.record_fill(fill)
-            self.journal.record_order(order)
-            for sibling in ex.cancelled_siblings:
-                self.journal.record_order(sibling)
-            before = self.portfolio.position(fill.symbol).qty
-            closed = self.portfolio.apply_fill(fill)
-            if closed is not None:
-                self._on_trade_closed(closed, order, st)
-                self._cancel_protective(fill.symbol, fill.timestamp, st)
-            elif order.purpose is OrderPurpose.ENTRY and before * fill.side.sign >= 0:
-                if before == 0.0:
-                    st.held_bars = 0
-                    st.entered_at_close_index = -1 if self._next_open else st.index
-                self._place_protective(fill.symbol, fill.timestamp, st)
+    def _process(self, ex: Execution, st: _SymbolState) -> None:
+        """Book one execution: journal, portfolio, then what the fill means for the position."""
+        order, fill = ex.order, ex.fill
+        if ex.cut_from:  # the venue cut the size: the journal must say why
+            self.risk.record_decision(
+                fill.timestamp,
+                fill.symbol,
+                "insufficient_cash",
+                "resize",
+                ex.note,
+                ex.cut_from,
+                fill.qty,
+            )
+        self.journal.record_fill(fill)
+        self.journal.record_order(order)
+        for sibling in ex.cancelled_siblings:
+            self.journal.record_order(sibling)
+        before = self.portfolio.position(fill.symbol).qty
+        closed = self.portfolio.apply_fill(fill)
+        if closed is not None:
+            self._on_trade_closed(closed, order, st)
+            self._cancel_protective(fill.symbol, fill.timestamp, st)
+        elif order.purpose is OrderPurpose.ENTRY and before * fill.side.sign >= 0:
+            if before == 0.0:
+                st.held_bars = 0
+                st.entered_at_close_index = -1 if self._next_open else st.index
+            self._place_protective(fill.symbol, fill.timestamp, st)
 
     def _on_trade_closed(self, trade: Trade, order: Order, st: _SymbolState) -> None:
         trade.bars_held = st.held_bars

@@ -31,6 +31,7 @@ from n1v1.execution.instruments import round_price, round_qty_down
 # (order, fill price, fee rate) -> the largest quantity the account can pay for, or None for no
 # limit.
 AffordableQty = Callable[[Order, float, float], float | None]
+OnExecution = Callable[["Execution"], None]
 
 
 class VenueError(RuntimeError):
@@ -45,6 +46,7 @@ class Execution:
     fill: Fill
     note: str = ""
     cancelled_siblings: tuple[Order, ...] = ()
+    cut_from: float = 0.0  # the quantity wanted before the venue cut it (0: not cut)
 
 
 class SimulatedVenue:
@@ -92,14 +94,22 @@ class SimulatedVenue:
         return order
 
     # -- matching ----------------------------------------------------------------------------------
-    def match_open(self, symbol: str, bar: Bar) -> list[Execution]:
-        """Fill working market orders of `symbol` at the bar's open (the `next_open` rule)."""
+    def match_open(
+        self, symbol: str, bar: Bar, on_execution: OnExecution | None = None
+    ) -> list[Execution]:
+        """Fill working market orders of `symbol` at the bar's open (the `next_open` rule).
+
+        `on_execution` books each fill before the next order is matched, so that the account the
+        next order is checked against (e.g. cash after a short was covered) is already up to date.
+        """
         executions = []
         for order in self.working_orders(symbol):
             if order.order_type is OrderType.MARKET:
                 ex = self._fill_market(order, bar.open, bar, cap_by_volume=True)
                 if ex is not None:
                     executions.append(ex)
+                    if on_execution is not None:
+                        on_execution(ex)
                 if order.status.is_open:
                     break  # first in, first out: a reversal's entry waits for its exit
         return executions
@@ -118,7 +128,9 @@ class SimulatedVenue:
                 return True
         return False
 
-    def match_range(self, symbol: str, bar: Bar) -> list[Execution]:
+    def match_range(
+        self, symbol: str, bar: Bar, on_execution: OnExecution | None = None
+    ) -> list[Execution]:
         """Fill resting stop and limit orders whose price the bar's range reached.
 
         Stops are matched before limits: when a stop-loss and a take-profit are both inside one
@@ -134,6 +146,8 @@ class SimulatedVenue:
             ex = self._match_resting(order, bar)
             if ex is not None:
                 executions.append(ex)
+                if on_execution is not None:
+                    on_execution(ex)
         return executions
 
     # -- internals ---------------------------------------------------------------------------------
@@ -160,7 +174,7 @@ class SimulatedVenue:
         self, order: Order, raw_price: float, bar: Bar, cap_by_volume: bool
     ) -> Execution | None:
         qty = order.remaining_qty
-        note = ""
+        note, cut_from = "", 0.0
         cap = self.settings.participation_cap
         if cap_by_volume and cap is not None:
             qty = min(qty, round_qty_down(cap * bar.volume, self.settings.instrument(order.symbol)))
@@ -173,6 +187,7 @@ class SimulatedVenue:
                 spec = self.settings.instrument(order.symbol)
                 affordable = round_qty_down(affordable, spec)
                 note = f"insufficient_cash: cut from {qty:.10g} to {affordable:.10g}"
+                cut_from = qty
                 if affordable <= 0.0:
                     self._working.pop(order.client_order_id, None)
                     order.transition(OrderStatus.CANCELLED, bar.timestamp, note)
@@ -181,10 +196,17 @@ class SimulatedVenue:
                 order.qty = order.filled_qty + affordable
                 qty = affordable
                 price = self.slippage.adjust(raw_price, order.side, qty, bar.volume)
-        return self._execute(order, qty, price, Liquidity.TAKER, bar, note)
+        return self._execute(order, qty, price, Liquidity.TAKER, bar, note, cut_from)
 
     def _execute(
-        self, order: Order, qty: float, price: float, liquidity: Liquidity, bar: Bar, note: str = ""
+        self,
+        order: Order,
+        qty: float,
+        price: float,
+        liquidity: Liquidity,
+        bar: Bar,
+        note: str = "",
+        cut_from: float = 0.0,
     ) -> Execution:
         seq = self._fill_seq.get(order.client_order_id, 0)
         self._fill_seq[order.client_order_id] = seq + 1
@@ -212,4 +234,4 @@ class SimulatedVenue:
                                 sibling.client_order_id, bar.timestamp, "oco sibling filled"
                             )
                         )
-        return Execution(order, fill, note, tuple(cancelled))
+        return Execution(order, fill, note, tuple(cancelled), cut_from)

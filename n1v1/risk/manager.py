@@ -37,7 +37,7 @@ class RiskManager:
             ("max_daily_loss", self.daily.on_equity(timestamp, equity, previous)),
         ):
             if reason:
-                self._record(timestamp, Symbol("*"), rule, "halt", reason)
+                self.record_decision(timestamp, Symbol("*"), rule, "halt", reason)
         self._previous_equity = equity
 
     def on_trade_closed(self, trade: Trade) -> None:
@@ -49,7 +49,7 @@ class RiskManager:
 
     def engage_kill_switch(self, timestamp: pd.Timestamp, reason: str) -> None:
         self.kill_switch.engage(reason)
-        self._record(timestamp, Symbol("*"), "kill_switch", "flatten", reason)
+        self.record_decision(timestamp, Symbol("*"), "kill_switch", "flatten", reason)
 
     @property
     def halt_reason(self) -> str | None:
@@ -86,7 +86,7 @@ class RiskManager:
                 "circuit": "circuit_breaker",
                 "daily": "max_daily_loss",
             }.get(rule, rule)
-            self._record(timestamp, symbol, rule, "reject", halt)
+            self.record_decision(timestamp, symbol, rule, "reject", halt)
             return 0.0
 
         sized = size_entry(
@@ -111,10 +111,10 @@ class RiskManager:
         if qty <= 0.0:
             rule = limits.rule or f"sizing_{sized.method}"
             reason = limits.reason or f"{sized.detail}: quantity rounds to zero"
-            self._record(timestamp, symbol, rule, "reject", reason, requested, 0.0)
+            self.record_decision(timestamp, symbol, rule, "reject", reason, requested, 0.0)
             return 0.0
         if below_min_notional(qty, price, instrument):
-            self._record(
+            self.record_decision(
                 timestamp,
                 symbol,
                 "min_notional",
@@ -125,14 +125,16 @@ class RiskManager:
             )
             return 0.0
         if limits.rule:
-            self._record(timestamp, symbol, limits.rule, "resize", limits.reason, requested, qty)
+            self.record_decision(
+                timestamp, symbol, limits.rule, "resize", limits.reason, requested, qty
+            )
         else:
-            self._record(
+            self.record_decision(
                 timestamp, symbol, f"sizing_{sized.method}", "approve", sized.detail, requested, qty
             )
         return qty
 
-    def _record(
+    def record_decision(
         self,
         timestamp: pd.Timestamp,
         symbol: Symbol,
@@ -142,6 +144,7 @@ class RiskManager:
         requested: float = 0.0,
         approved: float = 0.0,
     ) -> None:
+        """Journal what a rule did (also for decisions taken elsewhere: the venue's cash cut)."""
         self.journal.record_risk_decision(
             RiskDecision(timestamp, symbol, rule, action, reason, requested, approved)
         )

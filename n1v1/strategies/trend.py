@@ -6,6 +6,8 @@ memory of earlier entries), so they need no event state machine.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 import pydantic
@@ -34,7 +36,25 @@ class SmaCrossParams(_FastSlowParams):
     slow: int = pydantic.Field(30, ge=3, le=1000, description="bars in the slow SMA of the close")
 
 
-class SmaCross(Strategy):
+class _AverageCross(Strategy):
+    """Long while average(close, fast) > average(close, slow); the subclass picks the average."""
+
+    average: Callable[[np.ndarray, int], np.ndarray]
+    params: SmaCrossParams | EmaCrossParams
+
+    @property
+    def warmup(self) -> int:
+        return self.params.slow - 1
+
+    def target_positions(self, bars: pd.DataFrame, allow_short: bool = False) -> np.ndarray:
+        (close,) = self.columns(bars, "close")
+        p = self.params
+        return self.finish(
+            _cross_target(self.average(close, p.fast), self.average(close, p.slow)), allow_short
+        )
+
+
+class SmaCross(_AverageCross):
     """Long while SMA(close, fast) > SMA(close, slow); otherwise flat.
 
     With shorts allowed: short while SMA(fast) < SMA(slow) (flat only when the two are exactly
@@ -45,17 +65,7 @@ class SmaCross(Strategy):
     name = "sma_cross"
     Params = SmaCrossParams
     params: SmaCrossParams
-
-    @property
-    def warmup(self) -> int:
-        return self.params.slow - 1
-
-    def target_positions(self, bars: pd.DataFrame, allow_short: bool = False) -> np.ndarray:
-        (close,) = self.columns(bars, "close")
-        p = self.params
-        return self.finish(
-            _cross_target(ind.sma(close, p.fast), ind.sma(close, p.slow)), allow_short
-        )
+    average = staticmethod(ind.sma)
 
 
 class EmaCrossParams(_FastSlowParams):
@@ -63,7 +73,7 @@ class EmaCrossParams(_FastSlowParams):
     slow: int = pydantic.Field(21, ge=3, le=1000, description="span of the slow EMA of the close")
 
 
-class EmaCross(Strategy):
+class EmaCross(_AverageCross):
     """Long while EMA(close, fast) > EMA(close, slow); otherwise flat (short instead when allowed).
 
     Same rule as sma_cross on exponential averages. Warm-up: slow - 1 bars (the slow EMA's NaN
@@ -73,17 +83,7 @@ class EmaCross(Strategy):
     name = "ema_cross"
     Params = EmaCrossParams
     params: EmaCrossParams
-
-    @property
-    def warmup(self) -> int:
-        return self.params.slow - 1
-
-    def target_positions(self, bars: pd.DataFrame, allow_short: bool = False) -> np.ndarray:
-        (close,) = self.columns(bars, "close")
-        p = self.params
-        return self.finish(
-            _cross_target(ind.ema(close, p.fast), ind.ema(close, p.slow)), allow_short
-        )
+    average = staticmethod(ind.ema)
 
 
 class MacdParams(_FastSlowParams):
