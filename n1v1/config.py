@@ -120,11 +120,27 @@ class BacktestSettings(StrictModel):
     engine: Literal["auto", "event", "fast"] = "auto"
 
 
+class MLSettings(StrictModel):
+    """Where models live and how training is scaled; model details are in the training spec."""
+
+    model_root: str = Field("models", min_length=1, description="model registry directory")
+    storage_path: str = Field(
+        "ray_results", min_length=1, description="Ray Train storage: a local directory or a URI"
+    )
+    num_workers: int = Field(1, ge=1, le=1024, description="Ray Train workers")
+    use_gpu: bool = False
+    promotion_metric: str = Field("val_auc", min_length=1, description="higher is better")
+    promotion_margin: float = Field(
+        0.005, ge=0, le=1, description="a new version must beat the promoted one by this much"
+    )
+
+
 class Settings(StrictModel):
     data: DataSettings = DataSettings()
     execution: ExecutionSettings = ExecutionSettings()
     risk: RiskSettings = RiskSettings()
     backtest: BacktestSettings = BacktestSettings()
+    ml: MLSettings = MLSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
