@@ -25,8 +25,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/backtest.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check n1v1 tests bench
-	$(BIN)/ruff format --check n1v1 tests bench
+	$(BIN)/ruff check n1v1 tests bench jobs
+	$(BIN)/ruff format --check n1v1 tests bench jobs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache out

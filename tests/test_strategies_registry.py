@@ -18,10 +18,12 @@ from n1v1.strategies import (
     param_space,
     parse_param_overrides,
 )
+from n1v1.strategies.base import needs_parameters
 from n1v1.strategies.trend import SmaCross, SmaCrossParams
 
 BUILTINS = {
     "atr_breakout",
+    "ml_signal",
     "bollinger_reversion",
     "buy_and_hold",
     "donchian_breakout",
@@ -159,8 +161,10 @@ def test_every_numeric_builtin_parameter_has_bounds_and_a_valid_default():
         for pname, spec in param_space(cls).items():
             if spec.type in (int, float):
                 assert spec.low is not None and spec.high is not None, (name, pname)
-                assert spec.low <= spec.default <= spec.high, (name, pname)
-        cls()  # the defaults pass every cross-field rule
+                if spec.default is not None:  # required, or optional and unset by default
+                    assert spec.low <= spec.default <= spec.high, (name, pname)
+        if not needs_parameters(cls):
+            cls()  # the defaults pass every cross-field rule
 
 
 def test_parse_param_overrides_coerces_by_field_type():
@@ -168,6 +172,19 @@ def test_parse_param_overrides_coerces_by_field_type():
     assert out == {"min_gap": 0.25, "flip": True}
     assert parse_param_overrides(SmaCross, [" fast = 12 ", "slow=40"]) == {"fast": 12, "slow": 40}
     assert parse_param_overrides(get_strategy("regime_switch"), ["range=rsi"]) == {"range": "rsi"}
+
+
+def test_param_space_reports_optional_and_required_parameters():
+    space = param_space(get_strategy("ml_signal"))
+    assert space["model"].required and space["model"].default is None
+    assert space["threshold"].type is float and not space["threshold"].required
+    assert needs_parameters(get_strategy("ml_signal"))
+    assert not needs_parameters(get_strategy("sma_cross"))
+
+
+def test_regime_switch_refuses_a_sub_strategy_with_required_parameters():
+    with pytest.raises(StrategyError, match="range='ml_signal': that strategy has required"):
+        create_strategy("regime_switch", {"range": "ml_signal"})
     assert parse_param_overrides(CloseAboveOpen, ["flip=OFF"]) == {"flip": False}
 
 

@@ -194,23 +194,30 @@ def _line_chart(
     baseline: float | None = None,
     fill: str | None = None,
     trades: Sequence[Trade] = (),
+    overlays: Sequence[tuple[str, np.ndarray, np.ndarray, str]] = (),
 ) -> str:
     """One SVG chart: a downsampled line, axes with ticks, optional baseline and trade markers.
 
     With `fill`, the area between the line and the baseline is shaded (the underwater chart).
+    `overlays` are more (label, x, y, colour) series drawn on the same axes (e.g. a strategy next
+    to its benchmarks); with any overlay the chart gets a legend, the main series named `label`.
     """
     xs, ys = downsample_minmax(x, y)
+    others = [(name, *downsample_minmax(ox, oy), colour) for name, ox, oy, colour in overlays]
     shown = [t for t in trades if x[0] <= t.entry_time.value <= x[-1]][:MAX_MARKERS_PER_CHART]
     extra = [t.entry_price for t in shown] + [
         t.exit_price for t in shown if t.exit_price is not None and t.exit_time is not None
     ]
     extra += [baseline] if baseline is not None else []
+    extra += [float(v) for _, _, oy, _ in others for v in (oy.min(), oy.max())]
     y_lo, y_hi = float(min([ys.min(), *extra])), float(max([ys.max(), *extra]))
     if y_hi - y_lo <= 1e-12 * max(abs(y_hi), 1.0):
         y_lo, y_hi = y_lo - 1.0, y_hi + 1.0  # flat series: give it a visible band
     pad = 0.04 * (y_hi - y_lo)
     y_lo, y_hi = y_lo - pad, y_hi + pad
-    x_lo, x_hi = float(x[0]), float(x[-1]) if x[-1] > x[0] else float(x[0]) + 1.0
+    x_first = min([float(x[0]), *(float(ox[0]) for _, ox, _, _ in others)])
+    x_last = max([float(x[-1]), *(float(ox[-1]) for _, ox, _, _ in others)])
+    x_lo, x_hi = x_first, x_last if x_last > x_first else x_first + 1.0
     plot_w, plot_h = _W - _LEFT - _RIGHT, height - _TOP - _BOTTOM
 
     def px(v):  # type: ignore[no-untyped-def]  # works on floats and arrays alike
@@ -257,6 +264,21 @@ def _line_chart(
         f'<polyline class="series" fill="none" stroke="{_BLUE}" stroke-width="1.2" '
         f'points="{points}"/>'
     )
+    for name, ox, oy, colour in others:
+        line = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(px(ox), py(oy), strict=True))
+        parts.append(
+            f'<polyline class="series overlay" fill="none" stroke="{colour}" stroke-width="1.2" '
+            f'points="{line}"><title>{_e(name)}</title></polyline>'
+        )
+    if others:
+        legend = [(label, _BLUE), *((name, colour) for name, _, _, colour in others)]
+        for k, (name, colour) in enumerate(legend):
+            ly = _TOP + 14 + 15 * k
+            parts.append(
+                f'<line x1="{_LEFT + 10}" x2="{_LEFT + 30}" y1="{ly - 4}" y2="{ly - 4}" '
+                f'stroke="{colour}" stroke-width="2"/><text x="{_LEFT + 36}" y="{ly}">'
+                f"{_e(name)}</text>"
+            )
     parts += [_trade_marker(t, px, py) for t in shown]
     parts.append("</svg>")
     return "\n".join(parts)

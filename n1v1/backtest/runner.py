@@ -91,6 +91,7 @@ def run_backtest(
 ) -> BacktestResult:
     """Backtest `strategy` on one symbol's bars (a DataFrame) or several (symbol -> bars)."""
     settings = settings or Settings()
+    strategy.bind_settings(settings)
     frames = _as_frames(bars)
     choice = engine or settings.backtest.engine
     unsupported = fast_path_unsupported(settings, frames)

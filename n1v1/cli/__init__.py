@@ -21,7 +21,9 @@ from pathlib import Path
 from n1v1 import __version__
 from n1v1.cli.backtest import add_backtest_command, cmd_demo
 from n1v1.cli.common import EXIT_ERROR
+from n1v1.cli.evaluate import add_evaluate_command
 from n1v1.cli.info import add_config_command, add_data_command, cmd_strategies
+from n1v1.cli.ml import add_models_command, add_train_command
 
 
 # -- entry point -----------------------------------------------------------------------------------
@@ -52,9 +54,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from n1v1.backtest.runner import BacktestError
     from n1v1.config import ConfigError
     from n1v1.data import DataError
+    from n1v1.ml.registry import RegistryError
     from n1v1.strategies import StrategyError
 
-    return (DataError, StrategyError, ConfigError, BacktestError, OSError)
+    return (DataError, StrategyError, ConfigError, BacktestError, RegistryError, OSError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,4 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="out", type=Path, help="output directory (default: out)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(handler=cmd_demo)
+    add_evaluate_command(sub)
+    add_train_command(sub)
+    add_models_command(sub)
     return parser

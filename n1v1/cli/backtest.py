@@ -15,7 +15,6 @@ from n1v1.cli.common import (
     describe_run,
     metrics_table,
     trades_summary,
-    ts_label,
 )
 
 if TYPE_CHECKING:
@@ -153,36 +152,17 @@ def load_market(
     start: str | None = None,
     end: str | None = None,
 ) -> pd.DataFrame:
-    """Load a file or dataset, apply the gap policy, resample to data.timeframe, cut to a window."""
-    import pandas as pd
+    """`n1v1.data.load_market` with the data settings (gap policy, timeframe) of `settings`."""
+    from n1v1.data import load_market as load
 
-    from n1v1.data import DataError, load_bars, resample_bars
-
-    bars = load_bars(source, symbol, gap_policy=settings.data.gap_policy)
-    if settings.data.timeframe:
-        bars = resample_bars(bars, settings.data.timeframe)
-    for flag, text in (("--start", start), ("--end", end)):
-        if text is not None:
-            try:
-                pd.Timestamp(text)
-            except ValueError:
-                raise DataError(
-                    f"{flag}: cannot read {text!r} as a UTC time; use ISO-8601 such as "
-                    "2018-04-04 or 2018-04-04T12:30",
-                    field=flag,
-                ) from None
-    if start is not None or end is not None:
-        attrs = dict(bars.attrs)
-        window = bars.loc[start:end]
-        if window.empty:
-            raise DataError(
-                f"{source}: no bars between {start or 'the start'} and {end or 'the end'}; the "
-                f"data covers {ts_label(bars.index[0])} to {ts_label(bars.index[-1])} UTC",
-                source=source,
-            )
-        bars = window.copy()
-        bars.attrs = attrs
-    return bars
+    return load(
+        source,
+        symbol=symbol,
+        gap_policy=settings.data.gap_policy,
+        timeframe=settings.data.timeframe,
+        start=start,
+        end=end,
+    )
 
 
 def build_strategy(name: str, overrides: Sequence[str]) -> Strategy:

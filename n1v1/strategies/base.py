@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import abc
 import difflib
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -72,6 +74,13 @@ class ParamSpec:
     default: Any
     description: str = ""
     choices: tuple[str, ...] | None = None
+    required: bool = False  # no default: the strategy cannot be built without it
+
+
+def needs_parameters(cls: type) -> bool:
+    """True for a strategy that has required parameters (e.g. ml_signal's model name), which
+    therefore cannot run with its defaults alone (sweeps, regime_switch, `cls()`)."""
+    return any(spec.required for spec in param_space(cls).values())
 
 
 def _params_model(target: type) -> type[StrategyParams]:
@@ -99,17 +108,23 @@ def param_space(cls: type) -> dict[str, ParamSpec]:
             elif isinstance(meta, at.Le | at.Lt):
                 high = meta.le if isinstance(meta, at.Le) else meta.lt
         ann = info.annotation
+        args = [a for a in typing.get_args(ann) if a is not type(None)]
+        optional = isinstance(ann, types.UnionType) or typing.get_origin(ann) is typing.Union
+        if optional and len(args) == 1:  # `float | None`: a float that may be left unset
+            ann = args[0]
         if ann is bool:
             low, high = False, True
-        choices = getattr(ann, "__args__", None) if getattr(ann, "__origin__", None) else None
+        choices = typing.get_args(ann) if typing.get_origin(ann) is typing.Literal else None
         kind = ann if ann in (int, float, bool, str) else str
+        required = info.is_required()
         spec[field_name] = ParamSpec(
             type=kind,
             low=low,
             high=high,
-            default=info.default,
+            default=None if required else info.default,
             description=info.description or "",
             choices=tuple(choices) if choices else None,
+            required=required,
         )
     return spec
 
@@ -185,6 +200,12 @@ class Strategy(abc.ABC):
     def param_space(cls) -> dict[str, ParamSpec]:
         """Same as the module-level `param_space(cls)`."""
         return param_space(cls)
+
+    def bind_settings(self, settings: Any) -> None:
+        """Receive the run's settings before targets are computed. Rule strategies need nothing;
+        a strategy that reads configuration (ml_signal: the model registry root) overrides this,
+        so a config file or N1V1_* variable reaches it on every path (CLI, runner, serve)."""
+        return None
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump().items())

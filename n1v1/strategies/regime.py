@@ -11,7 +11,13 @@ import pandas as pd
 import pydantic
 
 from n1v1 import indicators as ind
-from n1v1.strategies.base import Strategy, StrategyError, StrategyParams, format_validation_error
+from n1v1.strategies.base import (
+    Strategy,
+    StrategyError,
+    StrategyParams,
+    format_validation_error,
+    needs_parameters,
+)
 
 FLAT = "flat"  # pseudo-strategy name: target 0 in that regime
 
@@ -118,9 +124,14 @@ class RegimeSwitchParams(RegimeDetectorParams):
             if value == RegimeSwitch.name:
                 raise ValueError(f"{field}: regime_switch cannot select itself")
             try:
-                get_strategy(value)
+                cls = get_strategy(value)
             except StrategyError as err:
                 raise ValueError(f"{field}={value!r}: {err}") from None
+            if needs_parameters(cls):
+                raise ValueError(
+                    f"{field}={value!r}: that strategy has required parameters, and regime_switch "
+                    "runs its sub-strategies with their defaults"
+                )
         return self
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from n1v1.strategies.base import Strategy, StrategyError, param_space, unknown_param_message
 from n1v1.strategies.breakouts import AtrBreakout, DonchianBreakout, Keltner
+from n1v1.strategies.ml_signal import MLSignal
 from n1v1.strategies.oscillators import BollingerReversion, Rsi, Stochastic
 from n1v1.strategies.regime import RegimeSwitch
 from n1v1.strategies.trend import BuyAndHold, EmaCross, Macd, SmaCross
@@ -44,6 +45,7 @@ _BUILTINS: dict[str, type[Strategy]] = {
         ObvTrend,
         VwapPullback,
         RegimeSwitch,
+        MLSignal,
     )
 }
 

@@ -1,0 +1,371 @@
+"""`n1v1 train` and `n1v1 models list|show|promote|rollback`.
+
+`n1v1 train` is also what `jobs/train.py` runs (locally or under `ray job submit`), so the flags,
+the spec merging and the Ray start-up exist once. The spec is a YAML TrainSpec (`--spec`) with
+flags on top; settings come from `--config` / N1V1_* / `--set` like every other command.
+
+Nothing here imports ray or torch at module level (tests/test_architecture.py imports this module
+and fails if ray gets loaded): the handlers import what they need.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from n1v1.cli.backtest import parse_set_options
+from n1v1.cli.common import EXIT_ERROR, EXIT_OK, render_table
+
+if TYPE_CHECKING:
+    from n1v1.config import Settings
+    from n1v1.ml.registry import ModelRegistry
+    from n1v1.ml.spec import TrainSpec
+
+# flag -> (section of the TrainSpec or None for the top level, key)
+_SPEC_FLAGS: dict[str, tuple[str | None, str]] = {
+    "name": (None, "name"),
+    "data": (None, "data"),
+    "timeframe": (None, "timeframe"),
+    "start": (None, "start"),
+    "end": (None, "end"),
+    "epochs": (None, "epochs"),
+    "batch_size": (None, "batch_size"),
+    "lr": (None, "lr"),
+    "weight_decay": (None, "weight_decay"),
+    "patience": (None, "patience"),
+    "val_fraction": (None, "val_fraction"),
+    "seed": (None, "seed"),
+    "class_weight": (None, "class_weight"),
+    "keep_checkpoints": (None, "checkpoints_to_keep"),
+    "model": ("model", "kind"),
+    "hidden": ("model", "hidden"),
+    "dropout": ("model", "dropout"),
+    "window": ("model", "window"),
+    "horizon": ("labels", "horizon"),
+    "label_kind": ("labels", "kind"),
+    "fee": ("labels", "fee"),
+    "margin": ("labels", "margin"),
+}
+
+
+# -- parsers ---------------------------------------------------------------------------------------
+def add_train_command(sub: Any) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model on Ray Train and register it",
+        description="Train on a local Ray (started here) or a cluster (--address, RAY_ADDRESS). "
+        "Re-running with the same --run-name resumes from the latest checkpoint.",
+    )
+    add_train_arguments(p)
+    p.set_defaults(handler=cmd_train)
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of `n1v1 train` (and of jobs/train.py, which runs `n1v1 train`)."""
+    p.add_argument("--spec", type=Path, metavar="PATH", help="YAML TrainSpec; flags override it")
+    p.add_argument("--name", help="registry model name, e.g. btc_mlp")
+    p.add_argument("--data", help="bundled dataset name or CSV/Parquet file")
+    p.add_argument("--timeframe", help="resample first, e.g. 5m")
+    p.add_argument("--start", help="first bar (UTC, inclusive)")
+    p.add_argument("--end", help="last bar (UTC, inclusive)")
+    p.add_argument("--epochs", type=int, help="maximum epochs (default 30)")
+    p.add_argument("--batch-size", type=int, help="default 512")
+    p.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-3)")
+    p.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 1e-4)")
+    p.add_argument("--patience", type=int, help="early stopping: epochs without a better val loss")
+    p.add_argument("--val-fraction", type=float, help="validation share of the rows (default 0.2)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--class-weight", choices=("none", "balanced"))
+    p.add_argument("--keep-checkpoints", type=int, help="kept: this many best + the latest")
+    p.add_argument("--model", choices=("mlp", "tcn", "gru"), help="architecture (default mlp)")
+    p.add_argument("--hidden", type=_int_tuple, help="mlp hidden sizes, e.g. 64,32")
+    p.add_argument("--dropout", type=float)
+    p.add_argument("--window", type=int, help="tcn/gru: bars per input window")
+    p.add_argument("--horizon", type=int, help="label horizon in bars (also the purge gap)")
+    p.add_argument("--label-kind", choices=("binary", "ternary"))
+    p.add_argument("--fee", type=float, help="label cost per side (threshold = 2 fee + margin)")
+    p.add_argument("--margin", type=float)
+    p.add_argument("--config", type=Path, help="YAML settings file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting")
+    p.add_argument("--num-workers", type=int, help="Ray Train workers (ml.num_workers)")
+    p.add_argument("--use-gpu", action="store_const", const=True, help="ml.use_gpu")
+    p.add_argument("--storage-path", help="checkpoints: a directory or URI (ml.storage_path)")
+    p.add_argument("--model-root", help="model registry directory (ml.model_root)")
+    p.add_argument("--run-name", help="Ray run name (default: --name); reuse it to resume")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
+    p.add_argument("--max-failures", type=int, default=0, help="worker failures to recover from")
+    p.add_argument("--no-register", action="store_true", help="train only; do not register")
+    p.add_argument("--json", type=Path, metavar="PATH", help="write the result summary as JSON")
+
+
+def add_models_command(sub: Any) -> None:
+    models = sub.add_parser("models", help="list, show, promote and roll back registry models")
+    msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    listing = msub.add_parser("list", help="models, or the versions of one model")
+    listing.add_argument("name", nargs="?")
+    listing.set_defaults(handler=cmd_models_list)
+    show = msub.add_parser("show", help="the model card of a version (default: promoted)")
+    show.add_argument("name")
+    show.add_argument("version", nargs="?", default="promoted", help="vNNNN, latest, promoted")
+    show.add_argument("--json", action="store_true", help="the full card as JSON")
+    show.set_defaults(handler=cmd_models_show)
+    promote = msub.add_parser("promote", help="serve a version if it beats the promoted one")
+    promote.add_argument("name")
+    promote.add_argument("version", help="vNNNN or latest")
+    promote.add_argument("--force", action="store_true", help="skip the promotion gate")
+    promote.set_defaults(handler=cmd_models_promote)
+    rollback = msub.add_parser("rollback", help="re-point to the previously promoted version")
+    rollback.add_argument("name")
+    rollback.set_defaults(handler=cmd_models_rollback)
+    for p in (listing, show, promote, rollback):
+        p.add_argument("--config", type=Path, help="YAML settings file")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+        p.add_argument("--model-root", help="registry directory (ml.model_root)")
+
+
+def _int_tuple(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 64,32, got {text!r}") from None
+
+
+# -- train -----------------------------------------------------------------------------------------
+def load_train_spec(args: argparse.Namespace) -> TrainSpec:
+    """The TrainSpec from --spec (YAML) with every given flag on top; errors name the key."""
+    import pydantic
+    import yaml
+
+    from n1v1.config import ConfigError, format_validation_error
+    from n1v1.ml.spec import TrainSpec
+
+    data: dict[str, Any] = {}
+    if args.spec is not None:
+        try:
+            loaded = yaml.safe_load(args.spec.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{args.spec}: spec file not found") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{args.spec}: invalid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{args.spec}: top level must be a mapping of TrainSpec fields")
+        data = loaded
+    for flag, (section, key) in _SPEC_FLAGS.items():
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if section is None:
+            data[key] = value
+        else:
+            nested = data.get(section) or {}
+            if not isinstance(nested, dict):
+                raise ConfigError(f"{section}: expected a mapping, got {nested!r}")
+            data[section] = {**nested, key: value}
+    try:
+        return TrainSpec.model_validate(data)
+    except pydantic.ValidationError as exc:
+        source = f"{args.spec} + flags" if args.spec else "flags"
+        message = format_validation_error(exc, TrainSpec)
+        raise ConfigError(f"train spec ({source}):\n{message}") from None
+
+
+def _settings(args: argparse.Namespace, **flags: Any) -> Settings:
+    from n1v1.config import load_settings
+
+    overrides = parse_set_options(args.set)
+    overrides.update({key: value for key, value in flags.items() if value is not None})
+    return load_settings(args.config, overrides=overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    spec = load_train_spec(args)
+    settings = _settings(
+        args,
+        **{
+            "ml.num_workers": args.num_workers,
+            "ml.use_gpu": args.use_gpu,
+            "ml.storage_path": args.storage_path,
+            "ml.model_root": args.model_root,
+        },
+    )
+    from n1v1.ml.registry import validate_name
+    from n1v1.ml.train import TrainingError, prepare_data, run_training
+
+    if args.run_name is not None:
+        validate_name(args.run_name)  # it names a directory under the storage path
+    data = prepare_data(spec, settings)  # bad data fails here, before a Ray cluster starts
+    started = _start_ray(args.address, settings.ml.num_workers)
+    try:
+        result = run_training(
+            spec,
+            settings,
+            run_name=args.run_name,
+            register=not args.no_register,
+            progress=print_progress,
+            max_failures=args.max_failures,
+            data=data,
+        )
+    except TrainingError as exc:
+        for line in str(exc).splitlines():
+            print(f"n1v1: error: {line}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    print(f"best checkpoint: {result['checkpoint_path']}")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        print(f"Wrote {args.json}")
+    return EXIT_OK
+
+
+def _start_ray(address: str | None, num_workers: int) -> bool:
+    """Connect to `address` (or RAY_ADDRESS: `ray job submit` sets it), else start a local Ray
+    with at least one CPU per worker. Returns whether this call started it (then we shut it
+    down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address or "auto")
+    else:
+        ray.init(num_cpus=max(os.cpu_count() or 1, num_workers))
+    return True
+
+
+def print_progress(event: dict[str, Any]) -> None:
+    """One line per training event (run_training's `progress`)."""
+    kind = event.get("event")
+    if kind == "start":
+        (t0, t1), (v0, v1) = event["train_rows"], event["val_rows"]
+        line = (
+            f"training {event['name']} (run {event['run_name']} in {event['storage_path']}): "
+            f"{event['rows']:,} rows: {t1 - t0:,} train, purge {event['purge']}, {v1 - v0:,} "
+            f"val; {event['n_features']} features, {event['n_classes']} classes, "
+            f"{event['num_workers']} worker(s)"
+        )
+    elif kind == "epoch":
+        line = (
+            f"epoch {event['epoch']:>3}/{event['epochs_max']}  train_loss "
+            f"{event['train_loss']:.5f}  val_loss {event['val_loss']:.5f}  val_auc "
+            f"{_number(event['val_auc'])}  best epoch {event['best_epoch']}  "
+            f"{event['samples_per_second']:,.0f} samples/s"
+            + ("  (early stop)" if event["stopped_early"] else "")
+        )
+    elif kind == "done":
+        m = event["metrics"]
+        version = event["version"]
+        where = f"registered {event['name']}/{version}" if version else "not registered"
+        line = (
+            f"best epoch {m['best_epoch']} of {m['epochs_run']}: val_loss {m['val_loss']:.5f}, "
+            f"val_auc {_number(m['val_auc'])}; threshold {event['threshold']:.4f} "
+            f"({_threshold_note(event['threshold'], m['val_net_return_at_threshold'])}); {where}"
+        )
+    else:
+        return
+    print(line, flush=True)
+
+
+def _threshold_note(threshold: float, net_return: float) -> str:
+    if threshold >= 1.0:
+        return "no edge after fees on validation: ml_signal will not trade"
+    return f"validation net return {net_return:+.4f}"
+
+
+def _number(value: float | None, digits: int = 4) -> str:
+    if value is None or value != value:  # None or NaN: undefined (e.g. AUC with one class)
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+# -- models ----------------------------------------------------------------------------------------
+def _registry(args: argparse.Namespace) -> tuple[ModelRegistry, Settings]:
+    from n1v1.ml.registry import ModelRegistry
+
+    settings = _settings(args, **{"ml.model_root": args.model_root})
+    return ModelRegistry(settings.ml.model_root), settings
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    registry, settings = _registry(args)
+    if args.name is None:
+        names = registry.list_models()
+        if not names:
+            print(f"no models in {registry.root}")
+            return EXIT_OK
+        rows = []
+        for name in names:
+            versions = registry.list_versions(name)
+            latest = versions[-1]["version"] if versions else "-"
+            rows.append([name, str(len(versions)), registry.promoted_version(name) or "-", latest])
+        print(render_table(["model", "versions", "promoted", "latest"], rows, right={1}))
+        return EXIT_OK
+    versions = registry.list_versions(args.name)
+    metric = settings.ml.promotion_metric
+    rows = []
+    for v in versions:
+        mark = "*" if v["promoted"] else ""
+        if "error" in v:
+            rows.append([v["version"], mark, "DAMAGED: " + v["error"], "", "", "", ""])
+            continue
+        metrics = v.get("metrics") or {}
+        rows.append(
+            [
+                v["version"],
+                mark,
+                str(v.get("created_at") or "-"),
+                str(v.get("kind") or "-"),
+                _number(metrics.get(metric)),
+                _number(metrics.get("val_loss"), 5),
+                _number(v.get("threshold")),
+            ]
+        )
+    headers = ["version", "promoted", "created", "kind", metric, "val_loss", "threshold"]
+    print(render_table(headers, rows, right={4, 5, 6}) if rows else f"{args.name}: no versions")
+    return EXIT_OK
+
+
+def cmd_models_show(args: argparse.Namespace) -> int:
+    import yaml
+
+    registry, _ = _registry(args)
+    card = registry.card(args.name, args.version)
+    if args.json:
+        print(json.dumps(card, indent=2, sort_keys=True))
+        return EXIT_OK
+    promoted = registry.promoted_version(args.name) == card["version"]
+    print(f"{args.name}/{card['version']}{' (promoted)' if promoted else ''}")
+    shown = {k: v for k, v in card.items() if k not in ("history", "files")}
+    print(yaml.safe_dump(shown, sort_keys=False, default_flow_style=None).rstrip())
+    return EXIT_OK
+
+
+def cmd_models_promote(args: argparse.Namespace) -> int:
+    registry, settings = _registry(args)
+    metric, margin = settings.ml.promotion_metric, settings.ml.promotion_margin
+    record = registry.promote(
+        args.name, args.version, metric=metric, margin=margin, force=args.force
+    )
+    previous = record["previous"]
+    before = f"; was {previous} ({metric} {_number(record['previous_value'])})" if previous else ""
+    print(
+        f"promoted {args.name}/{record['version']} ({metric} {_number(record['value'])})"
+        f"{before}{' [forced]' if record['forced'] else ''}"
+    )
+    return EXIT_OK
+
+
+def cmd_models_rollback(args: argparse.Namespace) -> int:
+    registry, _ = _registry(args)
+    current = registry.promoted_version(args.name)
+    target = registry.rollback(args.name)
+    print(f"rolled back {args.name}: {current} -> {target}")
+    return EXIT_OK

@@ -1,0 +1,218 @@
+"""`ml_signal`: a registry model's probabilities turned into target positions.
+
+The strategy is a thin adapter so that backtests, sweeps, walk-forward evaluation and (later) live
+trading use a model exactly like a rule strategy: features from the card's `FeatureSpec` (the same
+`build_features` training used), one batched `predict_proba` over all bars, then a threshold.
+
+- Where models live is configuration (`ml.model_root`: config file or `N1V1_ML__MODEL_ROOT`), never
+  a strategy parameter: a parameter can come from a request, and a caller must not be able to point
+  the process at a directory of its choosing.
+- The model is loaded on first use and kept for the life of the instance; "promoted" and "latest"
+  are resolved at that moment, so one backtest never mixes two versions.
+- The card records the hash of the feature definitions the model was trained on. If this code
+  computes a different hash for the same spec (a formula changed since), the model would be fed
+  features it has never seen; that is an error, not a warning.
+- Causal: features are causal and the MLP reads one row (a sequence model the last `window` rows),
+  so target t depends on bars[: t + 1] only. Rows whose features are not ready are 0.
+
+torch is imported only when a model is loaded (`n1v1.ml.inference`), so listing strategies or
+running rule strategies never pays for it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pydantic
+
+from n1v1.ml.features import FeatureSpec, build_features, feature_hash, feature_names
+from n1v1.strategies.base import Strategy, StrategyError, StrategyParams
+
+if TYPE_CHECKING:
+    from n1v1.config import Settings
+    from n1v1.ml.inference import LoadedModel
+
+VERSION_ALIASES = ("promoted", "latest")
+
+
+class MLSignalParams(StrategyParams):
+    model: str = pydantic.Field(description="registry model name")
+    version: str = pydantic.Field("promoted", description="'promoted', 'latest' or 'vNNNN'")
+    threshold: float | None = pydantic.Field(
+        None, ge=0.0, le=1.0, description="long when P(long) > threshold (1 = never); None: card"
+    )
+    short_threshold: float | None = pydantic.Field(
+        None, ge=0.0, le=1.0, description="ternary: short when P(short) > this; None = threshold"
+    )
+
+    @pydantic.field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        from n1v1.ml.registry import validate_name  # no torch: the registry imports it lazily
+
+        return validate_name(value)  # RegistryError is a ValueError: pydantic reports it
+
+    @pydantic.field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        from n1v1.ml.registry import validate_version
+
+        return value if value in VERSION_ALIASES else validate_version(value)
+
+
+class MLSignal(Strategy):
+    """Trade a registry model's predicted probabilities.
+
+    binary model: +1 where P(long) > threshold, else 0. ternary model: +1 where P(long) >
+    threshold; -1 where shorts are allowed and P(short) > short_threshold (default: threshold);
+    0 where neither or both hold. 0 while the features (or a sequence model's window) are not
+    ready. `threshold` None uses the decision threshold chosen on validation (the card's).
+    The model root is `ml.model_root` from the settings, never a parameter.
+    """
+
+    name = "ml_signal"
+    Params = MLSignalParams
+    params: MLSignalParams
+
+    def __init__(
+        self,
+        params: MLSignalParams | dict[str, Any] | None = None,
+        *,
+        settings: Settings | None = None,
+    ) -> None:
+        super().__init__(params)
+        self._settings = settings
+        self._loaded: LoadedModel | None = None
+        self._feature_spec: FeatureSpec | None = None
+        self._in_memory = False  # built by from_loaded: no registry behind it
+
+    def bind_settings(self, settings: Settings) -> None:
+        """Use the run's settings (ml.model_root); a different root drops the cached model.
+        A model handed over in memory (`from_loaded`) has no registry behind it and is kept."""
+        root_changed = (
+            self._settings is None or self._settings.ml.model_root != settings.ml.model_root
+        )
+        if root_changed and not self._in_memory:
+            self._loaded = None
+        self._settings = settings
+
+    @classmethod
+    def from_loaded(
+        cls,
+        loaded: LoadedModel,
+        *,
+        threshold: float | None = None,
+        short_threshold: float | None = None,
+    ) -> MLSignal:
+        """A strategy around a model already in memory (walk-forward evaluation trains one per
+        fold); the same checks and the same code path as a model loaded from the registry."""
+        strategy = cls(
+            {
+                "model": loaded.name,
+                "version": loaded.version,
+                "threshold": threshold,
+                "short_threshold": short_threshold,
+            }
+        )
+        strategy._feature_spec = _checked_feature_spec(loaded)
+        strategy._loaded = loaded
+        strategy._in_memory = True
+        return strategy
+
+    # -- the model -------------------------------------------------------------------------------
+    def loaded_model(self) -> LoadedModel:
+        """The model, loaded (and checked) on first use, then cached for this instance."""
+        if self._loaded is None:
+            from n1v1.config import load_settings
+            from n1v1.ml.inference import load_model
+            from n1v1.ml.registry import ModelRegistry, RegistryError
+
+            settings = self._settings or load_settings()
+            root = settings.ml.model_root
+            try:
+                loaded = load_model(ModelRegistry(root), self.params.model, self.params.version)
+            except RegistryError as err:
+                raise StrategyError(
+                    f"ml_signal: cannot load model {self.params.model!r} version "
+                    f"{self.params.version!r} from the registry at {root} (ml.model_root): {err}"
+                ) from None
+            self._feature_spec = _checked_feature_spec(loaded)
+            self._loaded = loaded
+        return self._loaded
+
+    @property
+    def warmup(self) -> int:
+        """Bars before every feature is finite, plus window - 1 for a sequence model."""
+        from n1v1.ml.features import feature_warmup
+
+        loaded = self.loaded_model()
+        assert self._feature_spec is not None
+        extra = 0 if loaded.spec.kind == "mlp" else loaded.spec.window - 1
+        return feature_warmup(self._feature_spec) + extra
+
+    @property
+    def threshold(self) -> float:
+        p = self.params
+        return p.threshold if p.threshold is not None else self.loaded_model().threshold
+
+    @property
+    def short_threshold(self) -> float:
+        p = self.params
+        return p.short_threshold if p.short_threshold is not None else self.threshold
+
+    # -- the rule --------------------------------------------------------------------------------
+    def probabilities(self, bars: pd.DataFrame) -> np.ndarray:
+        """Class probabilities [len(bars), n_classes] (NaN rows where not ready), causal."""
+        loaded = self.loaded_model()
+        assert self._feature_spec is not None
+        if not isinstance(bars, pd.DataFrame):
+            raise StrategyError(f"ml_signal: bars must be a pandas DataFrame, got {type(bars)}")
+        try:
+            features = build_features(bars, self._feature_spec)
+        except ValueError as err:
+            raise StrategyError(f"ml_signal: cannot build features: {err}") from None
+        values = features.to_numpy(dtype=np.float64)
+        return loaded.predict_proba(values)
+
+    def target_positions(self, bars: pd.DataFrame, allow_short: bool = False) -> np.ndarray:
+        proba = self.probabilities(bars)
+        n_classes = proba.shape[1]
+        with np.errstate(invalid="ignore"):  # NaN rows compare False: flat while not ready
+            long = proba[:, n_classes - 1] > self.threshold
+            if n_classes == 3 and allow_short:
+                short = proba[:, 0] > self.short_threshold
+            else:
+                short = np.zeros(len(proba), dtype=np.bool_)
+        target = np.where(long & ~short, 1, np.where(short & ~long, -1, 0))
+        return self.finish(target, allow_short)
+
+
+def _checked_feature_spec(loaded: LoadedModel) -> FeatureSpec:
+    """The card's FeatureSpec, if this code computes the features the model was trained on."""
+    label = f"ml_signal: model {loaded.name}/{loaded.version}"
+    try:
+        spec = FeatureSpec.model_validate(loaded.feature_spec_dict)
+    except pydantic.ValidationError as err:
+        raise StrategyError(f"{label}: the card's feature_spec is not valid here: {err}") from None
+    card_hash = loaded.card.get("feature_hash")
+    ours = feature_hash(spec)
+    if card_hash != ours:
+        raise StrategyError(
+            f"{label} was trained on features with hash {card_hash!r}, but this code computes "
+            f"{ours!r} for the same feature_spec: the feature formulas (or their order) changed "
+            "since training, so the model would see inputs it was never trained on. Retrain it "
+            "(n1v1 train) or use the code version that trained it."
+        )
+    names = feature_names(spec)
+    card_names = loaded.card.get("feature_names")
+    if card_names is not None and list(card_names) != names:
+        raise StrategyError(f"{label}: the card's feature_names {card_names} differ from {names}")
+    if len(names) != loaded.n_features:
+        raise StrategyError(
+            f"{label}: the model takes {loaded.n_features} features, the spec makes {len(names)}"
+        )
+    if loaded.n_classes not in (2, 3):
+        raise StrategyError(f"{label}: expected 2 or 3 classes, the model has {loaded.n_classes}")
+    return spec
