@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -22,11 +21,13 @@ from pathlib import Path
 
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")  # per-core figures: no numba thread pool anywhere
 
-import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import machine as bench_machine  # noqa: E402
 
 from n1v1.backtest import fast, fast_kernel  # noqa: E402
 from n1v1.backtest.fast import simulate  # noqa: E402
@@ -66,28 +67,17 @@ def cpu_and_wall(fn: Callable[[], object]) -> tuple[float, float, object]:
 
 
 def machine_info() -> dict[str, str]:
-    model = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    import backtrader
-    import numba
-    import vectorbt
-
-    return {
-        "cpu": model,
-        "cores": f"{len(os.sched_getaffinity(0))} usable ({os.cpu_count()} online)",
-        "load_avg_at_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "pandas": pd.__version__,
-        "numba": numba.__version__,
-        "vectorbt": vectorbt.__version__,
-        "backtrader": backtrader.__version__,
-        "NUMBA_NUM_THREADS": os.environ["NUMBA_NUM_THREADS"],
-        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)"),
-    }
+    return bench_machine.machine_info(
+        "numpy",
+        "pandas",
+        "numba",
+        "vectorbt",
+        "backtrader",
+        extra={
+            "NUMBA_NUM_THREADS": os.environ["NUMBA_NUM_THREADS"],
+            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)"),
+        },
+    )
 
 
 # --------------------------------------------------------------------------- ours

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -39,6 +38,9 @@ import pandas as pd  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import machine as bench_machine  # noqa: E402
 
 from n1v1.config import Settings  # noqa: E402
 from n1v1.data.synthetic import generate_bars  # noqa: E402
@@ -54,27 +56,16 @@ BATCH_SIZES = (1, 16, 256, 4096)
 
 
 def machine_info() -> dict[str, str]:
-    import ray
-    import sklearn
     import torch
 
-    model = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    return {
-        "cpu": model,
-        "cores": f"{len(os.sched_getaffinity(0))} usable ({os.cpu_count()} online)",
-        "load_avg_at_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "pandas": pd.__version__,
-        "torch": torch.__version__,
-        "torch_threads (in this process)": str(torch.get_num_threads()),
-        "ray": ray.__version__,
-        "scikit-learn": sklearn.__version__,
-    }
+    return bench_machine.machine_info(
+        "numpy",
+        "pandas",
+        "torch",
+        "ray",
+        "sklearn",
+        extra={"torch_threads (in this process)": str(torch.get_num_threads())},
+    )
 
 
 def write_bars(n: int, directory: Path) -> tuple[pd.DataFrame, str]:

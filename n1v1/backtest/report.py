@@ -99,10 +99,16 @@ def write_html_report(
     if notes:
         body += ["<h2>Notes</h2>", "<ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"]
     # Raw numbers for machines (and for anyone who wants more digits than the table shows).
-    raw = json.dumps({k: _json_safe(v) for k, v in metrics.items()}, indent=1, default=str)
-    raw = raw.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
-    body.append(f'<script type="application/json" id="metrics-json">{raw}</script>')
+    data = {k: _json_safe(v) for k, v in metrics.items()}
+    return write_page(path, title, body, json_id="metrics-json", data=data)
 
+
+def write_page(path: Path, title: str, body: list[str], *, json_id: str, data: object) -> Path:
+    """A self-contained page: the report's CSS, the body sections, and `data` embedded as JSON
+    (escaped so no value can close the script tag) for tools that read the numbers back."""
+    raw = json.dumps(data, indent=1, default=str)
+    raw = raw.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+    body = [*body, f'<script type="application/json" id="{json_id}">{raw}</script>']
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -110,6 +116,7 @@ def write_html_report(
         + "\n".join(body)
         + "\n</body></html>\n"
     )
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     return path

@@ -9,20 +9,19 @@ the equity of `ml_signal` against buy-and-hold and the best rule strategy on the
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from n1v1.backtest.report import (
-    _CSS,
     _GREY,
     _e,
     _json_safe,
     _line_chart,
     _nice_ticks,
     _series_arrays,
+    write_page,
 )
 from n1v1.ml.evaluation import EvaluationResult, FoldResult
 
@@ -54,19 +53,7 @@ def write_evaluation_report(
         body += _fold_section(fold, float(cfg.get("cash") or 0.0))
     if notes:
         body += ["<h2>Notes</h2>", "<ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"]
-    raw = json.dumps(_json_safe(result.summary()), indent=1)
-    raw = raw.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
-    body.append(f'<script type="application/json" id="summary-json">{raw}</script>')
-    page = (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n"
-        + "\n".join(body)
-        + "\n</body></html>\n"
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
-    return path
+    return write_page(path, title, body, json_id="summary-json", data=_json_safe(result.summary()))
 
 
 def _fmt(value: Any, kind: str = "num") -> str:

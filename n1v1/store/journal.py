@@ -1,0 +1,303 @@
+"""The SQL journal: the engine's Journal protocol written to the store, plus the reads that
+rebuild a restarted engine.
+
+Every write is one transaction that first checks, inside that same transaction, that the lease's
+current token is this journal's fencing token; a stale engine therefore cannot write after a
+newer one took over, even if its clock or its lease renewal lagged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Connection, Row, select, update
+
+from n1v1.domain import (
+    ClientOrderId,
+    EquityPoint,
+    Fill,
+    Liquidity,
+    Order,
+    OrderPurpose,
+    OrderStatus,
+    OrderType,
+    RiskDecision,
+    Side,
+    Signal,
+    Symbol,
+)
+from n1v1.engine.portfolio import Portfolio
+from n1v1.store import schema as t
+from n1v1.store.schema import Store
+
+DEFAULT_RESOURCE = "engine"
+
+
+class FencingError(RuntimeError):
+    """This journal's fencing token is no longer the lease's: another engine holds it."""
+
+
+class FillConflictError(RuntimeError):
+    """A fill with an already recorded (client_order_id, seq) but different contents."""
+
+
+def _order_row(order: Order) -> dict[str, Any]:
+    return {
+        "client_order_id": order.client_order_id,
+        "symbol": order.symbol,
+        "side": order.side.value,
+        "qty": order.qty,
+        "order_type": order.order_type.value,
+        "price": order.price,
+        "purpose": order.purpose.value,
+        "status": order.status.value,
+        "filled_qty": order.filled_qty,
+        "avg_fill_price": order.avg_fill_price,
+        "reason": order.reason,
+        "created_at": order.created_at,
+        "updated_at": order.updated_at,
+        "strategy": order.strategy,
+        "oco_group": order.oco_group,
+    }
+
+
+def _order_from(row: Row[Any]) -> Order:
+    return Order(
+        client_order_id=ClientOrderId(row.client_order_id),
+        symbol=Symbol(row.symbol),
+        side=Side(row.side),
+        qty=row.qty,
+        order_type=OrderType(row.order_type),
+        created_at=row.created_at,
+        purpose=OrderPurpose(row.purpose),
+        price=row.price,
+        strategy=row.strategy,
+        oco_group=row.oco_group,
+        status=OrderStatus(row.status),
+        filled_qty=row.filled_qty,
+        avg_fill_price=row.avg_fill_price,
+        reason=row.reason,
+        updated_at=row.updated_at,
+    )
+
+
+def _fill_row(fill: Fill) -> dict[str, Any]:
+    return {
+        "client_order_id": fill.client_order_id,
+        "seq": fill.seq,
+        "symbol": fill.symbol,
+        "side": fill.side.value,
+        "qty": fill.qty,
+        "price": fill.price,
+        "fee": fill.fee,
+        "liquidity": fill.liquidity.value,
+        "timestamp": fill.timestamp,
+        "purpose": fill.purpose.value,
+    }
+
+
+def _fill_from(row: Row[Any]) -> Fill:
+    return Fill(
+        client_order_id=ClientOrderId(row.client_order_id),
+        symbol=Symbol(row.symbol),
+        side=Side(row.side),
+        qty=row.qty,
+        price=row.price,
+        fee=row.fee,
+        liquidity=Liquidity(row.liquidity),
+        timestamp=row.timestamp,
+        purpose=OrderPurpose(row.purpose),
+        seq=row.seq,
+    )
+
+
+class StoreReader:
+    """Read-only views of the store; needs no lease (the gateway reads while the engine writes)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def _rows(self, query: Any) -> list[Row[Any]]:
+        with self.store.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def latest_orders(self) -> dict[str, Order]:
+        """The last known state of each order, by client order id, in creation order."""
+        rows = self._rows(select(t.orders).order_by(t.orders.c.created_at))
+        return {r.client_order_id: _order_from(r) for r in rows}
+
+    def order_history(self, client_order_id: str) -> list[tuple[pd.Timestamp, OrderStatus]]:
+        """Every recorded state change of one order, oldest first."""
+        ev = t.order_events
+        q = select(ev.c.at, ev.c.status).where(ev.c.client_order_id == client_order_id)
+        return [(r.at, OrderStatus(r.status)) for r in self._rows(q.order_by(ev.c.id))]
+
+    def fills(self) -> list[Fill]:
+        """All fills in the order they were recorded (the order the portfolio booked them)."""
+        return [_fill_from(r) for r in self._rows(select(t.fills).order_by(t.fills.c.id))]
+
+    def signals(self) -> list[Signal]:
+        rows = self._rows(select(t.signals).order_by(t.signals.c.id))
+        return [Signal(r.timestamp, Symbol(r.symbol), r.strategy, r.target) for r in rows]
+
+    def risk_decisions(self) -> list[RiskDecision]:
+        rd = t.risk_decisions
+        return [
+            RiskDecision(
+                r.timestamp,
+                Symbol(r.symbol),
+                r.rule,
+                r.action,
+                r.reason,
+                r.requested_qty,
+                r.approved_qty,
+            )
+            for r in self._rows(select(rd).order_by(rd.c.id))
+        ]
+
+    def equity(
+        self, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None
+    ) -> list[EquityPoint]:
+        """Equity points with start <= timestamp <= end (either bound optional)."""
+        q = select(t.equity)
+        if start is not None:
+            q = q.where(t.equity.c.timestamp >= start)
+        if end is not None:
+            q = q.where(t.equity.c.timestamp <= end)
+        rows = self._rows(q.order_by(t.equity.c.timestamp, t.equity.c.id))
+        return [EquityPoint(r.timestamp, r.cash, r.position_value, r.equity) for r in rows]
+
+    def audit_log(self) -> list[dict[str, Any]]:
+        rows = self._rows(select(t.audit_log).order_by(t.audit_log.c.id))
+        return [
+            {"time": r.time, "actor": r.actor, "action": r.action, "details": r.details}
+            for r in rows
+        ]
+
+    def get_state(self, key: str) -> Any:
+        """An engine_state value (JSON), or None when the key was never set."""
+        rows = self._rows(select(t.engine_state.c.value).where(t.engine_state.c.key == key))
+        return rows[0].value if rows else None
+
+    def rebuild_portfolio(self, initial_cash: float) -> Portfolio:
+        """Replay every fill through the engine's own Portfolio (one accounting, not two).
+
+        Positions are marked at their last fill price; the engine re-marks them on the next bar.
+        """
+        portfolio = Portfolio(initial_cash)
+        for fill in self.fills():
+            portfolio.apply_fill(fill)
+        return portfolio
+
+
+class SqlJournal(StoreReader):
+    """Implements n1v1.engine.journal.Journal against the store, fenced by a lease token."""
+
+    def __init__(self, store: Store, fencing_token: int, resource: str = DEFAULT_RESOURCE) -> None:
+        super().__init__(store)
+        self.fencing_token = fencing_token
+        self.resource = resource
+
+    def _fence(self, conn: Connection) -> None:
+        q = select(t.lease.c.holder, t.lease.c.token).where(t.lease.c.resource == self.resource)
+        if conn.dialect.name == "postgresql":
+            # Hold the lease row shared until commit, so a takeover waits for this write.
+            q = q.with_for_update(read=True)
+        row = conn.execute(q).first()
+        if row is None:
+            raise FencingError(f"no lease on {self.resource!r}: acquire it before writing")
+        if int(row.token) != self.fencing_token:
+            raise FencingError(
+                f"lease {self.resource!r} is held by {row.holder!r} with token {row.token}; "
+                f"this journal's token {self.fencing_token} is stale, refusing to write"
+            )
+
+    # -- Journal protocol ------------------------------------------------------------------------
+    def record_order(self, order: Order) -> None:
+        """Upsert the latest state and append an order_events row, in one transaction."""
+        row = _order_row(order)
+        with self.store.transaction() as conn:
+            self._fence(conn)
+            key = t.orders.c.client_order_id == order.client_order_id
+            if conn.execute(update(t.orders).where(key).values(**row)).rowcount == 0:
+                conn.execute(t.orders.insert().values(**row))
+            self._append_event(conn, order)
+
+    def _append_event(self, conn: Connection, order: Order) -> None:
+        conn.execute(
+            t.order_events.insert().values(
+                client_order_id=order.client_order_id,
+                status=order.status.value,
+                filled_qty=order.filled_qty,
+                avg_fill_price=order.avg_fill_price,
+                price=order.price,
+                reason=order.reason,
+                at=order.updated_at if order.updated_at is not None else order.created_at,
+            )
+        )
+
+    def record_fill(self, fill: Fill) -> None:
+        """Idempotent on (client_order_id, seq): an identical repeat is a no-op, a different one
+        raises FillConflictError (a venue or engine bug that must not be papered over)."""
+        new = _fill_row(fill)
+        with self.store.transaction() as conn:
+            self._fence(conn)
+            existing = conn.execute(
+                select(t.fills).where(
+                    t.fills.c.client_order_id == fill.client_order_id,
+                    t.fills.c.seq == fill.seq,
+                )
+            ).first()
+            if existing is None:
+                conn.execute(t.fills.insert().values(**new))
+                return
+            old = _fill_row(_fill_from(existing))
+            diff = {k: (old[k], v) for k, v in new.items() if old[k] != v}
+            if diff:
+                raise FillConflictError(
+                    f"fill {fill.client_order_id}#{fill.seq} already recorded with different "
+                    f"values (stored, new): {diff}"
+                )
+
+    def record_signal(self, signal: Signal) -> None:
+        self._insert(t.signals, dataclasses.asdict(signal))
+
+    def record_risk_decision(self, decision: RiskDecision) -> None:
+        self._insert(t.risk_decisions, dataclasses.asdict(decision))
+
+    def record_equity(self, point: EquityPoint) -> None:
+        self._insert(t.equity, dataclasses.asdict(point))
+
+    # -- engine state and audit --------------------------------------------------------------------
+    def set_state(self, key: str, value: Any, now: pd.Timestamp | None = None) -> None:
+        """Upsert a JSON value (e.g. the last processed bar per feed), fenced like every write."""
+        at = now if now is not None else pd.Timestamp.now(tz="UTC").floor("us")
+        values = {"value": value, "updated_at": at}
+        with self.store.transaction() as conn:
+            self._fence(conn)
+            key_match = t.engine_state.c.key == key
+            if conn.execute(update(t.engine_state).where(key_match).values(**values)).rowcount == 0:
+                conn.execute(t.engine_state.insert().values(key=key, **values))
+
+    def _insert(self, table: Any, values: Mapping[str, Any]) -> None:
+        with self.store.transaction() as conn:
+            self._fence(conn)
+            conn.execute(table.insert().values(**values))
+
+
+def record_audit(
+    store: Store,
+    actor: str,
+    action: str,
+    details: Mapping[str, Any],
+    now: pd.Timestamp | None = None,
+) -> None:
+    """Append an API action to the audit log. Not fenced: the gateway, not the engine, writes it."""
+    at = now if now is not None else pd.Timestamp.now(tz="UTC").floor("us")
+    with store.transaction() as conn:
+        conn.execute(
+            t.audit_log.insert().values(time=at, actor=actor, action=action, details=dict(details))
+        )

@@ -1,0 +1,279 @@
+"""Table definitions, the UTC timestamp type and opening a store at a known schema version.
+
+The schema is versioned by a one-row `schema_version` table. An empty database is created at the
+current version; a database at any other version is refused with both versions named, because a
+silent migration of a trading journal is how history gets lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Connection,
+    DateTime,
+    Dialect,
+    Double,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    inspect,
+    select,
+)
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+SCHEMA_VERSION = 1
+
+
+class SchemaVersionError(RuntimeError):
+    """The database was written by a different schema version than this code understands."""
+
+
+class UtcTimestamp(TypeDecorator[pd.Timestamp]):
+    """A pd.Timestamp in UTC that round-trips exactly.
+
+    PostgreSQL: `timestamp with time zone` (microsecond resolution, so a timestamp with
+    nanoseconds is refused rather than silently truncated). SQLite: integer nanoseconds since the
+    epoch (`pd.Timestamp.value`), exact and sortable.
+    """
+
+    impl = BigInteger
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(DateTime(timezone=True))
+        return dialect.type_descriptor(BigInteger())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        ts = pd.Timestamp(value)
+        if ts.tzinfo is None:
+            raise ValueError(f"timestamp {ts} has no time zone; the store keeps UTC only")
+        ts = ts.tz_convert("UTC")
+        if dialect.name == "postgresql":
+            if ts.nanosecond:
+                raise ValueError(f"timestamp {ts} has nanoseconds; PostgreSQL keeps microseconds")
+            return ts.to_pydatetime()
+        return int(ts.value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> pd.Timestamp | None:
+        if value is None:
+            return None
+        if isinstance(value, dt.datetime):
+            return pd.Timestamp(value).tz_convert("UTC")
+        return pd.Timestamp(int(value), tz="UTC")
+
+
+metadata = MetaData()
+
+schema_version = Table("schema_version", metadata, Column("version", Integer, nullable=False))
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("client_order_id", String(64), primary_key=True),
+    Column("symbol", String(64), nullable=False),
+    Column("side", String(8), nullable=False),
+    Column("qty", Double, nullable=False),
+    Column("order_type", String(16), nullable=False),
+    Column("price", Double),
+    Column("purpose", String(32), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("filled_qty", Double, nullable=False),
+    Column("avg_fill_price", Double, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", UtcTimestamp, nullable=False),
+    Column("updated_at", UtcTimestamp),
+    Column("strategy", String(128), nullable=False),
+    Column("oco_group", String(128), nullable=False),
+)
+
+order_events = Table(
+    "order_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("client_order_id", ForeignKey("orders.client_order_id"), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("filled_qty", Double, nullable=False),
+    Column("avg_fill_price", Double, nullable=False),
+    Column("price", Double),
+    Column("reason", Text, nullable=False),
+    Column("at", UtcTimestamp, nullable=False),
+    Index("ix_order_events_order", "client_order_id"),
+)
+
+fills = Table(
+    "fills",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("client_order_id", ForeignKey("orders.client_order_id"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("symbol", String(64), nullable=False),
+    Column("side", String(8), nullable=False),
+    Column("qty", Double, nullable=False),
+    Column("price", Double, nullable=False),
+    Column("fee", Double, nullable=False),
+    Column("liquidity", String(8), nullable=False),
+    Column("timestamp", UtcTimestamp, nullable=False),
+    Column("purpose", String(32), nullable=False),
+    UniqueConstraint("client_order_id", "seq", name="uq_fills_order_seq"),
+)
+
+signals = Table(
+    "signals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("timestamp", UtcTimestamp, nullable=False),
+    Column("symbol", String(64), nullable=False),
+    Column("strategy", String(128), nullable=False),
+    Column("target", Integer, nullable=False),
+)
+
+risk_decisions = Table(
+    "risk_decisions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("timestamp", UtcTimestamp, nullable=False),
+    Column("symbol", String(64), nullable=False),
+    Column("rule", String(64), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("requested_qty", Double, nullable=False),
+    Column("approved_qty", Double, nullable=False),
+)
+
+equity = Table(
+    "equity",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("timestamp", UtcTimestamp, nullable=False),
+    Column("cash", Double, nullable=False),
+    Column("position_value", Double, nullable=False),
+    Column("equity", Double, nullable=False),
+    Index("ix_equity_timestamp", "timestamp"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", UtcTimestamp, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("action", String(128), nullable=False),
+    Column("details", JSON, nullable=False),
+)
+
+lease = Table(
+    "lease",
+    metadata,
+    Column("resource", String(128), primary_key=True),
+    Column("holder", String(256), nullable=False),
+    Column("token", BigInteger, nullable=False),
+    Column("expires_at", UtcTimestamp, nullable=False),
+)
+
+engine_state = Table(
+    "engine_state",
+    metadata,
+    Column("key", String(256), primary_key=True),
+    Column("value", JSON, nullable=False),
+    Column("updated_at", UtcTimestamp, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Store:
+    """An opened, version-checked database. `transaction()` is the only way writes happen."""
+
+    engine: Engine
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One transaction: committed if the block returns, rolled back if it raises."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    """WAL (readers never block the writer), foreign keys on, and real BEGINs.
+
+    pysqlite by default opens a transaction only before the first INSERT/UPDATE, so a fencing
+    check (a SELECT) would run outside the write's transaction; we emit BEGIN ourselves.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=5000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+
+def create_store(url: str) -> Store:
+    """Open (creating tables on an empty database) the store at `url`.
+
+    `sqlite:///path/to/n1v1.db` or `postgresql+psycopg://user@host:5432/db`. Raises
+    SchemaVersionError when the database holds another schema version.
+    """
+    if not url.startswith(("sqlite", "postgresql")):
+        raise ValueError(
+            f"store url {url!r}: only sqlite:/// and postgresql+psycopg:// are supported"
+        )
+    engine = create_engine(url)
+    if engine.dialect.name == "sqlite":
+        _sqlite_pragmas(engine)
+    try:
+        _check_or_create(engine)
+    except Exception:
+        engine.dispose()
+        raise
+    return Store(engine)
+
+
+def _check_or_create(engine: Engine) -> None:
+    with engine.begin() as conn:
+        tables = set(inspect(conn).get_table_names())
+        if "schema_version" not in tables:
+            known = tables & set(metadata.tables)
+            if known:
+                raise SchemaVersionError(
+                    f"database has tables {sorted(known)} but no schema_version table; "
+                    f"this code needs schema version {SCHEMA_VERSION} and will not guess"
+                )
+            metadata.create_all(conn)
+            conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
+            return
+        versions = conn.execute(select(schema_version.c.version)).scalars().all()
+        if versions != [SCHEMA_VERSION]:
+            found = versions[0] if len(versions) == 1 else versions
+            raise SchemaVersionError(
+                f"database is at schema version {found}, this code needs version "
+                f"{SCHEMA_VERSION}; no automatic migration is done"
+            )
