@@ -326,7 +326,3 @@ def _as_frames(bars: pd.DataFrame | Mapping[str, pd.DataFrame]) -> dict[str, pd.
         if not math.isfinite(float(frame["close"].iloc[-1])):
             raise BacktestError(f"{symbol}: last close is not finite")
     return frames
-
-
-def targets_array(strategy: Strategy, frame: pd.DataFrame, allow_short: bool) -> np.ndarray:
-    return np.asarray(strategy.target_positions(frame, allow_short=allow_short), dtype=np.int8)

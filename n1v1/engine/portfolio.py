@@ -10,9 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import pandas as pd
-
-from n1v1.domain import Fill, OrderPurpose, Side, Symbol, Trade
+from n1v1.domain import Fill, OrderPurpose, Symbol, Trade
 
 # Partial fills sum quantities such as 0.1 + 0.2; a residue below this share of the trade is zero.
 _FLAT_TOLERANCE = 1e-9
@@ -75,10 +73,6 @@ class Portfolio:
     @property
     def equity(self) -> float:
         return self.cash + self.position_value
-
-    @property
-    def gross_exposure(self) -> float:
-        return sum(abs(p.market_value) for p in self.positions.values())
 
     @property
     def realized_pnl(self) -> float:
@@ -166,17 +160,6 @@ class Portfolio:
         self.closed_trades.append(trade)
         return trade
 
-    def entry_fees_of_open_trades(self) -> float:
-        return sum(s.trade.fees for s in self._open.values())
-
 
 def _exit_reason(purpose: OrderPurpose) -> str:
     return "signal" if purpose in (OrderPurpose.EXIT, OrderPurpose.ENTRY) else purpose.value
-
-
-def trade_side_for(target: int) -> Side:
-    return Side.BUY if target > 0 else Side.SELL
-
-
-def as_utc(ts: pd.Timestamp) -> pd.Timestamp:
-    return ts.tz_convert("UTC") if ts.tzinfo else ts.tz_localize("UTC")

@@ -52,14 +52,14 @@ class RiskManager:
         self.record_decision(timestamp, Symbol("*"), "kill_switch", "flatten", reason)
 
     @property
-    def halt_reason(self) -> str | None:
-        """Why new entries are refused right now, or None when they are allowed."""
+    def halt(self) -> tuple[str, str] | None:
+        """(rule, reason) that refuses new entries right now, or None when they are allowed."""
         if self.kill_switch.engaged:
-            return f"kill switch engaged: {self.kill_switch.reason}"
+            return "kill_switch", f"kill switch engaged: {self.kill_switch.reason}"
         if self.breaker.tripped:
-            return f"circuit breaker tripped: {self.breaker.reason}"
+            return "circuit_breaker", f"circuit breaker tripped: {self.breaker.reason}"
         if self.daily.halted:
-            return "daily loss limit reached; entries resume next UTC day"
+            return "max_daily_loss", "daily loss limit reached; entries resume next UTC day"
         return None
 
     # -- the gate ---------------------------------------------------------------------------------
@@ -79,14 +79,10 @@ class RiskManager:
         instrument: InstrumentSpec,
     ) -> float:
         """Approved quantity for a new position in `symbol` (0 when rejected)."""
-        halt = self.halt_reason
+        halt = self.halt
         if halt is not None:
-            rule = halt.split(" ", 1)[0] if not self.kill_switch.engaged else "kill_switch"
-            rule = {
-                "circuit": "circuit_breaker",
-                "daily": "max_daily_loss",
-            }.get(rule, rule)
-            self.record_decision(timestamp, symbol, rule, "reject", halt)
+            rule, reason = halt
+            self.record_decision(timestamp, symbol, rule, "reject", reason)
             return 0.0
 
         sized = size_entry(
