@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
 
+# The main job: the Serve app in paper mode on a local Ray (trains the demo model on first run).
 run: $(STAMP)
-	$(BIN)/n1v1 demo
+	$(BIN)/n1v1 paper --config serve_config.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -22,6 +22,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 ENV_PREFIX = "N1V1_"
+# Secrets share the prefix but are not settings: they are read where they are used, never from YAML.
+NOT_SETTINGS = frozenset({"N1V1_API_TOKEN", "N1V1_API_TOKEN_FILE", "N1V1_API_READ_TOKEN"})
 
 
 class ConfigError(ValueError):
@@ -220,7 +222,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     flat = {}
     for key, raw in env.items():
-        if not key.startswith(ENV_PREFIX):
+        if not key.startswith(ENV_PREFIX) or key in NOT_SETTINGS:
             continue
         dotted = key[len(ENV_PREFIX) :].lower().replace("__", ".")
         if not dotted:

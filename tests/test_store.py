@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from builders import make_bars, settings
 
 from n1v1.domain import (
     ClientOrderId,
@@ -45,8 +46,7 @@ from n1v1.store import (
     release,
     renew,
 )
-from n1v1.store.schema import schema_version
-from tests.builders import make_bars, settings
+from n1v1.store.schema import SCHEMA_VERSION, schema_version
 
 T0 = pd.Timestamp("2024-01-01 00:00", tz="UTC")
 PG_ENV = "TEST_POSTGRES_URL"
@@ -218,7 +218,7 @@ def test_schema_version_mismatch_names_both_versions(url: str) -> None:
     with s.transaction() as conn:
         conn.execute(sa.update(schema_version).values(version=99))
     s.dispose()
-    with pytest.raises(SchemaVersionError, match=r"version 99.*needs version 1"):
+    with pytest.raises(SchemaVersionError, match=rf"version 99.*needs version {SCHEMA_VERSION}"):
         create_store(url)
 
 

@@ -178,7 +178,7 @@ def _run_event(
     engine.run(steps)
     trades = engine.trades()
     last_close = {s: float(f["close"].iloc[-1]) for s, f in frames.items()}
-    _mark_open_trades(trades, last_close)
+    mark_open_trades(trades, last_close)
     equity = engine.equity_series()
     metrics = compute_metrics(
         equity,
@@ -217,7 +217,7 @@ def _run_fast(
         config,
     )
     trades = fast_trades(result, frame.index, Symbol(symbol))
-    _mark_open_trades(trades, {symbol: float(frame["close"].iloc[-1])})
+    mark_open_trades(trades, {symbol: float(frame["close"].iloc[-1])})
     equity = pd.Series(result.equity, index=frame.index, name="equity")
     metrics = compute_metrics(
         equity,
@@ -300,7 +300,7 @@ def fast_trades(result: FastResult, index: pd.DatetimeIndex, symbol: Symbol) -> 
     return trades
 
 
-def _mark_open_trades(trades: list[Trade], last_close: Mapping[str, float]) -> None:
+def mark_open_trades(trades: list[Trade], last_close: Mapping[str, float]) -> None:
     """A trade still open at the end shows its mark-to-market PnL at the last close, net of fees."""
     for trade in trades:
         if trade.exit_time is None:

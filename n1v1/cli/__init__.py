@@ -24,6 +24,7 @@ from n1v1.cli.common import EXIT_ERROR
 from n1v1.cli.evaluate import add_evaluate_command
 from n1v1.cli.info import add_config_command, add_data_command, cmd_strategies
 from n1v1.cli.ml import add_models_command, add_train_command
+from n1v1.cli.paper import add_paper_command
 
 
 # -- entry point -----------------------------------------------------------------------------------
@@ -81,4 +82,5 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_command(sub)
     add_train_command(sub)
     add_models_command(sub)
+    add_paper_command(sub)
     return parser

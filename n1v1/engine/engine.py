@@ -165,6 +165,55 @@ class TradingEngine:
                 "kill switch",
             )
 
+    # -- operator actions (applied between bars) -------------------------------------------------
+    def submit_manual_order(
+        self, symbol: str, side: Side, qty: float, ts: pd.Timestamp, price: float
+    ) -> Order | None:
+        """An operator's market order, filled at the next bar's open. Reducing a position is never
+        blocked; adding to or opening one passes the risk manager like a strategy entry does.
+        Returns None when risk rejects it (the decision, with its rule, is in the journal)."""
+        sym = Symbol(symbol)
+        pos = self.portfolio.position(sym)
+        reduces = pos.is_open and pos.qty * side.sign < 0 and qty <= abs(pos.qty) * (1 + 1e-12)
+        if not reduces:
+            open_elsewhere, exposure_elsewhere = self._commitments(exclude=sym)
+            qty = self.risk.review_manual(
+                ts,
+                sym,
+                qty,
+                price=price,
+                equity=self.portfolio.equity,
+                open_positions=open_elsewhere,
+                symbol_exposure=abs(pos.market_value) if pos.qty * side.sign > 0 else 0.0,
+                total_exposure=exposure_elsewhere,
+                instrument=self.settings.execution.instrument(sym),
+            )
+            if qty <= 0.0:
+                return None
+        return self._submit_market(sym, side, qty, ts, OrderPurpose.MANUAL, None, "operator")
+
+    def cancel_order(self, client_order_id: str, ts: pd.Timestamp, reason: str) -> Order:
+        """Cancel a working order (KeyError when no working order has that id)."""
+        working = {o.client_order_id: o for o in self.venue.working_orders()}
+        order = working.get(ClientOrderId(client_order_id))
+        if order is None:
+            raise KeyError(client_order_id)
+        st = self.state(order.symbol)
+        if client_order_id == st.stop_id:
+            st.stop_id = None
+        if client_order_id == st.take_profit_id:
+            st.take_profit_id = None
+        cancelled = self.venue.cancel(order.client_order_id, ts, reason)
+        self.journal.record_order(cancelled)
+        return cancelled
+
+    def update_settings(self, settings: Settings) -> None:
+        """Swap in new live-tunable settings (risk limits); execution rules may not change."""
+        if settings.execution != self.settings.execution:
+            raise ValueError("execution settings cannot change while the engine runs")
+        self.settings = settings
+        self.risk.update_settings(settings.risk)
+
     # -- steps of a bar ----------------------------------------------------------------------------
     def _check_protective(self, symbol: Symbol, bar: Bar, st: _SymbolState) -> None:
         self.venue.match_range(symbol, bar, on_execution=lambda ex, st=st: self._process(ex, st))
@@ -428,7 +477,10 @@ class TradingEngine:
         if closed is not None:
             self._on_trade_closed(closed, order, st)
             self._cancel_protective(fill.symbol, fill.timestamp, st)
-        elif order.purpose is OrderPurpose.ENTRY and before * fill.side.sign >= 0:
+        elif (
+            order.purpose in (OrderPurpose.ENTRY, OrderPurpose.MANUAL)
+            and before * fill.side.sign >= 0
+        ):
             if before == 0.0:
                 st.held_bars = 0
                 st.entered_at_close_index = -1 if self._next_open else st.index

@@ -27,7 +27,15 @@ class RiskManager:
         self.breaker = CircuitBreaker(settings)
         self.daily = DailyLossGuard(settings.max_daily_loss)
         self.kill_switch = KillSwitch()
+        self.paused_reason: str | None = None  # an operator's pause: no new entries, exits work
+        self.last_decision: RiskDecision | None = None
         self._previous_equity: float | None = None
+
+    def update_settings(self, settings: RiskSettings) -> None:
+        """Apply new limits live; breaker and guard state (peak, losses, halts) is kept."""
+        self.settings = settings
+        self.breaker.settings = settings
+        self.daily.max_daily_loss = settings.max_daily_loss
 
     # -- state updates ---------------------------------------------------------------------------
     def on_bar_close(self, timestamp: pd.Timestamp, bar_index: int, equity: float) -> None:
@@ -56,6 +64,8 @@ class RiskManager:
         """(rule, reason) that refuses new entries right now, or None when they are allowed."""
         if self.kill_switch.engaged:
             return "kill_switch", f"kill switch engaged: {self.kill_switch.reason}"
+        if self.paused_reason is not None:
+            return "paused", f"paused by operator: {self.paused_reason}"
         if self.breaker.tripped:
             return "circuit_breaker", f"circuit breaker tripped: {self.breaker.reason}"
         if self.daily.halted:
@@ -93,7 +103,69 @@ class RiskManager:
             atr=atr,
             closed_trades=closed_trades,
         )
-        requested = sized.qty
+        return self._within_limits(
+            timestamp,
+            symbol,
+            sized.qty,
+            f"sizing_{sized.method}",
+            sized.detail,
+            price=price,
+            equity=equity,
+            open_positions=open_positions,
+            symbol_exposure=symbol_exposure,
+            total_exposure=total_exposure,
+            instrument=instrument,
+        )
+
+    def review_manual(
+        self,
+        timestamp: pd.Timestamp,
+        symbol: Symbol,
+        qty: float,
+        *,
+        price: float,
+        equity: float,
+        open_positions: int,
+        symbol_exposure: float,
+        total_exposure: float,
+        instrument: InstrumentSpec,
+    ) -> float:
+        """Approved quantity for an operator's order that adds risk: the same halts, limits and
+        exchange rules as a strategy's entry, with the operator's quantity instead of sizing."""
+        halt = self.halt
+        if halt is not None:
+            rule, reason = halt
+            self.record_decision(timestamp, symbol, rule, "reject", reason, qty, 0.0)
+            return 0.0
+        return self._within_limits(
+            timestamp,
+            symbol,
+            qty,
+            "manual",
+            f"operator order for {qty:g}",
+            price=price,
+            equity=equity,
+            open_positions=open_positions,
+            symbol_exposure=symbol_exposure,
+            total_exposure=total_exposure,
+            instrument=instrument,
+        )
+
+    def _within_limits(
+        self,
+        timestamp: pd.Timestamp,
+        symbol: Symbol,
+        requested: float,
+        approve_rule: str,
+        approve_reason: str,
+        *,
+        price: float,
+        equity: float,
+        open_positions: int,
+        symbol_exposure: float,
+        total_exposure: float,
+        instrument: InstrumentSpec,
+    ) -> float:
         limits = check_portfolio_limits(
             self.settings,
             qty=requested,
@@ -105,8 +177,8 @@ class RiskManager:
         )
         qty = round_qty_down(limits.qty, instrument)
         if qty <= 0.0:
-            rule = limits.rule or f"sizing_{sized.method}"
-            reason = limits.reason or f"{sized.detail}: quantity rounds to zero"
+            rule = limits.rule or approve_rule
+            reason = limits.reason or f"{approve_reason}: quantity rounds to zero"
             self.record_decision(timestamp, symbol, rule, "reject", reason, requested, 0.0)
             return 0.0
         if below_min_notional(qty, price, instrument):
@@ -126,7 +198,7 @@ class RiskManager:
             )
         else:
             self.record_decision(
-                timestamp, symbol, f"sizing_{sized.method}", "approve", sized.detail, requested, qty
+                timestamp, symbol, approve_rule, "approve", approve_reason, requested, qty
             )
         return qty
 
@@ -141,6 +213,6 @@ class RiskManager:
         approved: float = 0.0,
     ) -> None:
         """Journal what a rule did (also for decisions taken elsewhere: the venue's cash cut)."""
-        self.journal.record_risk_decision(
-            RiskDecision(timestamp, symbol, rule, action, reason, requested, approved)
-        )
+        decision = RiskDecision(timestamp, symbol, rule, action, reason, requested, approved)
+        self.last_decision = decision
+        self.journal.record_risk_decision(decision)

@@ -9,13 +9,16 @@ newer one took over, even if its clock or its lease renewal lagged.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import Connection, Row, func, select, update
 
 from n1v1.domain import (
+    Bar,
     ClientOrderId,
     EquityPoint,
     Fill,
@@ -44,7 +47,7 @@ class FillConflictError(RuntimeError):
     """A fill with an already recorded (client_order_id, seq) but different contents."""
 
 
-def _order_row(order: Order) -> dict[str, Any]:
+def order_row(order: Order) -> dict[str, Any]:
     return {
         "client_order_id": order.client_order_id,
         "symbol": order.symbol,
@@ -182,6 +185,62 @@ class StoreReader:
         rows = self._rows(select(t.engine_state.c.value).where(t.engine_state.c.key == key))
         return rows[0].value if rows else None
 
+    def query_orders(
+        self,
+        *,
+        symbol: str | None = None,
+        status: str | None = None,
+        side: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[Order], int]:
+        """One page of orders, newest first, and the total count matching the filters."""
+        q = select(t.orders)
+        count = select(func.count()).select_from(t.orders)
+        for column, value in (("symbol", symbol), ("status", status), ("side", side)):
+            if value is not None:
+                q = q.where(t.orders.c[column] == value)
+                count = count.where(t.orders.c[column] == value)
+        q = q.order_by(t.orders.c.created_at.desc(), t.orders.c.client_order_id.desc())
+        rows = self._rows(q.limit(limit).offset(offset))
+        with self.store.engine.connect() as conn:
+            total = int(conn.execute(count).scalar_one())
+        return [_order_from(r) for r in rows], total
+
+    def query_signals(
+        self, *, symbol: str | None = None, strategy: str | None = None, limit: int = 100
+    ) -> list[Signal]:
+        """The most recent target changes, newest first."""
+        q = select(t.signals)
+        if symbol is not None:
+            q = q.where(t.signals.c.symbol == symbol)
+        if strategy is not None:
+            q = q.where(t.signals.c.strategy == strategy)
+        rows = self._rows(q.order_by(t.signals.c.id.desc()).limit(limit))
+        return [Signal(r.timestamp, Symbol(r.symbol), r.strategy, r.target) for r in rows]
+
+    def positions(self) -> list[dict[str, Any]]:
+        """The positions table as the engine last wrote it (one row per symbol ever traded)."""
+        rows = self._rows(select(t.positions).order_by(t.positions.c.symbol))
+        return [dict(r._mapping) for r in rows]
+
+    def bar_log(self) -> list[tuple[int, pd.Timestamp, dict[str, Bar]]]:
+        """The engine's input bars, grouped into the steps it processed, in order."""
+        b = t.bars
+        steps: dict[int, tuple[pd.Timestamp, dict[str, Bar]]] = {}
+        for r in self._rows(select(b).order_by(b.c.id)):
+            _, bars = steps.setdefault(r.step, (r.timestamp, {}))
+            bars[r.symbol] = Bar(r.timestamp, r.open, r.high, r.low, r.close, r.volume)
+        return [(step, ts, bars) for step, (ts, bars) in sorted(steps.items())]
+
+    def commands(self) -> list[dict[str, Any]]:
+        """Operator commands in the order they applied, each with the step it applied before."""
+        rows = self._rows(select(t.commands).order_by(t.commands.c.id))
+        return [
+            {"step": r.step, "kind": r.kind, "payload": r.payload, "actor": r.actor, "at": r.at}
+            for r in rows
+        ]
+
     def rebuild_portfolio(self, initial_cash: float) -> Portfolio:
         """Replay every fill through the engine's own Portfolio (one accounting, not two).
 
@@ -200,6 +259,34 @@ class SqlJournal(StoreReader):
         super().__init__(store)
         self.fencing_token = fencing_token
         self.resource = resource
+        self._batch: Connection | None = None
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Every write inside the block goes into one fenced transaction: all or nothing.
+
+        The paper engine wraps each bar in one, so a crash leaves either the whole bar (its input,
+        orders, fills, signals, equity and the step marker) in the store or none of it.
+        """
+        if self._batch is not None:
+            yield
+            return
+        with self.store.transaction() as conn:
+            self._fence(conn)
+            self._batch = conn
+            try:
+                yield
+            finally:
+                self._batch = None
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        if self._batch is not None:
+            yield self._batch
+            return
+        with self.store.transaction() as conn:
+            self._fence(conn)
+            yield conn
 
     def _fence(self, conn: Connection) -> None:
         q = select(t.lease.c.holder, t.lease.c.token).where(t.lease.c.resource == self.resource)
@@ -218,9 +305,8 @@ class SqlJournal(StoreReader):
     # -- Journal protocol ------------------------------------------------------------------------
     def record_order(self, order: Order) -> None:
         """Upsert the latest state and append an order_events row, in one transaction."""
-        row = _order_row(order)
-        with self.store.transaction() as conn:
-            self._fence(conn)
+        row = order_row(order)
+        with self._tx() as conn:
             key = t.orders.c.client_order_id == order.client_order_id
             if conn.execute(update(t.orders).where(key).values(**row)).rowcount == 0:
                 conn.execute(t.orders.insert().values(**row))
@@ -243,8 +329,7 @@ class SqlJournal(StoreReader):
         """Idempotent on (client_order_id, seq): an identical repeat is a no-op, a different one
         raises FillConflictError (a venue or engine bug that must not be papered over)."""
         new = _fill_row(fill)
-        with self.store.transaction() as conn:
-            self._fence(conn)
+        with self._tx() as conn:
             existing = conn.execute(
                 select(t.fills).where(
                     t.fills.c.client_order_id == fill.client_order_id,
@@ -276,15 +361,46 @@ class SqlJournal(StoreReader):
         """Upsert a JSON value (e.g. the last processed bar per feed), fenced like every write."""
         at = now if now is not None else pd.Timestamp.now(tz="UTC").floor("us")
         values = {"value": value, "updated_at": at}
-        with self.store.transaction() as conn:
-            self._fence(conn)
+        with self._tx() as conn:
             key_match = t.engine_state.c.key == key
             if conn.execute(update(t.engine_state).where(key_match).values(**values)).rowcount == 0:
                 conn.execute(t.engine_state.insert().values(key=key, **values))
 
+    def record_bars(self, step: int, bars: Mapping[str, Bar]) -> None:
+        """Log the bars of one step: the input a restarted engine replays."""
+        with self._tx() as conn:
+            conn.execute(
+                t.bars.insert(),
+                [{"step": step, "symbol": s, **b._asdict()} for s, b in bars.items()],
+            )
+
+    def record_command(
+        self, step: int, kind: str, payload: Mapping[str, Any], actor: str, at: pd.Timestamp
+    ) -> None:
+        """Log an operator command with the step it applied before, for an exact replay."""
+        row = {"step": step, "kind": kind, "payload": dict(payload), "actor": actor, "at": at}
+        self._insert(t.commands, row)
+
+    def write_positions(self, portfolio: Portfolio, at: pd.Timestamp) -> None:
+        """Upsert every position's current state (derived from fills; kept for readers)."""
+        with self._tx() as conn:
+            for symbol, pos in portfolio.positions.items():
+                marked = math.isfinite(pos.last_price)
+                row = {
+                    "qty": pos.qty,
+                    "avg_entry": pos.avg_entry if pos.is_open else 0.0,
+                    "last_price": pos.last_price if marked else pos.avg_entry,
+                    "market_value": pos.market_value if marked else 0.0,
+                    "unrealized_pnl": pos.unrealized_pnl if pos.is_open and marked else 0.0,
+                    "realized_pnl": pos.realized_pnl,
+                    "updated_at": at,
+                }
+                key = t.positions.c.symbol == symbol
+                if conn.execute(update(t.positions).where(key).values(**row)).rowcount == 0:
+                    conn.execute(t.positions.insert().values(symbol=symbol, **row))
+
     def _insert(self, table: Any, values: Mapping[str, Any]) -> None:
-        with self.store.transaction() as conn:
-            self._fence(conn)
+        with self._tx() as conn:
             conn.execute(table.insert().values(**values))
 
 

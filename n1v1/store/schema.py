@@ -38,7 +38,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: bars, commands, positions and backtests tables
 
 
 class SchemaVersionError(RuntimeError):
@@ -199,6 +199,62 @@ engine_state = Table(
 )
 
 
+# The engine's inputs, in the order it consumed them: with the commands below they determine its
+# state exactly, which is how a restarted engine rebuilds itself (docs/store.md).
+bars = Table(
+    "bars",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),  # keeps the feed's symbol order
+    Column("step", Integer, nullable=False),
+    Column("symbol", String(64), nullable=False),
+    Column("timestamp", UtcTimestamp, nullable=False),
+    Column("open", Double, nullable=False),
+    Column("high", Double, nullable=False),
+    Column("low", Double, nullable=False),
+    Column("close", Double, nullable=False),
+    Column("volume", Double, nullable=False),
+    UniqueConstraint("symbol", "timestamp", name="uq_bars_symbol_time"),
+    Index("ix_bars_step", "step"),
+)
+
+commands = Table(
+    "commands",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("step", Integer, nullable=False),  # bars processed before the command applied
+    Column("kind", String(32), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("at", UtcTimestamp, nullable=False),
+)
+
+positions = Table(
+    "positions",
+    metadata,
+    Column("symbol", String(64), primary_key=True),
+    Column("qty", Double, nullable=False),
+    Column("avg_entry", Double, nullable=False),
+    Column("last_price", Double, nullable=False),
+    Column("market_value", Double, nullable=False),
+    Column("unrealized_pnl", Double, nullable=False),
+    Column("realized_pnl", Double, nullable=False),
+    Column("updated_at", UtcTimestamp, nullable=False),
+)
+
+backtests = Table(
+    "backtests",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("request", JSON, nullable=False),
+    Column("result", JSON),
+    Column("error", Text),
+    Column("actor", String(128), nullable=False),
+    Column("created_at", UtcTimestamp, nullable=False),
+    Column("finished_at", UtcTimestamp),
+)
+
+
 @dataclass(frozen=True)
 class Store:
     """An opened, version-checked database. `transaction()` is the only way writes happen."""
@@ -207,9 +263,16 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """One transaction: committed if the block returns, rolled back if it raises."""
-        with self.engine.begin() as conn:
-            yield conn
+        """One write transaction: committed if the block returns, rolled back if it raises.
+
+        On SQLite it starts with BEGIN IMMEDIATE: a deferred transaction that reads first (the
+        fencing check) and writes later fails at once with "database is locked" when another
+        connection wrote in between, instead of waiting its turn.
+        """
+        with self.engine.connect() as conn:
+            conn.execution_options(n1v1_write=True)
+            with conn.begin():
+                yield conn
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -233,7 +296,8 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN")
+        write = conn.get_execution_options().get("n1v1_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 def create_store(url: str) -> Store:

@@ -1,0 +1,1 @@
+"""Paper and live trading sessions: the engine driven by a feed, with state in the store."""

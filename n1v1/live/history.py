@@ -1,0 +1,104 @@
+"""Bars as they arrive, and strategy targets recomputed on a trailing window of them.
+
+A backtest computes a strategy's targets over the whole series at once (`PrecomputedTargets`);
+live there is no whole series, so each new bar re-runs the strategy on the last `window` bars and
+takes the final value. Strategies are causal (tested by truncation), so that value uses bars up
+to and including the new one and nothing later. Recursive indicators (EMA, RSI) started at the
+window's first bar differ slightly from a full-history run; the window is therefore several times
+the longest warm-up. The result is a pure function of the bars seen, so a restarted engine that
+replays the same bars reaches the same targets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from n1v1 import indicators
+from n1v1.domain import Bar
+from n1v1.strategies.base import BAR_COLUMNS, Strategy
+
+_INITIAL_CAPACITY = 1024
+
+
+class BarHistory:
+    """Append-only OHLCV arrays per symbol (amortised O(1) append) with a cached trailing frame."""
+
+    def __init__(self, window: int) -> None:
+        if window < 2:
+            raise ValueError(f"window must be at least 2 bars, got {window}")
+        self.window = window
+        self._data: dict[str, np.ndarray] = {}  # symbol -> (capacity, 5) float64
+        self._times: dict[str, list[pd.Timestamp]] = {}
+        self._frames: dict[str, tuple[int, pd.DataFrame]] = {}
+
+    def append(self, symbol: str, bar: Bar) -> int:
+        """Store the bar; returns its index within the symbol's series (0 for the first)."""
+        times = self._times.setdefault(symbol, [])
+        if times and bar.timestamp <= times[-1]:
+            raise ValueError(
+                f"{symbol}: bar at {bar.timestamp} is not after the previous one at {times[-1]}"
+            )
+        data = self._data.get(symbol)
+        n = len(times)
+        if data is None or n == data.shape[0]:
+            grown = np.empty((max(_INITIAL_CAPACITY, 2 * n), 5), dtype=np.float64)
+            if data is not None:
+                grown[:n] = data[:n]
+            data = self._data[symbol] = grown
+        data[n] = (bar.open, bar.high, bar.low, bar.close, bar.volume)
+        times.append(bar.timestamp)
+        return n
+
+    def count(self, symbol: str) -> int:
+        return len(self._times.get(symbol, ()))
+
+    def frame(self, symbol: str) -> pd.DataFrame:
+        """The last `window` bars of `symbol` as a bars DataFrame (cached until the next append)."""
+        n = self.count(symbol)
+        cached = self._frames.get(symbol)
+        if cached is not None and cached[0] == n:
+            return cached[1]
+        start = max(0, n - self.window)
+        block = self._data[symbol][start:n]
+        frame = pd.DataFrame(
+            {name: block[:, i] for i, name in enumerate(BAR_COLUMNS)},
+            index=pd.DatetimeIndex(self._times[symbol][start:n], name="timestamp"),
+        )
+        frame.attrs["symbol"] = symbol
+        self._frames[symbol] = (n, frame)
+        return frame
+
+    def atr(self, symbol: str, period: int) -> float:
+        """ATR at the last bar over the trailing window (NaN until `period` bars are in)."""
+        f = self.frame(symbol)
+        values = indicators.atr(
+            f["high"].to_numpy(), f["low"].to_numpy(), f["close"].to_numpy(), period
+        )
+        return float(values[-1]) if len(values) else float("nan")
+
+
+class RollingTargets:
+    """A SignalSource that asks the strategy about the newest bar only, on the trailing window."""
+
+    def __init__(
+        self, strategy: Strategy, history: BarHistory, allow_short: bool, name: str | None = None
+    ) -> None:
+        self.strategy = strategy
+        self.history = history
+        self.allow_short = allow_short
+        self.name = name or strategy.name
+
+    def target(self, symbol: str, index: int) -> int:
+        if index != self.history.count(symbol) - 1:
+            raise ValueError(
+                f"{self.name}: asked for {symbol} bar {index}, but only the newest bar "
+                f"({self.history.count(symbol) - 1}) can be computed live"
+            )
+        targets = self.strategy.target_positions(
+            self.history.frame(symbol), allow_short=self.allow_short
+        )
+        value = int(targets[-1])
+        if value not in (-1, 0, 1):
+            raise ValueError(f"{self.name}: {symbol} target {value} is not -1, 0 or +1")
+        return value

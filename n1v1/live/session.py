@@ -1,0 +1,571 @@
+"""A trading session: the TradingEngine driven by a feed, its every input and outcome in the store.
+
+Restart safety is by construction, not by snapshot. The store logs the engine's inputs (each bar
+step and each operator command, with the step it applied before) next to its outputs (orders,
+fills, signals, risk decisions, equity, positions), and each step is one fenced transaction. The
+engine is deterministic, so a new session rebuilds the exact state of the old one by replaying the
+logged inputs, checks that the replay reproduces the stored orders and fills (a mismatch means the
+code or data changed underneath it: it refuses to trade and says where), and resumes the feed after
+the last stored step. A crash between two steps loses nothing; a crash inside one loses that whole
+step, which the feed then hands over again.
+
+Threads: one loop thread owns the engine. API calls never touch it directly: they queue commands,
+which the loop applies between bars, and read the `snapshot` the loop publishes after every step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import pandas as pd
+
+from n1v1.config import ConfigError, Settings
+from n1v1.domain import Bar, Order, Side, Symbol
+from n1v1.engine.engine import TradingEngine
+from n1v1.engine.journal import InMemoryJournal, Journal
+from n1v1.live.config import LiveConfig, StrategySlot, build_strategies, effective_settings
+from n1v1.live.history import BarHistory, RollingTargets
+from n1v1.store import (
+    LeaseHeldError,
+    SqlJournal,
+    Store,
+    acquire,
+    current_lease,
+    release,
+    renew,
+)
+from n1v1.store.journal import DEFAULT_RESOURCE, order_row
+
+log = logging.getLogger(__name__)
+
+Step = tuple[pd.Timestamp, dict[str, Bar]]
+
+
+class Feed(Protocol):
+    symbols: list[str]
+    exhausted: bool
+
+    def resume_after(self, last: pd.Timestamp | None) -> None: ...
+
+    def next_step(self, timeout: float) -> Step | None: ...
+
+
+class CommandError(Exception):
+    """A command the session refused; `code` maps to an HTTP status at the API."""
+
+    def __init__(self, code: str, message: str, details: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code  # not_found | conflict | invalid | unavailable
+        self.message = message
+        self.details = dict(details or {})
+
+
+class RebuildError(RuntimeError):
+    """Replaying the stored inputs did not reproduce the stored outputs."""
+
+
+@dataclass
+class _Pending:
+    kind: str
+    payload: dict[str, Any]
+    actor: str
+    future: Future[dict[str, Any]]
+
+
+COMMANDS = ("pause", "resume", "kill_switch", "order", "cancel", "config", "user_config")
+
+
+class TradingSession:
+    def __init__(
+        self,
+        settings: Settings,
+        slots: list[StrategySlot],
+        feed: Feed,
+        store: Store,
+        *,
+        window: int = 500,
+        lease_ttl: float = 15.0,
+        holder: str | None = None,
+        journal_wrapper: Callable[[Journal], Journal] | None = None,
+        on_step: Callable[[float, TradingEngine], None] | None = None,
+    ) -> None:
+        if not slots:
+            raise ConfigError("strategies: a session needs at least one strategy")
+        ids = [s.slot_id for s in slots]
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"strategies: ids must be unique, got {ids} (set `id` to tell apart)")
+        self.base_settings = settings
+        self.slots = slots
+        self.feed = feed
+        self.store = store
+        self.window = window
+        self.lease_ttl = lease_ttl
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._journal_wrapper = journal_wrapper
+        self._on_step = on_step
+        self._commands: queue.Queue[_Pending] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.state = "starting"  # starting | standby | running | failed | stopped
+        self.failure = ""
+        self.heartbeat = time.monotonic()
+        self.snapshot: dict[str, Any] = {"state": self.state}
+        self._lease = None
+        self._user_config: dict[str, Any] | None = None
+        self._reset_engine()
+
+    # -- building the engine -----------------------------------------------------------------------
+    def _reset_engine(self) -> None:
+        self.live = LiveConfig()
+        self.settings = effective_settings(self.base_settings, self.live)
+        self.history = BarHistory(self._window_for(self.settings))
+        self.engine = TradingEngine(self.settings, journal=InMemoryJournal(keep_equity=True))
+        self._install_strategies()
+        self.steps_done = 0
+        self.last_ts: pd.Timestamp | None = None
+        self.last_bars: dict[str, Bar] = {}
+
+    def _window_for(self, settings: Settings) -> int:
+        strategies = build_strategies(self.slots, self.live, settings)
+        longest = max(s.warmup for s in strategies.values())
+        return max(self.window, 4 * longest + 1)
+
+    def _install_strategies(self) -> None:
+        strategies = build_strategies(self.slots, self.live, self.settings)
+        self.engine.sources = [
+            RollingTargets(s, self.history, self.settings.risk.allow_short, name=slot_id)
+            for slot_id, s in strategies.items()
+        ]
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the loop thread (it takes the lease, rebuilds from the store, then trades)."""
+        self._thread = threading.Thread(target=self._run, name="n1v1-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set() and not self._try_take_over():
+                self._publish()
+                self._stop.wait(1.0)
+            renew_every = self.lease_ttl / 3
+            last_renew = time.monotonic()
+            while not self._stop.is_set():
+                self.heartbeat = time.monotonic()
+                if self.heartbeat - last_renew >= renew_every:
+                    self._lease = renew(self.store, self._lease, self.lease_ttl)
+                    last_renew = self.heartbeat
+                self._drain_commands()
+                step = self.feed.next_step(timeout=0.05)
+                if step is not None:
+                    self._process_step(*step)
+                elif self.feed.exhausted:
+                    if not self.snapshot.get("feed_exhausted"):
+                        self._publish()
+                    self._stop.wait(0.05)
+            self.state = "stopped"
+            if self._lease is not None:
+                release(self.store, self._lease)
+        except Exception as exc:  # crash-only: the store is consistent; a new session rebuilds
+            self.state = "failed"
+            self.failure = f"{type(exc).__name__}: {exc}"
+            log.exception("engine loop failed; the replica must be replaced: %s", self.failure)
+        finally:
+            self._publish()
+            self._fail_pending()
+
+    def _try_take_over(self) -> bool:
+        try:
+            self._lease = acquire(self.store, DEFAULT_RESOURCE, self.holder, self.lease_ttl)
+        except LeaseHeldError as exc:
+            if self.state != "standby":
+                log.warning("standing by: %s", exc)
+            self.state = "standby"
+            self.failure = str(exc)
+            return False
+        self.failure = ""
+        self._rebuild()
+        journal: Journal = SqlJournal(self.store, self._lease.token)
+        self._sql = journal
+        if self._journal_wrapper is not None:
+            journal = self._journal_wrapper(journal)
+        self.engine.journal = journal
+        self.engine.risk.journal = journal
+        self.feed.resume_after(self.last_ts)
+        self.state = "running"
+        if self._user_config is not None:
+            self._apply_user_config_if_new(self._user_config)
+        self._publish()
+        log.info(
+            "trading: holder=%s token=%s step=%s", self.holder, self._lease.token, self.steps_done
+        )
+        return True
+
+    # -- rebuild -----------------------------------------------------------------------------------
+    def _rebuild(self) -> None:
+        """Replay the stored inputs into a fresh engine; check it reproduces the stored outputs."""
+        reader = SqlJournal(self.store, -1)  # reads only; a write would fail the fence
+        bar_log = reader.bar_log()
+        commands = reader.commands()
+        self._reset_engine()
+        by_step: dict[int, list[dict[str, Any]]] = {}
+        for command in commands:
+            by_step.setdefault(command["step"], []).append(command)
+        for step, ts, bars in bar_log:
+            if step != self.steps_done:
+                raise RebuildError(f"bar log: expected step {self.steps_done}, found {step}")
+            for command in by_step.pop(step, []):
+                self._apply(command["kind"], command["payload"])
+            self._advance(ts, bars)
+        for command in by_step.pop(self.steps_done, []):
+            self._apply(command["kind"], command["payload"])
+        if by_step:
+            raise RebuildError(f"commands logged for steps {sorted(by_step)} beyond the bar log")
+        self._verify(reader)
+
+    def _verify(self, reader: SqlJournal) -> None:
+        journal = self.engine.journal
+        assert isinstance(journal, InMemoryJournal)
+        stored_fills = [(f.client_order_id, f.seq, f.qty, f.price, f.fee) for f in reader.fills()]
+        replayed = [(f.client_order_id, f.seq, f.qty, f.price, f.fee) for f in journal.fills]
+        if stored_fills != replayed:
+            first = next(
+                (i for i, (a, b) in enumerate(zip(stored_fills, replayed, strict=False)) if a != b),
+                min(len(stored_fills), len(replayed)),
+            )
+            where = stored_fills[first] if first < len(stored_fills) else replayed[first]
+            raise RebuildError(
+                f"replay does not reproduce the stored fills: {len(stored_fills)} stored, "
+                f"{len(replayed)} replayed, first difference at fill #{first} "
+                f"({where[0]}#{where[1]}); refusing to trade"
+            )
+        stored = {k: (o.status, o.filled_qty) for k, o in reader.latest_orders().items()}
+        rebuilt = {k: (o.status, o.filled_qty) for k, o in journal.latest_orders().items()}
+        if stored != rebuilt:
+            diff = sorted(set(stored.items()) ^ set(rebuilt.items()))[:3]
+            raise RebuildError(f"replay does not reproduce the stored orders (e.g. {diff})")
+
+    # -- the step ----------------------------------------------------------------------------------
+    def _advance(self, ts: pd.Timestamp, bars: Mapping[str, Bar]) -> None:
+        indexed: dict[Symbol, tuple[int, Bar]] = {}
+        for symbol, bar in bars.items():
+            index = self.history.append(symbol, bar)
+            if self._needs_atr():
+                self._extend_atr(symbol, index)
+            indexed[Symbol(symbol)] = (index, bar)
+        self.engine.on_bar(ts, indexed)
+        self.steps_done += 1
+        self.last_ts = ts
+        self.last_bars.update(bars)
+
+    def _needs_atr(self) -> bool:
+        risk = self.settings.risk
+        return risk.sizing == "atr_risk" or risk.atr_stop_multiple is not None
+
+    def _extend_atr(self, symbol: str, index: int) -> None:
+        import numpy as np
+
+        values = self.engine.atr.get(Symbol(symbol))
+        if values is None or len(values) <= index:
+            grown = np.full(max(1024, 2 * (index + 1)), np.nan)
+            if values is not None:
+                grown[: len(values)] = values
+            self.engine.atr[Symbol(symbol)] = values = grown
+        values[index] = self.history.atr(symbol, self.settings.risk.atr_period)
+
+    def _process_step(self, ts: pd.Timestamp, bars: dict[str, Bar]) -> None:
+        unknown = set(bars) - set(self.feed.symbols)
+        if unknown:
+            raise ValueError(f"feed returned bars for symbols it does not carry: {sorted(unknown)}")
+        if self.last_ts is not None and ts <= self.last_ts:
+            return  # already processed (a feed re-delivering after a restart)
+        started = time.perf_counter()
+        with self._sql.atomic():
+            self._sql.record_bars(self.steps_done, bars)
+            self._advance(ts, bars)
+            decided = time.perf_counter()
+            self._sql.write_positions(self.engine.portfolio, ts)
+            self._sql.set_state("last_step", {"step": self.steps_done, "time": ts.isoformat()})
+        if self._on_step is not None:
+            self._on_step(decided - started, self.engine)
+        self._publish()
+
+    # -- commands ----------------------------------------------------------------------------------
+    def submit(self, kind: str, payload: Mapping[str, Any], actor: str) -> Future[dict[str, Any]]:
+        """Queue a command for the loop; the future holds its result or a CommandError."""
+        future: Future[dict[str, Any]] = Future()
+        if kind not in COMMANDS:
+            future.set_exception(CommandError("invalid", f"unknown command {kind!r}"))
+        elif self.state != "running":
+            future.set_exception(
+                CommandError("unavailable", f"engine is {self.state}; {self.failure}".rstrip("; "))
+            )
+        else:
+            self._commands.put(_Pending(kind, dict(payload), actor, future))
+        return future
+
+    def set_user_config(self, config: Mapping[str, Any], timeout: float = 30.0) -> None:
+        """Serve's user_config: fully validated now (ConfigError names the key, so a bad deploy
+        fails loudly), applied at once when running, else when the session takes over."""
+        config = dict(config)
+        try:
+            live = self.live.merged_with(config)
+            build_strategies(self.slots, live, effective_settings(self.base_settings, live))
+        except ValueError as exc:  # ConfigError and pydantic's ValidationError
+            raise ConfigError(f"user_config: {exc}") from None
+        self._user_config = config
+        if self.state == "running":
+            self.submit("user_config", config, "serve").result(timeout)
+
+    def _apply_user_config_if_new(self, config: dict[str, Any]) -> None:
+        if self._sql.get_state("user_config") == config:
+            return  # the same user_config as before the restart: API changes since then stand
+        self._commit_command("user_config", config, "serve")
+
+    def _drain_commands(self) -> None:
+        while True:
+            try:
+                pending = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                result = self._commit_command(pending.kind, pending.payload, pending.actor)
+            except CommandError as exc:
+                pending.future.set_exception(exc)
+            except Exception as exc:
+                pending.future.set_exception(exc)
+                raise
+            else:
+                # publish first: a caller that reads the status right after its command's answer
+                # must already see the command's effect (a refused command changed nothing)
+                self._publish()
+                pending.future.set_result(result)
+
+    def _commit_command(self, kind: str, payload: dict[str, Any], actor: str) -> dict[str, Any]:
+        """Validate, apply and log a command in one transaction (a refused one leaves no trace)."""
+        self._validate(kind, payload)
+        now = pd.Timestamp.now(tz="UTC").floor("us")
+        with self._sql.atomic():
+            self._sql.record_command(self.steps_done, kind, payload, actor, now)
+            result = self._apply(kind, payload)
+            if kind in ("config", "user_config"):
+                self._sql.set_state("live_config", self.live.model_dump())
+            if kind == "user_config":
+                self._sql.set_state("user_config", payload)
+            if self.last_ts is not None:
+                self._sql.write_positions(self.engine.portfolio, self.last_ts)
+        return result
+
+    def _validate(self, kind: str, payload: dict[str, Any]) -> None:
+        """Everything that can refuse a command, checked before anything changes."""
+        if self.last_ts is None and kind in ("order", "kill_switch"):
+            raise CommandError("conflict", "no bar has been processed yet: there is no price")
+        if kind == "order":
+            symbol = payload.get("symbol")
+            if symbol not in self.feed.symbols:
+                raise CommandError(
+                    "invalid",
+                    f"symbol {symbol!r} is not traded here (symbols: {self.feed.symbols})",
+                    {"field": "symbol"},
+                )
+            if symbol not in self.last_bars:
+                raise CommandError("conflict", f"{symbol}: no bar seen yet, so no price")
+        elif kind == "cancel":
+            working = {o.client_order_id for o in self.engine.venue.working_orders()}
+            if payload["client_order_id"] not in working:
+                raise CommandError("not_found", f"no working order {payload['client_order_id']!r}")
+        elif kind == "resume":
+            if self.engine.risk.kill_switch.engaged and not payload.get("reset_kill_switch"):
+                raise CommandError(
+                    "conflict",
+                    "the kill switch is engaged; resume with reset_kill_switch=true to clear it",
+                )
+        elif kind in ("config", "user_config"):
+            try:
+                live = self.live.merged_with(payload)
+                settings = effective_settings(self.base_settings, live)
+                build_strategies(self.slots, live, settings)
+            except (ConfigError, ValueError) as exc:
+                raise CommandError("invalid", str(exc)) from None
+
+    def _apply(self, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Change the engine; deterministic, so the rebuild replays it to the same effect."""
+        engine, ts = self.engine, self.last_ts
+        if kind == "pause":
+            engine.risk.paused_reason = payload.get("reason") or "paused"
+            self.live = self.live.merged_with({"paused": True})
+        elif kind == "resume":
+            engine.risk.paused_reason = None
+            self.live = self.live.merged_with({"paused": False})
+            if payload.get("reset_kill_switch"):
+                engine.risk.kill_switch.reset()
+        elif kind == "kill_switch":
+            assert ts is not None
+            engine.kill_switch(ts, payload.get("reason") or "kill switch", {})
+        elif kind == "order":
+            assert ts is not None
+            symbol = payload["symbol"]
+            order = engine.submit_manual_order(
+                symbol,
+                Side(payload["side"]),
+                float(payload["qty"]),
+                ts,
+                self.last_bars[symbol].close,
+            )
+            if order is None:
+                decision = engine.risk.last_decision
+                assert decision is not None  # a rejection is always journaled
+                return {"accepted": False, "rule": decision.rule, "reason": decision.reason}
+            return {"accepted": True, "order": order_dict(order)}
+        elif kind == "cancel":
+            assert ts is not None
+            return {
+                "order": order_dict(
+                    engine.cancel_order(payload["client_order_id"], ts, "cancelled by operator")
+                )
+            }
+        elif kind in ("config", "user_config"):
+            self.live = self.live.merged_with(payload)
+            self.settings = effective_settings(self.base_settings, self.live)
+            engine.update_settings(self.settings)
+            engine.risk.paused_reason = "paused" if self.live.paused else None
+            self._install_strategies()
+            return {"config": self.live.model_dump()}
+        return {"paused": engine.risk.paused_reason is not None}
+
+    def _fail_pending(self) -> None:
+        while True:
+            try:
+                pending = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            pending.future.set_exception(
+                CommandError("unavailable", f"engine is {self.state}: {self.failure}")
+            )
+
+    # -- what readers see --------------------------------------------------------------------------
+    def _publish(self) -> None:
+        """Replace the snapshot (readers in other threads see either the old one or the new one)."""
+        self.snapshot = self.build_snapshot()
+
+    def build_snapshot(self) -> dict[str, Any]:
+        engine, risk = self.engine, self.engine.risk
+        portfolio = engine.portfolio
+        lease = self._lease
+        if lease is None and self.state == "standby":
+            lease = current_lease(self.store, DEFAULT_RESOURCE)
+        halt = risk.halt
+        return {
+            "state": self.state,
+            "failure": self.failure,
+            "holder": self.holder,
+            "lease": None
+            if lease is None
+            else {
+                "holder": lease.holder,
+                "token": lease.token,
+                "expires_at": lease.expires_at.isoformat(),
+            },
+            "step": self.steps_done,
+            "last_bar_time": None if self.last_ts is None else self.last_ts.isoformat(),
+            "feed_exhausted": bool(self.feed.exhausted),
+            "symbols": list(self.feed.symbols),
+            "strategies": [
+                {
+                    "id": s.slot_id,
+                    "name": s.name,
+                    "params": {**s.params, **self.live.strategies.get(s.slot_id, {})},
+                }
+                for s in self.slots
+            ],
+            "cash": portfolio.cash,
+            "equity": portfolio.equity,
+            "initial_cash": portfolio.initial_cash,
+            "fees_paid": portfolio.fees_paid,
+            "paused": risk.paused_reason is not None,
+            "halt": None if halt is None else {"rule": halt[0], "reason": halt[1]},
+            "positions": positions_list(engine),
+            "working_orders": [order_dict(o) for o in engine.venue.working_orders()],
+            "risk": risk_state(engine),
+            "live_config": self.live.model_dump(),
+        }
+
+
+def order_dict(order: Order) -> dict[str, Any]:
+    """An order as the API shows it: the stored row, with ISO-8601 times."""
+    row = order_row(order)
+    row["created_at"] = order.created_at.isoformat()
+    row["updated_at"] = None if order.updated_at is None else order.updated_at.isoformat()
+    return row
+
+
+def positions_list(engine: TradingEngine) -> list[dict[str, Any]]:
+    out = []
+    for symbol, pos in sorted(engine.portfolio.positions.items()):
+        if not pos.is_open:
+            continue
+        marked = math.isfinite(pos.last_price)
+        out.append(
+            {
+                "symbol": symbol,
+                "qty": pos.qty,
+                "avg_entry": pos.avg_entry,
+                "last_price": pos.last_price if marked else None,
+                "market_value": pos.market_value if marked else None,
+                "unrealized_pnl": pos.unrealized_pnl if marked else None,
+                "realized_pnl": pos.realized_pnl,
+            }
+        )
+    return out
+
+
+def risk_state(engine: TradingEngine) -> dict[str, Any]:
+    """Limits, how much of each is used, and the breaker: what GET /api/v1/risk shows."""
+    risk, portfolio = engine.risk, engine.portfolio
+    equity = portfolio.equity
+    open_positions = sum(1 for p in portfolio.positions.values() if p.is_open)
+    gross = sum(
+        abs(p.market_value)
+        for p in portfolio.positions.values()
+        if p.is_open and math.isfinite(p.last_price)
+    )
+    peak = risk.breaker.peak
+    day_start = risk.daily.day_start_equity
+    return {
+        "limits": risk.settings.model_dump(),
+        "usage": {
+            "open_positions": open_positions,
+            "total_exposure": gross / equity if equity > 0 else None,
+            "drawdown": 1.0 - equity / peak if peak > 0 else 0.0,
+            "daily_loss": 1.0 - equity / day_start if day_start > 0 else 0.0,
+            "consecutive_losses": risk.breaker.consecutive_losses,
+        },
+        "breaker": {
+            "tripped": risk.breaker.tripped,
+            "reason": risk.breaker.reason,
+            "peak_equity": peak,
+        },
+        "daily_loss_halted": risk.daily.halted,
+        "kill_switch": {"engaged": risk.kill_switch.engaged, "reason": risk.kill_switch.reason},
+        "paused": risk.paused_reason is not None,
+    }

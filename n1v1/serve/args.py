@@ -1,0 +1,116 @@
+"""The Serve application's builder arguments: everything `serve_config.yaml` may say, typed.
+
+Strict like the settings model: an unknown key fails `serve run`/`serve deploy` with its path.
+Data sources are bundled dataset names or an exchange id, never file paths, because a config can
+arrive through `serve deploy` from someone who should not choose what this process reads.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+
+from n1v1.config import (
+    BacktestSettings,
+    ExecutionSettings,
+    MLSettings,
+    RiskSettings,
+    Settings,
+    StrictModel,
+)
+from n1v1.live.config import LiveConfig, StrategySlot
+
+
+class ReplayFeedArgs(StrictModel):
+    """Paper trading on history: bundled datasets replayed at `bars_per_second` (0 = flat out)."""
+
+    kind: Literal["replay"] = "replay"
+    datasets: list[str] = Field(min_length=1, description="bundled dataset names, one per symbol")
+    timeframe: str | None = Field(None, description="resample first, e.g. 5m")
+    start: str | None = None
+    end: str | None = None
+    bars_per_second: float = Field(10.0, ge=0, le=100_000)
+
+    @field_validator("datasets")
+    @classmethod
+    def _bundled(cls, value: list[str]) -> list[str]:
+        from n1v1.data.datasets import dataset_names
+
+        known = dataset_names()
+        for i, name in enumerate(value):
+            if name not in known:
+                raise ValueError(f"datasets.{i}: {name!r} is not a bundled dataset ({known})")
+        return value
+
+
+class CcxtFeedArgs(StrictModel):
+    """Live bars from an exchange's public market data through ccxt (no keys needed)."""
+
+    kind: Literal["ccxt"]
+    exchange: str = Field(min_length=1, max_length=32, pattern=r"^[a-z0-9]+$")
+    symbols: list[str] = Field(min_length=1)
+    timeframe: str = "1m"
+    poll_seconds: float = Field(5.0, gt=0, le=3600)
+
+
+FeedArgs = Annotated[ReplayFeedArgs | CcxtFeedArgs, Field(discriminator="kind")]
+
+
+class EngineArgs(StrictModel):
+    lease_ttl_s: float = Field(15.0, gt=0, le=600, description="lease time-to-live")
+    stall_timeout_s: float = Field(30.0, gt=0, description="check_health fails after this")
+    window: int = Field(500, ge=10, le=100_000, description="bars a live strategy sees")
+
+
+class ApiArgs(StrictModel):
+    rate_limit_per_s: float = Field(50.0, gt=0, description="per token, per gateway replica")
+    rate_burst: int = Field(100, ge=1)
+    max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    max_replicas: int = Field(2, ge=1, le=64)
+
+
+class ModelArgs(StrictModel):
+    max_replicas: int = Field(2, ge=1, le=256)
+    max_batch_size: int = Field(64, ge=1, le=4096)
+    batch_wait_timeout_s: float = Field(0.005, ge=0, le=1)
+    refresh_s: float = Field(2.0, gt=0, description="how often a replica checks for a promotion")
+
+
+class AppArgs(StrictModel):
+    store_url: str = Field(
+        "sqlite:///n1v1.db", description="sqlite:///path or postgresql+psycopg://"
+    )
+    model_root: str = Field("models", min_length=1, description="model registry directory")
+    feed: FeedArgs = Field(default_factory=lambda: ReplayFeedArgs(datasets=["coinbase_BTC-USD_1m"]))
+    strategies: list[StrategySlot] = Field(
+        default_factory=lambda: [StrategySlot(name="sma_cross")], min_length=1
+    )
+    cash: float = Field(10_000.0, gt=0)
+    risk: RiskSettings = RiskSettings()
+    execution: ExecutionSettings = ExecutionSettings()
+    engine: EngineArgs = EngineArgs()
+    api: ApiArgs = ApiArgs()
+    model: ModelArgs = ModelArgs()
+    run_id: str = Field("paper", min_length=1, max_length=64)
+
+    @field_validator("store_url")
+    @classmethod
+    def _store(cls, value: str) -> str:
+        if not value.startswith(("sqlite:///", "postgresql")):
+            raise ValueError("expected sqlite:///<path> or postgresql+psycopg://user@host/db")
+        return value
+
+    def settings(self) -> Settings:
+        """The engine's settings (the one settings model), from these arguments."""
+        return Settings(
+            execution=self.execution,
+            risk=self.risk,
+            backtest=BacktestSettings(cash=self.cash, run_id=self.run_id),
+            ml=MLSettings(model_root=self.model_root),
+        )
+
+
+def parse_user_config(config: dict[str, Any] | None) -> LiveConfig:
+    """Serve's `user_config` is a LiveConfig; errors name the key."""
+    return LiveConfig.model_validate(config or {})

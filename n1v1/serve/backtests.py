@@ -1,0 +1,66 @@
+"""Backtests requested over HTTP run as Ray tasks, off the gateway, with their result in the store.
+
+The request was validated by the gateway (bundled dataset, built-in strategy, parameters), so the
+task reads only bundled data; a failure is stored with its message rather than lost in a log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from n1v1.store import create_store
+from n1v1.store.backtests import update_backtest
+
+MAX_EQUITY_POINTS = 500
+
+
+@ray.remote(num_cpus=1, max_retries=0)
+def run_backtest_job(store_url: str, job_id: str, request: dict[str, Any]) -> str:
+    from n1v1.backtest.runner import run_backtest
+    from n1v1.config import Settings
+    from n1v1.data.market import load_market
+    from n1v1.serve.api import downsample
+    from n1v1.strategies.registry import create_strategy
+
+    store = create_store(store_url)
+    try:
+        update_backtest(store, job_id, "running")
+        bars = load_market(
+            request["dataset"],
+            timeframe=request.get("timeframe"),
+            start=request.get("start"),
+            end=request.get("end"),
+        )
+        settings = Settings.model_validate(
+            {
+                "backtest": {"cash": request["cash"]},
+                "execution": {
+                    "maker_fee": request["fee"],
+                    "taker_fee": request["fee"],
+                    "slippage_bps": request["slippage_bps"],
+                },
+                "risk": {"stop_loss_pct": request.get("stop_loss_pct")},
+            }
+        )
+        result = run_backtest(
+            bars, create_strategy(request["strategy"], request["params"]), settings
+        )
+        points = list(zip(result.equity.index, result.equity.to_numpy(), strict=True))
+        summary = {
+            "metrics": result.metrics,
+            "engine": result.engine,
+            "notes": result.notes,
+            "trades": [t.to_dict() for t in result.trades],
+            "equity": [
+                [ts.isoformat(), float(v)] for ts, v in downsample(points, MAX_EQUITY_POINTS)
+            ],
+        }
+        update_backtest(store, job_id, "done", result=summary)
+        return "done"
+    except Exception as exc:
+        update_backtest(store, job_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        return "failed"
+    finally:
+        store.dispose()

@@ -1,0 +1,102 @@
+"""The Engine deployment: exactly one replica, running one TradingSession in paper mode.
+
+The replica is disposable. Its state lives in the store, so when it dies (or `check_health` fails
+and Serve replaces it) the next replica takes the lease, rebuilds from the store and carries on.
+Commands and reads are async methods that never block the replica's event loop on the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from ray import serve
+from sqlalchemy import text
+
+from n1v1.live.session import CommandError, TradingSession
+from n1v1.serve.args import AppArgs, CcxtFeedArgs, parse_user_config
+from n1v1.serve.metrics import MetricsJournal, observe_step
+from n1v1.store import create_store
+
+
+def make_feed(args: AppArgs) -> Any:
+    feed = args.feed
+    if isinstance(feed, CcxtFeedArgs):
+        from n1v1.live.ccxt_feed import CcxtBarFeed
+
+        return CcxtBarFeed(
+            feed.exchange,
+            feed.symbols,
+            feed.timeframe,
+            poll_seconds=feed.poll_seconds,
+            history_bars=0,  # strategies warm up on live bars: never paper-trade the past
+        )
+    from n1v1.data.datasets import list_datasets
+    from n1v1.data.market import load_market
+    from n1v1.live.replay import PacedReplay
+
+    symbol_of = {d.name: d.symbol for d in list_datasets()}
+    frames = {
+        symbol_of[name]: load_market(name, timeframe=feed.timeframe, start=feed.start, end=feed.end)
+        for name in feed.datasets
+    }
+    return PacedReplay(frames, feed.bars_per_second)
+
+
+def _observe(latency_s: float, engine: Any) -> None:
+    observe_step(latency_s, sum(1 for p in engine.portfolio.positions.values() if p.is_open))
+
+
+@serve.deployment(
+    num_replicas=1,
+    max_ongoing_requests=200,
+    health_check_period_s=2,
+    health_check_timeout_s=10,
+    graceful_shutdown_timeout_s=5,
+    ray_actor_options={"num_cpus": 0},
+)
+class Engine:
+    def __init__(self, args: dict[str, Any]) -> None:
+        self.args = AppArgs.model_validate(args)
+        self.store = create_store(self.args.store_url)
+        self.session = TradingSession(
+            self.args.settings(),
+            self.args.strategies,
+            make_feed(self.args),
+            self.store,
+            window=self.args.engine.window,
+            lease_ttl=self.args.engine.lease_ttl_s,
+            journal_wrapper=MetricsJournal,
+            on_step=_observe,
+        )
+        self.session.start()
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Live settings from serve_config.yaml's user_config; no restart, no lost state."""
+        self.session.set_user_config(parse_user_config(user_config).model_dump())
+
+    def check_health(self) -> None:
+        with self.store.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))  # raises when the store is unreachable
+        session = self.session
+        if session.state == "failed" or not session.alive:
+            raise RuntimeError(f"engine loop is down: {session.failure or session.state}")
+        stalled = time.monotonic() - session.heartbeat
+        if session.state == "running" and stalled > self.args.engine.stall_timeout_s:
+            raise RuntimeError(f"engine loop stalled for {stalled:.0f} s")
+
+    async def status(self) -> dict[str, Any]:
+        return self.session.snapshot
+
+    async def command(self, kind: str, payload: dict[str, Any], actor: str) -> dict[str, Any]:
+        """The result, or {"error": {...}}: a refusal travels as data, not as a Ray exception."""
+        try:
+            return await asyncio.wrap_future(self.session.submit(kind, payload, actor))
+        except CommandError as exc:
+            return {"error": {"code": exc.code, "message": exc.message, "details": exc.details}}
+
+    def __del__(self) -> None:
+        session = getattr(self, "session", None)
+        if session is not None:
+            session.stop(timeout=5)

@@ -1,0 +1,119 @@
+"""The Gateway deployment: the FastAPI ingress (n1v1.serve.api) over handles to the Engine and
+Model deployments. Autoscaled, with a small CPU share: it parses, checks and forwards."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import Any
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from sqlalchemy import text
+
+from n1v1.live.session import CommandError
+from n1v1.serve.api import create_api
+from n1v1.serve.backtests import run_backtest_job
+from n1v1.serve.metrics import observe_request
+from n1v1.store import create_store
+from n1v1.store.backtests import create_backtest
+
+_STATUS_TIMEOUT_S = 5.0
+log = logging.getLogger(__name__)
+
+
+class ServeBackend:
+    """The API's Backend over deployment handles (and Ray tasks for backtests)."""
+
+    def __init__(
+        self, engine: DeploymentHandle, model: DeploymentHandle, store_url: str, store: Any
+    ) -> None:
+        self.engine, self.model, self.store_url, self.store = engine, model, store_url, store
+        self._jobs: dict[str, Any] = {}  # keeps each task's ref alive until it finishes
+
+    async def status(self) -> dict[str, Any]:
+        return await self.engine.status.remote()
+
+    async def command(self, kind: str, payload: dict[str, Any], actor: str) -> dict[str, Any]:
+        result = await self.engine.command.remote(kind, payload, actor)
+        if "error" in result:
+            err = result["error"]
+            raise CommandError(err["code"], err["message"], err.get("details"))
+        return result
+
+    async def predict(self, model: str, rows: list[list[float]]) -> dict[str, Any]:
+        result = await self.model.options(multiplexed_model_id=model).predict.remote(rows)
+        if "error" in result:
+            err = result["error"]
+            raise CommandError(err["code"], err["message"], err.get("details"))
+        return result
+
+    async def models(self) -> dict[str, Any]:
+        return await self.model.models.remote()
+
+    async def submit_backtest(self, request: dict[str, Any], actor: str) -> str:
+        job_id = "bt_" + secrets.token_hex(8)
+        await asyncio.to_thread(create_backtest, self.store, job_id, request, actor)
+        ref = run_backtest_job.remote(self.store_url, job_id, request)
+        self._jobs[job_id] = ref
+        ref.future().add_done_callback(lambda _: self._jobs.pop(job_id, None))
+        return job_id
+
+    async def ready(self) -> dict[str, bool]:
+        """Each component reachable within a few seconds; why not is logged, not swallowed."""
+
+        def store_ok() -> bool:
+            with self.store.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+
+        async def engine_ok() -> bool:
+            return (await self.status()).get("state") == "running"
+
+        checks = {}
+        for name, probe in (
+            ("store", asyncio.to_thread(store_ok)),
+            ("engine", engine_ok()),
+            ("model", self.model.ping.remote()),
+        ):
+            try:
+                checks[name] = bool(await asyncio.wait_for(probe, _STATUS_TIMEOUT_S))
+            except Exception as exc:
+                log.warning("readiness: %s not reachable: %s: %s", name, type(exc).__name__, exc)
+                checks[name] = False
+        return checks
+
+
+@serve.deployment(
+    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 32},
+    max_ongoing_requests=256,
+    ray_actor_options={"num_cpus": 0.1},
+)
+@serve.ingress()
+class Gateway:
+    def __init__(
+        self,
+        engine: DeploymentHandle,
+        model: DeploymentHandle,
+        store_url: str,
+        admin_token_hash: str,
+        read_token_hash: str | None,
+        api: dict[str, Any],
+    ) -> None:
+        self.store = create_store(store_url)
+        self.backend = ServeBackend(engine, model, store_url, self.store)
+        self.admin_token_hash, self.read_token_hash = admin_token_hash, read_token_hash
+        self.api = api
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return create_api(
+            self.backend,
+            self.store,
+            admin_token_hash=self.admin_token_hash,
+            read_token_hash=self.read_token_hash,
+            rate_limit_per_s=self.api["rate_limit_per_s"],
+            rate_burst=self.api["rate_burst"],
+            max_body_bytes=self.api["max_body_bytes"],
+            observe_request=observe_request,
+        )

@@ -1,0 +1,119 @@
+"""The Model deployment: registry models behind `@serve.batch`, several per replica by model id.
+
+The model id (`serve.multiplexed`) is the registry name; each replica keeps the promoted version
+of up to four models and swaps in a newly promoted one between batches (`PromotedModel`).
+Requests for the same model that arrive together are stacked into one forward pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from n1v1.ml.registry import ModelRegistry, RegistryError, validate_name
+from n1v1.ml.serving import PromotedModel
+from n1v1.serve.metrics import observe_inference
+
+
+@serve.deployment(
+    autoscaling_config={
+        "min_replicas": 1,
+        "max_replicas": 2,
+        "target_ongoing_requests": 16,
+        "upscale_delay_s": 5,
+        "downscale_delay_s": 30,
+    },
+    max_ongoing_requests=128,
+    ray_actor_options={"num_cpus": 0},
+)
+class Model:
+    def __init__(
+        self, model_root: str, max_batch_size: int, batch_wait_timeout_s: float, refresh_s: float
+    ) -> None:
+        self.registry = ModelRegistry(model_root)
+        self.refresh_s = refresh_s
+        self._batched.set_max_batch_size(max_batch_size)
+        self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    @serve.multiplexed(max_num_models_per_replica=4)
+    async def get_model(self, model_id: str) -> PromotedModel:
+        return await asyncio.to_thread(PromotedModel, self.registry, model_id, self.refresh_s)
+
+    async def predict(self, rows: list[list[float]]) -> dict[str, Any]:
+        """{"model", "version", "probabilities"} or {"error": {...}} naming what was wrong."""
+        model_id = serve.get_multiplexed_model_id()
+        try:
+            validate_name(model_id)
+            served = await self.get_model(model_id)
+        except (RegistryError, ValueError) as exc:
+            return {"error": {"code": "not_found", "message": str(exc), "details": {}}}
+        loaded = served.current()
+        if any(len(r) != loaded.n_features for r in rows):
+            bad = next(i for i, r in enumerate(rows) if len(r) != loaded.n_features)
+            message = (
+                f"rows.{bad}: expected {loaded.n_features} features for "
+                f"{loaded.name}/{loaded.version}, got {len(rows[bad])}"
+            )
+            return {
+                "error": {
+                    "code": "invalid",
+                    "message": message,
+                    # the API's 422 shape: details.fields[].field names each bad field
+                    "details": {
+                        "fields": [{"field": f"body.rows.{bad}", "message": message}],
+                        "n_features": loaded.n_features,
+                    },
+                }
+            }
+        return await self._batched(served, rows)
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
+    async def _batched(
+        self, served: list[PromotedModel], rows: list[list[list[float]]]
+    ) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = [{} for _ in rows]
+        groups: dict[str, list[int]] = {}
+        for i, s in enumerate(served):
+            groups.setdefault(s.name, []).append(i)
+        for name, members in groups.items():
+            loaded = served[members[0]].current()
+            stacked = np.asarray([r for i in members for r in rows[i]], dtype=np.float64)
+            started = time.perf_counter()
+            probs = loaded.predict_proba(stacked)
+            observe_inference(name, time.perf_counter() - started, len(members))
+            at = 0
+            for i in members:
+                n = len(rows[i])
+                block = probs[at : at + n]
+                at += n
+                out[i] = {
+                    "model": name,
+                    "version": loaded.version,
+                    "threshold": loaded.threshold,
+                    "probabilities": [
+                        [None if np.isnan(v) else float(v) for v in row] for row in block
+                    ],
+                }
+        return out
+
+    async def models(self) -> dict[str, Any]:
+        def listing() -> dict[str, Any]:
+            return {
+                "models": [
+                    {
+                        "name": name,
+                        "promoted": self.registry.promoted_version(name),
+                        "versions": self.registry.list_versions(name),
+                    }
+                    for name in self.registry.list_models()
+                ]
+            }
+
+        return await asyncio.to_thread(listing)
+
+    async def ping(self) -> bool:
+        return True

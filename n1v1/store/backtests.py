@@ -1,0 +1,62 @@
+"""Backtest jobs requested through the API: one row per job, written by the gateway (queued) and by
+the Ray task that runs it (running, then done or failed), read by any gateway replica.
+
+Not fenced: these rows belong to no engine, and a job id is a random token, so two writers never
+touch the same row at once except the task advancing its own job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import select, update
+
+from n1v1.store import schema as t
+from n1v1.store.schema import Store
+
+STATUSES = ("queued", "running", "done", "failed")
+
+
+def _now() -> pd.Timestamp:
+    return pd.Timestamp.now(tz="UTC").floor("us")
+
+
+def create_backtest(store: Store, job_id: str, request: Mapping[str, Any], actor: str) -> None:
+    with store.transaction() as conn:
+        conn.execute(
+            t.backtests.insert().values(
+                id=job_id, status="queued", request=dict(request), actor=actor, created_at=_now()
+            )
+        )
+
+
+def update_backtest(
+    store: Store,
+    job_id: str,
+    status: str,
+    *,
+    result: Mapping[str, Any] | None = None,
+    error: str | None = None,
+) -> None:
+    if status not in STATUSES:
+        raise ValueError(f"backtest status {status!r}: expected one of {STATUSES}")
+    values: dict[str, Any] = {"status": status}
+    if status in ("done", "failed"):
+        values.update(finished_at=_now(), result=dict(result) if result else None, error=error)
+    with store.transaction() as conn:
+        n = conn.execute(update(t.backtests).where(t.backtests.c.id == job_id).values(**values))
+        if n.rowcount != 1:
+            raise KeyError(f"backtest {job_id!r} not found")
+
+
+def get_backtest(store: Store, job_id: str) -> dict[str, Any] | None:
+    with store.engine.connect() as conn:
+        row = conn.execute(select(t.backtests).where(t.backtests.c.id == job_id)).first()
+    if row is None:
+        return None
+    out = dict(row._mapping)
+    for key in ("created_at", "finished_at"):
+        out[key] = out[key].isoformat() if out[key] is not None else None
+    return out

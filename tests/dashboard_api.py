@@ -1,0 +1,85 @@
+"""The real HTTP API over an in-process TradingSession, served by uvicorn on a free 127.0.0.1 port.
+
+The dashboard test needs the exact app production serves (`create_api`), but not Ray Serve: the
+`LocalBackend` here answers the `Backend` protocol from a `TradingSession` running in this process,
+the way the benchmark's bare-uvicorn twin does. Model and backtest routes say "unavailable", since
+the dashboard never calls them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from n1v1.live.session import CommandError, TradingSession
+
+
+class LocalBackend:
+    """`n1v1.serve.api.Backend` over a session in this process (no deployment handles)."""
+
+    def __init__(self, session: TradingSession) -> None:
+        self.session = session
+
+    async def status(self) -> dict[str, Any]:
+        return self.session.snapshot
+
+    async def command(self, kind: str, payload: dict[str, Any], actor: str) -> dict[str, Any]:
+        # the session applies commands on its loop thread between bars; wait without blocking
+        return await asyncio.wrap_future(self.session.submit(kind, payload, actor))
+
+    async def predict(self, model: str, rows: list[list[float]]) -> dict[str, Any]:
+        raise CommandError("unavailable", f"model {model!r}: no model server in this process")
+
+    async def models(self) -> dict[str, Any]:
+        return {"models": []}
+
+    async def submit_backtest(self, request: dict[str, Any], actor: str) -> str:
+        raise CommandError("unavailable", "no backtest runner in this process")
+
+    async def ready(self) -> dict[str, bool]:
+        return {"store": True, "engine": self.session.state == "running", "model": False}
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (for processes that must bind it themselves)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serve_app(app: FastAPI, start_timeout: float = 20.0) -> Iterator[str]:
+    """Run `app` on uvicorn in a background thread; yields its base URL, stops it on exit.
+
+    The listening socket is bound here and handed to uvicorn, so no other process can take the
+    port between choosing and binding it.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="dashboard-uvicorn", daemon=True
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + start_timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn did not start on 127.0.0.1:{port}")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10.0)
+        sock.close()

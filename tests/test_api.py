@@ -1,0 +1,401 @@
+"""The HTTP API (`create_api`) over a real TradingSession, served by uvicorn, called with requests.
+
+No Ray: `LocalBackend` answers the backend protocol from a session in this process, as the
+benchmark's bare-uvicorn twin does. The session trades two bundled one-minute datasets and is held
+at step 30 (`GatedFeed`); tests that need later bars let it go on to an exact step, so every
+expected answer follows from the steps taken. The route tests enumerate `app.routes`, so a route
+added later is checked without editing them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from dashboard_api import LocalBackend, serve_app
+from fastapi import FastAPI
+from session_worker import GatedFeed, make_session, market, run_to, settings, wait_until
+
+from n1v1.live.session import TradingSession
+from n1v1.serve.api import API, TokenBucket, create_api, downsample, hash_token
+from n1v1.store import Store, StoreReader, create_store
+from n1v1.store.backtests import create_backtest
+
+ADMIN = "admin-token-0123456789abcdef"
+READ = "read-token-0123456789abcdef"
+WRONG = "wrong-token-0123456789abcdef"
+START_STEP = 30  # BTC/EUR has an open position with a working stop order here
+JOB = "bt-0001"  # a stored backtest, so GET backtests/{job_id} has something to read
+MUTATING = {"POST", "PUT", "DELETE", "PATCH"}
+
+
+@dataclass
+class Live:
+    """A running session held at a step, and its store."""
+
+    session: TradingSession
+    feed: GatedFeed
+    store: Store
+
+
+@dataclass
+class Client:
+    """The served app and a requests session; `call` sends the admin token unless told."""
+
+    app: FastAPI
+    base_url: str
+    http: requests.Session
+
+    def call(
+        self, method: str, path: str, token: str | None = ADMIN, **kwargs: Any
+    ) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        return self.http.request(
+            method, f"{self.base_url}{path}", headers=headers, timeout=30, **kwargs
+        )
+
+
+@contextmanager
+def served(live: Live, **options: Any) -> Iterator[Client]:
+    app = create_api(
+        LocalBackend(live.session),
+        live.store,
+        admin_token_hash=hash_token(ADMIN),
+        read_token_hash=hash_token(READ),
+        **options,
+    )
+    with serve_app(app) as base_url, requests.Session() as http:
+        yield Client(app, base_url, http)
+
+
+@contextmanager
+def running_session(tmp_path: Path) -> Iterator[Live]:
+    store = create_store(f"sqlite:///{tmp_path}/s.db")
+    feed = GatedFeed(market())
+    session = make_session(store, feed, config=settings(max_open_positions=None))
+    session.start()
+    try:
+        wait_until(lambda: session.state == "running", "the session to take the lease")
+        run_to(session, feed, START_STEP)
+        create_backtest(store, JOB, {"dataset": "coinbase_BTC-EUR_1m"}, "admin:test")
+        yield Live(session, feed, store)
+    finally:
+        session.stop()
+        store.dispose()
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[Live]:
+    with running_session(tmp_path) as held:
+        yield held
+
+
+@pytest.fixture
+def api(live: Live) -> Iterator[Client]:
+    with served(live) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+    """One served session for the tests that change nothing (refused or read-only requests)."""
+    with running_session(tmp_path_factory.mktemp("shared")) as held, served(held) as client:
+        yield client
+
+
+def api_routes(app: FastAPI) -> list[tuple[str, str]]:
+    """(method, concrete path) of every /api/v1 route, however it was added (HEAD aside: it has
+    no body to check); path parameters get real-looking values."""
+    values = {"job_id": JOB, "client_order_id": "no-such-order"}
+    out = []
+    for route in app.routes:
+        template = getattr(route, "path", "")
+        if template.startswith(API):
+            path = re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), "x"), template)
+            methods = set(getattr(route, "methods", None) or {"GET"}) - {"HEAD"}
+            out.extend((method, path) for method in sorted(methods))
+    return sorted(out)
+
+
+def _error(response: requests.Response) -> dict[str, Any]:
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}, body
+    return body["error"]
+
+
+def _fields(response: requests.Response) -> list[str]:
+    return [f["field"] for f in _error(response)["details"]["fields"]]
+
+
+# -- authentication --------------------------------------------------------------------------------
+def test_the_route_list_covers_the_api(shared: Client) -> None:
+    routes = api_routes(shared.app)
+    assert len(routes) >= 17
+    for known in [
+        ("GET", "/api/v1/status"),
+        ("POST", "/api/v1/orders"),
+        ("DELETE", "/api/v1/orders/no-such-order"),
+        ("PUT", "/api/v1/config"),
+    ]:
+        assert known in routes
+
+
+@pytest.mark.parametrize("token", [None, WRONG], ids=["no-token", "wrong-token"])
+def test_every_api_route_answers_401_without_a_valid_token(
+    shared: Client, token: str | None
+) -> None:
+    answers = {}
+    for method, path in api_routes(shared.app):
+        response = shared.call(method, path, token=token)
+        error = _error(response)
+        answers[f"{method} {path}"] = (response.status_code, error["code"])
+    assert set(answers.values()) == {(401, "unauthorized")}, answers
+
+
+def test_the_read_only_token_gets_403_on_every_change_and_200_on_every_read(
+    shared: Client,
+) -> None:
+    answers = {}
+    for method, path in api_routes(shared.app):
+        response = shared.call(method, path, token=READ)
+        if method in MUTATING:
+            answers[f"{method} {path}"] = (response.status_code, _error(response)["code"])
+        else:
+            answers[f"{method} {path}"] = (response.status_code, "ok")
+    expected = {
+        key: (403, "forbidden") if key.split()[0] in MUTATING else (200, "ok") for key in answers
+    }
+    assert answers == expected
+
+
+def test_healthz_needs_no_token(shared: Client) -> None:
+    response = shared.call("GET", "/healthz", token=None)
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+
+
+# -- bad requests ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"symbol": "BTC/EUR", "side": "buy", "qty": "x"}, "body.qty"),
+        ({"symbol": "BTC/EUR", "side": "buy", "qty": 0.1, "colour": "red"}, "body.colour"),
+        ({"symbol": "BTC/EUR", "side": "hold", "qty": 0.1}, "body.side"),
+    ],
+)
+def test_a_bad_order_is_a_422_naming_the_field(
+    api: Client, body: dict[str, Any], field: str
+) -> None:
+    response = api.call("POST", "/api/v1/orders", json=body)
+    assert response.status_code == 422
+    assert _error(response)["code"] == "invalid_request"
+    assert _fields(response) == [field]
+
+
+def test_a_misspelt_risk_key_in_config_is_a_422_naming_it(api: Client, live: Live) -> None:
+    response = api.call("PUT", "/api/v1/config", json={"risk": {"max_drawdwn": 0.2}})
+    assert response.status_code == 422
+    error = _error(response)
+    assert error["code"] == "invalid"
+    assert "risk.max_drawdwn" in error["message"]
+    assert live.session.snapshot["live_config"]["risk"] == {}
+
+
+def test_an_unparseable_equity_start_is_a_422_naming_the_query_field(api: Client) -> None:
+    response = api.call("GET", "/api/v1/equity", params={"start": "garbage"})
+    assert response.status_code == 422
+    assert _fields(response) == ["query.start"]
+
+
+def test_a_body_over_the_size_limit_is_a_413(live: Live) -> None:
+    with served(live, max_body_bytes=1000) as client:
+        big = {"symbol": "BTC/EUR", "side": "buy", "qty": 0.1, "pad": "x" * 1000}
+        response = client.call("POST", "/api/v1/orders", json=big)
+        small = client.call("POST", "/api/v1/pause", json={"reason": "x" * 100})
+    assert response.status_code == 413
+    assert _error(response)["code"] == "payload_too_large"
+    assert small.status_code == 200
+
+
+def test_the_fourth_quick_request_over_a_burst_of_three_is_a_429_with_retry_after(
+    live: Live,
+) -> None:
+    # One token per 1000 s: however slow the machine, no token comes back between requests.
+    with served(live, rate_limit_per_s=0.001, rate_burst=3) as client:
+        responses = [client.call("GET", "/api/v1/status") for _ in range(4)]
+        other_token = client.call("GET", "/api/v1/status", token=READ)
+    assert [r.status_code for r in responses] == [200, 200, 200, 429]
+    refused = responses[3]
+    assert _error(refused)["code"] == "rate_limited"
+    assert 990 < int(refused.headers["Retry-After"]) <= 1000
+    assert other_token.status_code == 200  # one bucket per token
+
+
+# -- the audit log ---------------------------------------------------------------------------------
+def test_every_change_request_is_audited_with_actor_and_status_but_never_the_token(
+    api: Client, live: Live
+) -> None:
+    assert api.call("POST", "/api/v1/pause", json={"reason": "audit"}).status_code == 200
+    assert api.call("POST", "/api/v1/pause", token=None, json={}).status_code == 401
+    assert api.call("POST", "/api/v1/pause", token=WRONG, json={}).status_code == 401
+    assert api.call("POST", "/api/v1/pause", token=READ, json={}).status_code == 403
+    assert api.call("POST", "/api/v1/orders", json={"qty": "x"}).status_code == 422
+    assert api.call("GET", "/api/v1/status").status_code == 200  # a read: not audited
+
+    log = StoreReader(live.store).audit_log()
+    admin, read = f"admin:{hash_token(ADMIN)[:8]}", f"read:{hash_token(READ)[:8]}"
+    assert [(e["actor"], e["action"], e["details"]["status"]) for e in log] == [
+        (admin, "POST /api/v1/pause", 200),
+        ("anonymous", "POST /api/v1/pause", 401),
+        ("anonymous", "POST /api/v1/pause", 401),
+        (read, "POST /api/v1/pause", 403),
+        (admin, "POST /api/v1/orders", 422),
+    ]
+    for token in (ADMIN, READ, WRONG):
+        assert token not in repr(log)
+
+
+# -- orders, pause, kill switch --------------------------------------------------------------------
+def test_a_manual_buy_is_201_and_listed_with_the_orders(api: Client) -> None:
+    response = api.call(
+        "POST", "/api/v1/orders", json={"symbol": "LTC/USD", "side": "buy", "qty": 2.0}
+    )
+    assert response.status_code == 201
+    order = response.json()
+    assert (order["symbol"], order["side"], order["qty"], order["purpose"]) == (
+        "LTC/USD",
+        "buy",
+        2.0,
+        "manual",
+    )
+    listed = api.call("GET", "/api/v1/orders", params={"symbol": "LTC/USD"}).json()["orders"]
+    assert [o["client_order_id"] for o in listed if o["purpose"] == "manual"] == [
+        order["client_order_id"]
+    ]
+
+
+def test_an_order_while_paused_is_a_409_naming_the_rule(api: Client) -> None:
+    assert api.call("POST", "/api/v1/pause", json={"reason": "lunch"}).status_code == 200
+    response = api.call(
+        "POST", "/api/v1/orders", json={"symbol": "LTC/USD", "side": "buy", "qty": 2.0}
+    )
+    assert response.status_code == 409
+    error = _error(response)
+    assert error["code"] == "risk_rejected"
+    assert error["details"] == {"rule": "paused"}
+
+
+def test_the_kill_switch_flattens_at_the_next_bar_and_resume_needs_a_reset(
+    api: Client, live: Live
+) -> None:
+    buy = {"symbol": "LTC/USD", "side": "buy", "qty": 2.0}
+    assert api.call("POST", "/api/v1/orders", json=buy).status_code == 201
+    run_to(live.session, live.feed, 31)  # 00:30, both symbols have a bar: the buy fills
+    held = {p["symbol"] for p in api.call("GET", "/api/v1/positions").json()["positions"]}
+    assert held == {"BTC/EUR", "LTC/USD"}, "precondition: both symbols held"
+
+    assert api.call("POST", "/api/v1/kill-switch", json={"reason": "drill"}).status_code == 200
+    working = live.session.snapshot["working_orders"]
+    assert sorted((o["symbol"], o["purpose"]) for o in working) == [
+        ("BTC/EUR", "kill_switch"),
+        ("LTC/USD", "kill_switch"),
+    ]
+    # Each kill-switch order fills at its symbol's next open: LTC/USD's at step 32 (00:31);
+    # BTC/EUR has no bars at 00:31 and 00:32, so its fills at step 34 (00:33).
+    run_to(live.session, live.feed, 33)
+    held = {p["symbol"] for p in api.call("GET", "/api/v1/positions").json()["positions"]}
+    assert held == {"BTC/EUR"}
+    run_to(live.session, live.feed, 34)
+    assert api.call("GET", "/api/v1/positions").json()["positions"] == []
+
+    refused = api.call("POST", "/api/v1/resume", json={})
+    assert refused.status_code == 409 and _error(refused)["code"] == "conflict"
+    assert "reset_kill_switch" in _error(refused)["message"]
+    resumed = api.call("POST", "/api/v1/resume", json={"reset_kill_switch": True})
+    assert resumed.status_code == 200
+    assert api.call("GET", "/api/v1/risk").json()["kill_switch"]["engaged"] is False
+
+
+def test_cancelling_an_unknown_order_is_a_404(api: Client) -> None:
+    response = api.call("DELETE", "/api/v1/orders/no-such-order")
+    assert response.status_code == 404
+    error = _error(response)
+    assert error["code"] == "not_found" and "no-such-order" in error["message"]
+
+
+def test_cancelling_a_working_stop_order_is_200_and_it_is_cancelled(
+    api: Client, live: Live
+) -> None:
+    [stop] = live.session.snapshot["working_orders"]
+    assert stop["purpose"] == "stop_loss", "precondition: the open position's stop is working"
+    response = api.call("DELETE", f"/api/v1/orders/{stop['client_order_id']}")
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+    listed = api.call("GET", "/api/v1/orders", params={"status": "cancelled"}).json()["orders"]
+    assert stop["client_order_id"] in [o["client_order_id"] for o in listed]
+    assert live.session.snapshot["working_orders"] == []
+
+
+# -- paged reads -----------------------------------------------------------------------------------
+def test_orders_are_paged_newest_first_and_filtered_with_correct_totals(
+    api: Client, live: Live
+) -> None:
+    run_to(live.session, live.feed, live.feed.total)
+    stored = StoreReader(live.store).latest_orders().values()
+    newest_first = sorted(stored, key=lambda o: (o.created_at, o.client_order_id), reverse=True)
+    ids = [o.client_order_id for o in newest_first]
+    assert len(ids) > 6, "precondition: more orders than two pages of three"
+
+    first = api.call("GET", "/api/v1/orders", params={"limit": 3}).json()
+    second = api.call("GET", "/api/v1/orders", params={"limit": 3, "offset": 3}).json()
+    assert (first["total"], first["limit"], first["offset"]) == (len(ids), 3, 0)
+    assert [o["client_order_id"] for o in first["orders"]] == ids[:3]
+    assert [o["client_order_id"] for o in second["orders"]] == ids[3:6]
+
+    filled = api.call(
+        "GET", "/api/v1/orders", params={"status": "filled", "side": "sell", "limit": 1000}
+    ).json()
+    expected = [
+        o.client_order_id
+        for o in newest_first
+        if o.status.value == "filled" and o.side.value == "sell"
+    ]
+    assert filled["total"] == len(expected) > 0
+    assert [o["client_order_id"] for o in filled["orders"]] == expected
+
+
+def test_equity_is_downsampled_to_max_points_keeping_the_first_and_last(
+    api: Client, live: Live
+) -> None:
+    run_to(live.session, live.feed, live.feed.total)
+    points = StoreReader(live.store).equity()
+    assert len(points) == live.feed.total == 355  # one point per step
+
+    body = api.call("GET", "/api/v1/equity", params={"max_points": 5}).json()
+    assert body["total"] == 355
+    # indices round(i * 354 / 4): 0, 88 (88.5 rounds to even), 177, 266 (265.5), 354
+    expected = [points[i] for i in (0, 88, 177, 266, 354)]
+    assert body["points"] == [[p.timestamp.isoformat(), p.equity, p.cash] for p in expected]
+
+
+# -- the pieces, by hand ---------------------------------------------------------------------------
+def test_token_bucket_by_hand() -> None:
+    bucket = TokenBucket(rate=2.0, burst=3)
+    assert [bucket.allow("a", 0.0) for _ in range(3)] == [(True, 0.0)] * 3
+    assert bucket.allow("a", 0.0) == (False, 0.5)  # empty: one token takes 1 / 2 s
+    assert bucket.allow("a", 0.25) == (False, 0.25)  # half a token back
+    assert bucket.allow("a", 0.5) == (True, 0.0)  # a whole one
+    assert bucket.allow("b", 0.5) == (True, 0.0)  # another key has its own bucket
+    # a long pause refills to the burst, not beyond
+    assert [bucket.allow("a", 100.0)[0] for _ in range(4)] == [True, True, True, False]
+
+
+def test_downsample_known_answers() -> None:
+    assert downsample(list(range(10)), 4) == [0, 3, 6, 9]
+    assert downsample(list(range(10)), 5) == [0, 2, 4, 7, 9]  # 2.25 -> 2, 4.5 -> 4, 6.75 -> 7
+    assert downsample(list(range(3)), 5) == [0, 1, 2]

@@ -1,0 +1,282 @@
+"""The dashboard page in a real headless Chromium against the real API over a real session.
+
+A `TradingSession` paper-trades two bundled datasets into a SQLite store until its feed runs dry;
+`create_api` serves that session on uvicorn; Debian's Chromium loads `/#token=...` and the test
+reads what the page shows through chromedriver's W3C WebDriver HTTP protocol (plain `requests`,
+no selenium), comparing it with the session and with the API's own answers.
+
+Chromium is a system package: without it the test skips, except where CI_REQUIRE_SHARED=1 says
+it must run (CI installs it).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from dashboard_api import LocalBackend, free_port, serve_app
+
+from n1v1.config import Settings
+from n1v1.data.datasets import load_dataset
+from n1v1.live.config import StrategySlot
+from n1v1.live.replay import PacedReplay
+from n1v1.live.session import TradingSession
+from n1v1.serve.api import create_api, hash_token
+from n1v1.store import create_store
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+BARS = 500  # of each dataset: ends with both positions open and well over 20 orders
+PAGE_WAIT_S = 20.0
+
+# What the page shows, read in one go (rows of the "no data" placeholder do not count).
+READ_PAGE = """
+const q = (sel) => document.querySelector(sel);
+const rows = (table) => Array.from(
+  document.querySelectorAll(table + " tbody tr:not(.empty-row)"));
+const line = q('#equity-chart polyline[data-series="equity"]');
+return {
+  state: q("#status-state").textContent,
+  equity: q("#equity-value").textContent,
+  series: document.querySelectorAll("#equity-chart polyline, #equity-chart path").length,
+  chartPoints: line ? line.points.numberOfItems : 0,
+  positions: rows("#positions-table").map((tr) => [
+    tr.querySelector(".col-symbol").textContent, tr.querySelector(".col-qty").textContent]),
+  orders: rows("#orders-table").map(
+    (tr) => tr.querySelector(".col-client_order_id").textContent),
+  signals: rows("#signals-table").map((tr) => [
+    tr.querySelector(".col-symbol").textContent, tr.querySelector(".col-strategy").textContent]),
+  hash: location.hash,
+  lastUpdated: q("#last-updated").textContent,
+  error: q("#error").textContent,
+  formShown: !q("#token-form").hidden,
+  dashboardShown: !q("#dashboard").hidden,
+  tokenStored: sessionStorage.getItem("n1v1.token") !== null,
+};
+"""
+
+
+@dataclass
+class LiveApi:
+    base_url: str
+    token: str
+    session: TradingSession
+
+    def get(self, path: str) -> Any:
+        response = requests.get(
+            f"{self.base_url}/api/v1/{path}",
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=30,
+        )
+        response.raise_for_status()
+        return response.json()
+
+
+@contextmanager
+def running_api(tmp: Path) -> Iterator[LiveApi]:
+    """A session that has traded its whole replay, served by the real API; all stopped on exit."""
+    frames = {
+        "BTC/EUR": load_dataset("coinbase_BTC-EUR_1m").iloc[:BARS],
+        "LTC/USD": load_dataset("coinbase_LTC-USD_1m").iloc[:BARS],
+    }
+    store = create_store(f"sqlite:///{tmp}/s.db")
+    settings = Settings.model_validate({"risk": {"fraction": 0.4, "stop_loss_pct": 0.02}})
+    slots = [
+        StrategySlot(name="sma_cross", params={"fast": 5, "slow": 20}),
+        StrategySlot(name="rsi"),
+        StrategySlot(name="macd"),
+    ]
+    feed = PacedReplay(frames, 0)
+    session = TradingSession(settings, slots, feed, store, window=200)
+    token = secrets.token_urlsafe(24)
+    with ExitStack() as stack:
+        session.start()
+        stack.callback(session.stop)
+        deadline = time.monotonic() + 120.0
+        # the snapshot is published after each step, so once every step is done it stays put
+        while not (feed.exhausted and session.snapshot.get("step") == len(feed)):
+            if not session.alive:
+                raise RuntimeError(f"session died: {session.state} {session.failure}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"replay not done after 120 s: {session.snapshot.get('step')}")
+            time.sleep(0.1)
+        app = create_api(LocalBackend(session), store, admin_token_hash=hash_token(token))
+        base_url = stack.enter_context(serve_app(app))
+        yield LiveApi(base_url, token, session)
+
+
+class WebDriver:
+    """The few W3C WebDriver commands the test needs, over HTTP to a running chromedriver."""
+
+    def __init__(self, driver_url: str, capabilities: dict[str, Any]) -> None:
+        self.driver_url = driver_url
+        created = self._call("POST", "/session", {"capabilities": {"alwaysMatch": capabilities}})
+        self.session_url = f"/session/{created['sessionId']}"
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        response = requests.request(method, self.driver_url + path, json=body, timeout=60)
+        value = response.json().get("value")
+        if response.status_code != 200:
+            error = value.get("error") if isinstance(value, dict) else value
+            message = value.get("message") if isinstance(value, dict) else ""
+            raise RuntimeError(f"WebDriver {method} {path}: {error}: {message}")
+        return value
+
+    def get(self, url: str) -> None:
+        self._call("POST", f"{self.session_url}/url", {"url": url})
+
+    def execute(self, script: str, *args: Any) -> Any:
+        return self._call(
+            "POST", f"{self.session_url}/execute/sync", {"script": script, "args": list(args)}
+        )
+
+    def screenshot(self, path: Path) -> None:
+        path.write_bytes(base64.b64decode(self._call("GET", f"{self.session_url}/screenshot")))
+
+    def quit(self) -> None:
+        self._call("DELETE", self.session_url)
+
+    def wait_for(self, ready: str, timeout: float = PAGE_WAIT_S) -> dict[str, Any]:
+        """Read the page until the JS expression `ready` (over `page`) holds; the last reading."""
+        deadline = time.monotonic() + timeout
+        while True:
+            page = self.execute(READ_PAGE)
+            if self.execute(f"const page = arguments[0]; return Boolean({ready});", page):
+                return page
+            if time.monotonic() > deadline:
+                raise AssertionError(f"page never showed {ready!r} in {timeout} s; it shows {page}")
+            time.sleep(0.25)
+
+
+def _require_browser() -> None:
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    if not missing:
+        return
+    if os.environ.get("CI_REQUIRE_SHARED") == "1":
+        pytest.fail(f"{', '.join(missing)} missing but CI_REQUIRE_SHARED=1 (CI installs chromium)")
+    pytest.skip(f"{', '.join(missing)} not installed (apt-get install chromium chromium-driver)")
+
+
+@contextmanager
+def headless_chromium(tmp: Path) -> Iterator[WebDriver]:
+    """chromedriver plus one headless Chromium session; both killed on exit, whatever happened."""
+    port = free_port()
+    log = (tmp / "chromedriver.log").open("wb")
+    # its own process group, so Chromium's helpers can be killed with it if quitting fails
+    driver = subprocess.Popen(
+        [str(CHROMEDRIVER), f"--port={port}"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    driver_url = f"http://127.0.0.1:{port}"
+    browser: WebDriver | None = None
+    try:
+        deadline = time.monotonic() + 20.0
+        while True:
+            try:
+                if requests.get(f"{driver_url}/status", timeout=2).json()["value"]["ready"]:
+                    break
+            except requests.ConnectionError:
+                pass
+            if driver.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"chromedriver did not start; see {tmp / 'chromedriver.log'}")
+            time.sleep(0.1)
+        browser = WebDriver(
+            driver_url,
+            {
+                "browserName": "chrome",
+                "goog:chromeOptions": {
+                    "binary": str(CHROMIUM),
+                    "args": [
+                        "--headless",
+                        "--no-sandbox",
+                        "--disable-gpu",
+                        "--disable-quic",
+                        "--no-first-run",
+                        "--disable-background-networking",
+                        "--disable-component-update",
+                        "--disable-sync",
+                        f"--user-data-dir={tmp / 'chromium-profile'}",
+                        "--window-size=1280,1400",
+                    ],
+                },
+            },
+        )
+        yield browser
+    finally:
+        if browser is not None:
+            # if quitting fails, the process-group kill below still ends Chromium
+            with suppress(requests.RequestException, RuntimeError):
+                browser.quit()
+        driver.terminate()
+        try:
+            driver.wait(10)
+        except subprocess.TimeoutExpired:
+            driver.kill()
+            driver.wait(10)
+        with suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
+    _require_browser()  # nothing to run the page in: do not start the session either
+    with running_api(tmp_path_factory.mktemp("dashboard-store")) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    _require_browser()
+    with headless_chromium(tmp_path_factory.mktemp("chromium")) as driver:
+        yield driver
+
+
+def test_dashboard_shows_the_running_session(api: LiveApi, browser: WebDriver) -> None:
+    snap = api.session.snapshot
+    assert snap["positions"], "precondition: the replay should end with open positions"
+    newest_orders = api.get("orders?limit=20")
+    equity = api.get("equity?max_points=400")
+    signals = api.get("signals?limit=20")
+    assert newest_orders["total"] > 20, "precondition: more orders than the page lists"
+
+    browser.get(f"{api.base_url}/#token={api.token}")
+    page = browser.wait_for("page.orders.length > 0 && page.lastUpdated.startsWith('last updated')")
+
+    assert page["error"] == ""
+    assert page["state"] == snap["state"] == "running"
+    assert page["equity"].replace(",", "") == f"{snap['equity']:.2f}"
+    assert page["series"] == 1  # equity only until "show cash" is ticked
+    assert page["chartPoints"] == len(equity["points"]) > 10
+    shown = {symbol: float(qty.replace(",", "")) for symbol, qty in page["positions"]}
+    assert shown == pytest.approx({p["symbol"]: p["qty"] for p in snap["positions"]}, abs=1e-6)
+    assert len(page["orders"]) == 20
+    assert page["orders"] == [o["client_order_id"] for o in newest_orders["orders"]]
+    assert page["signals"] == [[s["symbol"], s["strategy"]] for s in signals["signals"]]
+    # the token left the address bar but stays for this tab's next refreshes
+    assert api.token not in page["hash"] and page["hash"] == ""
+    assert page["tokenStored"]
+
+
+def test_a_wrong_token_brings_back_the_token_form(api: LiveApi, browser: WebDriver) -> None:
+    browser.get("about:blank")
+    browser.get(f"{api.base_url}/#token=not-the-token")
+    page = browser.wait_for("page.formShown")
+
+    assert not page["dashboardShown"]
+    assert "invalid token" in page["error"]  # the API's error message, shown as text
+    assert not page["tokenStored"]  # a rejected token is not retried on the next refresh
+    assert page["hash"] == ""

@@ -1,0 +1,332 @@
+"""The trading session: operator commands, the one-writer lease, and restart safety.
+
+Sessions trade the first bars of two bundled one-minute datasets (BTC/EUR, LTC/USD) into SQLite
+stores. Most tests stop the feed at an exact step (`GatedFeed`), act, and let it go on, so every
+expected answer follows from the step at which something was done. The restart test kills a
+session's process with SIGKILL half-way and checks that a new session, rebuilt from the store,
+ends exactly where an uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from session_worker import (
+    SCHEDULE,
+    GatedFeed,
+    make_session,
+    market,
+    run_to,
+    run_to_end,
+    settings,
+    wait_until,
+)
+from sqlalchemy import select, update
+
+from n1v1.live.replay import PacedReplay
+from n1v1.live.session import CommandError, TradingSession
+from n1v1.store import Store, StoreReader, create_store, current_lease
+from n1v1.store import schema as t
+
+WORKER = Path(__file__).with_name("session_worker.py")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = create_store(f"sqlite:///{tmp_path}/s.db")
+    yield s
+    s.dispose()
+
+
+@pytest.fixture
+def gated(store: Store) -> Iterator[tuple[TradingSession, GatedFeed]]:
+    """A running session with no open-position limit, held before its first bar."""
+    feed = GatedFeed(market())  # 355 steps
+    session = make_session(store, feed, config=settings(max_open_positions=None))
+    session.start()
+    wait_until(lambda: session.state == "running", "the session to take the lease")
+    yield session, feed
+    session.stop()
+
+
+def _command(session: TradingSession, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    return session.submit(kind, payload, "test").result(timeout=30)
+
+
+def _bar_time(feed: GatedFeed, step: int) -> pd.Timestamp:
+    """The time of the bar the session processed as its `step`-th step (1-based)."""
+    return feed.times[step - 1]
+
+
+# -- commands --------------------------------------------------------------------------------------
+def test_pause_refuses_new_entries_with_rule_paused(
+    gated: tuple[TradingSession, GatedFeed], store: Store
+) -> None:
+    session, feed = gated
+    run_to(session, feed, 30)
+    assert _command(session, "pause", {"reason": "lunch"}) == {"paused": True}
+    paused_at = _bar_time(feed, 30)
+    run_to(session, feed, 250)
+
+    reader = StoreReader(store)
+    after = [d for d in reader.risk_decisions() if d.timestamp > paused_at]
+    assert {(d.rule, d.action) for d in after} == {("paused", "reject")}
+    assert "paused by operator: lunch" in after[0].reason
+    entries = [
+        o
+        for o in reader.latest_orders().values()
+        if o.purpose.value == "entry" and o.created_at > paused_at
+    ]
+    assert entries == []
+    assert session.snapshot["paused"] is True
+    assert session.snapshot["halt"] == {"rule": "paused", "reason": "paused by operator: lunch"}
+
+
+def test_config_risk_change_applies_from_that_step_and_is_persisted(
+    gated: tuple[TradingSession, GatedFeed], store: Store
+) -> None:
+    session, feed = gated
+    run_to(session, feed, 20)
+    result = _command(session, "config", {"risk": {"max_open_positions": 1}})
+    changed_at = _bar_time(feed, 20)
+    run_to(session, feed, 300)
+
+    expected = {"paused": False, "risk": {"max_open_positions": 1}, "strategies": {}}
+    assert result == {"config": expected}
+    reader = StoreReader(store)
+    assert reader.get_state("live_config") == expected
+    limited = [d.timestamp for d in reader.risk_decisions() if d.rule == "max_open_positions"]
+    assert limited, "the new limit should refuse an entry in steps 21-300"
+    assert min(limited) > changed_at  # the rule did not exist before the command
+    assert session.snapshot["risk"]["limits"]["max_open_positions"] == 1
+    assert reader.commands()[0] | {"at": None} == {
+        "step": 20,
+        "kind": "config",
+        "payload": {"risk": {"max_open_positions": 1}},
+        "actor": "test",
+        "at": None,
+    }
+
+
+def test_strategy_parameter_override_shows_in_the_snapshot(
+    gated: tuple[TradingSession, GatedFeed],
+) -> None:
+    session, feed = gated
+    run_to(session, feed, 5)
+    _command(session, "config", {"strategies": {"fast_sma": {"fast": 3}}})
+
+    strategies = {s["id"]: s for s in session.snapshot["strategies"]}
+    assert strategies["fast_sma"] == {
+        "id": "fast_sma",
+        "name": "sma_cross",
+        "params": {"fast": 3, "slow": 20},
+    }
+    assert strategies["ema_cross"]["params"] == {"fast": 8, "slow": 30}  # untouched
+    assert session.snapshot["live_config"]["strategies"] == {"fast_sma": {"fast": 3}}
+
+
+@pytest.mark.parametrize(
+    ("patch", "named"),
+    [
+        ({"risk": {"max_drawdwn": 0.2}}, "risk.max_drawdwn"),
+        ({"risk": {"max_drawdown": 2}}, "risk.max_drawdown"),
+        ({"strategies": {"slow_sma": {"fast": 3}}}, "strategies.slow_sma"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
+def test_invalid_config_names_the_key_and_changes_nothing(
+    gated: tuple[TradingSession, GatedFeed], store: Store, patch: dict[str, Any], named: str
+) -> None:
+    session, feed = gated
+    run_to(session, feed, 5)
+    before = session.snapshot["live_config"]
+
+    with pytest.raises(CommandError) as err:
+        _command(session, "config", patch)
+
+    assert err.value.code == "invalid"
+    assert named in err.value.message
+    assert session.snapshot["live_config"] == before
+    assert session.snapshot["risk"]["limits"]["max_drawdown"] is None
+    reader = StoreReader(store)
+    assert reader.commands() == []
+    assert reader.get_state("live_config") is None
+
+
+# -- the lease -------------------------------------------------------------------------------------
+def test_a_second_session_stands_by_naming_the_holder_then_takes_over(store: Store) -> None:
+    first_feed, second_feed = GatedFeed(market(60)), GatedFeed(market(60))
+    first = make_session(store, first_feed, lease_ttl=300.0, holder="first")  # no renewal here
+    second = make_session(store, second_feed, lease_ttl=300.0, holder="second")
+    first.start()
+    try:
+        wait_until(lambda: first.state == "running", "the first session to take the lease")
+        run_to(first, first_feed, 20)
+        second.start()
+        wait_until(lambda: second.snapshot.get("state") == "standby", "the second to stand by")
+
+        held = current_lease(store, "engine")
+        assert held is not None and held.holder == "first"
+        expiry = held.expires_at.isoformat()
+        assert second.snapshot["lease"] == {"holder": "first", "token": 1, "expires_at": expiry}
+        assert f"held by 'first' until {expiry}" in second.snapshot["failure"]
+        with pytest.raises(CommandError, match="standby") as err:
+            second.submit("pause", {}, "test").result(timeout=5)
+        assert err.value.code == "unavailable"
+
+        first.stop()  # releases the lease
+        assert first.state == "stopped"
+        wait_until(
+            lambda: second.snapshot.get("state") == "running", "the second session to take over"
+        )
+        assert second.snapshot["lease"]["holder"] == "second"
+        assert second.snapshot["lease"]["token"] == 2
+        assert second.snapshot["step"] == 20  # rebuilt from the first session's 20 steps
+        run_to(second, second_feed, 30)
+    finally:
+        first.stop()
+        second.stop()
+
+
+# -- restart safety --------------------------------------------------------------------------------
+def _outcome(store: Store) -> dict[str, Any]:
+    """What a run left in the store, in a form two runs can be compared by."""
+    reader = StoreReader(store)
+    return {
+        "orders": {
+            k: (o.status.value, o.qty, o.filled_qty, o.avg_fill_price)
+            for k, o in reader.latest_orders().items()
+        },
+        "manual": [k for k, o in reader.latest_orders().items() if o.purpose.value == "manual"],
+        "fills": reader.fills(),
+        "positions": reader.positions(),
+        "equity": reader.equity(),
+        "commands": [(c["step"], c["kind"], c["payload"]) for c in reader.commands()],
+        "live_config": reader.get_state("live_config"),
+    }
+
+
+def _uninterrupted_run(tmp_path: Path) -> dict[str, Any]:
+    store = create_store(f"sqlite:///{tmp_path}/reference.db")
+    feed = PacedReplay(market(), 0)
+    session = make_session(store, feed, schedule=SCHEDULE)
+    session.start()
+    try:
+        run_to_end(session, feed, len(feed))
+    finally:
+        session.stop()
+    outcome = _outcome(store)
+    store.dispose()
+    return outcome
+
+
+def test_a_session_killed_with_sigkill_is_carried_on_exactly(tmp_path: Path) -> None:
+    path = tmp_path / "killed.db"
+    log = tmp_path / "worker.log"
+    with log.open("w") as out:
+        worker = subprocess.Popen(
+            [sys.executable, str(WORKER), str(path), "--bars-per-second", "80", "--lease-ttl", "2"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=WORKER.parent,
+        )
+    try:
+        # The worker creates the store; open it only once the worker has printed progress.
+        wait_until(
+            lambda: "step " in log.read_text() or worker.poll() is not None,
+            "the worker's first progress line",
+        )
+        store = create_store(f"sqlite:///{path}")
+        reader = StoreReader(store)
+
+        def steps_done() -> int:
+            return (reader.get_state("last_step") or {"step": 0})["step"]
+
+        wait_until(
+            lambda: steps_done() >= 120 or worker.poll() is not None, "the worker to pass step 120"
+        )
+        assert worker.poll() is None, (
+            f"precondition: the worker is still trading\n{log.read_text()}"
+        )
+        os.kill(worker.pid, signal.SIGKILL)
+        assert worker.wait(timeout=30) == -signal.SIGKILL, log.read_text()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+
+    total = len(PacedReplay(market(), 0))
+    killed_at = steps_done()
+    assert 120 <= killed_at < total, f"precondition: killed mid-run, not at step {killed_at}"
+    assert [c["kind"] for c in reader.commands()] == ["config", "order"]  # both before the kill
+
+    feed = PacedReplay(market(), 0)
+    successor = make_session(store, feed, lease_ttl=2.0, holder="successor")
+    successor.start()  # stands by until the dead worker's 2 s lease runs out
+    try:
+        expected = _uninterrupted_run(tmp_path)  # meanwhile, on its own store
+        run_to_end(successor, feed, total)
+    finally:
+        successor.stop()
+    resumed = _outcome(store)
+    taken = current_lease(store, "engine")
+    assert taken is not None and (taken.holder, taken.token) == ("successor", 2)
+    store.dispose()
+
+    assert len(resumed["manual"]) == 1 and resumed["orders"][resumed["manual"][0]][0] == "filled"
+    assert (
+        resumed["commands"]
+        == expected["commands"]
+        == [(step, kind, payload) for step, (kind, payload) in SCHEDULE.items()]
+    )
+    assert resumed["live_config"] == expected["live_config"]
+    assert resumed["orders"] == expected["orders"]
+    assert resumed["fills"] == expected["fills"]
+    assert resumed["positions"] == expected["positions"]
+    assert resumed["equity"] == expected["equity"]
+    assert len(expected["fills"]) >= 10 and len(expected["equity"]) == total
+
+
+def test_a_tampered_store_fails_the_rebuild_and_the_session_refuses_to_trade(
+    store: Store,
+) -> None:
+    feed = PacedReplay(market(150), 0)
+    first = make_session(store, feed)
+    first.start()
+    try:
+        run_to_end(first, feed, len(feed))
+    finally:
+        first.stop()
+    stored_steps = len(feed)
+    with store.transaction() as conn:
+        third = conn.execute(select(t.fills.c.id).order_by(t.fills.c.id).limit(1).offset(2))
+        conn.execute(
+            update(t.fills)
+            .where(t.fills.c.id == third.scalar_one())
+            .values(price=t.fills.c.price + 1.0)
+        )
+
+    successor = make_session(store, PacedReplay(market(), 0), holder="successor")
+    successor.start()
+    try:
+        wait_until(lambda: not successor.alive, "the successor to give up")
+        assert successor.state == "failed"
+        assert successor.failure.startswith("RebuildError: ")
+        assert "first difference at fill #2" in successor.failure
+        assert successor.snapshot["state"] == "failed"
+        with pytest.raises(CommandError, match="failed") as err:
+            successor.submit(
+                "order", {"symbol": "BTC/EUR", "side": "buy", "qty": 0.1}, "t"
+            ).result()
+        assert err.value.code == "unavailable"
+    finally:
+        successor.stop()
+    assert len(StoreReader(store).bar_log()) == stored_steps  # not one more bar traded
