@@ -42,6 +42,11 @@ from n1v1.store.schema import Store
 API = "/api/v1"
 _STATUS_FOR = {"not_found": 404, "conflict": 409, "invalid": 422, "unavailable": 503}
 _MUTATING = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+_READ_ONLY_POSTS = frozenset({f"{API}/predict"})  # a computation, not a change: no audit, no 403
+
+
+def _changes_state(method: str, path: str) -> bool:
+    return method in _MUTATING and path not in _READ_ONLY_POSTS
 
 
 class ApiError(Exception):
@@ -156,7 +161,7 @@ def create_api(
         if not too_large and request.method in _MUTATING and size is None:
             too_large = len(await request.body()) > max_body_bytes  # chunked: count it
         if too_large:
-            if request.method in _MUTATING and path.startswith(API):
+            if _changes_state(request.method, path) and path.startswith(API):
                 _audit(store, "anonymous", request, 413, {"error": "payload_too_large"})
             raise ApiError(413, "payload_too_large", f"request body over {max_body_bytes} bytes")
         if not path.startswith(API):
@@ -164,10 +169,10 @@ def create_api(
         try:
             role, actor = authenticate(request)
         except ApiError as exc:
-            if request.method in _MUTATING:
+            if _changes_state(request.method, path):
                 _audit(store, "anonymous", request, exc.status, {"error": exc.code})
             raise
-        if role == "read" and request.method in _MUTATING:
+        if role == "read" and _changes_state(request.method, path):
             _audit(store, actor, request, 403, {"error": "forbidden"})
             raise ApiError(403, "forbidden", "this token is read-only")
         allowed, retry_after = limiter.allow(actor, time.monotonic())
@@ -179,13 +184,13 @@ def create_api(
                 {"retry_after_s": round(retry_after, 3)},
             )
             response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-            if request.method in _MUTATING:
+            if _changes_state(request.method, path):
                 _audit(store, actor, request, 429, {"error": "rate_limited"})
             return response
         request.state.actor = actor
         request.state.role = role
         response = await call_next(request)
-        if request.method in _MUTATING:
+        if _changes_state(request.method, path):
             _audit(store, actor, request, response.status_code, {})
         return response
 

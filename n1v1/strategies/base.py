@@ -13,6 +13,7 @@ import abc
 import difflib
 import types
 import typing
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -158,6 +159,23 @@ def format_validation_error(
     return "; ".join(parts)
 
 
+# Live trading re-runs every strategy on a fresh trailing window each bar, where pandas' column
+# lookups cost more than the indicators. The window's owner hands over the columns it already holds
+# as arrays (`attach_columns`); `Strategy.columns` returns them for that very frame object only.
+_PRESPLIT: dict[int, tuple[weakref.ref[pd.DataFrame], dict[str, np.ndarray]]] = {}
+
+
+def attach_columns(frame: pd.DataFrame, arrays: Mapping[str, np.ndarray]) -> None:
+    """Let strategies read `frame`'s columns as these (contiguous float64, read-only) arrays."""
+    key = id(frame)
+    frozen = {}
+    for name, values in arrays.items():
+        array = np.ascontiguousarray(values, dtype=np.float64)
+        array.flags.writeable = False
+        frozen[name] = array
+    _PRESPLIT[key] = (weakref.ref(frame, lambda _ref: _PRESPLIT.pop(key, None)), frozen)
+
+
 class Strategy(abc.ABC):
     """Base class of every strategy. Subclasses set `name` and `Params` and implement the rule.
 
@@ -215,6 +233,9 @@ class Strategy(abc.ABC):
 
     def columns(self, bars: pd.DataFrame, *names: str) -> list[np.ndarray]:
         """The named bar columns as contiguous float64 arrays; a clear error if one is absent."""
+        split = _PRESPLIT.get(id(bars))
+        if split is not None and split[0]() is bars and all(n in split[1] for n in names):
+            return [split[1][n] for n in names]
         if not isinstance(bars, pd.DataFrame):
             raise StrategyError(f"{self.name}: bars must be a pandas DataFrame, got {type(bars)}")
         missing = [n for n in names if n not in bars.columns]
