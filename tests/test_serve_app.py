@@ -634,7 +634,8 @@ def test_kill_9_of_the_engine_replica_resumes_to_an_identical_run(
         )
         before = status(cluster, prefix)
         (actor,) = list_actors(
-            filters=[("class_name", "=", f"ServeReplica:{KILL}:Engine"), ("state", "=", "ALIVE")]
+            address=cluster.dashboard,  # explicit: other Ray instances may run on this machine
+            filters=[("class_name", "=", f"ServeReplica:{KILL}:Engine"), ("state", "=", "ALIVE")],
         )
         assert actor.pid == int(before["holder"].rsplit(":", 2)[1])  # the lease holder's process
         os.kill(actor.pid, signal.SIGKILL)
