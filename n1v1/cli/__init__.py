@@ -25,6 +25,8 @@ from n1v1.cli.evaluate import add_evaluate_command
 from n1v1.cli.info import add_config_command, add_data_command, cmd_strategies
 from n1v1.cli.ml import add_models_command, add_train_command
 from n1v1.cli.paper import add_paper_command
+from n1v1.cli.sweep import add_sweep_command
+from n1v1.cli.walkforward import add_walkforward_command
 
 
 # -- entry point -----------------------------------------------------------------------------------
@@ -56,9 +58,18 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from n1v1.config import ConfigError
     from n1v1.data import DataError
     from n1v1.ml.registry import RegistryError
+    from n1v1.research.space import SweepError
     from n1v1.strategies import StrategyError
 
-    return (DataError, StrategyError, ConfigError, BacktestError, RegistryError, OSError)
+    return (
+        DataError,
+        StrategyError,
+        ConfigError,
+        BacktestError,
+        RegistryError,
+        SweepError,
+        OSError,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,4 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_command(sub)
     add_models_command(sub)
     add_paper_command(sub)
+    add_sweep_command(sub)
+    add_walkforward_command(sub)
     return parser

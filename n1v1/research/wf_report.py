@@ -1,0 +1,429 @@
+"""A self-contained HTML report of one walk-forward run (`walk_forward_optimise`).
+
+Same rules as the backtest report (n1v1/backtest/report.py, whose page writer and line chart are
+reused): inline CSS and SVG, no JavaScript, opens anywhere. Sections: the summary (in-sample
+versus out-of-sample, walk-forward efficiency, deflated Sharpe ratio), the stitched out-of-sample
+equity with the window boundaries as dashed verticals, the per-window in-sample and
+out-of-sample metric (bars and a table), the parameter heatmap, the stability table.
+
+The heatmap shows the optimisation metric over the two most important varied parameters, from
+the per-window in-sample evaluations: each set's metric is averaged over the windows, then over
+the sets sharing a cell. "Most important" is the largest main effect: the spread (variance) of
+the metric's mean across a parameter's values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from n1v1.backtest.report import (
+    _BOTTOM,
+    _LEFT,
+    _RIGHT,
+    _TOP,
+    _W,
+    _e,
+    _fmt_tick,
+    _line_chart,
+    _metrics_table,
+    _nice_ticks,
+    _series_arrays,
+    write_page,
+)
+from n1v1.research.evaluate import aggregate
+from n1v1.research.sweep import metric_direction
+from n1v1.research.walkforward import WalkForwardResult
+
+__all__ = ["parameter_importance", "parameter_surface", "write_walkforward_report"]
+
+_IS_COLOUR, _OOS_COLOUR, _BOUNDARY = "#2c7fb8", "#f28e2b", "#999"
+_MAX_HEATMAP_CELLS = 40  # per axis; a finer grid is cut to its first values and the page says so
+
+
+def parameter_surface(result: WalkForwardResult, metric: str | None = None) -> pd.DataFrame:
+    """One row per parameter set: its varied parameters and `metric` (default: the run's) of the
+    in-sample evaluations, averaged over symbols within a window and then over windows."""
+    metric = metric or result.config["metric"]
+    varied = list(result.config["varying_parameters"])
+    per_window = [
+        aggregate(rows.drop(columns="window"), metric).assign(window=w)
+        for w, rows in result.in_sample.groupby("window", sort=True)
+    ]
+    table = pd.concat(per_window, ignore_index=True)
+    table[metric] = pd.to_numeric(table[metric], errors="coerce")
+    mean = table.groupby("set_id", sort=True)[metric].mean()
+    first = table.groupby("set_id", sort=True)[varied].first() if varied else None
+    out = first if first is not None else pd.DataFrame(index=mean.index)
+    out[metric] = mean
+    return out.reset_index()
+
+
+def parameter_importance(surface: pd.DataFrame, metric: str, names: Sequence[str]) -> pd.Series:
+    """Main effect of each parameter: the variance of the metric's mean over its values
+    (NaN metrics ignored), largest first; parameters with one value are left out."""
+    effects = {}
+    for name in names:
+        means = surface.groupby(name, sort=True)[metric].mean().dropna()
+        if len(means) >= 2:
+            effects[name] = float(means.var(ddof=0))
+    return pd.Series(effects, dtype=float).sort_values(ascending=False, kind="stable")
+
+
+def write_walkforward_report(
+    path: str | Path, result: WalkForwardResult, *, title: str | None = None
+) -> Path:
+    """Write the report to `path` (parent directories are created) and return the path."""
+    cfg, metric = result.config, result.config["metric"]
+    title = title or f"Walk-forward: {cfg['strategy']} on {', '.join(cfg['symbols'])}"
+    body = [f"<h1>{_e(title)}</h1>", _config_note(result)]
+    body += ["<h2>Summary</h2>", _summary_table(result)]
+    body += [
+        "<h2>Stitched out-of-sample equity</h2>",
+        '<p class="note">Dashed verticals: the first test bar of each window. Every window '
+        "starts flat with the previous window's ending equity.</p>",
+        _equity_chart(result),
+    ]
+    body += [
+        f"<h2>In-sample vs out-of-sample {_e(metric)} per window</h2>",
+        _window_bars(result),
+        _window_table(result),
+    ]
+    body += ["<h2>Parameter heatmap</h2>", *_heatmap_section(result)]
+    body += ["<h2>Parameter stability</h2>", _stability_table(result.stability)]
+    body += ["<h2>Out-of-sample metrics (stitched curve)</h2>", _metrics_table(result.metrics)]
+    if result.notes:
+        items = "".join(f"<li>{_e(n)}</li>" for n in result.notes)
+        body += ["<h2>Notes</h2>", f"<ul>{items}</ul>"]
+    data = result.to_dict()
+    data.pop("equity")
+    data.pop("trades")
+    return write_page(Path(path), title, body, json_id="walkforward-json", data=data)
+
+
+# -- sections ------------------------------------------------------------------------------------
+def _config_note(result: WalkForwardResult) -> str:
+    cfg = result.config
+    step = "" if cfg["step_bars"] == cfg["test_bars"] else f", step {cfg['step_bars']}"
+    return (
+        f'<p class="note">{cfg["mode"]} windows of {cfg["train_bars"]:,} training and '
+        f"{cfg['test_bars']:,} test bars{step} ({cfg['index']}); {cfg['n_param_sets']:,} "
+        f"parameter sets per window; chosen by {_e(cfg['metric'])} "
+        f"({'lowest' if metric_direction(cfg['metric']) == 'minimize' else 'highest'} wins, ties "
+        f"to the lowest set id), at least {cfg['min_trades']} in-sample trades per symbol.</p>"
+    )
+
+
+def _summary_table(result: WalkForwardResult) -> str:
+    s, dsr = result.summary, result.deflated_sharpe
+    rows = [
+        ("Windows", f"{s['n_windows']}"),
+        (f"In-sample {s['metric']} (mean of chosen sets)", _num(s["is_metric_mean"])),
+        (f"Out-of-sample {s['metric']} (mean over windows)", _num(s["oos_metric_mean"])),
+        (f"Out-of-sample {s['metric']} (stitched curve)", _num(s["oos_metric_stitched"])),
+        ("OOS / IS (means)", _num(s["oos_is_ratio"])),
+        ("OOS − IS (means)", _num(s["oos_minus_is"])),
+        ("In-sample CAGR (mean of chosen sets)", _pct(s["is_cagr_mean"])),
+        ("Out-of-sample CAGR (stitched)", _pct(s["oos_cagr_stitched"])),
+        ("Walk-forward efficiency (OOS CAGR / IS CAGR)", _num(s["wfe"])),
+    ]
+    if dsr is not None:
+        rows += [
+            ("OOS Sharpe per bar (SR)", _num(dsr.sharpe, 5)),
+            (
+                f"Expected max Sharpe per bar of {dsr.n_trials} trials (SR0)",
+                _num(dsr.sharpe_benchmark, 5),
+            ),
+            ("Variance of trial Sharpe ratios (V)", f"{dsr.trials_variance:.3e}"),
+            (
+                "Returns T, skew γ3, kurtosis γ4",
+                f"{dsr.n_obs:,}, {dsr.skew:.3f}, {dsr.kurtosis:.3f}",
+            ),
+            ("Deflated Sharpe ratio P(SR > SR0)", _num(dsr.dsr, 4)),
+        ]
+    else:
+        rows.append(("Deflated Sharpe ratio", "n/a (see notes)"))
+    cells = "".join(f'<tr><td class="l">{_e(k)}</td><td>{_e(v)}</td></tr>' for k, v in rows)
+    return f'<table id="summary"><tr><th class="l">Figure</th><th>Value</th></tr>{cells}</table>'
+
+
+def _equity_chart(result: WalkForwardResult) -> str:
+    x, y = _series_arrays(result.equity, "equity")
+    height = 280
+    baseline = float(result.config["initial_cash"])
+    svg = _line_chart(x, y, height=height, label="out-of-sample equity", baseline=baseline)
+    # the same x mapping as _line_chart uses for a chart without overlays
+    x_lo, x_hi = float(x[0]), float(x[-1]) if x[-1] > x[0] else float(x[0]) + 1.0
+    plot_w = _W - _LEFT - _RIGHT
+    lines = []
+    for stamp in result.boundaries:
+        t = float(pd.Timestamp(stamp).as_unit("ns").value)
+        bx = _LEFT + (t - x_lo) / (x_hi - x_lo) * plot_w
+        lines.append(
+            f'<line class="boundary" x1="{bx:.1f}" x2="{bx:.1f}" y1="{_TOP}" '
+            f'y2="{height - _BOTTOM}" stroke="{_BOUNDARY}" stroke-dasharray="5 4">'
+            f"<title>window starts {_e(pd.Timestamp(stamp).isoformat())}</title></line>"
+        )
+    return svg.replace("</svg>", "\n".join(lines) + "\n</svg>")
+
+
+def _window_bars(result: WalkForwardResult) -> str:
+    """Grouped bars: in-sample (blue) and out-of-sample (orange) metric for every window."""
+    table = result.windows
+    labels = [str(w) for w in table["window"]]
+    series = [
+        ("in-sample", [_float(v) for v in table["is_metric"]], _IS_COLOUR),
+        ("out-of-sample", [_float(v) for v in table["oos_metric"]], _OOS_COLOUR),
+    ]
+    return bar_chart(labels, series, label=f"{result.config['metric']} per window")
+
+
+def bar_chart(
+    labels: Sequence[str], series: Sequence[tuple[str, Sequence[float], str]], *, label: str
+) -> str:
+    """An SVG grouped bar chart: one group per label, one bar per series (NaN: no bar)."""
+    height, top = 250, _TOP + 20  # a strip above the plot holds the legend
+    values = [v for _, vs, _ in series for v in vs if math.isfinite(v)]
+    lo, hi = min([0.0, *values]), max([0.0, *values])
+    if hi - lo <= 1e-12:
+        lo, hi = lo - 1.0, hi + 1.0
+    pad = 0.06 * (hi - lo)
+    lo, hi = lo - pad, hi + pad
+    plot_w, plot_h = _W - _LEFT - _RIGHT, height - top - _BOTTOM
+
+    def py(v: float) -> float:
+        return top + (hi - v) / (hi - lo) * plot_h
+
+    parts = [
+        f'<svg class="bars" viewBox="0 0 {_W} {height}" role="img" aria-label="{_e(label)}">',
+        f'<rect x="{_LEFT}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" '
+        'stroke="#ccc"/>',
+    ]
+    for tick in _nice_ticks(lo, hi):
+        ty = py(tick)
+        parts.append(
+            f'<line x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{ty:.1f}" y2="{ty:.1f}" stroke="#eee"/>'
+            f'<text x="{_LEFT - 6}" y="{ty + 4:.1f}" text-anchor="end">{_e(_fmt_tick(tick))}</text>'
+        )
+    zero = py(0.0)
+    parts.append(
+        f'<line x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{zero:.1f}" y2="{zero:.1f}" stroke="#555"/>'
+    )
+    group = plot_w / max(len(labels), 1)
+    bar = group * 0.8 / max(len(series), 1)
+    for i, name in enumerate(labels):
+        gx = _LEFT + i * group + group * 0.1
+        for j, (sname, vs, colour) in enumerate(series):
+            v = vs[i]
+            if not math.isfinite(v):
+                continue
+            upper, lower = sorted((py(v), zero))
+            parts.append(
+                f'<rect class="bar" x="{gx + j * bar:.1f}" y="{upper:.1f}" width="{bar:.1f}" '
+                f'height="{max(lower - upper, 0.5):.1f}" fill="{colour}"><title>window {_e(name)} '
+                f"{_e(sname)}: {v:.4g}</title></rect>"
+            )
+        parts.append(
+            f'<text x="{gx + group * 0.4:.1f}" y="{height - 10}" text-anchor="middle">'
+            f"{_e(name)}</text>"
+        )
+    for j, (sname, _, colour) in enumerate(series):
+        lx = _LEFT + 130 * j
+        parts.append(
+            f'<rect x="{lx}" y="{_TOP - 4}" width="14" height="10" fill="{colour}"/>'
+            f'<text x="{lx + 20}" y="{_TOP + 5}">{_e(sname)}</text>'
+        )
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def _window_table(result: WalkForwardResult) -> str:
+    head = [
+        "window",
+        "test&nbsp;period",
+        "set",
+        "params",
+        "IS",
+        "OOS",
+        "OOS/IS",
+        "OOS−IS",
+        "IS&nbsp;CAGR",
+        "OOS&nbsp;CAGR",
+        "WFE",
+        "IS&nbsp;trades",
+        "OOS&nbsp;trades",
+        "end&nbsp;equity",
+    ]
+    rows = [
+        '<table style="font-size:.8em;white-space:nowrap">',
+        "<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>",
+    ]
+    for r in result.windows.to_dict(orient="records"):
+        params = r["params"]
+        shown = ", ".join(
+            f"{k}={params[k]}" for k in result.config["varying_parameters"] or list(params or {})
+        )
+        cells = [
+            str(r["window"]),
+            f"{_stamp(r['test_start'])}<br>{_stamp(r['test_end'])}",
+            "—" if r["set_id"] is None or _isnan(r["set_id"]) else str(int(r["set_id"])),
+            f'<span style="white-space:normal">{_e(shown)}</span>' if params else "in cash",
+            _num(r["is_metric"]),
+            _num(r["oos_metric"]),
+            _num(r["oos_is_ratio"]),
+            _num(r["oos_minus_is"]),
+            _pct(r["is_cagr"]),
+            _pct(r["oos_cagr"]),
+            _num(r["wfe"]),
+            _num(r["is_trades"], 0),
+            str(r["oos_trades"]),
+            f"{r['end_equity']:,.2f}",
+        ]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return '<div style="overflow-x:auto">' + "\n".join([*rows, "</table>"]) + "</div>"
+
+
+def _heatmap_section(result: WalkForwardResult) -> list[str]:
+    metric = result.config["metric"]
+    varied = list(result.config["varying_parameters"])
+    if not varied:
+        return ['<p class="note">No parameter varies across the sets: no heatmap.</p>']
+    surface = parameter_surface(result)
+    ranked = list(parameter_importance(surface, metric, varied).index)
+    ranked += [n for n in varied if n not in ranked]  # varied, but no defined metric spread
+    x_name = ranked[0]
+    y_name = ranked[1] if len(ranked) > 1 else None
+    keys = [x_name] if y_name is None else [y_name, x_name]
+    cells = surface.groupby(keys, sort=True)[metric].mean()
+    if y_name is None:
+        matrix = cells.to_frame().T
+        matrix.index = [metric]
+    else:
+        matrix = cells.unstack(x_name)
+    cut = matrix.shape[0] > _MAX_HEATMAP_CELLS or matrix.shape[1] > _MAX_HEATMAP_CELLS
+    matrix = matrix.iloc[:_MAX_HEATMAP_CELLS, :_MAX_HEATMAP_CELLS]
+    note = (
+        f'<p class="note">Mean in-sample {_e(metric)} over the windows (and over the other '
+        f"parameters' values) by {_e(x_name)}" + (f" and {_e(y_name)}" if y_name else "") + ": "
+        "the parameters with the largest main effect on it. Grey: undefined."
+        + (f" Cut to the first {_MAX_HEATMAP_CELLS} values per axis." if cut else "")
+        + "</p>"
+    )
+    return [note, heatmap(matrix, x_name=x_name, y_name=y_name or "", label=metric)]
+
+
+def heatmap(matrix: pd.DataFrame, *, x_name: str, y_name: str, label: str) -> str:
+    """An SVG heatmap of `matrix` (rows: y values top to bottom, columns: x values), coloured
+    red (lowest) to green (highest), NaN grey, with the value written in each cell."""
+    values = matrix.to_numpy(dtype=float)
+    finite = values[np.isfinite(values)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    n_rows, n_cols = values.shape
+    left, top, cell_h = 110, 30, 26
+    cell_w = (_W - left - _RIGHT) / max(n_cols, 1)
+    height = top + n_rows * cell_h + 40
+    parts = [
+        f'<svg class="heatmap" viewBox="0 0 {_W} {height}" role="img" '
+        f'aria-label="{_e(label)} heatmap">',
+        f'<text x="{left}" y="{top - 12}">{_e(x_name)} →</text>',
+        f'<text x="8" y="{top - 12}">{_e(y_name)} ↓</text>',
+    ]
+    for i, y_value in enumerate(matrix.index):
+        cy = top + i * cell_h
+        parts.append(
+            f'<text x="{left - 6}" y="{cy + cell_h / 2 + 4:.1f}" text-anchor="end">'
+            f"{_e(_short(y_value))}</text>"
+        )
+        for j, x_value in enumerate(matrix.columns):
+            v = values[i, j]
+            colour = _scale(v, lo, hi) if math.isfinite(v) else "#ddd"
+            text = f"{v:.3g}" if math.isfinite(v) else "n/a"
+            cx = left + j * cell_w
+            parts.append(
+                f'<rect class="cell" x="{cx:.1f}" y="{cy}" width="{cell_w:.1f}" '
+                f'height="{cell_h}" fill="{colour}" stroke="#fff"><title>{_e(x_name)}='
+                f"{_e(x_value)}, {_e(y_name)}={_e(y_value)}: {_e(text)}</title></rect>"
+            )
+            if cell_w >= 34:
+                parts.append(
+                    f'<text x="{cx + cell_w / 2:.1f}" y="{cy + cell_h / 2 + 4:.1f}" '
+                    f'text-anchor="middle">{_e(text)}</text>'
+                )
+    for j, x_value in enumerate(matrix.columns):
+        parts.append(
+            f'<text x="{left + (j + 0.5) * cell_w:.1f}" y="{top + n_rows * cell_h + 16}" '
+            f'text-anchor="middle">{_e(_short(x_value))}</text>'
+        )
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def _stability_table(stability: pd.DataFrame) -> str:
+    head = [
+        "parameter",
+        "chosen&nbsp;values",
+        "mode",
+        "mode&nbsp;share",
+        "distinct",
+        "mean",
+        "std",
+        "CV",
+    ]
+    rows = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
+    for r in stability.to_dict(orient="records"):
+        cells = [
+            _e(r["parameter"]),
+            _e(", ".join(map(_short, r["values"]))),
+            _e(_short(r["mode"])),
+            _pct(r["mode_share"]),
+            str(r["n_distinct"]),
+            _num(r["mean"]),
+            _num(r["std"]),
+            _num(r["cv"]),
+        ]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return "\n".join([*rows, "</table>"])
+
+
+# -- formatting ----------------------------------------------------------------------------------
+def _scale(v: float, lo: float, hi: float) -> str:
+    """Red (lo) through pale yellow to green (hi)."""
+    t = 0.5 if hi <= lo else (v - lo) / (hi - lo)
+    stops = [(215, 48, 39), (255, 255, 191), (26, 152, 80)]
+    a, b, u = (stops[0], stops[1], t * 2) if t < 0.5 else (stops[1], stops[2], t * 2 - 1)
+    r, g, bl = (round(a[k] + (b[k] - a[k]) * u) for k in range(3))
+    return f"#{r:02x}{g:02x}{bl:02x}"
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _isnan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    x = _float(value)
+    return "n/a" if not math.isfinite(x) else f"{x:,.{digits}f}"
+
+
+def _pct(value: Any) -> str:
+    x = _float(value)
+    return "n/a" if not math.isfinite(x) else f"{x * 100:,.2f}%"
+
+
+def _stamp(value: Any) -> str:
+    return _e(pd.Timestamp(value).strftime("%Y-%m-%d %H:%M"))
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
