@@ -26,8 +26,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/backtest.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check n1v1 tests bench jobs
-	$(BIN)/ruff format --check n1v1 tests bench jobs
+	$(BIN)/ruff check n1v1 tests bench jobs notebooks
+	$(BIN)/ruff format --check n1v1 tests bench jobs notebooks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache out
