@@ -19,6 +19,8 @@ from n1v1.domain import Bar
 from n1v1.strategies.base import BAR_COLUMNS, Strategy, attach_columns
 
 _INITIAL_CAPACITY = 1024
+# Built once: a list of labels would be re-inferred into an Arrow string index on every bar.
+_COLUMNS = pd.Index(BAR_COLUMNS)
 
 
 class BarHistory:
@@ -75,7 +77,7 @@ class BarHistory:
         stamps = self._times[symbol][start:n].view("datetime64[ns]")
         index = pd.DatetimeIndex(stamps, name="timestamp").tz_localize("UTC")
         block = self._data[symbol][start:n]
-        frame = pd.DataFrame(block, columns=list(BAR_COLUMNS), index=index)
+        frame = pd.DataFrame(block, columns=_COLUMNS, index=index)
         attach_columns(frame, {name: block[:, i] for i, name in enumerate(BAR_COLUMNS)})
         self._frames[symbol] = (n, frame)
         return frame
