@@ -126,6 +126,11 @@ def test_each_frame_goes_into_the_object_store_once(cluster, frames, sma_sets, m
     assert all(isinstance(arg, ray.ObjectRef) for arg in frame_args)
     assert len({arg.hex() for arg in frame_args}) == 2  # one shared reference per symbol
 
+    # A second call on the same bars (a Bayesian batch, another window) reuses the objects.
+    evaluator(frames, SmaCross, sma_sets[:4], SETTINGS)
+    assert len(put_frames) == 2 and evaluator.stats.frames_put == 0
+    assert {arg.hex() for arg in frame_args[18:]} == {arg.hex() for arg in frame_args[:18]}
+
 
 # -- checkpoint and resume -------------------------------------------------------------------------
 class Interrupt(Exception):

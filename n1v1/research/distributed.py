@@ -3,7 +3,8 @@
 `RayEvaluator` is a drop-in for `local_evaluator` (same arguments, the same rows in the same order,
 same dtypes; tests/test_research_sweep.py compares them with `assert_frame_equal`):
 
-- each symbol's bars are `ray.put` once per call; every task gets the ObjectRef as an argument,
+- each symbol's bars are `ray.put` once per evaluator (later calls on the same bars, such as
+  Bayesian batches, reuse the object); every task gets the ObjectRef as an argument,
   so Ray hands the worker a read-only view of the shared-memory copy instead of pickling the frame
   into each task (on another node the object is pulled once per node, not once per task);
 - a task runs `evaluate_on_symbol` (the compiled fast path) on one symbol and a contiguous chunk of
@@ -86,7 +87,7 @@ class EvaluatorStats:
     loaded_chunks: int = 0  # read back from the checkpoint
     submitted_chunks: int = 0  # sent to Ray as tasks
     chunk_size: int = 0
-    frames_put: int = 0  # DataFrames put into the object store
+    frames_put: int = 0  # DataFrames put into the object store by this call (0: all reused)
 
 
 def _evaluate_chunk(
@@ -148,6 +149,22 @@ class RayEvaluator:
         self.progress = progress
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.stats = EvaluatorStats()
+        # symbol -> (bars hash, ObjectRef): repeated calls on the same bars (Bayesian batches,
+        # walk-forward windows of one frame) reuse the object instead of putting it again. The
+        # refs keep those objects alive for the evaluator's lifetime.
+        self._puts: dict[str, tuple[str, Any]] = {}
+
+    def _frame_ref(self, symbol: str, frame: pd.DataFrame) -> Any:
+        import ray
+
+        digest = bars_hash(frame)
+        cached = self._puts.get(symbol)
+        if cached is not None and cached[0] == digest:
+            return cached[1]
+        ref = ray.put(frame)
+        self._puts[symbol] = (digest, ref)
+        self.stats.frames_put += 1
+        return ref
 
     def __call__(
         self,
@@ -211,8 +228,7 @@ class RayEvaluator:
         import ray
 
         needed = dict.fromkeys(symbol for symbol, _ in todo)
-        frame_refs = {symbol: ray.put(job.frames[symbol]) for symbol in needed}  # once each
-        self.stats.frames_put = len(frame_refs)
+        frame_refs = {symbol: self._frame_ref(symbol, job.frames[symbol]) for symbol in needed}
         settings_ref = ray.put(job.settings)
         remote = _remote_chunk()
         queue = iter(todo)
