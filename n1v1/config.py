@@ -95,6 +95,11 @@ class RiskSettings(StrictModel):
     max_consecutive_losses: int | None = Field(None, ge=1)
     cooldown_bars: int = Field(0, ge=0, description="0: stay halted until reset")
 
+    @property
+    def uses_atr(self) -> bool:
+        """ATR sizing or an ATR stop: the engine needs each symbol's ATR per bar."""
+        return self.sizing == "atr_risk" or self.atr_stop_multiple is not None
+
     @model_validator(mode="after")
     def _consistent(self) -> RiskSettings:
         if self.sizing == "fixed" and self.qty is None:

@@ -158,7 +158,7 @@ def _run_event(
     engine = TradingEngine(settings, journal=journal)
     engine.add_signal_source(PrecomputedTargets(strategy, frames, settings.risk.allow_short))
     risk = settings.risk
-    if risk.sizing == "atr_risk" or risk.atr_stop_multiple is not None:
+    if risk.uses_atr:
         for symbol, frame in frames.items():
             engine.set_atr(
                 symbol,

@@ -110,7 +110,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, overrides=overrides)
 
 
-def _frames(args: argparse.Namespace, settings: Settings) -> dict[str, pd.DataFrame]:
+def load_frames(args: argparse.Namespace, settings: Settings) -> dict[str, pd.DataFrame]:
+    """One frame per --data source, keyed by symbol (also used by `n1v1 walkforward`)."""
     from n1v1.cli.backtest import load_market
     from n1v1.research.space import SweepError
 
@@ -156,7 +157,7 @@ def _sweep(args: argparse.Namespace) -> int:
         }
     )
     settings = _settings(args)
-    frames = _frames(args, settings)
+    frames = load_frames(args, settings)
     check_out_dir(args.out, spec, frames, settings)  # a different sweep there: refuse now
     show_bar = not args.no_progress and sys.stderr.isatty()
     where = "in this process" if args.local else "on Ray"

@@ -71,7 +71,8 @@ def add_walkforward_command(sub: Any) -> None:
 
 def cmd_walkforward(args: argparse.Namespace) -> int:
     from n1v1.backtest.sweep import METRIC_COLUMNS
-    from n1v1.cli.backtest import load_market, parse_set_options
+    from n1v1.cli.backtest import parse_set_options
+    from n1v1.cli.sweep import load_frames
     from n1v1.config import load_settings
     from n1v1.research.evaluate import check_sweepable
     from n1v1.research.space import SweepError, grid_sets, random_sets
@@ -88,13 +89,7 @@ def cmd_walkforward(args: argparse.Namespace) -> int:
         flags["execution.maker_fee"] = flags["execution.taker_fee"] = args.fee
     overrides.update({k: v for k, v in flags.items() if v is not None})
     settings = load_settings(args.config, overrides=overrides)
-    frames = {}
-    for source in args.data:
-        bars = load_market(source, settings, start=args.start, end=args.end)
-        symbol = str(bars.attrs.get("symbol") or source)
-        if symbol in frames:
-            return _user_error(f"--data {source}: symbol {symbol} is given twice")
-        frames[symbol] = bars
+    frames = load_frames(args, settings)
     strategy_cls = get_strategy(args.strategy)
     # Everything a user can get wrong is checked here, before Ray starts or a window runs.
     try:

@@ -28,6 +28,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 
 from n1v1.config import ConfigError, Settings
@@ -46,6 +47,7 @@ from n1v1.store import (
     renew,
 )
 from n1v1.store.journal import DEFAULT_RESOURCE, order_row
+from n1v1.strategies.base import Strategy
 
 log = logging.getLogger(__name__)
 
@@ -129,20 +131,18 @@ class TradingSession:
     def _reset_engine(self) -> None:
         self.live = LiveConfig()
         self.settings = effective_settings(self.base_settings, self.live)
-        self.history = BarHistory(self._window_for(self.settings))
+        strategies = build_strategies(self.slots, self.live, self.settings)
+        longest = max(s.warmup for s in strategies.values())
+        self.history = BarHistory(max(self.window, 4 * longest + 1))
         self.engine = TradingEngine(self.settings, journal=InMemoryJournal(keep_equity=True))
-        self._install_strategies()
+        self._install_strategies(strategies)
         self.steps_done = 0
         self.last_ts: pd.Timestamp | None = None
         self.last_bars: dict[str, Bar] = {}
 
-    def _window_for(self, settings: Settings) -> int:
-        strategies = build_strategies(self.slots, self.live, settings)
-        longest = max(s.warmup for s in strategies.values())
-        return max(self.window, 4 * longest + 1)
-
-    def _install_strategies(self) -> None:
-        strategies = build_strategies(self.slots, self.live, self.settings)
+    def _install_strategies(self, strategies: Mapping[str, Strategy] | None = None) -> None:
+        if strategies is None:
+            strategies = build_strategies(self.slots, self.live, self.settings)
         self.engine.sources = [
             RollingTargets(s, self.history, self.settings.risk.allow_short, name=slot_id)
             for slot_id, s in strategies.items()
@@ -270,7 +270,7 @@ class TradingSession:
         indexed: dict[Symbol, tuple[int, Bar]] = {}
         for symbol, bar in bars.items():
             index = self.history.append(symbol, bar)
-            if self._needs_atr():
+            if self.settings.risk.uses_atr:
                 self._extend_atr(symbol, index)
             indexed[Symbol(symbol)] = (index, bar)
         self.engine.on_bar(ts, indexed)
@@ -278,13 +278,7 @@ class TradingSession:
         self.last_ts = ts
         self.last_bars.update(bars)
 
-    def _needs_atr(self) -> bool:
-        risk = self.settings.risk
-        return risk.sizing == "atr_risk" or risk.atr_stop_multiple is not None
-
     def _extend_atr(self, symbol: str, index: int) -> None:
-        import numpy as np
-
         values = self.engine.atr.get(Symbol(symbol))
         if values is None or len(values) <= index:
             grown = np.full(max(1024, 2 * (index + 1)), np.nan)
