@@ -340,6 +340,21 @@ def test_config_check(capsys, tmp_path):
     assert_user_error(code, err, "risk.qty")
 
 
+def test_yaml_syntax_errors_name_file_line_and_column_in_every_command(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("risk:\n  max_drawdown: 0.2\n  stop_loss_pct: 0.05: x\n")
+    expected = f"n1v1: error: {bad}:3:22: invalid YAML: mapping values are not allowed here\n"
+    for argv in (
+        ["config", "check", str(bad)],
+        ["config", "show", "--config", str(bad)],
+        ["backtest", "--data", DATASET, *SMA_FAST, "--config", str(bad)],
+        ["train", "--spec", str(bad)],
+        ["paper", "--config", str(bad)],  # fails on reading the file, before any Ray starts
+    ):
+        code, _, err = run(capsys, *argv)
+        assert (code, err) == (2, expected), argv
+
+
 # -- demo, entry points ----------------------------------------------------------------------------
 def test_demo_writes_its_outputs_and_its_printed_command_reproduces_them(capsys, tmp_path):
     code, out, _ = run(capsys, "demo", "--out", str(tmp_path), "--no-progress")
