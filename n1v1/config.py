@@ -211,17 +211,93 @@ def _suggest(model: type[BaseModel], loc: list[Any]) -> str | None:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+    return read_yaml_mapping(path, "config file")
+
+
+def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """The mapping at the top of a YAML file; `ConfigError` naming ``path:line:column`` otherwise.
+
+    The text is parsed from the file's own UTF-8 content with duplicate keys rejected (plain YAML
+    loaders keep the last one silently, so a second ``risk:`` block would erase the first).
+    ``what`` names the file's role in messages, e.g. "config file" or "spec file".
+    """
     try:
-        loaded = yaml.safe_load(path.read_text())
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a {what}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line, column = _line_and_column(raw, exc.start)
+        raise ConfigError(
+            f"{path}:{line}:{column}: not UTF-8 text (byte 0x{raw[exc.start]:02x})"
+        ) from None
+    try:
+        loaded = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        raise ConfigError(_yaml_error_message(path, text, exc)) from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
     return loaded
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key given twice in one mapping, naming both lines."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    first_line: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` may be overridden
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            seen = first_line.get(key)
+        except TypeError:  # an unhashable key: the constructor below reports it
+            continue
+        if seen is not None:
+            raise yaml.constructor.ConstructorError(
+                problem=f"duplicate key {key!r} (first given on line {seen})",
+                problem_mark=key_node.start_mark,
+            )
+        first_line[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=True)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
+)
+
+
+def _yaml_error_message(path: Path, text: str, exc: yaml.YAMLError) -> str:
+    """``path:line:column: invalid YAML: problem (context)``, lines and columns from 1 as an
+    editor shows them; PyYAML's own text would name "<unicode string>" instead of the file."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        message = exc.problem or "invalid YAML"
+        context = exc.context
+        if context and exc.context_mark is not None and exc.context_mark.line != mark.line:
+            context += f" that starts on line {exc.context_mark.line + 1}"
+        if context:
+            message += f" ({context})"
+        return f"{path}:{mark.line + 1}:{mark.column + 1}: invalid YAML: {message}"
+    if isinstance(exc, yaml.reader.ReaderError):
+        line, column = _line_and_column(text, exc.position)
+        return (
+            f"{path}:{line}:{column}: invalid YAML: {exc.reason} (character #x{exc.character:04x})"
+        )
+    return f"{path}: invalid YAML: {exc}"
+
+
+def _line_and_column(text: str | bytes, offset: int) -> tuple[int, int]:
+    """1-based line and column of a 0-based offset into the file's text (or bytes)."""
+    newline = "\n" if isinstance(text, str) else b"\n"
+    before = text[:offset]
+    return before.count(newline) + 1, offset - (before.rfind(newline) + 1) + 1
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:

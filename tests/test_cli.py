@@ -204,7 +204,7 @@ def test_malformed_row_names_the_file_and_row(capsys, tmp_path):
         ["2024-01-01T00:00:00Z,1,2,0.5,1.5,10", "2024-01-01T01:00:00Z,1.5,2,1,oops,10"],
     )
     code, _, err = run(capsys, "backtest", "--data", str(bad), *SMA_FAST)
-    assert_user_error(code, err, str(bad), "row 2", "close", "oops")
+    assert_user_error(code, err, f"{bad}:3: field 'close': cannot parse 'oops' as a number")
 
 
 def test_unknown_strategy_lists_the_known_ones(capsys):
@@ -288,7 +288,39 @@ def test_data_validate(capsys, tmp_path):
     assert code == 0 and f"{good}: valid" in out
     bad = write_csv(tmp_path / "bad.csv", ["2024-01-01T00:00:00Z,1,0.5,0.9,1,10"])  # high < open
     code, _, err = run(capsys, "data", "validate", str(bad))
-    assert_user_error(code, err, str(bad), "row 1")
+    assert_user_error(code, err, f"{bad}:2: field 'high': high 0.5 is below max(open, close) = 1.0")
+
+
+def test_data_validate_of_a_header_only_file(capsys, tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("timestamp,open,high,low,close,volume\n")
+    code, out, err = run(capsys, "data", "validate", str(empty))
+    assert (code, err) == (0, "")
+    assert out == f"{empty}: valid, but it holds no bars (only a header)\n"
+
+
+def test_data_validate_lists_every_problem_one_per_line(capsys, tmp_path):
+    bad = write_csv(
+        tmp_path / "bad.csv",
+        [
+            "2024-01-01T00:00:00Z,1,2,0.5,1.5,10",  # line 2: fine
+            "2024-01-01T00:01:00Z,1,2,0.5,x,10",  # line 3: close is not a number
+            "2024-01-01T00:00:30Z,1,2,0.5,1.5,-1",  # line 4: earlier than line 3, negative volume
+        ],
+    )
+    code, out, err = run(capsys, "data", "validate", str(bad))
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [
+        f"n1v1: error: {bad}:3: field 'close': cannot parse 'x' as a number",
+        f"n1v1: error: {bad}:4: field 'timestamp': 2024-01-01T00:00:30+00:00 is earlier than "
+        "line 3's 2024-01-01T00:01:00+00:00 (timestamps must be strictly increasing)",
+        f"n1v1: error: {bad}:4: field 'volume': volume -1.0 is negative",
+        f"n1v1: error: {bad}: 3 problems",
+    ]
+    # loading for a run is just as strict, and says the same
+    with pytest.raises(ValueError) as info:
+        load_bars(bad)
+    assert [f"n1v1: error: {line}" for line in str(info.value).splitlines()] == err.splitlines()
 
 
 def test_strategies_lists_parameters_defaults_and_bounds(capsys):
@@ -338,6 +370,21 @@ def test_config_check(capsys, tmp_path):
     bad.write_text("risk:\n  sizing: fixed\n")  # fixed sizing needs risk.qty
     code, _, err = run(capsys, "config", "check", str(bad))
     assert_user_error(code, err, "risk.qty")
+
+
+def test_yaml_syntax_errors_name_file_line_and_column_in_every_command(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("risk:\n  max_drawdown: 0.2\n  stop_loss_pct: 0.05: x\n")
+    expected = f"n1v1: error: {bad}:3:22: invalid YAML: mapping values are not allowed here\n"
+    for argv in (
+        ["config", "check", str(bad)],
+        ["config", "show", "--config", str(bad)],
+        ["backtest", "--data", DATASET, *SMA_FAST, "--config", str(bad)],
+        ["train", "--spec", str(bad)],
+        ["paper", "--config", str(bad)],  # fails on reading the file, before any Ray starts
+    ):
+        code, _, err = run(capsys, *argv)
+        assert (code, err) == (2, expected), argv
 
 
 # -- demo, entry points ----------------------------------------------------------------------------

@@ -72,6 +72,52 @@ def test_missing_or_malformed_file_is_a_clear_error(tmp_path):
         load_settings(write(tmp_path, "- a\n- b\n"), env={})
 
 
+def test_yaml_syntax_error_names_the_file_line_and_column(tmp_path):
+    # line 3 is "  stop_loss_pct: 0.05: x"; the second ": " is at character 22 (2 spaces +
+    # "stop_loss_pct" (13) + ": " (2) + "0.05" (4) = 21 characters before it)
+    path = write(tmp_path, "risk:\n  max_drawdown: 0.2\n  stop_loss_pct: 0.05: x\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert str(info.value) == f"{path}:3:22: invalid YAML: mapping values are not allowed here"
+
+
+def test_yaml_error_inside_a_block_names_where_the_block_starts(tmp_path):
+    path = write(tmp_path, "risk:\n  - a\n b: 1\n")  # " b" (line 3, column 2) breaks the block
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert str(info.value) == (
+        f"{path}:3:2: invalid YAML: expected <block end>, but found '<block mapping start>' "
+        "(while parsing a block mapping that starts on line 1)"
+    )
+
+
+def test_duplicate_keys_are_errors_not_silently_overwritten(tmp_path):
+    # PyYAML alone would keep only the second risk block, dropping max_drawdown without a word.
+    path = write(tmp_path, "risk:\n  max_drawdown: 0.2\nbacktest:\n  cash: 5\nrisk:\n  qty: 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert (
+        str(info.value) == f"{path}:5:1: invalid YAML: duplicate key 'risk' (first given on line 1)"
+    )
+    path = write(tmp_path, "backtest: {cash: 1, cash: 2}\n")  # the second "cash" is at column 21
+    with pytest.raises(ConfigError, match=r":1:21: invalid YAML: duplicate key 'cash'"):
+        load_settings(path, env={})
+    # a merge key may be overridden: that is what it is for
+    path = write(tmp_path, "backtest:\n  <<: {cash: 5, run_id: a}\n  cash: 7\n")
+    assert load_settings(path, env={}).backtest.cash == 7
+
+
+def test_a_file_that_is_not_utf8_text_names_the_byte(tmp_path):
+    path = tmp_path / "n1v1.yaml"
+    path.write_bytes(b"backtest:\n  run_id: caf\xe9\n")  # Latin-1 e-acute on line 2, column 14
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert str(info.value) == f"{path}:2:14: not UTF-8 text (byte 0xe9)"
+    path.write_bytes(b"backtest:\n  run_id: a\x01\n")  # a control character YAML refuses
+    with pytest.raises(ConfigError, match=r":2:12: invalid YAML: special characters are not"):
+        load_settings(path, env={})
+
+
 def test_per_symbol_instrument_rules_fall_back_to_the_default():
     s = load_settings(
         env={},

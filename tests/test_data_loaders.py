@@ -69,8 +69,20 @@ def test_csv_epoch_milliseconds(tmp_path: Path) -> None:
 
 def test_csv_epoch_seconds_are_rejected_with_a_hint(tmp_path: Path) -> None:
     path = write(tmp_path, f"{HEADER}\n1704067200,1,2,0.5,1.5,3\n")
-    with pytest.raises(DataError, match=r"row 1, field 'timestamp'.*epoch seconds"):
+    with pytest.raises(DataError, match=r"bars.csv:2: field 'timestamp'.*epoch seconds"):
         load_csv(path)
+
+
+def test_csv_epoch_microseconds_are_rejected_with_a_hint(tmp_path: Path) -> None:
+    # 1704067200000000 is 2024-01-01 in microseconds: as milliseconds it would be year 55970,
+    # beyond the last time pandas can hold (2262-04-11), so it cannot be epoch ms.
+    path = write(tmp_path, f"{HEADER}\n{JAN1_MS * 1000},1,2,0.5,1.5,3\n")
+    with pytest.raises(DataError) as info:
+        load_csv(path)
+    assert str(info.value) == (
+        f"{path}:2: field 'timestamp': 1704067200000000 is after 2262 as epoch milliseconds; "
+        "integer timestamps must be epoch ms (epoch microseconds? divide by 1000)"
+    )
 
 
 def test_header_is_case_and_space_insensitive(tmp_path: Path) -> None:
@@ -120,13 +132,13 @@ def test_extra_column_is_an_error(tmp_path: Path) -> None:
 def test_unparseable_cells_name_row_and_field(tmp_path: Path) -> None:
     good = "2024-01-01T00:00:00Z,1,2,0.5,1.5,3"
     path = write(tmp_path, f"{HEADER}\n{good}\n2024-01-01T00:01:00Z,1,2,abc,1.5,3\n")
-    with pytest.raises(DataError, match=r"row 2, field 'low': cannot parse 'abc'"):
+    with pytest.raises(DataError, match=r"bars.csv:3: field 'low': cannot parse 'abc'"):
         load_csv(path)
     path = write(tmp_path, f"{HEADER}\n{good}\nyesterday,1,2,0.5,1.5,3\n", "t.csv")
-    with pytest.raises(DataError, match=r"row 2, field 'timestamp': cannot parse 'yesterday'"):
+    with pytest.raises(DataError, match=r"t.csv:3: field 'timestamp': cannot parse 'yesterday'"):
         load_csv(path)
     path = write(tmp_path, f"{HEADER}\n{good}\n,1,2,0.5,1.5,3\n", "m.csv")
-    with pytest.raises(DataError, match=r"row 2, field 'timestamp': timestamp is missing"):
+    with pytest.raises(DataError, match=r"m.csv:3: field 'timestamp': timestamp is missing$"):
         load_csv(path)
 
 
@@ -215,9 +227,9 @@ def test_ccxt_round_trip() -> None:
 
 
 def test_ccxt_bad_rows() -> None:
-    with pytest.raises(DataError, match=r"row 2: expected \[timestamp_ms"):
+    with pytest.raises(DataError, match=r"^ccxt: row index 1 \(0-based\): expected \[timestamp_ms"):
         from_ccxt([[JAN1_MS, 1, 2, 0.5, 1.5, 3], [JAN1_MS + 60_000, 1, 2, 0.5, 1.5]])
-    with pytest.raises(DataError, match=r"row 1 .*field 'volume': value is NaN"):
+    with pytest.raises(DataError, match=r"row index 0 \(0-based, .*field 'volume': value is NaN"):
         from_ccxt([[JAN1_MS, 1, 2, 0.5, 1.5, None]])
     assert len(from_ccxt([])) == 0
 

@@ -21,7 +21,7 @@ def add_data_command(sub: Any) -> None:
     show.add_argument("--timeframe", help="resample first, e.g. 1h")
     show.add_argument("--rows", type=int, default=5, help="rows of head and tail (default 5)")
     show.set_defaults(handler=cmd_data_show)
-    validate = dsub.add_parser("validate", help="check a CSV/Parquet file; errors name the row")
+    validate = dsub.add_parser("validate", help="check a CSV/Parquet file; every problem, by line")
     validate.add_argument("file")
     validate.set_defaults(handler=cmd_data_validate)
 
@@ -76,6 +76,9 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
     from n1v1.data import load_bars
 
     bars = load_bars(args.file)
+    if bars.empty:
+        print(f"{args.file}: valid, but it holds no bars (only a header)")
+        return EXIT_OK
     print(f"{args.file}: valid")
     print(describe_bars(args.file, bars))
     print(gap_report(bars, largest=0))

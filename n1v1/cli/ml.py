@@ -138,22 +138,13 @@ def _int_tuple(text: str) -> tuple[int, ...]:
 def load_train_spec(args: argparse.Namespace) -> TrainSpec:
     """The TrainSpec from --spec (YAML) with every given flag on top; errors name the key."""
     import pydantic
-    import yaml
 
-    from n1v1.config import ConfigError, format_validation_error
+    from n1v1.config import ConfigError, format_validation_error, read_yaml_mapping
     from n1v1.ml.spec import TrainSpec
 
     data: dict[str, Any] = {}
     if args.spec is not None:
-        try:
-            loaded = yaml.safe_load(args.spec.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{args.spec}: spec file not found") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{args.spec}: invalid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{args.spec}: top level must be a mapping of TrainSpec fields")
-        data = loaded
+        data = read_yaml_mapping(args.spec, "spec file")
     for flag, (section, key) in _SPEC_FLAGS.items():
         value = getattr(args, flag)
         if value is None:

@@ -38,14 +38,10 @@ def add_paper_command(sub: Any) -> None:
 
 
 def _app_args(config: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    import yaml
-
-    from n1v1.config import ConfigError
+    from n1v1.config import ConfigError, read_yaml_mapping
     from n1v1.serve.args import AppArgs
 
-    if not config.is_file():
-        raise ConfigError(f"{config}: Serve config not found")
-    doc = yaml.safe_load(config.read_text())
+    doc = read_yaml_mapping(config, "Serve config")
     apps = [a for a in doc.get("applications", []) if a.get("name") == "n1v1"]
     if not apps:
         raise ConfigError(f"{config}: no application named n1v1")

@@ -10,6 +10,7 @@ from n1v1.data.datasets import DatasetInfo, list_datasets, load_dataset
 from n1v1.data.errors import DataError
 from n1v1.data.loaders import from_ccxt, load_bars, load_csv, load_parquet
 from n1v1.data.market import load_market
+from n1v1.data.problems import DataProblem
 from n1v1.data.resample import COLUMNS, infer_timeframe, parse_timeframe, resample_bars
 from n1v1.data.synthetic import SyntheticModel, generate_bars, generate_ohlcv_arrays
 from n1v1.data.validate import apply_gap_policy, find_gaps, validate_bars
@@ -17,6 +18,7 @@ from n1v1.data.validate import apply_gap_policy, find_gaps, validate_bars
 __all__ = [
     "COLUMNS",
     "DataError",
+    "DataProblem",
     "DatasetInfo",
     "SyntheticModel",
     "apply_gap_policy",

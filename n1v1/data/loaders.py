@@ -6,29 +6,38 @@ open/high/low/close/volume, strictly increasing.
 ``frame.attrs["source"]`` names the file or dataset, ``frame.attrs["symbol"]`` the pair when known.
 
 Loading is strict on purpose: unknown or misspelled columns, unparseable cells and inconsistent bars
-are errors naming the file, the 1-based data row (CSV line = row + 1) and the field. Rows are never
-sorted, dropped or repaired here, so a row number in an error is the row in the file.
+are errors, and nothing is half-loaded. One `DataError` lists every problem (up to
+`n1v1.data.problems.MAX_REPORTED`), each naming the file, the line (CSV, as an editor numbers it)
+or 0-based row index (Parquet, ccxt), the field and the value. Rows are never sorted, dropped or
+repaired here.
 """
 
 from __future__ import annotations
 
 import difflib
+import io
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import numpy as np
 import pandas as pd
 
+from n1v1.data.csv_text import CsvText
 from n1v1.data.errors import DataError
+from n1v1.data.problems import DataProblem, RowCheck, Rows, problem_error, raise_problems
 from n1v1.data.resample import COLUMNS, TIME_UNIT
-from n1v1.data.validate import DEFAULT_MAX_FILL_BARS, apply_gap_policy, validate_bars
+from n1v1.data.validate import DEFAULT_MAX_FILL_BARS, apply_gap_policy, bar_checks
 
 TIMESTAMP = "timestamp"
 FILE_SUFFIXES: tuple[str, ...] = (".csv", ".parquet", ".pq")
 # Epoch milliseconds of 1973-03-03: smaller integers are almost surely epoch *seconds*, a common
 # mix-up that would otherwise silently put every bar in January 1970.
 _MIN_EPOCH_MS = 100_000_000_000
+# The last epoch millisecond a pandas timestamp can hold (2262-04-11): larger integers are almost
+# surely epoch microseconds or nanoseconds.
+_MAX_EPOCH_MS = 9_223_372_036_854
 _NAME_RE = re.compile(r"^(?P<venue>[A-Za-z0-9]+)_(?P<base>[A-Za-z0-9]+)-(?P<quote>[A-Za-z0-9]+)_")
 
 
@@ -46,17 +55,37 @@ def read_csv_handle(
     handle: str | Path | IO[bytes], *, source: str, symbol: str | None = None
 ) -> pd.DataFrame:
     """`load_csv` for an open file or resource (used for the bundled datasets)."""
+    data = Path(handle).read_bytes() if isinstance(handle, str | Path) else handle.read()
+    text = CsvText(source, data)
     try:
-        raw = pd.read_csv(handle, skipinitialspace=True)
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"{source}: not a readable CSV file: {exc}", source=source) from exc
+        raw = pd.read_csv(io.BytesIO(data), skipinitialspace=True)
+    except pd.errors.ParserError as exc:
+        if "EOF inside string" in str(exc):
+            raise DataError(
+                f'{source}:{text.last_record_line()}: a quote (") opened on this line is never '
+                "closed, so the rest of the file reads as one cell",
+                source=source,
+            ) from None
+        _raise_cell_counts(text, f"{source}: not a readable CSV file: {exc}")
+    except UnicodeDecodeError:
+        raise DataError(_not_utf8(source, data), source=source) from None
     except pd.errors.EmptyDataError as exc:
         raise DataError(
             f"{source}: the file is empty; expected a header line "
             f"{','.join((TIMESTAMP, *COLUMNS))}",
             source=source,
         ) from exc
-    return bars_from_table(raw, source=source, symbol=symbol)
+    if not isinstance(raw.index, pd.RangeIndex):
+        # A first data row with more cells than the header makes pandas read column 1 as an index.
+        _raise_cell_counts(text, f"{source}: not a readable CSV file (rows longer than the header)")
+    checks: list[RowCheck] = []
+    if raw.isna().any().any():  # an empty cell, or a record with fewer cells than the header
+        cell_counts = text.cell_count_check()
+        if len(cell_counts.bad) == len(raw):
+            checks.append(cell_counts)
+    return bars_from_table(
+        raw, source=source, symbol=symbol, rows=lambda: text.rows(len(raw)), checks=checks
+    )
 
 
 def load_parquet(path: str | Path, symbol: str | None = None) -> pd.DataFrame:
@@ -83,14 +112,14 @@ def from_ccxt(rows: list[list[Any]], symbol: str | None = None) -> pd.DataFrame:
     A ``None`` cell (some venues omit volume) becomes NaN, which validation rejects naming its row.
     """
     source = f"ccxt:{symbol}" if symbol else "ccxt"
-    for i, row in enumerate(rows):
-        if not isinstance(row, list | tuple) or len(row) != 6:
-            raise DataError(
-                f"{source}: row {i + 1}: expected [timestamp_ms, open, high, low, close, volume], "
-                f"got {row!r}",
-                source=source,
-                row=i + 1,
-            )
+    bad_shape = np.array([not isinstance(r, list | tuple) or len(r) != 6 for r in rows], dtype=bool)
+    shape = RowCheck(
+        None,
+        bad_shape,
+        lambda i, _: f"expected [timestamp_ms, open, high, low, close, volume], got {rows[i]!r}",
+    )
+    if len(rows):
+        raise_problems(source, [shape], lambda: Rows(source))
     table = pd.DataFrame(list(rows), columns=[TIMESTAMP, *COLUMNS])
     return bars_from_table(table, source=source, symbol=symbol)
 
@@ -139,16 +168,62 @@ def symbol_from_name(stem: str) -> str | None:
     return f"{match['base']}/{match['quote']}" if match else None
 
 
-def bars_from_table(raw: pd.DataFrame, *, source: str, symbol: str | None = None) -> pd.DataFrame:
-    """Turn a raw table with a timestamp column and OHLCV columns into a validated bars frame."""
-    raw = _normalise_columns(raw, source)
-    index = _parse_timestamps(raw[TIMESTAMP], source)
-    data = {c: _parse_numbers(raw[c], c, source) for c in COLUMNS}
-    bars = pd.DataFrame(data, index=index, columns=list(COLUMNS))
+def bars_from_table(
+    raw: pd.DataFrame,
+    *,
+    source: str,
+    symbol: str | None = None,
+    rows: Callable[[], Rows] | None = None,
+    checks: Sequence[RowCheck] = (),
+) -> pd.DataFrame:
+    """Turn a raw table with a timestamp column and OHLCV columns into a validated bars frame.
+
+    Every unparseable cell and every broken bar rule is collected before anything is raised, so
+    one error lists them all. ``rows`` says how rows are named in messages (CSV lines); by default
+    they are 0-based row indices with the bar's time. ``checks`` are the caller's own row checks
+    (a CSV record's cell count); a row they flag has its empty cells left unreported.
+    """
+    naming = rows or (lambda: Rows(source))
+    raw = _normalise_columns(raw, source, naming)
+    index, timestamp_checks, timestamp_bad = _parse_timestamps(raw[TIMESTAMP])
+    values: dict[str, np.ndarray] = {}
+    reported: dict[str, np.ndarray] = {TIMESTAMP: timestamp_bad}
+    number_checks = []
+    for c in COLUMNS:
+        values[c], check = _parse_numbers(raw[c], c, source)
+        number_checks.append(check)
+        reported[c] = check.bad
+    for check in checks:  # e.g. a short CSV record: its missing cells are that one problem
+        for field in (TIMESTAMP, *COLUMNS):
+            reported[field] = reported[field] | check.bad
+    all_checks = [
+        *checks,
+        *timestamp_checks,
+        *number_checks,
+        *bar_checks(index, values, reported),
+    ]
+    raise_problems(source, all_checks, rows or (lambda: Rows(source, times=index)))
+    bars = pd.DataFrame(values, index=index, columns=list(COLUMNS))
     bars.attrs["source"] = source
     if symbol:
         bars.attrs["symbol"] = symbol
-    return validate_bars(bars, source)
+    return bars
+
+
+def _raise_cell_counts(text: CsvText, fallback: str) -> NoReturn:
+    """Raise one problem per record whose cell count differs from the header's."""
+    check = text.cell_count_check()
+    raise_problems(text.source, [check], lambda: text.rows(len(check.bad)))
+    raise DataError(fallback, source=text.source)
+
+
+def _not_utf8(source: str, data: bytes) -> str:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return f"{source}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save it as UTF-8"
+    return f"{source}: not UTF-8 text"
 
 
 def _existing_file(path: str | Path) -> Path:
@@ -159,38 +234,42 @@ def _existing_file(path: str | Path) -> Path:
     return file
 
 
-def _normalise_columns(raw: pd.DataFrame, source: str) -> pd.DataFrame:
+def _normalise_columns(raw: pd.DataFrame, source: str, rows: Callable[[], Rows]) -> pd.DataFrame:
+    """Columns lower-cased and stripped; any missing, unknown or repeated one is an error (all of
+    them listed, each on the header line for a CSV file)."""
     expected = [TIMESTAMP, *COLUMNS]
     names = [str(c).strip().lower() for c in raw.columns]
     duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-        raise DataError(
-            f"{source}: column '{duplicated[0]}' appears more than once",
-            source=source,
-            field=duplicated[0],
-        )
     unknown = [n for n in names if n not in expected]
     missing = [n for n in expected if n not in names]
-    if unknown or missing:
-        problems = []
-        for name in unknown:
-            guess = difflib.get_close_matches(name, missing or expected, n=1)
-            hint = f" (did you mean '{guess[0]}'?)" if guess else ""
-            problems.append(f"unexpected column '{name}'{hint}")
-        problems += [f"missing column '{name}'" for name in missing]
-        raise DataError(
-            f"{source}: {'; '.join(problems)}; expected exactly {','.join(expected)}",
-            source=source,
-            field=(unknown or missing)[0],
-        )
-    out = raw.copy()
-    out.columns = names
-    return out
+    if not (duplicated or unknown or missing):
+        out = raw.copy()
+        out.columns = names
+        return out
+    problems: list[tuple[str, str]] = [
+        (n, f"column '{n}' appears more than once") for n in duplicated
+    ]
+    for name in unknown:
+        guess = difflib.get_close_matches(name, missing or expected, n=1)
+        hint = f" (did you mean '{guess[0]}'?)" if guess else ""
+        problems.append((name, f"unexpected column '{name}'{hint}"))
+    problems += [(name, f"missing column '{name}'") for name in missing]
+    header = rows().place(None)
+    expected_text = f"; expected exactly {','.join(expected)}"
+    listed = [
+        DataProblem(header, text + (expected_text if k == len(problems) - 1 else ""), field=field)
+        for k, (field, text) in enumerate(problems)
+    ]
+    raise problem_error(source, listed, len(listed))
 
 
-def _parse_timestamps(column: pd.Series, source: str) -> pd.DatetimeIndex:
-    """UTC DatetimeIndex (ns) from datetimes, integer epoch ms or ISO-8601 strings."""
+def _parse_timestamps(
+    column: pd.Series,
+) -> tuple[pd.DatetimeIndex, list[RowCheck], np.ndarray]:
+    """UTC DatetimeIndex from datetimes, integer epoch ms or ISO-8601 strings, NaT where a cell is
+    bad; the checks that word each bad cell; and the mask of cells they report."""
     values = column.reset_index(drop=True)
+    checks: list[RowCheck] = []
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         parsed = values.dt.tz_convert("UTC")
     elif pd.api.types.is_datetime64_dtype(values.dtype):
@@ -198,71 +277,87 @@ def _parse_timestamps(column: pd.Series, source: str) -> pd.DatetimeIndex:
     elif pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(
         values.dtype
     ):
-        parsed = _parse_epoch_ms(values, source)
+        parsed, checks = _parse_epoch_ms(values)
     else:
         missing = values.isna().to_numpy()
-        if missing.any():
-            _cell_error(source, int(np.argmax(missing)), TIMESTAMP, "timestamp is missing")
         text = values.astype(str).str.strip()
+        if missing.any():  # "nan" would be reported as unparseable; an empty cell is missing
+            text = text.where(~missing, "")
         parsed = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
-        bad = parsed.isna().to_numpy()
-        if bad.any():
-            row = int(np.argmax(bad))
-            _cell_error(
-                source,
-                row,
+        unparsed = parsed.isna().to_numpy() & ~missing
+        checks = [
+            RowCheck(TIMESTAMP, missing, lambda i, _: "timestamp is missing"),
+            RowCheck(
                 TIMESTAMP,
-                f"cannot parse {text.iloc[row]!r} as an ISO-8601 time or epoch milliseconds",
-            )
-    return pd.DatetimeIndex(parsed, name=TIMESTAMP).as_unit(TIME_UNIT)
+                unparsed,
+                lambda i, _: (
+                    f"cannot parse {text.iloc[i]!r} as an ISO-8601 time or epoch milliseconds"
+                ),
+            ),
+        ]
+    bad = np.zeros(len(values), dtype=bool)
+    for check in checks:
+        bad |= check.bad
+    index = pd.DatetimeIndex(parsed, name=TIMESTAMP).as_unit(TIME_UNIT)
+    return index, checks, bad
 
 
-def _parse_epoch_ms(values: pd.Series, source: str) -> pd.Series:
+def _parse_epoch_ms(values: pd.Series) -> tuple[pd.Series, list[RowCheck]]:
     numbers = values.to_numpy(dtype=np.float64, na_value=np.nan)
     missing = np.isnan(numbers)
-    if missing.any():
-        _cell_error(source, int(np.argmax(missing)), TIMESTAMP, "timestamp is missing")
-    bad = ~np.isfinite(numbers) | (numbers != np.round(numbers))
-    if bad.any():
-        row = int(np.argmax(bad))
-        _cell_error(
-            source, row, TIMESTAMP, f"{values.iloc[row]} is not an integer epoch-ms timestamp"
-        )
-    small = numbers < _MIN_EPOCH_MS
-    if small.any():
-        row = int(np.argmax(small))
-        _cell_error(
-            source,
-            row,
+    with np.errstate(invalid="ignore"):
+        not_integer = ~missing & (~np.isfinite(numbers) | (numbers != np.round(numbers)))
+        usable = ~missing & ~not_integer
+        small = usable & (numbers < _MIN_EPOCH_MS)
+        large = usable & (numbers > _MAX_EPOCH_MS)
+    good = usable & ~small & ~large
+    ms = np.where(good, numbers, 0).astype(np.int64)
+    parsed = pd.Series(pd.to_datetime(ms, unit="ms", utc=True), index=values.index)
+    parsed[~good] = pd.NaT
+    checks = [
+        RowCheck(TIMESTAMP, missing, lambda i, _: "timestamp is missing"),
+        RowCheck(
             TIMESTAMP,
-            f"{int(numbers[row])} is before 1973 as epoch milliseconds; integer timestamps must "
-            "be epoch ms (epoch seconds? multiply by 1000)",
-        )
-    return pd.to_datetime(values.to_numpy(dtype=np.int64), unit="ms", utc=True).to_series(
-        index=values.index
-    )
+            not_integer,
+            lambda i, _: f"{values.iloc[i]} is not an integer epoch-ms timestamp",
+        ),
+        RowCheck(
+            TIMESTAMP,
+            small,
+            lambda i, _: (
+                f"{int(numbers[i])} is before 1973 as epoch milliseconds; integer timestamps must "
+                "be epoch ms (epoch seconds? multiply by 1000)"
+            ),
+        ),
+        RowCheck(
+            TIMESTAMP,
+            large,
+            lambda i, _: (
+                f"{int(numbers[i])} is after 2262 as epoch milliseconds; integer timestamps must "
+                "be epoch ms (epoch microseconds? divide by 1000)"
+            ),
+        ),
+    ]
+    return parsed, checks
 
 
-def _parse_numbers(column: pd.Series, field: str, source: str) -> np.ndarray:
-    """float64 values; a cell that is present but not a number is an error naming its row."""
+def _parse_numbers(column: pd.Series, field: str, source: str) -> tuple[np.ndarray, RowCheck]:
+    """float64 values, NaN where a cell is empty or cannot be parsed; the check naming each cell
+    that is present but not a number (empty cells are left to validation)."""
     if pd.api.types.is_bool_dtype(column.dtype):
         raise DataError(f"{source}: column '{field}' holds booleans", source=source, field=field)
     if pd.api.types.is_numeric_dtype(column.dtype):
-        return column.to_numpy(dtype=np.float64, na_value=np.nan)
+        numbers = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        return numbers, RowCheck(field, np.zeros(len(numbers), dtype=bool), _never)
     numbers = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     # A cell spelled "nan" is a number to float(); validation reports it as NaN with its row.
     spelled_nan = column.astype(str).str.strip().str.lower().eq("nan").to_numpy()
     unparsed = np.isnan(numbers) & column.notna().to_numpy() & ~spelled_nan
-    if unparsed.any():
-        row = int(np.argmax(unparsed))
-        _cell_error(source, row, field, f"cannot parse {column.iloc[row]!r} as a number")
-    return numbers
-
-
-def _cell_error(source: str, row: int, field: str, problem: str) -> None:
-    raise DataError(
-        f"{source}: row {row + 1}, field '{field}': {problem}",
-        source=source,
-        row=row + 1,
-        field=field,
+    cells = column.reset_index(drop=True)
+    return numbers, RowCheck(
+        field, unparsed, lambda i, _: f"cannot parse {cells.iloc[i]!r} as a number"
     )
+
+
+def _never(i: int, rows: Rows) -> str:
+    raise AssertionError("a check with no bad row was asked to describe one")

@@ -3,16 +3,18 @@
 Every rule here guards an assumption of the engine or the metrics: a duplicate timestamp would trade
 the same bar twice, a low above the open would let a stop fill at a price that never traded, a NaN
 would silently poison every indicator after it. So bad data is rejected, never repaired: the error
-names the source, the first offending row (1-based data row: CSV line = row + 1) and field, and how
-many rows fail the same check.
+lists every offending row (up to a limit) with its field and value, see `n1v1.data.problems`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 
 from n1v1.data.errors import DataError
+from n1v1.data.problems import RowCheck, Rows, raise_problems
 from n1v1.data.resample import COLUMNS, infer_timeframe, parse_timeframe, utc_index
 
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
@@ -23,82 +25,99 @@ DEFAULT_MAX_FILL_BARS = 60
 def validate_bars(df: pd.DataFrame, source: str | None = None) -> pd.DataFrame:
     """Raise `DataError` unless ``df`` is a valid bars frame; return ``df`` unchanged if it is.
 
-    Checks, in this order (the first failing check is reported): the layout (UTC DatetimeIndex named
-    "timestamp", float64 columns open/high/low/close/volume in that order), missing timestamps,
-    NaN/infinite values, strictly increasing timestamps (no duplicates), prices > 0,
-    low <= min(open, close), high >= max(open, close), volume >= 0.
+    First the layout (UTC DatetimeIndex named "timestamp", float64 columns
+    open/high/low/close/volume in that order); if that is right, every row is checked
+    (`bar_checks`) and all problems are reported together, each naming the 0-based row index, the
+    bar's time, the field and the value.
     ``source`` names the data in messages; it defaults to ``df.attrs["source"]``.
     """
     name = source if source is not None else str(df.attrs.get("source", "<bars>"))
     _check_layout(df, name)
     if len(df.index) == 0:
         return df
-
-    ts = df.index
-    _report(df, name, "timestamp", np.asarray(ts.isna()), "timestamp is missing (NaT)")
-
-    values = {c: df[c].to_numpy() for c in COLUMNS}
-    nonfinite = np.column_stack([~np.isfinite(values[c]) for c in COLUMNS])
-    if nonfinite.any():
-        row, field, count = _first_bad(nonfinite, COLUMNS)
-        kind = "NaN (missing or not a number)" if np.isnan(values[field][row]) else "infinite"
-        _raise(df, name, row, field, f"value is {kind}", count)
-
-    ns = ts.as_unit("ns").asi8
-    not_increasing = np.r_[False, ns[1:] <= ns[:-1]]
-    if not_increasing.any():
-        row = int(np.argmax(not_increasing))
-        relation = "duplicates" if ns[row] == ns[row - 1] else "is earlier than"
-        _raise(
-            df,
-            name,
-            row,
-            "timestamp",
-            f"{ts[row].isoformat()} {relation} row {row}'s {ts[row - 1].isoformat()} "
-            "(timestamps must be strictly increasing)",
-            int(not_increasing.sum()),
-        )
-
-    non_positive = np.column_stack([values[c] <= 0 for c in PRICE_COLUMNS])
-    if non_positive.any():
-        row, field, count = _first_bad(non_positive, PRICE_COLUMNS)
-        _raise(df, name, row, field, f"price {_num(values[field][row])} is not > 0", count)
-
-    body_low = np.minimum(values["open"], values["close"])
-    low_above = values["low"] > body_low
-    if low_above.any():
-        row = int(np.argmax(low_above))
-        _raise(
-            df,
-            name,
-            row,
-            "low",
-            f"low {_num(values['low'][row])} is above min(open, close) = {_num(body_low[row])}",
-            int(low_above.sum()),
-        )
-
-    body_high = np.maximum(values["open"], values["close"])
-    high_below = values["high"] < body_high
-    if high_below.any():
-        row = int(np.argmax(high_below))
-        _raise(
-            df,
-            name,
-            row,
-            "high",
-            f"high {_num(values['high'][row])} is below max(open, close) = {_num(body_high[row])}",
-            int(high_below.sum()),
-        )
-
-    _report(
-        df,
-        name,
-        "volume",
-        values["volume"] < 0,
-        "volume {value!r} is negative",
-        value_of=values["volume"],
-    )
+    checks = bar_checks(df.index, {c: df[c].to_numpy() for c in COLUMNS})
+    raise_problems(name, checks, lambda: Rows(name, times=df.index))
     return df
+
+
+def bar_checks(
+    index: pd.DatetimeIndex,
+    values: Mapping[str, np.ndarray],
+    reported: Mapping[str, np.ndarray] | None = None,
+) -> list[RowCheck]:
+    """The row rules, in the order a row's problems are listed: a missing timestamp (NaT), a
+    timestamp not after the previous one, NaN or infinite values, prices <= 0,
+    low > min(open, close), high < max(open, close), volume < 0.
+
+    ``reported`` marks cells a loader has already reported (a cell it could not parse is NaN or
+    NaT here), so they are not reported twice; a row whose time is unknown is left out of the
+    ordering rule, which compares each known time with the previous known one.
+    """
+    size = len(index)
+    done = dict(reported or {})
+    no_row = np.zeros(size, dtype=bool)
+    ts_known = ~np.asarray(index.isna()) & ~done.get("timestamp", no_row)
+    checks = [
+        RowCheck(
+            "timestamp",
+            np.asarray(index.isna()) & ~done.get("timestamp", no_row),
+            lambda i, rows: "timestamp is missing (NaT)",
+        )
+    ]
+    known = np.flatnonzero(ts_known)
+    ns = index.as_unit("ns").asi8
+    previous = np.full(size, -1, dtype=np.int64)
+    previous[known[1:]] = known[:-1]
+    not_increasing = np.zeros(size, dtype=bool)
+    not_increasing[known[1:]] = ns[known[1:]] <= ns[known[:-1]]
+
+    def order_problem(i: int, rows: Rows) -> str:
+        j = int(previous[i])
+        relation = (
+            f"duplicates {rows.ref(j)}'s time"
+            if ns[i] == ns[j]
+            else f"is earlier than {rows.ref(j)}'s {index[j].isoformat()}"
+        )
+        return f"{index[i].isoformat()} {relation} (timestamps must be strictly increasing)"
+
+    checks.append(RowCheck("timestamp", not_increasing, order_problem))
+
+    for c in COLUMNS:
+        v = values[c]
+        checks.append(
+            RowCheck(
+                c,
+                ~np.isfinite(v) & ~done.get(c, no_row),
+                lambda i, rows, v=v: (
+                    "value is NaN (missing or not a number)"
+                    if np.isnan(v[i])
+                    else f"value is infinite ({v[i]})"
+                ),
+            )
+        )
+
+    for c in PRICE_COLUMNS:
+        v = values[c]
+        checks.append(RowCheck(c, v <= 0, lambda i, rows, v=v: f"price {_num(v[i])} is not > 0"))
+    low, high, volume = values["low"], values["high"], values["volume"]
+    body_low = np.minimum(values["open"], values["close"])
+    body_high = np.maximum(values["open"], values["close"])
+    checks += [
+        RowCheck(
+            "low",
+            low > body_low,
+            lambda i, rows: f"low {_num(low[i])} is above min(open, close) = {_num(body_low[i])}",
+        ),
+        RowCheck(
+            "high",
+            high < body_high,
+            lambda i, rows: (
+                f"high {_num(high[i])} is below max(open, close) = {_num(body_high[i])}"
+            ),
+        ),
+        RowCheck("volume", volume < 0, lambda i, rows: f"volume {_num(volume[i])} is negative"),
+    ]
+    return checks
 
 
 def find_gaps(df: pd.DataFrame, freq: str | pd.Timedelta | None = None) -> pd.DataFrame:
@@ -203,13 +222,6 @@ def _num(value: float) -> str:
     return repr(float(value))
 
 
-def _first_bad(bad: np.ndarray, columns: tuple[str, ...]) -> tuple[int, str, int]:
-    """First offending row (0-based), its first offending column, and the count of bad rows."""
-    bad_rows = bad.any(axis=1)
-    row = int(np.argmax(bad_rows))
-    return row, columns[int(np.argmax(bad[row]))], int(bad_rows.sum())
-
-
 def _check_layout(df: pd.DataFrame, name: str) -> None:
     if not isinstance(df, pd.DataFrame):
         raise DataError(
@@ -244,30 +256,3 @@ def _check_layout(df: pd.DataFrame, name: str) -> None:
             source=name,
             field="timestamp",
         )
-
-
-def _report(
-    df: pd.DataFrame,
-    name: str,
-    field: str,
-    bad: np.ndarray,
-    problem: str,
-    value_of: np.ndarray | None = None,
-) -> None:
-    if bad.any():
-        row = int(np.argmax(bad))
-        text = problem.format(value=float(value_of[row])) if value_of is not None else problem
-        _raise(df, name, row, field, text, int(bad.sum()))
-
-
-def _raise(df: pd.DataFrame, name: str, pos: int, field: str, problem: str, count: int) -> None:
-    ts = df.index[pos]
-    when = "" if pd.isna(ts) else f" ({ts.isoformat()})"
-    others = "" if count == 1 else f"; {count} rows fail this check"
-    raise DataError(
-        f"{name}: row {pos + 1}{when}, field '{field}': {problem}{others}",
-        source=name,
-        row=pos + 1,
-        field=field,
-        count=count,
-    )

@@ -24,8 +24,8 @@ from n1v1.indicators._core import (
     _multiplier,
     _period,
     _rolling_extreme_kernel,
-    _rolling_m2_kernel,
     _rolling_mean_kernel,
+    _rolling_moments_kernel,
     _rolling_quantile_kernel,
     _series,
     _volume,
@@ -56,7 +56,8 @@ def rolling_std(x: ArrayLike, n: int, ddof: int = 0) -> Array:
     arr, n = _series(x, "x"), _period(n, "n")
     if isinstance(ddof, bool) or not isinstance(ddof, int | np.integer) or not 0 <= ddof < n:
         raise ValueError(f"ddof: must be an integer with 0 <= ddof < n={n}, got {ddof!r}")
-    return np.sqrt(_rolling_m2_kernel(arr, n) / (n - ddof))
+    m2, _ = _rolling_moments_kernel(arr, n, False)
+    return np.sqrt(m2 / (n - ddof))
 
 
 def rolling_max(x: ArrayLike, n: int) -> Array:
@@ -81,10 +82,14 @@ def rolling_quantile(x: ArrayLike, n: int, q: float) -> Array:
 
 
 def zscore(x: ArrayLike, n: int) -> Array:
-    """(x - SMA(n)) / population std(n); NaN where the window is constant (std 0)."""
+    """(x - SMA(n)) / population std(n); NaN where the window is constant (std 0).
+
+    The deviation comes from the same shifted window sums as the std, so it is accurate to the
+    window's spread, not to the price level (x - SMA would lose digits to the SMA's rounding).
+    """
     arr, n = _series(x, "x"), _period(n, "n")
-    std = np.sqrt(_rolling_m2_kernel(arr, n) / n)
-    dev = arr - _rolling_mean_kernel(arr, n, 0)
+    m2, dev = _rolling_moments_kernel(arr, n, True)
+    std = np.sqrt(m2 / n)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(std > 0.0, dev / std, np.nan)
 
@@ -164,15 +169,21 @@ def bollinger(close: ArrayLike, n: int = 20, k: float = 2.0) -> tuple[Array, Arr
     """(middle, upper, lower) = SMA(n) and SMA -/+ k * population std (ddof=0), as Bollinger did."""
     c, n, k = _series(close, "close"), _period(n, "n"), _multiplier(k, "k")
     mid = _rolling_mean_kernel(c, n, 0)
-    width = k * np.sqrt(_rolling_m2_kernel(c, n) / n)
+    width = k * np.sqrt(_rolling_moments_kernel(c, n, False)[0] / n)
     return mid, mid + width, mid - width
 
 
 def bollinger_width(close: ArrayLike, n: int = 20, k: float = 2.0) -> Array:
-    """(upper - lower) / middle: band width relative to price; NaN where the middle is 0."""
-    mid, upper, lower = bollinger(close, n, k)
+    """(upper - lower) / middle, computed as 2 * k * std / middle; NaN where the middle is 0.
+
+    Not as the difference of the bands: upper and lower are rounded at the price level, so on a
+    calm window their difference keeps only a few digits of the width.
+    """
+    c, n, k = _series(close, "close"), _period(n, "n"), _multiplier(k, "k")
+    mid = _rolling_mean_kernel(c, n, 0)
+    std = np.sqrt(_rolling_moments_kernel(c, n, False)[0] / n)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(mid != 0.0, (upper - lower) / mid, np.nan)
+        return np.where(mid != 0.0, 2.0 * k * std / mid, np.nan)
 
 
 def donchian(high: ArrayLike, low: ArrayLike, n: int = 20) -> tuple[Array, Array, Array]:
