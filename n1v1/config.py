@@ -58,6 +58,7 @@ class ExecutionSettings(StrictModel):
     instruments: dict[str, InstrumentSpec] = Field(default_factory=dict)
 
     def instrument(self, symbol: str) -> InstrumentSpec:
+        """The symbol's rules: `instruments`, else the bundled table, else `default_instrument`."""
         return self.instruments.get(symbol, self.default_instrument)
 
 
@@ -121,7 +122,13 @@ class DataSettings(StrictModel):
 
 
 class BacktestSettings(StrictModel):
-    cash: float = Field(10_000.0, gt=0)
+    cash: float = Field(10_000.0, gt=0, description="initial cash, in the account currency")
+    currency: str | None = Field(
+        None,
+        pattern=r"^[A-Z0-9]{2,10}$",
+        description="the account currency; every symbol must be quoted in it (None: the one "
+        "quote currency the traded symbols share)",
+    )
     risk_free_rate: float = Field(0.0, ge=-1, le=1, description="annual, for Sharpe and Sortino")
     run_id: str = Field("backtest", min_length=1, max_length=64)
     engine: Literal["auto", "event", "fast"] = "auto"

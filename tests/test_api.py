@@ -30,7 +30,7 @@ from n1v1.store.backtests import create_backtest
 ADMIN = "admin-token-0123456789abcdef"
 READ = "read-token-0123456789abcdef"
 WRONG = "wrong-token-0123456789abcdef"
-START_STEP = 30  # BTC/EUR has an open position with a working stop order here
+START_STEP = 30  # BTC/USD has an open position with a working stop order here
 JOB = "bt-0001"  # a stored backtest, so GET backtests/{job_id} has something to read
 MUTATING = {"POST", "PUT", "DELETE", "PATCH"}
 
@@ -199,9 +199,9 @@ def test_healthz_needs_no_token(shared: Client) -> None:
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"symbol": "BTC/EUR", "side": "buy", "qty": "x"}, "body.qty"),
-        ({"symbol": "BTC/EUR", "side": "buy", "qty": 0.1, "colour": "red"}, "body.colour"),
-        ({"symbol": "BTC/EUR", "side": "hold", "qty": 0.1}, "body.side"),
+        ({"symbol": "BTC/USD", "side": "buy", "qty": "x"}, "body.qty"),
+        ({"symbol": "BTC/USD", "side": "buy", "qty": 0.1, "colour": "red"}, "body.colour"),
+        ({"symbol": "BTC/USD", "side": "hold", "qty": 0.1}, "body.side"),
     ],
 )
 def test_a_bad_order_is_a_422_naming_the_field(
@@ -230,7 +230,7 @@ def test_an_unparseable_equity_start_is_a_422_naming_the_query_field(api: Client
 
 def test_a_body_over_the_size_limit_is_a_413(live: Live) -> None:
     with served(live, max_body_bytes=1000) as client:
-        big = {"symbol": "BTC/EUR", "side": "buy", "qty": 0.1, "pad": "x" * 1000}
+        big = {"symbol": "BTC/USD", "side": "buy", "qty": 0.1, "pad": "x" * 1000}
         response = client.call("POST", "/api/v1/orders", json=big)
         small = client.call("POST", "/api/v1/pause", json={"reason": "x" * 100})
     assert response.status_code == 413
@@ -313,20 +313,16 @@ def test_the_kill_switch_flattens_at_the_next_bar_and_resume_needs_a_reset(
     assert api.call("POST", "/api/v1/orders", json=buy).status_code == 201
     run_to(live.session, live.feed, 31)  # 00:30, both symbols have a bar: the buy fills
     held = {p["symbol"] for p in api.call("GET", "/api/v1/positions").json()["positions"]}
-    assert held == {"BTC/EUR", "LTC/USD"}, "precondition: both symbols held"
+    assert held == {"BTC/USD", "LTC/USD"}, "precondition: both symbols held"
 
     assert api.call("POST", "/api/v1/kill-switch", json={"reason": "drill"}).status_code == 200
     working = live.session.snapshot["working_orders"]
     assert sorted((o["symbol"], o["purpose"]) for o in working) == [
-        ("BTC/EUR", "kill_switch"),
+        ("BTC/USD", "kill_switch"),
         ("LTC/USD", "kill_switch"),
     ]
-    # Each kill-switch order fills at its symbol's next open: LTC/USD's at step 32 (00:31);
-    # BTC/EUR has no bars at 00:31 and 00:32, so its fills at step 34 (00:33).
-    run_to(live.session, live.feed, 33)
-    held = {p["symbol"] for p in api.call("GET", "/api/v1/positions").json()["positions"]}
-    assert held == {"BTC/EUR"}
-    run_to(live.session, live.feed, 34)
+    # Each kill-switch order fills at its symbol's next open, step 32 (00:31) for both.
+    run_to(live.session, live.feed, 32)
     assert api.call("GET", "/api/v1/positions").json()["positions"] == []
 
     refused = api.call("POST", "/api/v1/resume", json={})
@@ -390,12 +386,12 @@ def test_equity_is_downsampled_to_max_points_keeping_the_first_and_last(
 ) -> None:
     run_to(live.session, live.feed, live.feed.total)
     points = StoreReader(live.store).equity()
-    assert len(points) == live.feed.total == 355  # one point per step
+    assert len(points) == live.feed.total == 300  # one point per step
 
     body = api.call("GET", "/api/v1/equity", params={"max_points": 5}).json()
-    assert body["total"] == 355
-    # indices round(i * 354 / 4): 0, 88 (88.5 rounds to even), 177, 266 (265.5), 354
-    expected = [points[i] for i in (0, 88, 177, 266, 354)]
+    assert body["total"] == 300
+    # indices round(i * 299 / 4): 0, 75 (74.75), 150 (149.5 rounds to even), 224 (224.25), 299
+    expected = [points[i] for i in (0, 75, 150, 224, 299)]
     assert body["points"] == [[p.timestamp.isoformat(), p.equity, p.cash] for p in expected]
 
 

@@ -1,6 +1,6 @@
 """The trading session: operator commands, the one-writer lease, and restart safety.
 
-Sessions trade the first bars of two bundled one-minute datasets (BTC/EUR, LTC/USD) into SQLite
+Sessions trade the first bars of two bundled one-minute datasets (BTC/USD, LTC/USD) into SQLite
 stores. Most tests stop the feed at an exact step (`GatedFeed`), act, and let it go on, so every
 expected answer follows from the step at which something was done. The restart test kills a
 session's process with SIGKILL half-way and checks that a new session, rebuilt from the store,
@@ -31,6 +31,8 @@ from session_worker import (
 )
 from sqlalchemy import select, update
 
+from n1v1.config import ConfigError
+from n1v1.data.market import load_market
 from n1v1.live.replay import PacedReplay
 from n1v1.live.session import CommandError, TradingSession
 from n1v1.store import Store, StoreReader, create_store, current_lease
@@ -49,7 +51,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 @pytest.fixture
 def gated(store: Store) -> Iterator[tuple[TradingSession, GatedFeed]]:
     """A running session with no open-position limit, held before its first bar."""
-    feed = GatedFeed(market())  # 355 steps
+    feed = GatedFeed(market())  # 300 steps
     session = make_session(store, feed, config=settings(max_open_positions=None))
     session.start()
     wait_until(lambda: session.state == "running", "the session to take the lease")
@@ -159,6 +161,14 @@ def test_invalid_config_names_the_key_and_changes_nothing(
     reader = StoreReader(store)
     assert reader.commands() == []
     assert reader.get_state("live_config") is None
+
+
+def test_a_feed_mixing_quote_currencies_is_refused_before_the_session_starts(store: Store) -> None:
+    euro = load_market("coinbase_BTC-EUR_1m").iloc[:10]
+    feed = GatedFeed({**market(10), "BTC/EUR": euro})
+    with pytest.raises(ConfigError, match=r"EUR: BTC/EUR; USD: BTC/USD, LTC/USD"):
+        make_session(store, feed)
+    assert StoreReader(store).bar_log() == []
 
 
 # -- the lease -------------------------------------------------------------------------------------
@@ -324,7 +334,7 @@ def test_a_tampered_store_fails_the_rebuild_and_the_session_refuses_to_trade(
         assert successor.snapshot["state"] == "failed"
         with pytest.raises(CommandError, match="failed") as err:
             successor.submit(
-                "order", {"symbol": "BTC/EUR", "side": "buy", "qty": 0.1}, "t"
+                "order", {"symbol": "BTC/USD", "side": "buy", "qty": 0.1}, "t"
             ).result()
         assert err.value.code == "unavailable"
     finally:

@@ -32,6 +32,7 @@ from n1v1.engine.engine import TradingEngine
 from n1v1.engine.feeds import ReplayFeed
 from n1v1.engine.journal import InMemoryJournal
 from n1v1.engine.signals import PrecomputedTargets
+from n1v1.execution.instruments import account_currency
 from n1v1.strategies.base import Strategy
 
 
@@ -51,6 +52,7 @@ class BacktestResult:
     settings: Settings
     journal: InMemoryJournal | None = None
     notes: list[str] = field(default_factory=list)
+    currency: str | None = None  # the account currency (None: no symbol declares a quote)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +72,7 @@ class BacktestResult:
                 "taker_fee": self.settings.execution.taker_fee,
                 "slippage_bps": self.settings.execution.slippage_bps,
                 "cash": self.settings.backtest.cash,
+                "currency": self.currency,
                 "notes": self.notes,
             },
         }
@@ -93,6 +96,7 @@ def run_backtest(
     settings = settings or Settings()
     strategy.bind_settings(settings)
     frames = _as_frames(bars)
+    currency = account_currency(settings.backtest.currency, frames)  # ConfigError if mixed
     choice = engine or settings.backtest.engine
     unsupported = fast_path_unsupported(settings, frames)
     if choice == "fast" and unsupported:
@@ -103,6 +107,7 @@ def run_backtest(
         result = _run_fast(frames, strategy, settings)
     if choice == "auto" and unsupported:
         result.notes.append(f"event-driven engine used: {unsupported}")
+    result.currency = currency
     return result
 
 

@@ -34,6 +34,7 @@ from n1v1.domain import (
 from n1v1.engine.journal import InMemoryJournal, Journal
 from n1v1.engine.portfolio import Portfolio
 from n1v1.engine.signals import SignalSource
+from n1v1.execution.instruments import account_currency
 from n1v1.execution.venue import Execution, SimulatedVenue
 from n1v1.risk.exits import exit_levels, tighter_stop, trailing_stop
 from n1v1.risk.manager import RiskManager
@@ -78,6 +79,7 @@ class TradingEngine:
         self.risk = RiskManager(settings.risk, self.journal)
         self.risk.set_initial_equity(self.portfolio.equity)
         self.run_id = run_id or settings.backtest.run_id
+        self.currency = settings.backtest.currency  # the account's; set by the first symbol if None
         self.sources: list[SignalSource] = []
         self.atr: dict[Symbol, np.ndarray] = {}
         self.equity_curve: list[tuple[pd.Timestamp, float]] = []
@@ -99,6 +101,10 @@ class TradingEngine:
     def state(self, symbol: Symbol) -> _SymbolState:
         st = self._states.get(symbol)
         if st is None:
+            # Never add two currencies: a symbol quoted in another one is refused (ConfigError).
+            self.currency = account_currency(
+                self.settings.backtest.currency, [*self._states, symbol]
+            )
             st = self._states[symbol] = _SymbolState()
         return st
 

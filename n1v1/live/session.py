@@ -35,6 +35,7 @@ from n1v1.config import ConfigError, Settings
 from n1v1.domain import Bar, Order, Side, Symbol
 from n1v1.engine.engine import TradingEngine
 from n1v1.engine.journal import InMemoryJournal, Journal
+from n1v1.execution.instruments import account_currency
 from n1v1.live.config import LiveConfig, StrategySlot, build_strategies, effective_settings
 from n1v1.live.history import BarHistory, RollingTargets
 from n1v1.store import (
@@ -107,6 +108,8 @@ class TradingSession:
         ids = [s.slot_id for s in slots]
         if len(set(ids)) != len(ids):
             raise ConfigError(f"strategies: ids must be unique, got {ids} (set `id` to tell apart)")
+        # One account, one currency: a feed mixing quote currencies is refused here, by name.
+        self.currency = account_currency(settings.backtest.currency, feed.symbols)
         self.base_settings = settings
         self.slots = slots
         self.feed = feed
@@ -492,6 +495,7 @@ class TradingSession:
                 }
                 for s in self.slots
             ],
+            "currency": self.currency,
             "cash": portfolio.cash,
             "equity": portfolio.equity,
             "initial_cash": portfolio.initial_cash,
