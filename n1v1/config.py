@@ -44,6 +44,21 @@ class InstrumentSpec(StrictModel):
     )
 
 
+# Exchange rules of the symbols the bundled datasets trade, so that dust cannot trade on them in a
+# backtest or a paper session. Lot sizes are the venues' base increments; minimum notionals are
+# Coinbase Exchange's `min_market_funds` (1 unit of the quote currency) and Binance's spot
+# `NOTIONAL` filter for BTC/USDT (5 USDT), as the venues publish them today. Tick sizes are left
+# at 0 (no rounding) so the compiled fast path, which cannot round prices, still runs; docs/
+# execution.md lists the table. A symbol in `execution.instruments` replaces its entry here.
+BUNDLED_INSTRUMENTS: dict[str, InstrumentSpec] = {
+    "BTC/USD": InstrumentSpec(lot_size=1e-8, min_notional=1.0),
+    "ETH/USD": InstrumentSpec(lot_size=1e-8, min_notional=1.0),
+    "LTC/USD": InstrumentSpec(lot_size=1e-8, min_notional=1.0),
+    "BTC/EUR": InstrumentSpec(lot_size=1e-8, min_notional=1.0),
+    "BTC/USDT": InstrumentSpec(lot_size=1e-5, min_notional=5.0),
+}
+
+
 class ExecutionSettings(StrictModel):
     """Fill, fee and slippage model of the simulated venue (see docs/execution.md)."""
 
@@ -59,7 +74,9 @@ class ExecutionSettings(StrictModel):
 
     def instrument(self, symbol: str) -> InstrumentSpec:
         """The symbol's rules: `instruments`, else the bundled table, else `default_instrument`."""
-        return self.instruments.get(symbol, self.default_instrument)
+        if symbol in self.instruments:
+            return self.instruments[symbol]
+        return BUNDLED_INSTRUMENTS.get(symbol, self.default_instrument)
 
 
 class RiskSettings(StrictModel):

@@ -282,7 +282,14 @@ def test_a_manual_buy_is_201_and_listed_with_the_orders(api: Client) -> None:
         "POST", "/api/v1/orders", json={"symbol": "LTC/USD", "side": "buy", "qty": 2.0}
     )
     assert response.status_code == 201
-    order = response.json()
+    body = response.json()
+    assert (body["requested_qty"], body["qty"], body["resized"], body["adjustments"]) == (
+        2.0,
+        2.0,
+        False,
+        [],
+    )
+    (order,) = body["orders"]
     assert (order["symbol"], order["side"], order["qty"], order["purpose"]) == (
         "LTC/USD",
         "buy",
@@ -303,7 +310,82 @@ def test_an_order_while_paused_is_a_409_naming_the_rule(api: Client) -> None:
     assert response.status_code == 409
     error = _error(response)
     assert error["code"] == "risk_rejected"
-    assert error["details"] == {"rule": "paused"}
+    assert error["details"] == {"rule": "paused", "requested_qty": 2.0}
+
+
+def test_a_buy_over_the_cash_is_a_409_naming_the_rule_and_nothing_is_placed(
+    api: Client, live: Live
+) -> None:
+    before = live.session.snapshot["working_orders"]
+    cash = live.session.snapshot["cash"]
+    response = api.call(
+        "POST", "/api/v1/orders", json={"symbol": "LTC/USD", "side": "buy", "qty": 1_000_000}
+    )
+    assert response.status_code == 409
+    error = _error(response)
+    assert error["code"] == "risk_rejected" and "insufficient_cash" in error["message"]
+    details = error["details"]
+    assert (details["rule"], details["requested_qty"], details["cash"]) == (
+        "insufficient_cash",
+        1_000_000,
+        cash,
+    )
+    price = live.session.last_bars["LTC/USD"].close
+    # at most cash / (price x (1 + taker fee 0.001)) fits
+    assert details["max_qty"] == pytest.approx(cash / (price * 1.001))
+    assert live.session.snapshot["working_orders"] == before
+
+
+def test_resize_true_cuts_the_order_and_the_response_says_from_what_to_what(
+    api: Client, live: Live
+) -> None:
+    cash = live.session.snapshot["cash"]
+    price = live.session.last_bars["LTC/USD"].close
+    response = api.call(
+        "POST",
+        "/api/v1/orders",
+        json={"symbol": "LTC/USD", "side": "buy", "qty": 1_000_000, "resize": True},
+    )
+    assert response.status_code == 201
+    body = response.json()
+    fits = cash / (price * 1.001)
+    assert body["resized"] is True and body["requested_qty"] == 1_000_000
+    rules = [(a["rule"], a["from_qty"]) for a in body["adjustments"]]
+    assert rules[0] == ("insufficient_cash", 1_000_000)
+    assert body["adjustments"][0]["to_qty"] == pytest.approx(fits)
+    # then whole lots of 0.00000001 LTC (the bundled rule): at most one lot less
+    assert fits - 1e-8 <= body["qty"] <= fits and body["orders"][0]["qty"] == body["qty"]
+
+
+def test_a_sell_larger_than_the_long_only_closes_it(api: Client, live: Live) -> None:
+    (held,) = api.call("GET", "/api/v1/positions").json()["positions"]
+    assert held["symbol"] == "BTC/USD" and held["qty"] > 0, "precondition: a long BTC/USD"
+    response = api.call(
+        "POST", "/api/v1/orders", json={"symbol": "BTC/USD", "side": "sell", "qty": 5}
+    )
+    assert response.status_code == 201
+    body = response.json()
+    assert body["qty"] == held["qty"] and body["resized"] is True
+    (cut,) = body["adjustments"]
+    assert (cut["rule"], cut["from_qty"], cut["to_qty"]) == ("reduce_only", 5, held["qty"])
+    run_to(live.session, live.feed, START_STEP + 1)
+    positions = api.call("GET", "/api/v1/positions").json()["positions"]
+    assert [p["symbol"] for p in positions] == []  # flat, not short
+
+
+@pytest.mark.parametrize(
+    ("qty", "rule"),
+    [(1e-9, "lot_size"), (0.001, "min_notional"), (0.123456789, "lot_size")],
+)
+def test_dust_and_off_lot_quantities_are_a_409_naming_the_instrument_rule(
+    shared: Client, qty: float, rule: str
+) -> None:
+    # LTC/USD (bundled rules): lot 0.00000001, minimum notional 1 USD; 0.001 LTC is ~0.12 USD
+    response = shared.call(
+        "POST", "/api/v1/orders", json={"symbol": "LTC/USD", "side": "buy", "qty": qty}
+    )
+    assert response.status_code == 409
+    assert _error(response)["details"]["rule"] == rule
 
 
 def test_the_kill_switch_flattens_at_the_next_bar_and_resume_needs_a_reset(

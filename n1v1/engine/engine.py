@@ -34,14 +34,37 @@ from n1v1.domain import (
 from n1v1.engine.journal import InMemoryJournal, Journal
 from n1v1.engine.portfolio import Portfolio
 from n1v1.engine.signals import SignalSource
-from n1v1.execution.instruments import account_currency
+from n1v1.execution.instruments import account_currency, round_qty_down
 from n1v1.execution.venue import Execution, SimulatedVenue
 from n1v1.risk.exits import exit_levels, tighter_stop, trailing_stop
-from n1v1.risk.manager import RiskManager
+from n1v1.risk.manager import Adjustment, RiskManager
 
 _PROTECTIVE = frozenset(
     {OrderPurpose.STOP_LOSS, OrderPurpose.TAKE_PROFIT, OrderPurpose.TRAILING_STOP}
 )
+_QTY_EPS = 1e-9  # relative: 0.1 + 0.2 is not more than 0.3
+
+
+@dataclass(slots=True)
+class ManualOrderResult:
+    """What became of an operator's order: the orders placed (a reversal places two, the close and
+    then the new position), every cut made to its quantity, or the rule that refused it (then
+    nothing was placed)."""
+
+    requested_qty: float
+    orders: list[Order] = field(default_factory=list)
+    adjustments: list[Adjustment] = field(default_factory=list)
+    rule: str = ""
+    reason: str = ""
+    details: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def accepted(self) -> bool:
+        return bool(self.orders)
+
+    def refuse(self, rule: str, reason: str, details: Mapping[str, float]) -> None:
+        self.rule, self.reason = rule, reason
+        self.details = {"requested_qty": self.requested_qty, **details}
 
 
 @dataclass(slots=True)
@@ -173,30 +196,113 @@ class TradingEngine:
 
     # -- operator actions (applied between bars) -------------------------------------------------
     def submit_manual_order(
-        self, symbol: str, side: Side, qty: float, ts: pd.Timestamp, price: float
-    ) -> Order | None:
-        """An operator's market order, filled at the next bar's open. Reducing a position is never
-        blocked; adding to or opening one passes the risk manager like a strategy entry does.
-        Returns None when risk rejects it (the decision, with its rule, is in the journal)."""
+        self,
+        symbol: str,
+        side: Side,
+        qty: float,
+        ts: pd.Timestamp,
+        price: float,
+        *,
+        resize: bool = False,
+        reverse: bool = False,
+    ) -> ManualOrderResult:
+        """An operator's market order, filled at the next bar's open (docs/execution.md, "Manual
+        orders"). `price` is the last close, which the checks value the order at.
+
+        Against the position plus the market orders already working (the projected position):
+        the part that reduces it is never blocked, but never goes past flat: an order larger than
+        the position closes it and stops there (rule `reduce_only`) unless `reverse` asks to open
+        the other side with the rest, as a second order. What opens or adds passes
+        `RiskManager.review_manual`: over a limit, the cash or off the lot it is refused naming
+        the rule, unless `resize` asks to cut it. Nothing is placed when any part is refused.
+        """
         sym = Symbol(symbol)
-        pos = self.portfolio.position(sym)
-        reduces = pos.is_open and pos.qty * side.sign < 0 and qty <= abs(pos.qty) * (1 + 1e-12)
-        if not reduces:
+        self.state(sym)  # a symbol in another currency is refused here
+        spec = self.settings.execution.instrument(sym)
+        result = ManualOrderResult(requested_qty=qty)
+        projected = self._projected_position(sym)
+        held = abs(projected) if projected * side.sign < 0 else 0.0  # what this side reduces
+        close_qty = min(qty, held)
+        open_qty = qty - close_qty if qty > held * (1.0 + _QTY_EPS) else 0.0
+        if held > 0.0 and open_qty > 0.0 and not reverse:
+            what, other = ("long", "short") if projected > 0 else ("short", "long")
+            reason = (
+                f"reduce_only: {side.value} {qty:.10g} is more than the {what} {held:.10g}; "
+                f"capped to close it (send reverse=true to open a {other} with the rest)"
+            )
+            result.adjustments.append(Adjustment("reduce_only", qty, held, reason))
+            self.risk.record_decision(ts, sym, "reduce_only", "resize", reason, qty, held)
+            open_qty = 0.0
+        if 0.0 < close_qty < held * (1.0 - _QTY_EPS):  # a partial reduce trades whole lots
+            lots = round_qty_down(close_qty, spec)
+            if lots < close_qty * (1.0 - _QTY_EPS):
+                reason = (
+                    f"lot_size: {close_qty:.10g} is not a multiple of the lot size "
+                    f"{spec.lot_size:g}"
+                )
+                if not resize or lots <= 0.0:
+                    self.risk.record_decision(ts, sym, "lot_size", "reject", reason, qty, 0.0)
+                    result.refuse("lot_size", reason, {"lot_size": spec.lot_size, "max_qty": lots})
+                    return result
+                result.adjustments.append(Adjustment("lot_size", close_qty, lots, reason))
+                self.risk.record_decision(ts, sym, "lot_size", "resize", reason, close_qty, lots)
+                close_qty = lots
+        if open_qty > 0.0:
             open_elsewhere, exposure_elsewhere = self._commitments(exclude=sym)
-            qty = self.risk.review_manual(
+            cover = close_qty * price * (1.0 + self._cost_rate) if side is Side.BUY else 0.0
+            review = self.risk.review_manual(
                 ts,
                 sym,
-                qty,
+                open_qty,
+                direction=side.sign,
                 price=price,
                 equity=self.portfolio.equity,
+                cost_rate=self._cost_rate,
+                cash=self.portfolio.cash - self._committed_cash() - cover,
                 open_positions=open_elsewhere,
-                symbol_exposure=abs(pos.market_value) if pos.qty * side.sign > 0 else 0.0,
+                symbol_exposure=max(projected * side.sign, 0.0) * price,
                 total_exposure=exposure_elsewhere,
-                instrument=self.settings.execution.instrument(sym),
+                instrument=spec,
+                resize=resize,
             )
-            if qty <= 0.0:
-                return None
-        return self._submit_market(sym, side, qty, ts, OrderPurpose.MANUAL, None, "operator")
+            result.adjustments.extend(review.adjustments)
+            if review.rejected:
+                result.refuse(review.rule, review.reason, review.details)
+                return result
+            open_qty = review.qty
+        elif close_qty > 0.0:
+            reason = f"operator order for {qty:g} reduces the position {projected:g}"
+            self.risk.record_decision(ts, sym, "manual", "approve", reason, qty, close_qty)
+        if close_qty > 0.0:
+            result.orders.append(
+                self._submit_market(
+                    sym, side, close_qty, ts, OrderPurpose.MANUAL, None, "operator: reduce"
+                )
+            )
+        if open_qty > 0.0:
+            result.orders.append(
+                self._submit_market(sym, side, open_qty, ts, OrderPurpose.MANUAL, None, "operator")
+            )
+        return result
+
+    def _projected_position(self, symbol: Symbol) -> float:
+        """The position once the market orders already working for `symbol` have filled."""
+        pending = sum(
+            o.remaining_qty * o.side.sign
+            for o in self.venue.working_orders(symbol)
+            if o.order_type is OrderType.MARKET
+        )
+        return self.portfolio.position(symbol).qty + pending
+
+    def _committed_cash(self) -> float:
+        """Cash the working market buys will spend, valued at each symbol's last price."""
+        committed = 0.0
+        for order in self.venue.working_orders():
+            if order.order_type is OrderType.MARKET and order.side is Side.BUY:
+                price = self.portfolio.position(order.symbol).last_price
+                if math.isfinite(price):
+                    committed += order.remaining_qty * price * (1.0 + self._cost_rate)
+        return committed
 
     def cancel_order(self, client_order_id: str, ts: pd.Timestamp, reason: str) -> Order:
         """Cancel a working order (KeyError when no working order has that id)."""
@@ -314,7 +420,8 @@ class TradingEngine:
         """Positions and gross exposure held or on their way (working entries) in other symbols.
 
         Under `next_open` an entry decided this bar is not a position until the next open; limits
-        that ignored it would let every symbol enter at once.
+        that ignored it would let every symbol enter at once. An operator's order that opens or
+        adds counts like an entry.
         """
         count, exposure = 0, 0.0
         for symbol, st in self._states.items():
@@ -325,8 +432,9 @@ class TradingEngine:
                 o.remaining_qty
                 for o in self.venue.working_orders(symbol)
                 if o.purpose is OrderPurpose.ENTRY
+                or (o.purpose is OrderPurpose.MANUAL and pos.qty * o.side.sign >= 0)
             )
-            if pos.is_open or st.intended != 0:
+            if pos.is_open or st.intended != 0 or pending > 0:
                 count += 1
             price = pos.last_price if math.isfinite(pos.last_price) else 0.0
             exposure += abs(pos.market_value) + pending * price

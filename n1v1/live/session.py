@@ -33,7 +33,7 @@ import pandas as pd
 
 from n1v1.config import ConfigError, Settings
 from n1v1.domain import Bar, Order, Side, Symbol
-from n1v1.engine.engine import TradingEngine
+from n1v1.engine.engine import ManualOrderResult, TradingEngine
 from n1v1.engine.journal import InMemoryJournal, Journal
 from n1v1.execution.instruments import account_currency
 from n1v1.live.config import LiveConfig, StrategySlot, build_strategies, effective_settings
@@ -387,6 +387,14 @@ class TradingSession:
                 )
             if symbol not in self.last_bars:
                 raise CommandError("conflict", f"{symbol}: no bar seen yet, so no price")
+            qty = payload.get("qty")
+            if not isinstance(qty, int | float) or not math.isfinite(qty) or qty <= 0:
+                raise CommandError(
+                    "invalid", f"qty: must be a number > 0, got {qty!r}", {"field": "qty"}
+                )
+            for flag in ("resize", "reverse"):
+                if not isinstance(payload.get(flag, False), bool):
+                    raise CommandError("invalid", f"{flag}: must be true or false", {"field": flag})
         elif kind == "cancel":
             working = {o.client_order_id for o in self.engine.venue.working_orders()}
             if payload["client_order_id"] not in working:
@@ -422,18 +430,16 @@ class TradingSession:
         elif kind == "order":
             assert ts is not None
             symbol = payload["symbol"]
-            order = engine.submit_manual_order(
+            result = engine.submit_manual_order(
                 symbol,
                 Side(payload["side"]),
                 float(payload["qty"]),
                 ts,
                 self.last_bars[symbol].close,
+                resize=payload.get("resize", False),
+                reverse=payload.get("reverse", False),
             )
-            if order is None:
-                decision = engine.risk.last_decision
-                assert decision is not None  # a rejection is always journaled
-                return {"accepted": False, "rule": decision.rule, "reason": decision.reason}
-            return {"accepted": True, "order": order_dict(order)}
+            return manual_order_dict(result)
         elif kind == "cancel":
             assert ts is not None
             return {
@@ -507,6 +513,22 @@ class TradingSession:
             "risk": risk_state(engine),
             "live_config": self.live.model_dump(),
         }
+
+
+def manual_order_dict(result: ManualOrderResult) -> dict[str, Any]:
+    """An operator order's outcome as the API answers it: what was asked, what was placed, every
+    cut made on the way (rule, from, to, why), or the rule that refused it with its numbers."""
+    out: dict[str, Any] = {
+        "accepted": result.accepted,
+        "requested_qty": result.requested_qty,
+        "qty": sum(o.qty for o in result.orders),
+        "resized": bool(result.adjustments),
+        "adjustments": [a.to_dict() for a in result.adjustments],
+        "orders": [order_dict(o) for o in result.orders],
+    }
+    if not result.accepted:
+        out.update(rule=result.rule, reason=result.reason, details=result.details)
+    return out
 
 
 def order_dict(order: Order) -> dict[str, Any]:

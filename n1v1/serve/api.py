@@ -367,9 +367,9 @@ def create_api(
                 409,
                 "risk_rejected",
                 f"rejected by risk rule {result.get('rule')}: {result.get('reason')}",
-                {"rule": result.get("rule")},
+                {"rule": result.get("rule"), **(result.get("details") or {})},
             )
-        return result["order"]
+        return {k: v for k, v in result.items() if k != "accepted"}
 
     @app.delete(f"{API}/orders/{{client_order_id}}")
     async def cancel_order(client_order_id: str, request: Request) -> dict[str, Any]:
