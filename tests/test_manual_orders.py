@@ -152,7 +152,7 @@ def test_orders_already_working_count_towards_the_position_being_reduced() -> No
     assert desk.position == 0.0
 
 
-# -- the bundled instruments' rules: no dust --------------------------------------------------------
+# -- the bundled instruments' rules: no dust ------------------------------------------------------
 BTC = make_bars([(7_000, 7_000, 7_000, 7_000)] * 6)
 
 
