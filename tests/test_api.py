@@ -397,7 +397,21 @@ def test_the_kill_switch_flattens_at_the_next_bar_and_resume_needs_a_reset(
     held = {p["symbol"] for p in api.call("GET", "/api/v1/positions").json()["positions"]}
     assert held == {"BTC/USD", "LTC/USD"}, "precondition: both symbols held"
 
-    assert api.call("POST", "/api/v1/kill-switch", json={"reason": "drill"}).status_code == 200
+    positions = api.call("GET", "/api/v1/positions").json()["positions"]
+    stops = [o["client_order_id"] for o in live.session.snapshot["working_orders"]]
+    assert len(stops) == 2, "precondition: each position's stop-loss is working"
+    response = api.call("POST", "/api/v1/kill-switch", json={"reason": "drill"})
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["engaged"], body["reason"]) == (True, "drill")
+    assert sorted(o["client_order_id"] for o in body["cancelled_orders"]) == sorted(stops)
+    assert {o["status"] for o in body["cancelled_orders"]} == {"cancelled"}
+    assert sorted((p["symbol"], p["qty"]) for p in body["positions_flattened"]) == [
+        (p["symbol"], p["qty"]) for p in positions
+    ]
+    assert sorted((o["symbol"], o["side"], o["qty"]) for o in body["flattening_orders"]) == sorted(
+        (p["symbol"], "sell", p["qty"]) for p in positions
+    )
     working = live.session.snapshot["working_orders"]
     assert sorted((o["symbol"], o["purpose"]) for o in working) == [
         ("BTC/USD", "kill_switch"),

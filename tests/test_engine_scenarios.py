@@ -413,6 +413,67 @@ def test_kill_switch_flattens_and_refuses_new_entries():
     assert ("kill_switch", "reject") in rules(engine)
 
 
+def test_kill_switch_reports_what_it_cancelled_flattens_and_placed():
+    engine = TradingEngine(settings(risk={**FIXED_10, "stop_loss_pct": 0.05}))
+    engine.add_signal_source(PrecomputedTargets.from_arrays("t", {"BTC": [1, 1, 1, 1, 1]}))
+    steps = list(ReplayFeed({"BTC": ROUND_TRIP}))
+    for ts, bars in steps[:2]:
+        engine.on_bar(ts, bars)
+    # long 10 @ 101 (bar 1's open) with its stop resting at 101 x 0.95 = 95.95
+    (stop,) = engine.venue.working_orders()
+    report = engine.kill_switch(steps[1][0], "drill", {})
+    assert report.reason == "drill"
+    assert [(o.client_order_id, o.status, o.price) for o in report.cancelled] == [
+        (stop.client_order_id, OrderStatus.CANCELLED, approx(95.95))
+    ]
+    # marked at bar 1's close 102: unrealised (102 - 101) x 10 = 10
+    assert report.positions == [
+        {
+            "symbol": "BTC",
+            "qty": 10.0,
+            "avg_entry": 101.0,
+            "last_price": 102.0,
+            "unrealized_pnl": 10,
+        }
+    ]
+    ((side, qty, purpose),) = [(o.side, o.qty, o.purpose) for o in report.orders]
+    assert (side, qty, purpose) == (Side.SELL, 10.0, OrderPurpose.KILL_SWITCH)
+
+
+def test_a_kill_switch_order_still_filling_is_not_cancelled_by_unchanged_targets():
+    bars = make_bars(
+        [
+            (100, 100, 100, 100, 50),
+            (100, 101, 99, 100, 50),
+            (102, 103, 101, 102, 50),
+            (103, 104, 102, 104, 50),
+            (105, 106, 104, 105, 50),
+            (106, 107, 105, 106, 50),
+        ]
+    )
+    engine = TradingEngine(settings(execution={"participation_cap": 0.1}, risk=FIXED_10))
+    engine.add_signal_source(PrecomputedTargets.from_arrays("t", {"BTC": [1] * 6}))
+    steps = list(ReplayFeed({"BTC": bars}))
+    for ts, step in steps[:3]:
+        engine.on_bar(ts, step)
+    # 10% of 50 = 5 a bar: the entry filled 5 @ 100 and 5 @ 102; the kill switch sells 10
+    engine.kill_switch(steps[2][0], "drill", {})
+    for ts, step in steps[3:]:
+        engine.on_bar(ts, step)
+    # 5 @ 103 at bar 3, and the strategy's unchanged long target must not cancel the other 5,
+    # which fill @ 105 at bar 4
+    assert [(f.qty, f.price) for f in engine.journal.fills] == [
+        (5, 100),
+        (5, 102),
+        (5, 103),
+        (5, 105),
+    ]
+    assert not engine.portfolio.open_positions()
+    (trade,) = closed(engine)
+    # entries average (100 + 102) / 2 = 101, exits (103 + 105) / 2 = 104: (104 - 101) x 10 = 30
+    assert trade.exit_reason == "kill_switch" and trade.pnl == approx(30)
+
+
 def test_client_order_ids_are_deterministic_and_depend_on_the_run():
     config = settings(risk=FIXED_10)
     ids = [

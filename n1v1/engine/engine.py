@@ -46,6 +46,17 @@ _QTY_EPS = 1e-9  # relative: 0.1 + 0.2 is not more than 0.3
 
 
 @dataclass(slots=True)
+class FlattenReport:
+    """What a kill switch (or a breach with `risk.flatten_on_breach`) did: the working orders it
+    cancelled, the positions it flattens and the market orders placed to flatten them."""
+
+    reason: str
+    cancelled: list[Order] = field(default_factory=list)
+    positions: list[dict[str, object]] = field(default_factory=list)
+    orders: list[Order] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class ManualOrderResult:
     """What became of an operator's order: the orders placed (a reversal places two, the close and
     then the new position), every cut made to its quantity, or the rule that refused it (then
@@ -174,25 +185,57 @@ class TradingEngine:
         for order in self.venue.expire_all(ts):
             self.journal.record_order(order)
 
-    # -- kill switch -------------------------------------------------------------------------------
-    def kill_switch(self, ts: pd.Timestamp, reason: str, bars: Mapping[Symbol, Bar]) -> None:
-        """Cancel everything, flatten every position and refuse new entries until reset."""
+    # -- kill switch and flattening ----------------------------------------------------------------
+    def kill_switch(
+        self, ts: pd.Timestamp, reason: str, bars: Mapping[Symbol, Bar]
+    ) -> FlattenReport:
+        """Cancel everything, flatten every position and refuse new entries until reset.
+
+        Returns what it did: the orders it cancelled, the positions it flattens and the market
+        orders that flatten them (they fill at the next open, or at `bars`' close under `close`).
+        """
         self.risk.engage_kill_switch(ts, reason)
+        report = self._flatten_all(ts, OrderPurpose.KILL_SWITCH, "kill switch", bars)
+        report.reason = reason
+        return report
+
+    def _flatten_all(
+        self, ts: pd.Timestamp, purpose: OrderPurpose, reason: str, bars: Mapping[Symbol, Bar]
+    ) -> FlattenReport:
+        """Cancel every working order and close every position with a market order.
+
+        Each symbol is then blocked in the direction it held or was entering, like after a stop:
+        its strategies' unchanged targets must not re-enter once trading resumes, nor cancel a
+        flattening order that is still filling (docs/execution.md, "Kill switch").
+        """
+        report = FlattenReport(reason)
         for order in list(self.venue.working_orders()):
-            self.journal.record_order(self.venue.cancel(order.client_order_id, ts, "kill switch"))
-        for pos in self.portfolio.open_positions():
-            st = self.state(pos.symbol)
-            st.stop_id = st.take_profit_id = None
+            cancelled = self.venue.cancel(order.client_order_id, ts, reason)
+            self.journal.record_order(cancelled)
+            report.cancelled.append(cancelled)
+        for symbol, st in self._states.items():
+            pos = self.portfolio.position(symbol)
+            direction = (1 if pos.qty > 0 else -1) if pos.is_open else st.intended
+            if direction:
+                st.blocked = direction
             st.intended = 0
-            self._submit_market(
-                pos.symbol,
-                Side.SELL if pos.qty > 0 else Side.BUY,
-                abs(pos.qty),
-                ts,
-                OrderPurpose.KILL_SWITCH,
-                bars.get(pos.symbol),
-                "kill switch",
+            st.stop_id = st.take_profit_id = None
+        for pos in self.portfolio.open_positions():
+            report.positions.append(
+                {
+                    "symbol": pos.symbol,
+                    "qty": pos.qty,
+                    "avg_entry": pos.avg_entry,
+                    "last_price": pos.last_price if math.isfinite(pos.last_price) else None,
+                    "unrealized_pnl": pos.unrealized_pnl if math.isfinite(pos.last_price) else None,
+                }
             )
+            side = Side.SELL if pos.qty > 0 else Side.BUY
+            order = self._submit_market(
+                pos.symbol, side, abs(pos.qty), ts, purpose, bars.get(pos.symbol), reason
+            )
+            report.orders.append(order)
+        return report
 
     # -- operator actions (applied between bars) -------------------------------------------------
     def submit_manual_order(

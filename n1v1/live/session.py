@@ -33,7 +33,7 @@ import pandas as pd
 
 from n1v1.config import ConfigError, Settings
 from n1v1.domain import Bar, Order, Side, Symbol
-from n1v1.engine.engine import ManualOrderResult, TradingEngine
+from n1v1.engine.engine import FlattenReport, ManualOrderResult, TradingEngine
 from n1v1.engine.journal import InMemoryJournal, Journal
 from n1v1.execution.instruments import account_currency
 from n1v1.live.config import LiveConfig, StrategySlot, build_strategies, effective_settings
@@ -426,7 +426,8 @@ class TradingSession:
                 engine.risk.kill_switch.reset()
         elif kind == "kill_switch":
             assert ts is not None
-            engine.kill_switch(ts, payload.get("reason") or "kill switch", {})
+            report = engine.kill_switch(ts, payload.get("reason") or "kill switch", {})
+            return {"engaged": True, **flatten_dict(report)}
         elif kind == "order":
             assert ts is not None
             symbol = payload["symbol"]
@@ -513,6 +514,18 @@ class TradingSession:
             "risk": risk_state(engine),
             "live_config": self.live.model_dump(),
         }
+
+
+def flatten_dict(report: FlattenReport) -> dict[str, Any]:
+    """What a kill switch did, as the API answers it: the working orders it cancelled, the
+    positions it flattens and the market orders placed to flatten them (they fill at the next
+    bar's open)."""
+    return {
+        "reason": report.reason,
+        "cancelled_orders": [order_dict(o) for o in report.cancelled],
+        "positions_flattened": report.positions,
+        "flattening_orders": [order_dict(o) for o in report.orders],
+    }
 
 
 def manual_order_dict(result: ManualOrderResult) -> dict[str, Any]:
