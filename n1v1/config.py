@@ -112,6 +112,11 @@ class RiskSettings(StrictModel):
     max_drawdown: float | None = Field(None, gt=0, lt=1, description="from the equity peak")
     max_consecutive_losses: int | None = Field(None, ge=1)
     cooldown_bars: int = Field(0, ge=0, description="0: stay halted until reset")
+    flatten_on_breach: bool = Field(
+        False,
+        description="when the circuit breaker or the daily loss limit trips, also cancel every "
+        "working order and close every position (default: only refuse new entries)",
+    )
 
     @property
     def uses_atr(self) -> bool:
@@ -130,6 +135,15 @@ class RiskSettings(StrictModel):
             )
         if self.take_profit_r is not None and self.take_profit_pct is not None:
             raise ValueError("risk.take_profit_r: set either take_profit_r or take_profit_pct")
+        if self.flatten_on_breach and (
+            self.max_drawdown is None
+            and self.max_consecutive_losses is None
+            and self.max_daily_loss is None
+        ):
+            raise ValueError(
+                "risk.flatten_on_breach: needs a limit to breach (risk.max_drawdown, "
+                "risk.max_consecutive_losses or risk.max_daily_loss)"
+            )
         return self
 
 

@@ -63,6 +63,8 @@ def test_cross_field_rules_name_the_key():
         load_settings(env={}, overrides={"risk.sizing": "fixed"})
     with pytest.raises(ConfigError, match=r"risk\.take_profit_r: needs a stop"):
         load_settings(env={}, overrides={"risk.take_profit_r": 2})
+    with pytest.raises(ConfigError, match=r"risk\.flatten_on_breach: needs a limit to breach"):
+        load_settings(env={}, overrides={"risk.flatten_on_breach": True})
 
 
 def test_missing_or_malformed_file_is_a_clear_error(tmp_path):

@@ -129,6 +129,7 @@ def fast_path_unsupported(settings: Settings, frames: Mapping[str, pd.DataFrame]
         (risk.max_daily_loss is not None, "risk.max_daily_loss"),
         (risk.max_drawdown is not None, "risk.max_drawdown"),
         (risk.max_consecutive_losses is not None, "risk.max_consecutive_losses"),
+        (risk.flatten_on_breach, "risk.flatten_on_breach"),
     ]
     return ", ".join(reason for failed, reason in checks if failed)
 

@@ -165,7 +165,12 @@ class TradingEngine:
                 st.held_bars += 1
 
         equity = self.portfolio.equity
-        self.risk.on_bar_close(ts, self.step, equity)
+        breaches = self.risk.on_bar_close(ts, self.step, equity)
+        if breaches and self.settings.risk.flatten_on_breach:
+            rule, reason = breaches[0]
+            self.risk.record_decision(ts, Symbol("*"), rule, "flatten", reason)
+            closes = {symbol: bar for symbol, (_, bar) in bars.items()}
+            self._flatten_all(ts, OrderPurpose.RISK_FLATTEN, f"{rule}: {reason}", closes)
 
         for symbol, (index, bar) in bars.items():
             st = self._states[symbol]

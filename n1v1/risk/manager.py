@@ -78,15 +78,22 @@ class RiskManager:
         self.daily.max_daily_loss = settings.max_daily_loss
 
     # -- state updates ---------------------------------------------------------------------------
-    def on_bar_close(self, timestamp: pd.Timestamp, bar_index: int, equity: float) -> None:
+    def on_bar_close(
+        self, timestamp: pd.Timestamp, bar_index: int, equity: float
+    ) -> list[tuple[str, str]]:
+        """Update the breaker and the daily-loss guard; returns the (rule, reason) of each limit
+        this bar breached (each is journaled as a halt)."""
         previous = equity if self._previous_equity is None else self._previous_equity
+        breaches = []
         for rule, reason in (
             ("circuit_breaker", self.breaker.on_equity(bar_index, equity)),
             ("max_daily_loss", self.daily.on_equity(timestamp, equity, previous)),
         ):
             if reason:
                 self.record_decision(timestamp, Symbol("*"), rule, "halt", reason)
+                breaches.append((rule, reason))
         self._previous_equity = equity
+        return breaches
 
     def on_trade_closed(self, trade: Trade) -> None:
         self.breaker.on_trade_closed(trade.pnl)
