@@ -74,6 +74,7 @@ def make_session(
     lease_ttl: float = 15.0,
     holder: str | None = None,
     on_step: Callable[[int], None] | None = None,
+    slots: list[StrategySlot] | None = None,
 ) -> TradingSession:
     """A session over `feed` with the shared strategies; `schedule` commands apply by step."""
     session: TradingSession | None = None
@@ -90,7 +91,7 @@ def make_session(
 
     session = TradingSession(
         config or settings(),
-        list(SLOTS),
+        list(SLOTS if slots is None else slots),
         feed,
         store,
         window=WINDOW,

@@ -449,6 +449,18 @@ def test_cancelling_a_working_stop_order_is_200_and_it_is_cancelled(
     assert live.session.snapshot["working_orders"] == []
 
 
+def test_strategies_lists_each_strategys_own_pnl(api: Client, live: Live) -> None:
+    body = api.call("GET", "/api/v1/strategies").json()
+    assert body["currency"] == "USD" and body["as_of"] == live.session.snapshot["last_bar_time"]
+    by_id = {s["id"]: s for s in body["strategies"]}
+    assert set(by_id) == {"fast_sma", "rsi", "ema_cross"}
+    for entry in by_id.values():
+        pnl = entry["pnl"]
+        assert pnl["net_pnl"] == pytest.approx(pnl["equity"] - 10_000)
+        assert pnl["realized_pnl"] + pnl["unrealized_pnl"] == pytest.approx(pnl["net_pnl"])
+        assert set(pnl["targets"]) <= {"BTC/USD", "LTC/USD"}
+
+
 # -- paged reads -----------------------------------------------------------------------------------
 def test_orders_are_paged_newest_first_and_filtered_with_correct_totals(
     api: Client, live: Live

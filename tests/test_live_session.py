@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 from session_worker import (
     SCHEDULE,
+    SLOTS,
     GatedFeed,
     make_session,
     market,
@@ -126,7 +127,7 @@ def test_strategy_parameter_override_shows_in_the_snapshot(
     _command(session, "config", {"strategies": {"fast_sma": {"fast": 3}}})
 
     strategies = {s["id"]: s for s in session.snapshot["strategies"]}
-    assert strategies["fast_sma"] == {
+    assert {k: v for k, v in strategies["fast_sma"].items() if k != "pnl"} == {
         "id": "fast_sma",
         "name": "sma_cross",
         "params": {"fast": 3, "slow": 20},
@@ -171,6 +172,42 @@ def test_a_feed_mixing_quote_currencies_is_refused_before_the_session_starts(sto
     assert StoreReader(store).bar_log() == []
 
 
+# -- several strategies ----------------------------------------------------------------------------
+def test_orders_record_their_strategies_and_each_has_its_own_pnl(tmp_path: Path) -> None:
+    """A strategy's P&L in the session is its shadow account: exactly what a session running that
+    strategy alone would hold, bar for bar (docs/execution.md, "Several strategies on one
+    symbol")."""
+    config = settings(max_open_positions=None)
+    runs = {}
+    for label, slots in (("all", SLOTS), ("alone", SLOTS[:1])):
+        store = create_store(f"sqlite:///{tmp_path}/{label}.db")
+        feed = PacedReplay(market(150), 0)
+        session = make_session(store, feed, config=config, slots=slots)
+        session.start()
+        try:
+            run_to_end(session, feed, len(feed))
+        finally:
+            session.stop()
+        runs[label] = (session.snapshot, StoreReader(store).latest_orders())
+        store.dispose()
+    (together, orders), (alone, _) = runs["all"], runs["alone"]
+    pnl = {s["id"]: s["pnl"] for s in together["strategies"]}
+    assert set(pnl) == {"fast_sma", "rsi", "ema_cross"}
+    shadow = pnl["fast_sma"]
+    assert shadow["equity"] == alone["equity"] and shadow["fees_paid"] == alone["fees_paid"]
+    assert shadow["net_pnl"] == shadow["equity"] - alone["initial_cash"]
+    # and alone, a strategy's shadow is its account
+    (only,) = alone["strategies"]
+    assert only["pnl"]["equity"] == alone["equity"]
+    # every strategy order names the slots whose targets caused it; rule orders name none
+    by_purpose: dict[str, set[str]] = {}
+    for order in orders.values():
+        by_purpose.setdefault(order.purpose.value, set()).add(order.strategy)
+    named = by_purpose["entry"] | by_purpose.get("exit", set())
+    assert named and all(n and set(n.split("+")) <= set(pnl) for n in named)
+    assert by_purpose.get("stop_loss", {""}) == {""}
+
+
 # -- the lease -------------------------------------------------------------------------------------
 def test_a_second_session_stands_by_naming_the_holder_then_takes_over(store: Store) -> None:
     first_feed, second_feed = GatedFeed(market(60)), GatedFeed(market(60))
@@ -180,6 +217,7 @@ def test_a_second_session_stands_by_naming_the_holder_then_takes_over(store: Sto
     try:
         wait_until(lambda: first.state == "running", "the first session to take the lease")
         run_to(first, first_feed, 20)
+        first_strategies = first.snapshot["strategies"]
         second.start()
         wait_until(lambda: second.snapshot.get("state") == "standby", "the second to stand by")
 
@@ -200,6 +238,7 @@ def test_a_second_session_stands_by_naming_the_holder_then_takes_over(store: Sto
         assert second.snapshot["lease"]["holder"] == "second"
         assert second.snapshot["lease"]["token"] == 2
         assert second.snapshot["step"] == 20  # rebuilt from the first session's 20 steps
+        assert second.snapshot["strategies"] == first_strategies  # shadows rebuilt by replay
         run_to(second, second_feed, 30)
     finally:
         first.stop()

@@ -132,6 +132,10 @@ class TradingEngine:
         """ATR per bar of a symbol, for ATR sizing and stops (known at each bar's close)."""
         self.atr[Symbol(symbol)] = np.asarray(values, dtype=np.float64)
 
+    def current_targets(self) -> dict[Symbol, dict[str, int]]:
+        """The last target of each strategy (signal source) for each symbol seen."""
+        return {symbol: dict(st.targets) for symbol, st in self._states.items()}
+
     def state(self, symbol: Symbol) -> _SymbolState:
         st = self._states.get(symbol)
         if st is None:
@@ -432,13 +436,25 @@ class TradingEngine:
             st.intended = desired  # already holding (part of) the wanted position
             return
         if pos.is_open:
-            self._close_position(symbol, bar, st, OrderPurpose.EXIT, "target changed")
+            held = 1 if pos.qty > 0 else -1  # closed by the strategies no longer holding it
+            leaving = "+".join(name for name, t in st.targets.items() if t != held)
+            self._close_position(
+                symbol, bar, st, OrderPurpose.EXIT, "target changed", strategy=leaving
+            )
         st.intended = 0
         if desired != 0:
-            self._open_position(symbol, index, bar, st, desired, equity)
+            entering = "+".join(name for name, t in st.targets.items() if t == desired)
+            self._open_position(symbol, index, bar, st, desired, equity, entering)
 
     def _open_position(
-        self, symbol: Symbol, index: int, bar: Bar, st: _SymbolState, direction: int, equity: float
+        self,
+        symbol: Symbol,
+        index: int,
+        bar: Bar,
+        st: _SymbolState,
+        direction: int,
+        equity: float,
+        strategy: str = "",
     ) -> None:
         atr_values = self.atr.get(symbol)
         atr = float(atr_values[index]) if atr_values is not None else None
@@ -462,7 +478,9 @@ class TradingEngine:
         st.intended = direction
         st.entry_atr = atr if atr is not None else math.nan
         side = Side.BUY if direction > 0 else Side.SELL
-        self._submit_market(symbol, side, qty, bar.timestamp, OrderPurpose.ENTRY, bar, "")
+        self._submit_market(
+            symbol, side, qty, bar.timestamp, OrderPurpose.ENTRY, bar, "", strategy=strategy
+        )
 
     def _commitments(self, exclude: Symbol) -> tuple[int, float]:
         """Positions and gross exposure held or on their way (working entries) in other symbols.
@@ -489,7 +507,13 @@ class TradingEngine:
         return count, exposure
 
     def _close_position(
-        self, symbol: Symbol, bar: Bar, st: _SymbolState, purpose: OrderPurpose, reason: str
+        self,
+        symbol: Symbol,
+        bar: Bar,
+        st: _SymbolState,
+        purpose: OrderPurpose,
+        reason: str,
+        strategy: str = "",
     ) -> None:
         self._cancel_protective(symbol, bar.timestamp, st)
         for order in self.venue.working_orders(symbol):
@@ -500,7 +524,9 @@ class TradingEngine:
         pos = self.portfolio.position(symbol)
         st.intended = 0
         side = Side.SELL if pos.qty > 0 else Side.BUY
-        self._submit_market(symbol, side, abs(pos.qty), bar.timestamp, purpose, bar, reason)
+        self._submit_market(
+            symbol, side, abs(pos.qty), bar.timestamp, purpose, bar, reason, strategy=strategy
+        )
 
     # -- orders ----------------------------------------------------------------------------------
     def _new_order_id(
@@ -520,6 +546,8 @@ class TradingEngine:
         purpose: OrderPurpose,
         bar: Bar | None,
         reason: str,
+        *,
+        strategy: str = "",
     ) -> Order:
         order = Order(
             client_order_id=self._new_order_id(symbol, ts, purpose),
@@ -530,6 +558,7 @@ class TradingEngine:
             created_at=ts,
             purpose=purpose,
             reason=reason,
+            strategy=strategy,
         )
         self._place(order, ts)
         if not self._next_open and bar is not None:

@@ -35,6 +35,7 @@ from n1v1.config import ConfigError, Settings
 from n1v1.domain import Bar, Order, Side, Symbol
 from n1v1.engine.engine import FlattenReport, ManualOrderResult, TradingEngine
 from n1v1.engine.journal import InMemoryJournal, Journal
+from n1v1.engine.shadows import StrategyShadows
 from n1v1.execution.instruments import account_currency
 from n1v1.live.config import LiveConfig, StrategySlot, build_strategies, effective_settings
 from n1v1.live.history import BarHistory, RollingTargets
@@ -138,7 +139,10 @@ class TradingSession:
         longest = max(s.warmup for s in strategies.values())
         self.history = BarHistory(max(self.window, 4 * longest + 1))
         self.engine = TradingEngine(self.settings, journal=InMemoryJournal(keep_equity=True))
+        self.shadows: StrategyShadows | None = None
         self._install_strategies(strategies)
+        # Each strategy's own P&L: a shadow account per strategy (n1v1/engine/shadows.py).
+        self.shadows = StrategyShadows(self.settings, self.engine.sources, atr=self.engine.atr)
         self.steps_done = 0
         self.last_ts: pd.Timestamp | None = None
         self.last_bars: dict[str, Bar] = {}
@@ -150,6 +154,8 @@ class TradingSession:
             RollingTargets(s, self.history, self.settings.risk.allow_short, name=slot_id)
             for slot_id, s in strategies.items()
         ]
+        if self.shadows is not None:
+            self.shadows.set_sources(self.engine.sources)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -277,6 +283,8 @@ class TradingSession:
                 self._extend_atr(symbol, index)
             indexed[Symbol(symbol)] = (index, bar)
         self.engine.on_bar(ts, indexed)
+        assert self.shadows is not None
+        self.shadows.on_bar(ts, indexed)
         self.steps_done += 1
         self.last_ts = ts
         self.last_bars.update(bars)
@@ -452,6 +460,8 @@ class TradingSession:
             self.live = self.live.merged_with(payload)
             self.settings = effective_settings(self.base_settings, self.live)
             engine.update_settings(self.settings)
+            assert self.shadows is not None
+            self.shadows.update_settings(self.settings)
             engine.risk.paused_reason = "paused" if self.live.paused else None
             self._install_strategies()
             return {"config": self.live.model_dump()}
@@ -479,6 +489,7 @@ class TradingSession:
         if lease is None and self.state == "standby":
             lease = current_lease(self.store, DEFAULT_RESOURCE)
         halt = risk.halt
+        pnl = self.shadows.summary() if self.shadows is not None else {}
         return {
             "state": self.state,
             "failure": self.failure,
@@ -499,6 +510,7 @@ class TradingSession:
                     "id": s.slot_id,
                     "name": s.name,
                     "params": {**s.params, **self.live.strategies.get(s.slot_id, {})},
+                    "pnl": pnl.get(s.slot_id),
                 }
                 for s in self.slots
             ],

@@ -242,6 +242,17 @@ def create_api(
         snap = await backend.status()
         return {"positions": snap.get("positions", []), "as_of": snap.get("last_bar_time")}
 
+    @app.get(f"{API}/strategies")
+    async def strategies() -> dict[str, Any]:
+        """Each strategy's own P&L, from its shadow account (docs/execution.md, "Several
+        strategies on one symbol"), in the account currency."""
+        snap = await backend.status()
+        return {
+            "strategies": snap.get("strategies", []),
+            "currency": snap.get("currency"),
+            "as_of": snap.get("last_bar_time"),
+        }
+
     @app.get(f"{API}/risk")
     async def risk() -> dict[str, Any]:
         snap = await backend.status()
