@@ -32,17 +32,17 @@ from n1v1.domain import (
     make_client_order_id,
 )
 from n1v1.engine.journal import InMemoryJournal, Journal
+from n1v1.engine.manual import ManualOrderResult, place_manual_order
 from n1v1.engine.portfolio import Portfolio
 from n1v1.engine.signals import SignalSource
-from n1v1.execution.instruments import account_currency, round_qty_down
+from n1v1.execution.instruments import account_currency
 from n1v1.execution.venue import Execution, SimulatedVenue
 from n1v1.risk.exits import exit_levels, tighter_stop, trailing_stop
-from n1v1.risk.manager import Adjustment, RiskManager
+from n1v1.risk.manager import RiskManager
 
 _PROTECTIVE = frozenset(
     {OrderPurpose.STOP_LOSS, OrderPurpose.TAKE_PROFIT, OrderPurpose.TRAILING_STOP}
 )
-_QTY_EPS = 1e-9  # relative: 0.1 + 0.2 is not more than 0.3
 
 
 @dataclass(slots=True)
@@ -54,28 +54,6 @@ class FlattenReport:
     cancelled: list[Order] = field(default_factory=list)
     positions: list[dict[str, object]] = field(default_factory=list)
     orders: list[Order] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class ManualOrderResult:
-    """What became of an operator's order: the orders placed (a reversal places two, the close and
-    then the new position), every cut made to its quantity, or the rule that refused it (then
-    nothing was placed)."""
-
-    requested_qty: float
-    orders: list[Order] = field(default_factory=list)
-    adjustments: list[Adjustment] = field(default_factory=list)
-    rule: str = ""
-    reason: str = ""
-    details: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def accepted(self) -> bool:
-        return bool(self.orders)
-
-    def refuse(self, rule: str, reason: str, details: Mapping[str, float]) -> None:
-        self.rule, self.reason = rule, reason
-        self.details = {"requested_qty": self.requested_qty, **details}
 
 
 @dataclass(slots=True)
@@ -122,7 +100,7 @@ class TradingEngine:
         self._states: dict[Symbol, _SymbolState] = {}
         self._order_seq: dict[tuple[Symbol, int], int] = {}
         self._next_open = settings.execution.fill == "next_open"
-        self._cost_rate = settings.execution.taker_fee + settings.execution.slippage_bps / 10_000.0
+        self.cost_rate = settings.execution.taker_fee + settings.execution.slippage_bps / 10_000.0
 
     # -- set-up ----------------------------------------------------------------------------------
     def add_signal_source(self, source: SignalSource) -> None:
@@ -258,103 +236,10 @@ class TradingEngine:
         resize: bool = False,
         reverse: bool = False,
     ) -> ManualOrderResult:
-        """An operator's market order, filled at the next bar's open (docs/execution.md, "Manual
-        orders"). `price` is the last close, which the checks value the order at.
-
-        Against the position plus the market orders already working (the projected position):
-        the part that reduces it is never blocked, but never goes past flat: an order larger than
-        the position closes it and stops there (rule `reduce_only`) unless `reverse` asks to open
-        the other side with the rest, as a second order. What opens or adds passes
-        `RiskManager.review_manual`: over a limit, the cash or off the lot it is refused naming
-        the rule, unless `resize` asks to cut it. Nothing is placed when any part is refused.
-        """
-        sym = Symbol(symbol)
-        self.state(sym)  # a symbol in another currency is refused here
-        spec = self.settings.execution.instrument(sym)
-        result = ManualOrderResult(requested_qty=qty)
-        projected = self._projected_position(sym)
-        held = abs(projected) if projected * side.sign < 0 else 0.0  # what this side reduces
-        close_qty = min(qty, held)
-        open_qty = qty - close_qty if qty > held * (1.0 + _QTY_EPS) else 0.0
-        if held > 0.0 and open_qty > 0.0 and not reverse:
-            what, other = ("long", "short") if projected > 0 else ("short", "long")
-            reason = (
-                f"reduce_only: {side.value} {qty:.10g} is more than the {what} {held:.10g}; "
-                f"capped to close it (send reverse=true to open a {other} with the rest)"
-            )
-            result.adjustments.append(Adjustment("reduce_only", qty, held, reason))
-            self.risk.record_decision(ts, sym, "reduce_only", "resize", reason, qty, held)
-            open_qty = 0.0
-        if 0.0 < close_qty < held * (1.0 - _QTY_EPS):  # a partial reduce trades whole lots
-            lots = round_qty_down(close_qty, spec)
-            if lots < close_qty * (1.0 - _QTY_EPS):
-                reason = (
-                    f"lot_size: {close_qty:.10g} is not a multiple of the lot size "
-                    f"{spec.lot_size:g}"
-                )
-                if not resize or lots <= 0.0:
-                    self.risk.record_decision(ts, sym, "lot_size", "reject", reason, qty, 0.0)
-                    result.refuse("lot_size", reason, {"lot_size": spec.lot_size, "max_qty": lots})
-                    return result
-                result.adjustments.append(Adjustment("lot_size", close_qty, lots, reason))
-                self.risk.record_decision(ts, sym, "lot_size", "resize", reason, close_qty, lots)
-                close_qty = lots
-        if open_qty > 0.0:
-            open_elsewhere, exposure_elsewhere = self._commitments(exclude=sym)
-            cover = close_qty * price * (1.0 + self._cost_rate) if side is Side.BUY else 0.0
-            review = self.risk.review_manual(
-                ts,
-                sym,
-                open_qty,
-                direction=side.sign,
-                price=price,
-                equity=self.portfolio.equity,
-                cost_rate=self._cost_rate,
-                cash=self.portfolio.cash - self._committed_cash() - cover,
-                open_positions=open_elsewhere,
-                symbol_exposure=max(projected * side.sign, 0.0) * price,
-                total_exposure=exposure_elsewhere,
-                instrument=spec,
-                resize=resize,
-            )
-            result.adjustments.extend(review.adjustments)
-            if review.rejected:
-                result.refuse(review.rule, review.reason, review.details)
-                return result
-            open_qty = review.qty
-        elif close_qty > 0.0:
-            reason = f"operator order for {qty:g} reduces the position {projected:g}"
-            self.risk.record_decision(ts, sym, "manual", "approve", reason, qty, close_qty)
-        if close_qty > 0.0:
-            result.orders.append(
-                self._submit_market(
-                    sym, side, close_qty, ts, OrderPurpose.MANUAL, None, "operator: reduce"
-                )
-            )
-        if open_qty > 0.0:
-            result.orders.append(
-                self._submit_market(sym, side, open_qty, ts, OrderPurpose.MANUAL, None, "operator")
-            )
-        return result
-
-    def _projected_position(self, symbol: Symbol) -> float:
-        """The position once the market orders already working for `symbol` have filled."""
-        pending = sum(
-            o.remaining_qty * o.side.sign
-            for o in self.venue.working_orders(symbol)
-            if o.order_type is OrderType.MARKET
-        )
-        return self.portfolio.position(symbol).qty + pending
-
-    def _committed_cash(self) -> float:
-        """Cash the working market buys will spend, valued at each symbol's last price."""
-        committed = 0.0
-        for order in self.venue.working_orders():
-            if order.order_type is OrderType.MARKET and order.side is Side.BUY:
-                price = self.portfolio.position(order.symbol).last_price
-                if math.isfinite(price):
-                    committed += order.remaining_qty * price * (1.0 + self._cost_rate)
-        return committed
+        """An operator's market order, filled at the next bar's open; `price` is the last close.
+        The rules (never past flat without `reverse`, never resized without `resize`) are in
+        `n1v1.engine.manual` and docs/execution.md, "Manual orders"."""
+        return place_manual_order(self, symbol, side, qty, ts, price, resize, reverse)
 
     def cancel_order(self, client_order_id: str, ts: pd.Timestamp, reason: str) -> Order:
         """Cancel a working order (KeyError when no working order has that id)."""
@@ -458,14 +343,14 @@ class TradingEngine:
     ) -> None:
         atr_values = self.atr.get(symbol)
         atr = float(atr_values[index]) if atr_values is not None else None
-        open_elsewhere, exposure_elsewhere = self._commitments(exclude=symbol)
+        open_elsewhere, exposure_elsewhere = self.commitments(exclude=symbol)
         pos = self.portfolio.position(symbol)
         qty = self.risk.review_entry(
             bar.timestamp,
             symbol,
             price=bar.close,
             equity=equity,
-            cost_rate=self._cost_rate,
+            cost_rate=self.cost_rate,
             atr=atr,
             closed_trades=self.portfolio.closed_trades,
             open_positions=open_elsewhere,
@@ -482,7 +367,7 @@ class TradingEngine:
             symbol, side, qty, bar.timestamp, OrderPurpose.ENTRY, bar, "", strategy=strategy
         )
 
-    def _commitments(self, exclude: Symbol) -> tuple[int, float]:
+    def commitments(self, exclude: Symbol) -> tuple[int, float]:
         """Positions and gross exposure held or on their way (working entries) in other symbols.
 
         Under `next_open` an entry decided this bar is not a position until the next open; limits
