@@ -1,10 +1,10 @@
 """The risk manager: the single gate between what strategies want and the orders the engine places.
 
-Every entry passes through `review_entry`, which sizes it and applies halts, limits and exchange
-rules in a
-fixed order; every decision (approved, resized or rejected) goes to the journal with its rule and
-reason.
-Exits are never blocked.
+Every strategy entry passes through `review_entry`, which sizes it and applies halts, limits and
+exchange rules in a fixed order, cutting what exceeds a limit; an operator's order passes through
+`review_manual`, which applies the same rules strictly (refused naming the rule unless resizing
+was asked). Every decision (approved, resized or rejected) goes to the journal with its rule and
+reason. Exits are never blocked.
 """
 
 from __future__ import annotations
@@ -68,7 +68,6 @@ class RiskManager:
         self.daily = DailyLossGuard(settings.max_daily_loss)
         self.kill_switch = KillSwitch()
         self.paused_reason: str | None = None  # an operator's pause: no new entries, exits work
-        self.last_decision: RiskDecision | None = None
         self._previous_equity: float | None = None
 
     def update_settings(self, settings: RiskSettings) -> None:
@@ -330,5 +329,4 @@ class RiskManager:
     ) -> None:
         """Journal what a rule did (also for decisions taken elsewhere: the venue's cash cut)."""
         decision = RiskDecision(timestamp, symbol, rule, action, reason, requested, approved)
-        self.last_decision = decision
         self.journal.record_risk_decision(decision)
