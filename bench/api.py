@@ -72,7 +72,7 @@ STATUS, PREDICT = "GET /api/v1/status", "POST /api/v1/predict"
 FLOOR = "GET /floor/ping"
 UNTHROTTLED = ApiArgs(rate_limit_per_s=1e9, rate_burst=1_000_000_000)
 REPLAY = ReplayFeedArgs(
-    datasets=["coinbase_BTC-USD_1m", "coinbase_LTC-USD_1m", "coinbase_BTC-EUR_1m"],
+    datasets=["coinbase_BTC-USD_1m", "coinbase_LTC-USD_1m"],
     start="2018-04-04",
     bars_per_second=5.0,
 )

@@ -44,6 +44,21 @@ class InstrumentSpec(StrictModel):
     )
 
 
+# Exchange rules of the symbols the bundled datasets trade, so that dust cannot trade on them in a
+# backtest or a paper session. Lot sizes are the venues' base increments; minimum notionals are
+# Coinbase Exchange's `min_market_funds` (1 unit of the quote currency) and Binance's spot
+# `NOTIONAL` filter for BTC/USDT (5 USDT), as the venues publish them today. Tick sizes are left
+# at 0 (no rounding) so the compiled fast path, which cannot round prices, still runs; docs/
+# execution.md lists the table. A symbol in `execution.instruments` replaces its entry here.
+BUNDLED_INSTRUMENTS: dict[str, InstrumentSpec] = {
+    "BTC/USD": InstrumentSpec(lot_size=1e-8, min_notional=1.0),
+    "ETH/USD": InstrumentSpec(lot_size=1e-8, min_notional=1.0),
+    "LTC/USD": InstrumentSpec(lot_size=1e-8, min_notional=1.0),
+    "BTC/EUR": InstrumentSpec(lot_size=1e-8, min_notional=1.0),
+    "BTC/USDT": InstrumentSpec(lot_size=1e-5, min_notional=5.0),
+}
+
+
 class ExecutionSettings(StrictModel):
     """Fill, fee and slippage model of the simulated venue (see docs/execution.md)."""
 
@@ -58,7 +73,10 @@ class ExecutionSettings(StrictModel):
     instruments: dict[str, InstrumentSpec] = Field(default_factory=dict)
 
     def instrument(self, symbol: str) -> InstrumentSpec:
-        return self.instruments.get(symbol, self.default_instrument)
+        """The symbol's rules: `instruments`, else the bundled table, else `default_instrument`."""
+        if symbol in self.instruments:
+            return self.instruments[symbol]
+        return BUNDLED_INSTRUMENTS.get(symbol, self.default_instrument)
 
 
 class RiskSettings(StrictModel):
@@ -94,6 +112,11 @@ class RiskSettings(StrictModel):
     max_drawdown: float | None = Field(None, gt=0, lt=1, description="from the equity peak")
     max_consecutive_losses: int | None = Field(None, ge=1)
     cooldown_bars: int = Field(0, ge=0, description="0: stay halted until reset")
+    flatten_on_breach: bool = Field(
+        False,
+        description="when the circuit breaker or the daily loss limit trips, also cancel every "
+        "working order and close every position (default: only refuse new entries)",
+    )
 
     @property
     def uses_atr(self) -> bool:
@@ -112,6 +135,15 @@ class RiskSettings(StrictModel):
             )
         if self.take_profit_r is not None and self.take_profit_pct is not None:
             raise ValueError("risk.take_profit_r: set either take_profit_r or take_profit_pct")
+        if self.flatten_on_breach and (
+            self.max_drawdown is None
+            and self.max_consecutive_losses is None
+            and self.max_daily_loss is None
+        ):
+            raise ValueError(
+                "risk.flatten_on_breach: needs a limit to breach (risk.max_drawdown, "
+                "risk.max_consecutive_losses or risk.max_daily_loss)"
+            )
         return self
 
 
@@ -121,7 +153,13 @@ class DataSettings(StrictModel):
 
 
 class BacktestSettings(StrictModel):
-    cash: float = Field(10_000.0, gt=0)
+    cash: float = Field(10_000.0, gt=0, description="initial cash, in the account currency")
+    currency: str | None = Field(
+        None,
+        pattern=r"^[A-Z0-9]{2,10}$",
+        description="the account currency; every symbol must be quoted in it (None: the one "
+        "quote currency the traded symbols share)",
+    )
     risk_free_rate: float = Field(0.0, ge=-1, le=1, description="annual, for Sharpe and Sortino")
     run_id: str = Field("backtest", min_length=1, max_length=64)
     engine: Literal["auto", "event", "fast"] = "auto"

@@ -120,6 +120,7 @@ class OrderPurpose(StrEnum):
     TRAILING_STOP = "trailing_stop"
     TIME_EXIT = "time_exit"
     KILL_SWITCH = "kill_switch"
+    RISK_FLATTEN = "risk_flatten"  # a breached drawdown or daily-loss limit with flatten_on_breach
     MANUAL = "manual"
 
 

@@ -12,6 +12,7 @@ from n1v1.config import Settings
 from n1v1.engine.engine import TradingEngine
 from n1v1.engine.feeds import ReplayFeed
 from n1v1.engine.signals import PrecomputedTargets
+from n1v1.strategies.base import Strategy
 
 START = pd.Timestamp("2024-01-01", tz="UTC")
 
@@ -72,3 +73,20 @@ def synthetic_walk(
     return pd.DataFrame(
         {"open": open_, "high": high, "low": low, "close": close, "volume": volume}, index=index
     )
+
+
+class FixedTargets(Strategy):
+    """A strategy that answers the given targets (one per bar), named as a test needs it."""
+
+    name = "fixed_targets"
+
+    def __init__(self, targets: Sequence[int], name: str = "fixed_targets") -> None:
+        super().__init__()
+        self.targets = np.asarray(targets, dtype=np.int8)
+        self.name = name  # type: ignore[misc]
+
+    def target_positions(self, bars: pd.DataFrame, allow_short: bool = False) -> np.ndarray:
+        if len(bars) != len(self.targets):
+            raise ValueError(f"{self.name}: {len(self.targets)} targets for {len(bars)} bars")
+        out = self.targets.copy()
+        return out if allow_short else np.maximum(out, 0).astype(np.int8)

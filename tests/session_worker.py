@@ -30,8 +30,10 @@ from n1v1.live.replay import PacedReplay
 from n1v1.live.session import Feed, TradingSession
 from n1v1.store import Store, create_store
 
-BARS = 300  # of each dataset: 355 steps (the union of two series with different gaps)
-DATASETS = {"BTC/EUR": "coinbase_BTC-EUR_1m", "LTC/USD": "coinbase_LTC-USD_1m"}
+BARS = 300  # of each dataset from 2018-04-04 00:00: 300 steps (neither has a gap in them)
+# One USD account: an account holds one currency (docs/execution.md, "Currencies").
+DATASETS = {"BTC/USD": "coinbase_BTC-USD_1m", "LTC/USD": "coinbase_LTC-USD_1m"}
+START = "2018-04-04"
 
 # One open position at a time, a 1 % stop: both rules fire in the first 100 steps.
 SETTINGS: dict[str, Any] = {
@@ -46,7 +48,7 @@ WINDOW = 100  # bars each strategy sees; 4 x the longest warm-up is smaller, so 
 
 # Operator commands the worker applies, by the step they apply before: a config change that lets
 # a second position open, then a manual buy that needs it (max_open_positions 1 would refuse it
-# whenever the strategies hold BTC/EUR).
+# whenever the strategies hold BTC/USD).
 SCHEDULE: dict[int, tuple[str, dict[str, Any]]] = {
     40: ("config", {"risk": {"max_open_positions": 2}, "strategies": {"fast_sma": {"fast": 4}}}),
     80: ("order", {"symbol": "LTC/USD", "side": "buy", "qty": 5.0}),
@@ -55,7 +57,7 @@ SCHEDULE: dict[int, tuple[str, dict[str, Any]]] = {
 
 def market(bars: int = BARS) -> dict[str, pd.DataFrame]:
     """The first `bars` one-minute bars of each dataset, keyed by symbol in feed order."""
-    return {symbol: load_market(name).iloc[:bars] for symbol, name in DATASETS.items()}
+    return {symbol: load_market(name, start=START).iloc[:bars] for symbol, name in DATASETS.items()}
 
 
 def settings(**risk: Any) -> Settings:
@@ -72,6 +74,7 @@ def make_session(
     lease_ttl: float = 15.0,
     holder: str | None = None,
     on_step: Callable[[int], None] | None = None,
+    slots: list[StrategySlot] | None = None,
 ) -> TradingSession:
     """A session over `feed` with the shared strategies; `schedule` commands apply by step."""
     session: TradingSession | None = None
@@ -88,7 +91,7 @@ def make_session(
 
     session = TradingSession(
         config or settings(),
-        list(SLOTS),
+        list(SLOTS if slots is None else slots),
         feed,
         store,
         window=WINDOW,

@@ -30,7 +30,7 @@ from n1v1.store.backtests import create_backtest
 ADMIN = "admin-token-0123456789abcdef"
 READ = "read-token-0123456789abcdef"
 WRONG = "wrong-token-0123456789abcdef"
-START_STEP = 30  # BTC/EUR has an open position with a working stop order here
+START_STEP = 30  # BTC/USD has an open position with a working stop order here
 JOB = "bt-0001"  # a stored backtest, so GET backtests/{job_id} has something to read
 MUTATING = {"POST", "PUT", "DELETE", "PATCH"}
 
@@ -199,9 +199,9 @@ def test_healthz_needs_no_token(shared: Client) -> None:
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"symbol": "BTC/EUR", "side": "buy", "qty": "x"}, "body.qty"),
-        ({"symbol": "BTC/EUR", "side": "buy", "qty": 0.1, "colour": "red"}, "body.colour"),
-        ({"symbol": "BTC/EUR", "side": "hold", "qty": 0.1}, "body.side"),
+        ({"symbol": "BTC/USD", "side": "buy", "qty": "x"}, "body.qty"),
+        ({"symbol": "BTC/USD", "side": "buy", "qty": 0.1, "colour": "red"}, "body.colour"),
+        ({"symbol": "BTC/USD", "side": "hold", "qty": 0.1}, "body.side"),
     ],
 )
 def test_a_bad_order_is_a_422_naming_the_field(
@@ -230,7 +230,7 @@ def test_an_unparseable_equity_start_is_a_422_naming_the_query_field(api: Client
 
 def test_a_body_over_the_size_limit_is_a_413(live: Live) -> None:
     with served(live, max_body_bytes=1000) as client:
-        big = {"symbol": "BTC/EUR", "side": "buy", "qty": 0.1, "pad": "x" * 1000}
+        big = {"symbol": "BTC/USD", "side": "buy", "qty": 0.1, "pad": "x" * 1000}
         response = client.call("POST", "/api/v1/orders", json=big)
         small = client.call("POST", "/api/v1/pause", json={"reason": "x" * 100})
     assert response.status_code == 413
@@ -282,7 +282,14 @@ def test_a_manual_buy_is_201_and_listed_with_the_orders(api: Client) -> None:
         "POST", "/api/v1/orders", json={"symbol": "LTC/USD", "side": "buy", "qty": 2.0}
     )
     assert response.status_code == 201
-    order = response.json()
+    body = response.json()
+    assert (body["requested_qty"], body["qty"], body["resized"], body["adjustments"]) == (
+        2.0,
+        2.0,
+        False,
+        [],
+    )
+    (order,) = body["orders"]
     assert (order["symbol"], order["side"], order["qty"], order["purpose"]) == (
         "LTC/USD",
         "buy",
@@ -303,7 +310,82 @@ def test_an_order_while_paused_is_a_409_naming_the_rule(api: Client) -> None:
     assert response.status_code == 409
     error = _error(response)
     assert error["code"] == "risk_rejected"
-    assert error["details"] == {"rule": "paused"}
+    assert error["details"] == {"rule": "paused", "requested_qty": 2.0}
+
+
+def test_a_buy_over_the_cash_is_a_409_naming_the_rule_and_nothing_is_placed(
+    api: Client, live: Live
+) -> None:
+    before = live.session.snapshot["working_orders"]
+    cash = live.session.snapshot["cash"]
+    response = api.call(
+        "POST", "/api/v1/orders", json={"symbol": "LTC/USD", "side": "buy", "qty": 1_000_000}
+    )
+    assert response.status_code == 409
+    error = _error(response)
+    assert error["code"] == "risk_rejected" and "insufficient_cash" in error["message"]
+    details = error["details"]
+    assert (details["rule"], details["requested_qty"], details["cash"]) == (
+        "insufficient_cash",
+        1_000_000,
+        cash,
+    )
+    price = live.session.last_bars["LTC/USD"].close
+    # at most cash / (price x (1 + taker fee 0.001)) fits
+    assert details["max_qty"] == pytest.approx(cash / (price * 1.001))
+    assert live.session.snapshot["working_orders"] == before
+
+
+def test_resize_true_cuts_the_order_and_the_response_says_from_what_to_what(
+    api: Client, live: Live
+) -> None:
+    cash = live.session.snapshot["cash"]
+    price = live.session.last_bars["LTC/USD"].close
+    response = api.call(
+        "POST",
+        "/api/v1/orders",
+        json={"symbol": "LTC/USD", "side": "buy", "qty": 1_000_000, "resize": True},
+    )
+    assert response.status_code == 201
+    body = response.json()
+    fits = cash / (price * 1.001)
+    assert body["resized"] is True and body["requested_qty"] == 1_000_000
+    rules = [(a["rule"], a["from_qty"]) for a in body["adjustments"]]
+    assert rules[0] == ("insufficient_cash", 1_000_000)
+    assert body["adjustments"][0]["to_qty"] == pytest.approx(fits)
+    # then whole lots of 0.00000001 LTC (the bundled rule): at most one lot less
+    assert fits - 1e-8 <= body["qty"] <= fits and body["orders"][0]["qty"] == body["qty"]
+
+
+def test_a_sell_larger_than_the_long_only_closes_it(api: Client, live: Live) -> None:
+    (held,) = api.call("GET", "/api/v1/positions").json()["positions"]
+    assert held["symbol"] == "BTC/USD" and held["qty"] > 0, "precondition: a long BTC/USD"
+    response = api.call(
+        "POST", "/api/v1/orders", json={"symbol": "BTC/USD", "side": "sell", "qty": 5}
+    )
+    assert response.status_code == 201
+    body = response.json()
+    assert body["qty"] == held["qty"] and body["resized"] is True
+    (cut,) = body["adjustments"]
+    assert (cut["rule"], cut["from_qty"], cut["to_qty"]) == ("reduce_only", 5, held["qty"])
+    run_to(live.session, live.feed, START_STEP + 1)
+    positions = api.call("GET", "/api/v1/positions").json()["positions"]
+    assert [p["symbol"] for p in positions] == []  # flat, not short
+
+
+@pytest.mark.parametrize(
+    ("qty", "rule"),
+    [(1e-9, "lot_size"), (0.001, "min_notional"), (0.123456789, "lot_size")],
+)
+def test_dust_and_off_lot_quantities_are_a_409_naming_the_instrument_rule(
+    shared: Client, qty: float, rule: str
+) -> None:
+    # LTC/USD (bundled rules): lot 0.00000001, minimum notional 1 USD; 0.001 LTC is ~0.12 USD
+    response = shared.call(
+        "POST", "/api/v1/orders", json={"symbol": "LTC/USD", "side": "buy", "qty": qty}
+    )
+    assert response.status_code == 409
+    assert _error(response)["details"]["rule"] == rule
 
 
 def test_the_kill_switch_flattens_at_the_next_bar_and_resume_needs_a_reset(
@@ -313,20 +395,30 @@ def test_the_kill_switch_flattens_at_the_next_bar_and_resume_needs_a_reset(
     assert api.call("POST", "/api/v1/orders", json=buy).status_code == 201
     run_to(live.session, live.feed, 31)  # 00:30, both symbols have a bar: the buy fills
     held = {p["symbol"] for p in api.call("GET", "/api/v1/positions").json()["positions"]}
-    assert held == {"BTC/EUR", "LTC/USD"}, "precondition: both symbols held"
+    assert held == {"BTC/USD", "LTC/USD"}, "precondition: both symbols held"
 
-    assert api.call("POST", "/api/v1/kill-switch", json={"reason": "drill"}).status_code == 200
+    positions = api.call("GET", "/api/v1/positions").json()["positions"]
+    stops = [o["client_order_id"] for o in live.session.snapshot["working_orders"]]
+    assert len(stops) == 2, "precondition: each position's stop-loss is working"
+    response = api.call("POST", "/api/v1/kill-switch", json={"reason": "drill"})
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["engaged"], body["reason"]) == (True, "drill")
+    assert sorted(o["client_order_id"] for o in body["cancelled_orders"]) == sorted(stops)
+    assert {o["status"] for o in body["cancelled_orders"]} == {"cancelled"}
+    assert sorted((p["symbol"], p["qty"]) for p in body["positions_flattened"]) == [
+        (p["symbol"], p["qty"]) for p in positions
+    ]
+    assert sorted((o["symbol"], o["side"], o["qty"]) for o in body["flattening_orders"]) == sorted(
+        (p["symbol"], "sell", p["qty"]) for p in positions
+    )
     working = live.session.snapshot["working_orders"]
     assert sorted((o["symbol"], o["purpose"]) for o in working) == [
-        ("BTC/EUR", "kill_switch"),
+        ("BTC/USD", "kill_switch"),
         ("LTC/USD", "kill_switch"),
     ]
-    # Each kill-switch order fills at its symbol's next open: LTC/USD's at step 32 (00:31);
-    # BTC/EUR has no bars at 00:31 and 00:32, so its fills at step 34 (00:33).
-    run_to(live.session, live.feed, 33)
-    held = {p["symbol"] for p in api.call("GET", "/api/v1/positions").json()["positions"]}
-    assert held == {"BTC/EUR"}
-    run_to(live.session, live.feed, 34)
+    # Each kill-switch order fills at its symbol's next open, step 32 (00:31) for both.
+    run_to(live.session, live.feed, 32)
     assert api.call("GET", "/api/v1/positions").json()["positions"] == []
 
     refused = api.call("POST", "/api/v1/resume", json={})
@@ -355,6 +447,18 @@ def test_cancelling_a_working_stop_order_is_200_and_it_is_cancelled(
     listed = api.call("GET", "/api/v1/orders", params={"status": "cancelled"}).json()["orders"]
     assert stop["client_order_id"] in [o["client_order_id"] for o in listed]
     assert live.session.snapshot["working_orders"] == []
+
+
+def test_strategies_lists_each_strategys_own_pnl(api: Client, live: Live) -> None:
+    body = api.call("GET", "/api/v1/strategies").json()
+    assert body["currency"] == "USD" and body["as_of"] == live.session.snapshot["last_bar_time"]
+    by_id = {s["id"]: s for s in body["strategies"]}
+    assert set(by_id) == {"fast_sma", "rsi", "ema_cross"}
+    for entry in by_id.values():
+        pnl = entry["pnl"]
+        assert pnl["net_pnl"] == pytest.approx(pnl["equity"] - 10_000)
+        assert pnl["realized_pnl"] + pnl["unrealized_pnl"] == pytest.approx(pnl["net_pnl"])
+        assert set(pnl["targets"]) <= {"BTC/USD", "LTC/USD"}
 
 
 # -- paged reads -----------------------------------------------------------------------------------
@@ -390,12 +494,12 @@ def test_equity_is_downsampled_to_max_points_keeping_the_first_and_last(
 ) -> None:
     run_to(live.session, live.feed, live.feed.total)
     points = StoreReader(live.store).equity()
-    assert len(points) == live.feed.total == 355  # one point per step
+    assert len(points) == live.feed.total == 300  # one point per step
 
     body = api.call("GET", "/api/v1/equity", params={"max_points": 5}).json()
-    assert body["total"] == 355
-    # indices round(i * 354 / 4): 0, 88 (88.5 rounds to even), 177, 266 (265.5), 354
-    expected = [points[i] for i in (0, 88, 177, 266, 354)]
+    assert body["total"] == 300
+    # indices round(i * 299 / 4): 0, 75 (74.75), 150 (149.5 rounds to even), 224 (224.25), 299
+    expected = [points[i] for i in (0, 75, 150, 224, 299)]
     assert body["points"] == [[p.timestamp.isoformat(), p.equity, p.cash] for p in expected]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import math
 import os
 import shlex
 import subprocess
@@ -149,9 +150,12 @@ def test_fraction_flag_sizes_from_equity(capsys, tmp_path):
     bars = load_bars(DATASET)
     first = backtest_json(capsys, tmp_path, "--fraction", "0.5", "--fee", "0.001")["trades"][0]
     # docs/execution.md, sizing `fraction`: qty = f x E_t / (c_t x (1 + taker_fee)), decided at the
-    # close c_t of the bar before the next_open entry; E_t is still the initial 10,000 then.
+    # close c_t of the bar before the next_open entry; E_t is still the initial 10,000 then. The
+    # quantity is then rounded down to BTC/USDT's bundled lot size of 0.00001 BTC.
     signal_close = bars["close"].iloc[bars.index.get_loc(_ts(first["entry_time"])) - 1]
-    assert first["qty"] == pytest.approx(0.5 * 10_000 / (signal_close * 1.001), rel=1e-12)
+    sized = 0.5 * 10_000 / (signal_close * 1.001)
+    assert first["qty"] == pytest.approx(math.floor(sized / 1e-5) * 1e-5, rel=1e-12)
+    assert sized - 1e-5 < first["qty"] <= sized
 
 
 def test_start_and_end_cut_the_bars_inclusively(capsys, tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from n1v1.config import ConfigError, Settings, load_settings
+from n1v1.config import ConfigError, InstrumentSpec, Settings, load_settings
 
 
 def write(tmp_path, text: str):
@@ -63,6 +63,8 @@ def test_cross_field_rules_name_the_key():
         load_settings(env={}, overrides={"risk.sizing": "fixed"})
     with pytest.raises(ConfigError, match=r"risk\.take_profit_r: needs a stop"):
         load_settings(env={}, overrides={"risk.take_profit_r": 2})
+    with pytest.raises(ConfigError, match=r"risk\.flatten_on_breach: needs a limit to breach"):
+        load_settings(env={}, overrides={"risk.flatten_on_breach": True})
 
 
 def test_missing_or_malformed_file_is_a_clear_error(tmp_path):
@@ -118,10 +120,15 @@ def test_a_file_that_is_not_utf8_text_names_the_byte(tmp_path):
         load_settings(path, env={})
 
 
-def test_per_symbol_instrument_rules_fall_back_to_the_default():
+def test_per_symbol_instrument_rules_then_the_bundled_table_then_the_default():
     s = load_settings(
         env={},
-        overrides={"execution.instruments": {"BTC/USD": {"lot_size": 0.001}}},
+        overrides={
+            "execution.instruments": {"BTC/USD": {"lot_size": 0.001}},
+            "execution.default_instrument": {"min_notional": 2.0},
+        },
     )
-    assert s.execution.instrument("BTC/USD").lot_size == 0.001
-    assert s.execution.instrument("ETH/USD").lot_size == 0.0
+    assert s.execution.instrument("BTC/USD") == InstrumentSpec(lot_size=0.001)  # configured
+    assert s.execution.instrument("ETH/USD") == InstrumentSpec(lot_size=1e-8, min_notional=1.0)
+    assert s.execution.instrument("BTC/USDT") == InstrumentSpec(lot_size=1e-5, min_notional=5.0)
+    assert s.execution.instrument("XRP/USD") == InstrumentSpec(min_notional=2.0)  # the default

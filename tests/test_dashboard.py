@@ -87,7 +87,7 @@ class LiveApi:
 def running_api(tmp: Path) -> Iterator[LiveApi]:
     """A session that has traded its whole replay, served by the real API; all stopped on exit."""
     frames = {
-        "BTC/EUR": load_dataset("coinbase_BTC-EUR_1m").iloc[:BARS],
+        "BTC/USD": load_dataset("coinbase_BTC-USD_1m").loc["2018-04-04":].iloc[:BARS],
         "LTC/USD": load_dataset("coinbase_LTC-USD_1m").iloc[:BARS],
     }
     store = create_store(f"sqlite:///{tmp}/s.db")

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from builders import make_bars, run_engine, settings
+from builders import FixedTargets, make_bars, run_engine, settings
 
+from n1v1.backtest.runner import BacktestError, fast_path_unsupported, run_backtest
 from n1v1.domain import OrderPurpose, OrderStatus, Side
 from n1v1.engine.engine import TradingEngine
 from n1v1.engine.feeds import ReplayFeed
@@ -352,6 +353,55 @@ def test_circuit_breaker_halts_new_entries_after_the_drawdown_limit():
     assert engine.portfolio.equity == approx(9_500)
 
 
+BREACH_BARS = make_bars(
+    [
+        (100, 100, 100, 100),
+        (100, 100, 93, 94),
+        (94, 95, 93, 95),
+        (95, 96, 94, 96),
+        (96, 97, 95, 97),
+    ]
+)
+
+
+@pytest.mark.parametrize("limit", ["max_drawdown", "max_daily_loss"])
+def test_flatten_on_breach_closes_everything_when_a_limit_trips(limit):
+    risk = {"sizing": "fixed", "qty": 100, limit: 0.05, "flatten_on_breach": True}
+    engine = run_engine(BREACH_BARS, [1, 1, 1, 1, 1], settings(risk=risk))
+    # 100 units bought at bar 1's open 100 (cash 0); bar 1 closes at 94: equity 9,400 is 6% below
+    # the peak (and the day's start) of 10,000 -> tripped; the flattening sell decided at that
+    # close fills at bar 2's open 94: -600, and the account stays in cash at 9,400
+    rule = "circuit_breaker" if limit == "max_drawdown" else limit
+    assert (rule, "halt") in rules(engine) and (rule, "flatten") in rules(engine)
+    (trade,) = closed(engine)
+    assert trade.exit_reason == "risk_flatten" and trade.exit_price == 94
+    assert trade.pnl == approx(-600)
+    assert engine.equity_series().tolist() == approx([10_000, 9_400, 9_400, 9_400, 9_400])
+    # the unchanged long target neither cancels the flattening order nor re-enters
+    assert [f.purpose for f in engine.journal.fills] == [
+        OrderPurpose.ENTRY,
+        OrderPurpose.RISK_FLATTEN,
+    ]
+
+
+def test_without_flatten_on_breach_the_breaker_only_refuses_new_entries():
+    risk = {"sizing": "fixed", "qty": 100, "max_drawdown": 0.05}
+    engine = run_engine(BREACH_BARS, [1, 1, 1, 1, 1], settings(risk=risk))
+    # the long stays open: equity follows the close, 100 x 97 = 9,700 at the end
+    assert closed(engine) == []
+    assert engine.equity_series().tolist() == approx([10_000, 9_400, 9_500, 9_600, 9_700])
+
+
+def test_flatten_on_breach_under_close_fills_flattens_at_the_breach_bars_close():
+    ex = {"fill": "close"}
+    risk = {"sizing": "fixed", "qty": 100, "max_drawdown": 0.05, "flatten_on_breach": True}
+    engine = run_engine(BREACH_BARS, [1, 1, 1, 1, 1], settings(execution=ex, risk=risk))
+    # bought at bar 0's close 100; tripped at bar 1's close 94 and sold there: -600
+    (trade,) = closed(engine)
+    assert (trade.exit_time, trade.exit_price) == (BREACH_BARS.index[1], 94)
+    assert engine.equity_series().tolist() == approx([10_000, 9_400, 9_400, 9_400, 9_400])
+
+
 def test_atr_stop_with_an_r_multiple_take_profit():
     bars = make_bars([*STOP_BARS, (101, 111, 100, 110), (110, 111, 109, 110)])
     risk = {**FIXED_10, "atr_stop_multiple": 2.0, "take_profit_r": 2.0}
@@ -413,6 +463,67 @@ def test_kill_switch_flattens_and_refuses_new_entries():
     assert ("kill_switch", "reject") in rules(engine)
 
 
+def test_kill_switch_reports_what_it_cancelled_flattens_and_placed():
+    engine = TradingEngine(settings(risk={**FIXED_10, "stop_loss_pct": 0.05}))
+    engine.add_signal_source(PrecomputedTargets.from_arrays("t", {"BTC": [1, 1, 1, 1, 1]}))
+    steps = list(ReplayFeed({"BTC": ROUND_TRIP}))
+    for ts, bars in steps[:2]:
+        engine.on_bar(ts, bars)
+    # long 10 @ 101 (bar 1's open) with its stop resting at 101 x 0.95 = 95.95
+    (stop,) = engine.venue.working_orders()
+    report = engine.kill_switch(steps[1][0], "drill", {})
+    assert report.reason == "drill"
+    assert [(o.client_order_id, o.status, o.price) for o in report.cancelled] == [
+        (stop.client_order_id, OrderStatus.CANCELLED, approx(95.95))
+    ]
+    # marked at bar 1's close 102: unrealised (102 - 101) x 10 = 10
+    assert report.positions == [
+        {
+            "symbol": "BTC",
+            "qty": 10.0,
+            "avg_entry": 101.0,
+            "last_price": 102.0,
+            "unrealized_pnl": 10,
+        }
+    ]
+    ((side, qty, purpose),) = [(o.side, o.qty, o.purpose) for o in report.orders]
+    assert (side, qty, purpose) == (Side.SELL, 10.0, OrderPurpose.KILL_SWITCH)
+
+
+def test_a_kill_switch_order_still_filling_is_not_cancelled_by_unchanged_targets():
+    bars = make_bars(
+        [
+            (100, 100, 100, 100, 50),
+            (100, 101, 99, 100, 50),
+            (102, 103, 101, 102, 50),
+            (103, 104, 102, 104, 50),
+            (105, 106, 104, 105, 50),
+            (106, 107, 105, 106, 50),
+        ]
+    )
+    engine = TradingEngine(settings(execution={"participation_cap": 0.1}, risk=FIXED_10))
+    engine.add_signal_source(PrecomputedTargets.from_arrays("t", {"BTC": [1] * 6}))
+    steps = list(ReplayFeed({"BTC": bars}))
+    for ts, step in steps[:3]:
+        engine.on_bar(ts, step)
+    # 10% of 50 = 5 a bar: the entry filled 5 @ 100 and 5 @ 102; the kill switch sells 10
+    engine.kill_switch(steps[2][0], "drill", {})
+    for ts, step in steps[3:]:
+        engine.on_bar(ts, step)
+    # 5 @ 103 at bar 3, and the strategy's unchanged long target must not cancel the other 5,
+    # which fill @ 105 at bar 4
+    assert [(f.qty, f.price) for f in engine.journal.fills] == [
+        (5, 100),
+        (5, 102),
+        (5, 103),
+        (5, 105),
+    ]
+    assert not engine.portfolio.open_positions()
+    (trade,) = closed(engine)
+    # entries average (100 + 102) / 2 = 101, exits (103 + 105) / 2 = 104: (104 - 101) x 10 = 30
+    assert trade.exit_reason == "kill_switch" and trade.pnl == approx(30)
+
+
 def test_client_order_ids_are_deterministic_and_depend_on_the_run():
     config = settings(risk=FIXED_10)
     ids = [
@@ -444,3 +555,13 @@ def test_equity_is_cash_plus_positions_at_every_bar():
     for point in engine.journal.equity:
         assert point.equity == approx(point.cash + point.position_value)
     assert isinstance(engine.equity_series().index, pd.DatetimeIndex)
+
+
+def test_the_fast_path_refuses_flatten_on_breach_and_auto_runs_the_engine():
+    risk = {"sizing": "fixed", "qty": 100, "max_drawdown": 0.05, "flatten_on_breach": True}
+    config = settings(risk=risk)
+    assert "risk.flatten_on_breach" in fast_path_unsupported(config, {"BTC": BREACH_BARS})
+    with pytest.raises(BacktestError, match=r"risk\.flatten_on_breach"):
+        run_backtest(BREACH_BARS, FixedTargets([1] * 5), config, engine="fast")
+    auto = run_backtest(BREACH_BARS, FixedTargets([1] * 5), config)
+    assert auto.engine == "event" and [t.exit_reason for t in auto.trades] == ["risk_flatten"]

@@ -1,6 +1,6 @@
 """The trading session: operator commands, the one-writer lease, and restart safety.
 
-Sessions trade the first bars of two bundled one-minute datasets (BTC/EUR, LTC/USD) into SQLite
+Sessions trade the first bars of two bundled one-minute datasets (BTC/USD, LTC/USD) into SQLite
 stores. Most tests stop the feed at an exact step (`GatedFeed`), act, and let it go on, so every
 expected answer follows from the step at which something was done. The restart test kills a
 session's process with SIGKILL half-way and checks that a new session, rebuilt from the store,
@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 from session_worker import (
     SCHEDULE,
+    SLOTS,
     GatedFeed,
     make_session,
     market,
@@ -31,6 +32,8 @@ from session_worker import (
 )
 from sqlalchemy import select, update
 
+from n1v1.config import ConfigError
+from n1v1.data.market import load_market
 from n1v1.live.replay import PacedReplay
 from n1v1.live.session import CommandError, TradingSession
 from n1v1.store import Store, StoreReader, create_store, current_lease
@@ -49,7 +52,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 @pytest.fixture
 def gated(store: Store) -> Iterator[tuple[TradingSession, GatedFeed]]:
     """A running session with no open-position limit, held before its first bar."""
-    feed = GatedFeed(market())  # 355 steps
+    feed = GatedFeed(market())  # 300 steps
     session = make_session(store, feed, config=settings(max_open_positions=None))
     session.start()
     wait_until(lambda: session.state == "running", "the session to take the lease")
@@ -124,7 +127,7 @@ def test_strategy_parameter_override_shows_in_the_snapshot(
     _command(session, "config", {"strategies": {"fast_sma": {"fast": 3}}})
 
     strategies = {s["id"]: s for s in session.snapshot["strategies"]}
-    assert strategies["fast_sma"] == {
+    assert {k: v for k, v in strategies["fast_sma"].items() if k != "pnl"} == {
         "id": "fast_sma",
         "name": "sma_cross",
         "params": {"fast": 3, "slow": 20},
@@ -161,6 +164,50 @@ def test_invalid_config_names_the_key_and_changes_nothing(
     assert reader.get_state("live_config") is None
 
 
+def test_a_feed_mixing_quote_currencies_is_refused_before_the_session_starts(store: Store) -> None:
+    euro = load_market("coinbase_BTC-EUR_1m").iloc[:10]
+    feed = GatedFeed({**market(10), "BTC/EUR": euro})
+    with pytest.raises(ConfigError, match=r"EUR: BTC/EUR; USD: BTC/USD, LTC/USD"):
+        make_session(store, feed)
+    assert StoreReader(store).bar_log() == []
+
+
+# -- several strategies ----------------------------------------------------------------------------
+def test_orders_record_their_strategies_and_each_has_its_own_pnl(tmp_path: Path) -> None:
+    """A strategy's P&L in the session is its shadow account: exactly what a session running that
+    strategy alone would hold, bar for bar (docs/execution.md, "Several strategies on one
+    symbol")."""
+    config = settings(max_open_positions=None)
+    runs = {}
+    for label, slots in (("all", SLOTS), ("alone", SLOTS[:1])):
+        store = create_store(f"sqlite:///{tmp_path}/{label}.db")
+        feed = PacedReplay(market(150), 0)
+        session = make_session(store, feed, config=config, slots=slots)
+        session.start()
+        try:
+            run_to_end(session, feed, len(feed))
+        finally:
+            session.stop()
+        runs[label] = (session.snapshot, StoreReader(store).latest_orders())
+        store.dispose()
+    (together, orders), (alone, _) = runs["all"], runs["alone"]
+    pnl = {s["id"]: s["pnl"] for s in together["strategies"]}
+    assert set(pnl) == {"fast_sma", "rsi", "ema_cross"}
+    shadow = pnl["fast_sma"]
+    assert shadow["equity"] == alone["equity"] and shadow["fees_paid"] == alone["fees_paid"]
+    assert shadow["net_pnl"] == shadow["equity"] - alone["initial_cash"]
+    # and alone, a strategy's shadow is its account
+    (only,) = alone["strategies"]
+    assert only["pnl"]["equity"] == alone["equity"]
+    # every strategy order names the slots whose targets caused it; rule orders name none
+    by_purpose: dict[str, set[str]] = {}
+    for order in orders.values():
+        by_purpose.setdefault(order.purpose.value, set()).add(order.strategy)
+    named = by_purpose["entry"] | by_purpose.get("exit", set())
+    assert named and all(n and set(n.split("+")) <= set(pnl) for n in named)
+    assert by_purpose.get("stop_loss", {""}) == {""}
+
+
 # -- the lease -------------------------------------------------------------------------------------
 def test_a_second_session_stands_by_naming_the_holder_then_takes_over(store: Store) -> None:
     first_feed, second_feed = GatedFeed(market(60)), GatedFeed(market(60))
@@ -170,6 +217,7 @@ def test_a_second_session_stands_by_naming_the_holder_then_takes_over(store: Sto
     try:
         wait_until(lambda: first.state == "running", "the first session to take the lease")
         run_to(first, first_feed, 20)
+        first_strategies = first.snapshot["strategies"]
         second.start()
         wait_until(lambda: second.snapshot.get("state") == "standby", "the second to stand by")
 
@@ -190,6 +238,7 @@ def test_a_second_session_stands_by_naming_the_holder_then_takes_over(store: Sto
         assert second.snapshot["lease"]["holder"] == "second"
         assert second.snapshot["lease"]["token"] == 2
         assert second.snapshot["step"] == 20  # rebuilt from the first session's 20 steps
+        assert second.snapshot["strategies"] == first_strategies  # shadows rebuilt by replay
         run_to(second, second_feed, 30)
     finally:
         first.stop()
@@ -324,7 +373,7 @@ def test_a_tampered_store_fails_the_rebuild_and_the_session_refuses_to_trade(
         assert successor.snapshot["state"] == "failed"
         with pytest.raises(CommandError, match="failed") as err:
             successor.submit(
-                "order", {"symbol": "BTC/EUR", "side": "buy", "qty": 0.1}, "t"
+                "order", {"symbol": "BTC/USD", "side": "buy", "qty": 0.1}, "t"
             ).result()
         assert err.value.code == "unavailable"
     finally:

@@ -296,3 +296,42 @@ def test_long_report_stays_small_and_keeps_the_extremes(tmp_path: Path) -> None:
     assert abs(pts[np.argmin(pts[:, 1]), 0] - x_of(400_000)) < 1.0  # highest point = spike
     assert abs(pts[np.argmax(pts[:, 1]), 0] - x_of(700_001)) < 1.0  # lowest point = crash
     assert "Markers for the first 1,000 of 2,000 trades" in path.read_text(encoding="utf-8")
+
+
+def test_several_strategies_get_a_section_with_each_ones_own_pnl(tmp_path: Path) -> None:
+    from builders import FixedTargets, make_bars, settings
+
+    from n1v1.backtest.runner import run_backtest
+
+    bars = make_bars([(100, 100, 100, 100), (100, 102, 99, 102), (104, 104, 103, 103)] * 3)
+    trend = FixedTargets([1, 1, 1, 1, 0, 0, 0, 0, 0], name="trend")
+    dip = FixedTargets([0, 0, 0, 1, 1, 1, 1, 0, 0], name="dip<x>")
+    result = run_backtest(bars, {"trend": trend, "dip<x>": dip}, settings())
+    path = write_html_report(
+        tmp_path / "r.html",
+        title="two",
+        metrics=result.metrics,
+        equity=result.equity,
+        trades=result.trades,
+        prices=bars,
+        strategies=result.strategies,
+    )
+    page = _parse(path)
+    rows = {a.get("id") for _, a in page.elements if (a.get("id") or "").startswith("strategy-")}
+    assert rows == {"strategy-trend", "strategy-dip<x>"}  # the name is escaped in the markup
+    text = path.read_text(encoding="utf-8")
+    assert "dip&lt;x&gt;" in text and "shadow account" in text
+    # the row shows the shadow's final equity to the cent
+    final = result.strategies["trend"]["metrics"]["final_equity"]
+    assert f"{final:,.2f}" in text
+    one = run_backtest(bars, trend, settings())
+    single = write_html_report(
+        tmp_path / "one.html",
+        title="one",
+        metrics=one.metrics,
+        equity=one.equity,
+        trades=one.trades,
+        prices=bars,
+        strategies=one.strategies,
+    )
+    assert 'id="strategies"' not in single.read_text(encoding="utf-8")

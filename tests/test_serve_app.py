@@ -64,14 +64,14 @@ CONFIG = Path(__file__).resolve().parents[1] / "serve_config.yaml"
 TOKEN = "e2e-admin-" + secrets.token_hex(12)
 READ_TOKEN = "e2e-reader-" + secrets.token_hex(12)
 MAIN, KILL = "n1v1", "kill"
-DATASETS = ["coinbase_BTC-EUR_1m", "coinbase_LTC-USD_1m"]
+DATASETS = ["coinbase_BTC-USD_1m", "coinbase_LTC-USD_1m"]  # one USD account
 # A request that shares a batched forward pass with others is computed in float32 among other rows,
 # and the rounding of a float32 matmul depends on the batch's size: the same row can differ from a
 # pass of its own by a few float32 ulps (~6e-8 seen). Alone in its pass it matches to 1e-9.
 BATCHED_ATOL = 1e-6
 REFRESH_S = 1.0  # how often a model replica looks for a newly promoted version
-# The main app's feed outlasts the module (~4,300 steps at 20 a second), so it is always mid-run.
-MAIN_FEED = {"kind": "replay", "datasets": DATASETS, "bars_per_second": 20}
+# The main app's feed outlasts the module (~3,900 steps at 20 a second), so it is always mid-run.
+MAIN_FEED = {"kind": "replay", "datasets": DATASETS, "start": "2018-04-04", "bars_per_second": 20}
 # The kill -9 app's feed: 481 steps, fast, so the restarted replica finishes it within the test.
 KILL_FEED = {
     "kind": "replay",
@@ -328,7 +328,7 @@ def test_status_without_a_token_is_401_in_the_error_format(cluster: Cluster) -> 
 
 def test_status_shows_the_engine_running_and_stepping(cluster: Cluster) -> None:
     first = status(cluster)
-    assert first["state"] == "running" and first["symbols"] == ["BTC/EUR", "LTC/USD"]
+    assert first["state"] == "running" and first["symbols"] == ["BTC/USD", "LTC/USD"]
     later = wait_for(
         lambda: (s := status(cluster))["step"] > first["step"] and s, 20, "the step to advance"
     )

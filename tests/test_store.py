@@ -3,6 +3,7 @@ schema version, the lease and fencing, and an engine run rebuilt from the store.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import uuid
@@ -211,6 +212,15 @@ def test_a_failed_write_leaves_nothing_half_written(
     with pytest.raises(sa.exc.IntegrityError):
         journal.record_fill(_fill(coid="ghost"))
     assert journal.fills() == []
+
+
+def test_an_order_caused_by_many_strategies_keeps_every_id(journal: SqlJournal) -> None:
+    # five slot ids of the longest allowed length (64) joined by "+": 324 characters, more than
+    # the VARCHAR(128) of schema version 2 held (PostgreSQL refused it)
+    ids = "+".join(f"{k}" * 64 for k in range(5))
+    journal.record_order(dataclasses.replace(_order(), strategy=ids))
+    assert journal.latest_orders()["o1"].strategy == ids
+    assert journal.query_orders()[0][0].strategy == ids
 
 
 def test_schema_version_mismatch_names_both_versions(url: str) -> None:

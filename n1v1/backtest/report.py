@@ -52,12 +52,14 @@ def write_html_report(
     prices: dict[str, pd.DataFrame] | pd.DataFrame,
     params: dict | None = None,
     notes: list[str] | None = None,
+    strategies: dict[str, dict] | None = None,
 ) -> Path:
     """Write the report to `path` (parent directories are created) and return the path.
 
     `metrics` is the dict of `compute_metrics` (extra keys are shown too); `prices` maps a symbol
     to an OHLCV frame with a `close` column and a DatetimeIndex, or is one such frame when all
-    trades share a symbol.
+    trades share a symbol. `strategies` is `BacktestResult.strategies` (each strategy's own P&L);
+    with more than one strategy the report gets a section comparing them.
     """
     path = Path(path)
     x, y = _series_arrays(equity, "equity")
@@ -93,6 +95,8 @@ def write_html_report(
                 f"{len(mine):,} trades.</p>"
             )
         body.append(_line_chart(px, py, height=320, label=symbol, trades=mine))
+    if strategies and len(strategies) > 1:
+        body += ["<h2>Strategies</h2>", _strategies_section(strategies)]
     body += ["<h2>Trades</h2>", _trades_table(trades)]
     if params:
         body += ["<h2>Parameters</h2>", _params_table(params)]
@@ -368,6 +372,43 @@ def _trades_table(trades: Sequence[Trade]) -> str:
             _e(t.exit_reason),
         ]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return "\n".join([*rows, "</table>"])
+
+
+# Columns of the strategies table: metric key (compute_metrics) and heading.
+_STRATEGY_COLUMNS = (
+    ("final_equity", "final equity"),
+    ("total_return", "return"),
+    ("sharpe", "Sharpe"),
+    ("max_drawdown", "max drawdown"),
+    ("n_trades", "trades"),
+    ("win_rate", "win rate"),
+    ("fees_paid", "fees"),
+)
+
+
+def _strategies_section(strategies: dict[str, dict]) -> str:
+    """Each strategy's own P&L, from its shadow account, with the rule that defines it."""
+    note = (
+        '<p class="note">The account trades the sign of the strategies\' summed targets per '
+        "symbol, so their positions net out. Each row is a strategy's shadow account: the same "
+        "settings, cash and bars with that strategy alone, filled by the same rules at the same "
+        'bars\' prices (docs/execution.md, "Several strategies on one symbol"). They need not add '
+        "up to the account: alone, a strategy's sizes, fees and stops differ.</p>"
+    )
+    head = '<tr><th class="l">strategy</th>' + "".join(
+        f"<th>{_e(label)}</th>" for _, label in _STRATEGY_COLUMNS
+    )
+    rows = [note, '<table id="strategies">' + head + "</tr>"]
+    for name, entry in strategies.items():
+        metrics = entry.get("metrics", {})
+        cells = []
+        for key, _ in _STRATEGY_COLUMNS:
+            info = METRICS.get(key)
+            cells.append(f"<td>{_e(_fmt_metric(info.unit if info else '', metrics.get(key)))}</td>")
+        rows.append(
+            f'<tr id="strategy-{_e(name)}"><td class="l">{_e(name)}</td>{"".join(cells)}</tr>'
+        )
     return "\n".join([*rows, "</table>"])
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,9 @@ from n1v1.domain import Side, Symbol, Trade
 from n1v1.engine.engine import TradingEngine
 from n1v1.engine.feeds import ReplayFeed
 from n1v1.engine.journal import InMemoryJournal
+from n1v1.engine.shadows import StrategyShadows
 from n1v1.engine.signals import PrecomputedTargets
+from n1v1.execution.instruments import account_currency
 from n1v1.strategies.base import Strategy
 
 
@@ -51,10 +53,14 @@ class BacktestResult:
     settings: Settings
     journal: InMemoryJournal | None = None
     notes: list[str] = field(default_factory=list)
+    currency: str | None = None  # the account currency (None: no symbol declares a quote)
+    # name -> {"basis": "account" | "shadow", "params", "metrics"}: each strategy's own P&L
+    strategies: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "metrics": self.metrics,
+            "strategies": self.strategies,
             "trades": [t.to_dict() for t in self.trades],
             "equity": [
                 [ts.isoformat(), float(v)]
@@ -70,6 +76,7 @@ class BacktestResult:
                 "taker_fee": self.settings.execution.taker_fee,
                 "slippage_bps": self.settings.execution.slippage_bps,
                 "cash": self.settings.backtest.cash,
+                "currency": self.currency,
                 "notes": self.notes,
             },
         }
@@ -83,27 +90,70 @@ class BacktestResult:
 
 def run_backtest(
     bars: pd.DataFrame | Mapping[str, pd.DataFrame],
-    strategy: Strategy,
+    strategy: Strategy | Sequence[Strategy] | Mapping[str, Strategy],
     settings: Settings | None = None,
     *,
     engine: str | None = None,
     progress: bool = False,
+    shadows: bool = True,
 ) -> BacktestResult:
-    """Backtest `strategy` on one symbol's bars (a DataFrame) or several (symbol -> bars)."""
+    """Backtest on one symbol's bars (a DataFrame) or several (symbol -> bars).
+
+    `strategy` is one strategy, or several (a sequence with distinct names, or name -> strategy)
+    that trade one account netted per symbol (docs/execution.md, "Several strategies on one
+    symbol"); then each one's own P&L comes from its shadow account (`shadows=False` skips them:
+    the account's results are the same either way) and the event-driven engine runs.
+    """
     settings = settings or Settings()
-    strategy.bind_settings(settings)
+    strategies = _as_strategies(strategy)
+    for each in strategies.values():
+        each.bind_settings(settings)
     frames = _as_frames(bars)
+    currency = account_currency(settings.backtest.currency, frames)  # ConfigError if mixed
     choice = engine or settings.backtest.engine
     unsupported = fast_path_unsupported(settings, frames)
+    if len(strategies) > 1:
+        unsupported = ", ".join(filter(None, ["more than one strategy", unsupported]))
     if choice == "fast" and unsupported:
         raise BacktestError(f"engine=fast cannot run these settings: {unsupported}")
     if choice == "event" or (choice == "auto" and unsupported):
-        result = _run_event(frames, strategy, settings, progress)
+        result = _run_event(frames, strategies, settings, progress, shadows)
     else:
-        result = _run_fast(frames, strategy, settings)
+        (only,) = strategies.values()
+        result = _run_fast(frames, only, settings)
     if choice == "auto" and unsupported:
         result.notes.append(f"event-driven engine used: {unsupported}")
+    result.currency = currency
+    if not result.strategies and len(strategies) == 1:
+        # One strategy alone in its account: its P&L is the account's.
+        (name,) = strategies
+        result.strategies = {
+            name: {"basis": "account", "params": result.params, "metrics": result.metrics}
+        }
     return result
+
+
+def _as_strategies(
+    strategy: Strategy | Sequence[Strategy] | Mapping[str, Strategy],
+) -> dict[str, Strategy]:
+    if isinstance(strategy, Mapping):
+        strategies = {str(name): s for name, s in strategy.items()}
+    elif isinstance(strategy, Sequence):
+        names = [s.name for s in strategy]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise BacktestError(
+                f"strategies: {twice} named more than once; pass a mapping name -> strategy"
+            )
+        strategies = {s.name: s for s in strategy}
+    else:
+        strategies = {strategy.name: strategy}
+    if not strategies:
+        raise BacktestError("strategies: none given")
+    bad = [n for n in strategies if not n or "+" in n]
+    if bad:
+        raise BacktestError(f"strategies: names {bad} must be non-empty and without '+'")
+    return strategies
 
 
 def fast_path_unsupported(settings: Settings, frames: Mapping[str, pd.DataFrame]) -> str:
@@ -124,6 +174,7 @@ def fast_path_unsupported(settings: Settings, frames: Mapping[str, pd.DataFrame]
         (risk.max_daily_loss is not None, "risk.max_daily_loss"),
         (risk.max_drawdown is not None, "risk.max_drawdown"),
         (risk.max_consecutive_losses is not None, "risk.max_consecutive_losses"),
+        (risk.flatten_on_breach, "risk.flatten_on_breach"),
     ]
     return ", ".join(reason for failed, reason in checks if failed)
 
@@ -152,11 +203,18 @@ def fast_config(settings: Settings, symbol: str) -> FastConfig:
 
 # -- the two paths ---------------------------------------------------------------------------------
 def _run_event(
-    frames: dict[str, pd.DataFrame], strategy: Strategy, settings: Settings, progress: bool
+    frames: dict[str, pd.DataFrame],
+    strategies: dict[str, Strategy],
+    settings: Settings,
+    progress: bool,
+    with_shadows: bool,
 ) -> BacktestResult:
     journal = InMemoryJournal()
     engine = TradingEngine(settings, journal=journal)
-    engine.add_signal_source(PrecomputedTargets(strategy, frames, settings.risk.allow_short))
+    for name, strategy in strategies.items():
+        engine.add_signal_source(
+            PrecomputedTargets(strategy, frames, settings.risk.allow_short, name=name)
+        )
     risk = settings.risk
     if risk.uses_atr:
         for symbol, frame in frames.items():
@@ -169,36 +227,66 @@ def _run_event(
                     risk.atr_period,
                 ),
             )
+    shadows = None
+    if with_shadows and len(strategies) > 1:
+        shadows = StrategyShadows(settings, engine.sources, atr=engine.atr)
     feed = ReplayFeed(frames)
     steps = iter(feed)
     if progress:
         from tqdm import tqdm
 
         steps = iter(tqdm(feed, total=len(feed), unit="bar", desc="backtest", leave=False))
-    engine.run(steps)
-    trades = engine.trades()
+    last_ts = None
+    for ts, step in steps:
+        engine.on_bar(ts, step)
+        if shadows is not None:
+            shadows.on_bar(ts, step)
+        last_ts = ts
+    if last_ts is not None:
+        engine.finish(last_ts)
+        if shadows is not None:
+            shadows.finish(last_ts)
     last_close = {s: float(f["close"].iloc[-1]) for s, f in frames.items()}
+    trades, metrics = _account_results(engine, settings, last_close)
+    per_strategy: dict[str, dict[str, Any]] = {}
+    if shadows is not None:
+        for name, shadow in shadows.engines.items():
+            per_strategy[name] = {
+                "basis": "shadow",
+                "params": strategies[name].params.model_dump(),
+                "metrics": _account_results(shadow, settings, last_close)[1],
+            }
+    several = len(strategies) > 1
+    return BacktestResult(
+        metrics,
+        trades,
+        engine.equity_series(),
+        "event",
+        "+".join(strategies),
+        {n: s.params.model_dump() for n, s in strategies.items()}
+        if several
+        else next(iter(strategies.values())).params.model_dump(),
+        list(frames),
+        settings,
+        journal,
+        strategies=per_strategy,
+    )
+
+
+def _account_results(
+    engine: TradingEngine, settings: Settings, last_close: Mapping[str, float]
+) -> tuple[list[Trade], dict[str, Any]]:
+    """An engine's trades (open ones marked at the last close) and their compute_metrics."""
+    trades = engine.trades()
     mark_open_trades(trades, last_close)
-    equity = engine.equity_series()
-    metrics = compute_metrics(
-        equity,
+    return trades, compute_metrics(
+        engine.equity_series(),
         trades,
         settings.backtest.cash,
         fills_notional=engine.portfolio.traded_notional,
         fees_paid=engine.portfolio.fees_paid,
         exposure_bars=engine.exposure_bars,
         risk_free_rate=settings.backtest.risk_free_rate,
-    )
-    return BacktestResult(
-        metrics,
-        trades,
-        equity,
-        "event",
-        strategy.name,
-        strategy.params.model_dump(),
-        list(frames),
-        settings,
-        journal,
     )
 
 

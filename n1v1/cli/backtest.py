@@ -14,6 +14,7 @@ from n1v1.cli.common import (
     cost_line,
     describe_run,
     metrics_table,
+    strategies_summary,
     trades_summary,
 )
 
@@ -37,15 +38,21 @@ DEMO_FEE, DEMO_STOP_LOSS = 0.001, 0.02
 
 
 def add_backtest_command(sub: Any) -> None:
-    p = sub.add_parser("backtest", help="backtest one strategy on one data file or dataset")
+    p = sub.add_parser("backtest", help="backtest strategies on one data file or dataset")
     p.add_argument("--data", required=True, help="CSV/Parquet file or bundled dataset name")
-    p.add_argument("--strategy", required=True, help="built-in name or package.module:Class")
+    p.add_argument(
+        "--strategy",
+        required=True,
+        action="append",
+        help="built-in name or package.module:Class; repeat it to net several in one account",
+    )
     p.add_argument(
         "--param",
         action="append",
         default=[],
         metavar="K=V",
-        help="strategy parameter (repeatable), e.g. --param fast=5",
+        help="strategy parameter (repeatable), e.g. --param fast=5; with several strategies "
+        "name the strategy: --param ema_cross.fast=5",
     )
     p.add_argument("--timeframe", help="resample to this timeframe first, e.g. 5m, 1h")
     p.add_argument("--start", help="first bar to use (UTC, ISO-8601; inclusive)")
@@ -127,15 +134,18 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config, overrides=backtest_overrides(args))
     bars = load_market(args.data, settings, symbol=args.symbol, start=args.start, end=args.end)
-    strategy = build_strategy(args.strategy, args.param)
-    result = run_backtest(bars, strategy, settings, progress=_progress(args))
-    params = ", ".join(f"{k}={v}" for k, v in result.params.items())
-    print(f"{result.strategy}({params}) on {args.data}")
+    strategies = build_strategies(args.strategy, args.param)
+    result = run_backtest(bars, strategies, settings, progress=_progress(args))
+    named = [(s.name, s.params.model_dump()) for s in strategies]
+    described = " + ".join(f"{n}({', '.join(f'{k}={v}' for k, v in p.items())})" for n, p in named)
+    print(f"{described} on {args.data}")
     print(describe_run(bars, settings))
     print()
     print(metrics_table({result.strategy: result}))
     print()
     print(trades_summary(result))
+    if len(result.strategies) > 1:
+        print(strategies_summary(result))
     written = write_outputs(
         result, bars, args.json, args.report, title=f"{result.strategy} on {args.data}"
     )
@@ -163,6 +173,25 @@ def load_market(
         start=start,
         end=end,
     )
+
+
+def build_strategies(names: Sequence[str], overrides: Sequence[str]) -> list[Strategy]:
+    """The strategies of repeated --strategy flags; with several, each --param names its strategy
+    (`ema_cross.fast=5`), so no parameter silently lands on the wrong one."""
+    if len(names) == 1:
+        return [build_strategy(names[0], overrides)]
+    from n1v1.config import ConfigError
+
+    mine: dict[str, list[str]] = {name: [] for name in names}
+    for item in overrides:
+        owner, dot, rest = item.partition(".")
+        if not dot or owner not in mine or "=" not in rest:
+            raise ConfigError(
+                f"--param {item!r}: with several strategies write STRATEGY.KEY=VALUE, STRATEGY "
+                f"one of {list(mine)}"
+            )
+        mine[owner].append(rest)
+    return [build_strategy(name, mine[name]) for name in names]
 
 
 def build_strategy(name: str, overrides: Sequence[str]) -> Strategy:
@@ -199,6 +228,7 @@ def write_outputs(
                 prices=bars,
                 params=result.params,
                 notes=[cost_line(result.settings), *result.notes],
+                strategies=result.strategies,
             )
         )
     return written

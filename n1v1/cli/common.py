@@ -63,6 +63,21 @@ def trades_summary(result: BacktestResult) -> str:
     return "\n".join(lines)
 
 
+def strategies_summary(result: BacktestResult) -> str:
+    """One line per strategy: its own P&L, from its shadow account (docs/execution.md)."""
+    cash = result.settings.backtest.cash
+    lines = ["Per strategy (each alone in a shadow account, same rules and prices):"]
+    for name, entry in result.strategies.items():
+        m = entry["metrics"]
+        closed = m["n_trades"]
+        lines.append(
+            f"  {name}: net P&L {m['final_equity'] - cash:+,.2f} "
+            f"({format_metric('fraction', m['total_return'])}), {closed} closed "
+            f"trade{'s' if closed != 1 else ''}, fees {m['fees_paid']:,.2f}"
+        )
+    return "\n".join(lines)
+
+
 def format_metric(unit: str, value: Any) -> str:
     """Percentages for fractions, currency to the cent, counts as integers; None -> 'n/a'."""
     if value is None:

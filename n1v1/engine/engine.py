@@ -32,8 +32,10 @@ from n1v1.domain import (
     make_client_order_id,
 )
 from n1v1.engine.journal import InMemoryJournal, Journal
+from n1v1.engine.manual import ManualOrderResult, place_manual_order
 from n1v1.engine.portfolio import Portfolio
 from n1v1.engine.signals import SignalSource
+from n1v1.execution.instruments import account_currency
 from n1v1.execution.venue import Execution, SimulatedVenue
 from n1v1.risk.exits import exit_levels, tighter_stop, trailing_stop
 from n1v1.risk.manager import RiskManager
@@ -41,6 +43,17 @@ from n1v1.risk.manager import RiskManager
 _PROTECTIVE = frozenset(
     {OrderPurpose.STOP_LOSS, OrderPurpose.TAKE_PROFIT, OrderPurpose.TRAILING_STOP}
 )
+
+
+@dataclass(slots=True)
+class FlattenReport:
+    """What a kill switch (or a breach with `risk.flatten_on_breach`) did: the working orders it
+    cancelled, the positions it flattens and the market orders placed to flatten them."""
+
+    reason: str
+    cancelled: list[Order] = field(default_factory=list)
+    positions: list[dict[str, object]] = field(default_factory=list)
+    orders: list[Order] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -78,6 +91,7 @@ class TradingEngine:
         self.risk = RiskManager(settings.risk, self.journal)
         self.risk.set_initial_equity(self.portfolio.equity)
         self.run_id = run_id or settings.backtest.run_id
+        self.currency = settings.backtest.currency  # the account's; set by the first symbol if None
         self.sources: list[SignalSource] = []
         self.atr: dict[Symbol, np.ndarray] = {}
         self.equity_curve: list[tuple[pd.Timestamp, float]] = []
@@ -86,7 +100,7 @@ class TradingEngine:
         self._states: dict[Symbol, _SymbolState] = {}
         self._order_seq: dict[tuple[Symbol, int], int] = {}
         self._next_open = settings.execution.fill == "next_open"
-        self._cost_rate = settings.execution.taker_fee + settings.execution.slippage_bps / 10_000.0
+        self.cost_rate = settings.execution.taker_fee + settings.execution.slippage_bps / 10_000.0
 
     # -- set-up ----------------------------------------------------------------------------------
     def add_signal_source(self, source: SignalSource) -> None:
@@ -96,9 +110,17 @@ class TradingEngine:
         """ATR per bar of a symbol, for ATR sizing and stops (known at each bar's close)."""
         self.atr[Symbol(symbol)] = np.asarray(values, dtype=np.float64)
 
+    def current_targets(self) -> dict[Symbol, dict[str, int]]:
+        """The last target of each strategy (signal source) for each symbol seen."""
+        return {symbol: dict(st.targets) for symbol, st in self._states.items()}
+
     def state(self, symbol: Symbol) -> _SymbolState:
         st = self._states.get(symbol)
         if st is None:
+            # Never add two currencies: a symbol quoted in another one is refused (ConfigError).
+            self.currency = account_currency(
+                self.settings.backtest.currency, [*self._states, symbol]
+            )
             st = self._states[symbol] = _SymbolState()
         return st
 
@@ -125,7 +147,12 @@ class TradingEngine:
                 st.held_bars += 1
 
         equity = self.portfolio.equity
-        self.risk.on_bar_close(ts, self.step, equity)
+        breaches = self.risk.on_bar_close(ts, self.step, equity)
+        if breaches and self.settings.risk.flatten_on_breach:
+            rule, reason = breaches[0]
+            self.risk.record_decision(ts, Symbol("*"), rule, "flatten", reason)
+            closes = {symbol: bar for symbol, (_, bar) in bars.items()}
+            self._flatten_all(ts, OrderPurpose.RISK_FLATTEN, f"{rule}: {reason}", closes)
 
         for symbol, (index, bar) in bars.items():
             st = self._states[symbol]
@@ -145,52 +172,74 @@ class TradingEngine:
         for order in self.venue.expire_all(ts):
             self.journal.record_order(order)
 
-    # -- kill switch -------------------------------------------------------------------------------
-    def kill_switch(self, ts: pd.Timestamp, reason: str, bars: Mapping[Symbol, Bar]) -> None:
-        """Cancel everything, flatten every position and refuse new entries until reset."""
+    # -- kill switch and flattening ----------------------------------------------------------------
+    def kill_switch(
+        self, ts: pd.Timestamp, reason: str, bars: Mapping[Symbol, Bar]
+    ) -> FlattenReport:
+        """Cancel everything, flatten every position and refuse new entries until reset.
+
+        Returns what it did: the orders it cancelled, the positions it flattens and the market
+        orders that flatten them (they fill at the next open, or at `bars`' close under `close`).
+        """
         self.risk.engage_kill_switch(ts, reason)
+        report = self._flatten_all(ts, OrderPurpose.KILL_SWITCH, "kill switch", bars)
+        report.reason = reason
+        return report
+
+    def _flatten_all(
+        self, ts: pd.Timestamp, purpose: OrderPurpose, reason: str, bars: Mapping[Symbol, Bar]
+    ) -> FlattenReport:
+        """Cancel every working order and close every position with a market order.
+
+        Each symbol is then blocked in the direction it held or was entering, like after a stop:
+        its strategies' unchanged targets must not re-enter once trading resumes, nor cancel a
+        flattening order that is still filling (docs/execution.md, "Kill switch").
+        """
+        report = FlattenReport(reason)
         for order in list(self.venue.working_orders()):
-            self.journal.record_order(self.venue.cancel(order.client_order_id, ts, "kill switch"))
-        for pos in self.portfolio.open_positions():
-            st = self.state(pos.symbol)
-            st.stop_id = st.take_profit_id = None
+            cancelled = self.venue.cancel(order.client_order_id, ts, reason)
+            self.journal.record_order(cancelled)
+            report.cancelled.append(cancelled)
+        for symbol, st in self._states.items():
+            pos = self.portfolio.position(symbol)
+            direction = (1 if pos.qty > 0 else -1) if pos.is_open else st.intended
+            if direction:
+                st.blocked = direction
             st.intended = 0
-            self._submit_market(
-                pos.symbol,
-                Side.SELL if pos.qty > 0 else Side.BUY,
-                abs(pos.qty),
-                ts,
-                OrderPurpose.KILL_SWITCH,
-                bars.get(pos.symbol),
-                "kill switch",
+            st.stop_id = st.take_profit_id = None
+        for pos in self.portfolio.open_positions():
+            report.positions.append(
+                {
+                    "symbol": pos.symbol,
+                    "qty": pos.qty,
+                    "avg_entry": pos.avg_entry,
+                    "last_price": pos.last_price if math.isfinite(pos.last_price) else None,
+                    "unrealized_pnl": pos.unrealized_pnl if math.isfinite(pos.last_price) else None,
+                }
             )
+            side = Side.SELL if pos.qty > 0 else Side.BUY
+            order = self._submit_market(
+                pos.symbol, side, abs(pos.qty), ts, purpose, bars.get(pos.symbol), reason
+            )
+            report.orders.append(order)
+        return report
 
     # -- operator actions (applied between bars) -------------------------------------------------
     def submit_manual_order(
-        self, symbol: str, side: Side, qty: float, ts: pd.Timestamp, price: float
-    ) -> Order | None:
-        """An operator's market order, filled at the next bar's open. Reducing a position is never
-        blocked; adding to or opening one passes the risk manager like a strategy entry does.
-        Returns None when risk rejects it (the decision, with its rule, is in the journal)."""
-        sym = Symbol(symbol)
-        pos = self.portfolio.position(sym)
-        reduces = pos.is_open and pos.qty * side.sign < 0 and qty <= abs(pos.qty) * (1 + 1e-12)
-        if not reduces:
-            open_elsewhere, exposure_elsewhere = self._commitments(exclude=sym)
-            qty = self.risk.review_manual(
-                ts,
-                sym,
-                qty,
-                price=price,
-                equity=self.portfolio.equity,
-                open_positions=open_elsewhere,
-                symbol_exposure=abs(pos.market_value) if pos.qty * side.sign > 0 else 0.0,
-                total_exposure=exposure_elsewhere,
-                instrument=self.settings.execution.instrument(sym),
-            )
-            if qty <= 0.0:
-                return None
-        return self._submit_market(sym, side, qty, ts, OrderPurpose.MANUAL, None, "operator")
+        self,
+        symbol: str,
+        side: Side,
+        qty: float,
+        ts: pd.Timestamp,
+        price: float,
+        *,
+        resize: bool = False,
+        reverse: bool = False,
+    ) -> ManualOrderResult:
+        """An operator's market order, filled at the next bar's open; `price` is the last close.
+        The rules (never past flat without `reverse`, never resized without `resize`) are in
+        `n1v1.engine.manual` and docs/execution.md, "Manual orders"."""
+        return place_manual_order(self, symbol, side, qty, ts, price, resize, reverse)
 
     def cancel_order(self, client_order_id: str, ts: pd.Timestamp, reason: str) -> Order:
         """Cancel a working order (KeyError when no working order has that id)."""
@@ -272,24 +321,36 @@ class TradingEngine:
             st.intended = desired  # already holding (part of) the wanted position
             return
         if pos.is_open:
-            self._close_position(symbol, bar, st, OrderPurpose.EXIT, "target changed")
+            held = 1 if pos.qty > 0 else -1  # closed by the strategies no longer holding it
+            leaving = "+".join(name for name, t in st.targets.items() if t != held)
+            self._close_position(
+                symbol, bar, st, OrderPurpose.EXIT, "target changed", strategy=leaving
+            )
         st.intended = 0
         if desired != 0:
-            self._open_position(symbol, index, bar, st, desired, equity)
+            entering = "+".join(name for name, t in st.targets.items() if t == desired)
+            self._open_position(symbol, index, bar, st, desired, equity, entering)
 
     def _open_position(
-        self, symbol: Symbol, index: int, bar: Bar, st: _SymbolState, direction: int, equity: float
+        self,
+        symbol: Symbol,
+        index: int,
+        bar: Bar,
+        st: _SymbolState,
+        direction: int,
+        equity: float,
+        strategy: str = "",
     ) -> None:
         atr_values = self.atr.get(symbol)
         atr = float(atr_values[index]) if atr_values is not None else None
-        open_elsewhere, exposure_elsewhere = self._commitments(exclude=symbol)
+        open_elsewhere, exposure_elsewhere = self.commitments(exclude=symbol)
         pos = self.portfolio.position(symbol)
         qty = self.risk.review_entry(
             bar.timestamp,
             symbol,
             price=bar.close,
             equity=equity,
-            cost_rate=self._cost_rate,
+            cost_rate=self.cost_rate,
             atr=atr,
             closed_trades=self.portfolio.closed_trades,
             open_positions=open_elsewhere,
@@ -302,13 +363,16 @@ class TradingEngine:
         st.intended = direction
         st.entry_atr = atr if atr is not None else math.nan
         side = Side.BUY if direction > 0 else Side.SELL
-        self._submit_market(symbol, side, qty, bar.timestamp, OrderPurpose.ENTRY, bar, "")
+        self._submit_market(
+            symbol, side, qty, bar.timestamp, OrderPurpose.ENTRY, bar, "", strategy=strategy
+        )
 
-    def _commitments(self, exclude: Symbol) -> tuple[int, float]:
+    def commitments(self, exclude: Symbol) -> tuple[int, float]:
         """Positions and gross exposure held or on their way (working entries) in other symbols.
 
         Under `next_open` an entry decided this bar is not a position until the next open; limits
-        that ignored it would let every symbol enter at once.
+        that ignored it would let every symbol enter at once. An operator's order that opens or
+        adds counts like an entry.
         """
         count, exposure = 0, 0.0
         for symbol, st in self._states.items():
@@ -319,15 +383,22 @@ class TradingEngine:
                 o.remaining_qty
                 for o in self.venue.working_orders(symbol)
                 if o.purpose is OrderPurpose.ENTRY
+                or (o.purpose is OrderPurpose.MANUAL and pos.qty * o.side.sign >= 0)
             )
-            if pos.is_open or st.intended != 0:
+            if pos.is_open or st.intended != 0 or pending > 0:
                 count += 1
             price = pos.last_price if math.isfinite(pos.last_price) else 0.0
             exposure += abs(pos.market_value) + pending * price
         return count, exposure
 
     def _close_position(
-        self, symbol: Symbol, bar: Bar, st: _SymbolState, purpose: OrderPurpose, reason: str
+        self,
+        symbol: Symbol,
+        bar: Bar,
+        st: _SymbolState,
+        purpose: OrderPurpose,
+        reason: str,
+        strategy: str = "",
     ) -> None:
         self._cancel_protective(symbol, bar.timestamp, st)
         for order in self.venue.working_orders(symbol):
@@ -338,7 +409,9 @@ class TradingEngine:
         pos = self.portfolio.position(symbol)
         st.intended = 0
         side = Side.SELL if pos.qty > 0 else Side.BUY
-        self._submit_market(symbol, side, abs(pos.qty), bar.timestamp, purpose, bar, reason)
+        self._submit_market(
+            symbol, side, abs(pos.qty), bar.timestamp, purpose, bar, reason, strategy=strategy
+        )
 
     # -- orders ----------------------------------------------------------------------------------
     def _new_order_id(
@@ -358,6 +431,8 @@ class TradingEngine:
         purpose: OrderPurpose,
         bar: Bar | None,
         reason: str,
+        *,
+        strategy: str = "",
     ) -> Order:
         order = Order(
             client_order_id=self._new_order_id(symbol, ts, purpose),
@@ -368,6 +443,7 @@ class TradingEngine:
             created_at=ts,
             purpose=purpose,
             reason=reason,
+            strategy=strategy,
         )
         self._place(order, ts)
         if not self._next_open and bar is not None:

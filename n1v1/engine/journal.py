@@ -57,3 +57,22 @@ class InMemoryJournal:
     def latest_orders(self) -> dict[str, Order]:
         """The last known state of each order, by client order id."""
         return {o.client_order_id: o for o in self.orders}
+
+
+class NullJournal:
+    """Records nothing: for accounts whose journal nobody reads (per-strategy shadow accounts)."""
+
+    def record_order(self, order: Order) -> None:
+        pass
+
+    def record_fill(self, fill: Fill) -> None:
+        pass
+
+    def record_signal(self, signal: Signal) -> None:
+        pass
+
+    def record_risk_decision(self, decision: RiskDecision) -> None:
+        pass
+
+    def record_equity(self, point: EquityPoint) -> None:
+        pass

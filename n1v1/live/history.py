@@ -101,6 +101,9 @@ class RollingTargets:
         self.history = history
         self.allow_short = allow_short
         self.name = name or strategy.name
+        # The newest bar's answer per symbol: the account and the strategy's shadow account
+        # (n1v1/engine/shadows.py) both ask, and the strategy should run once per bar.
+        self._answered: dict[str, tuple[int, int]] = {}
 
     def target(self, symbol: str, index: int) -> int:
         if index != self.history.count(symbol) - 1:
@@ -108,10 +111,14 @@ class RollingTargets:
                 f"{self.name}: asked for {symbol} bar {index}, but only the newest bar "
                 f"({self.history.count(symbol) - 1}) can be computed live"
             )
+        answered = self._answered.get(symbol)
+        if answered is not None and answered[0] == index:
+            return answered[1]
         targets = self.strategy.target_positions(
             self.history.frame(symbol), allow_short=self.allow_short
         )
         value = int(targets[-1])
         if value not in (-1, 0, 1):
             raise ValueError(f"{self.name}: {symbol} target {value} is not -1, 0 or +1")
+        self._answered[symbol] = (index, value)
         return value

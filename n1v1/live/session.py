@@ -33,8 +33,10 @@ import pandas as pd
 
 from n1v1.config import ConfigError, Settings
 from n1v1.domain import Bar, Order, Side, Symbol
-from n1v1.engine.engine import TradingEngine
+from n1v1.engine.engine import FlattenReport, ManualOrderResult, TradingEngine
 from n1v1.engine.journal import InMemoryJournal, Journal
+from n1v1.engine.shadows import StrategyShadows
+from n1v1.execution.instruments import account_currency
 from n1v1.live.config import LiveConfig, StrategySlot, build_strategies, effective_settings
 from n1v1.live.history import BarHistory, RollingTargets
 from n1v1.store import (
@@ -107,6 +109,8 @@ class TradingSession:
         ids = [s.slot_id for s in slots]
         if len(set(ids)) != len(ids):
             raise ConfigError(f"strategies: ids must be unique, got {ids} (set `id` to tell apart)")
+        # One account, one currency: a feed mixing quote currencies is refused here, by name.
+        self.currency = account_currency(settings.backtest.currency, feed.symbols)
         self.base_settings = settings
         self.slots = slots
         self.feed = feed
@@ -135,7 +139,10 @@ class TradingSession:
         longest = max(s.warmup for s in strategies.values())
         self.history = BarHistory(max(self.window, 4 * longest + 1))
         self.engine = TradingEngine(self.settings, journal=InMemoryJournal(keep_equity=True))
+        self.shadows: StrategyShadows | None = None
         self._install_strategies(strategies)
+        # Each strategy's own P&L: a shadow account per strategy (n1v1/engine/shadows.py).
+        self.shadows = StrategyShadows(self.settings, self.engine.sources, atr=self.engine.atr)
         self.steps_done = 0
         self.last_ts: pd.Timestamp | None = None
         self.last_bars: dict[str, Bar] = {}
@@ -147,6 +154,8 @@ class TradingSession:
             RollingTargets(s, self.history, self.settings.risk.allow_short, name=slot_id)
             for slot_id, s in strategies.items()
         ]
+        if self.shadows is not None:
+            self.shadows.set_sources(self.engine.sources)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -274,6 +283,8 @@ class TradingSession:
                 self._extend_atr(symbol, index)
             indexed[Symbol(symbol)] = (index, bar)
         self.engine.on_bar(ts, indexed)
+        assert self.shadows is not None
+        self.shadows.on_bar(ts, indexed)
         self.steps_done += 1
         self.last_ts = ts
         self.last_bars.update(bars)
@@ -384,6 +395,14 @@ class TradingSession:
                 )
             if symbol not in self.last_bars:
                 raise CommandError("conflict", f"{symbol}: no bar seen yet, so no price")
+            qty = payload.get("qty")
+            if not isinstance(qty, int | float) or not math.isfinite(qty) or qty <= 0:
+                raise CommandError(
+                    "invalid", f"qty: must be a number > 0, got {qty!r}", {"field": "qty"}
+                )
+            for flag in ("resize", "reverse"):
+                if not isinstance(payload.get(flag, False), bool):
+                    raise CommandError("invalid", f"{flag}: must be true or false", {"field": flag})
         elif kind == "cancel":
             working = {o.client_order_id for o in self.engine.venue.working_orders()}
             if payload["client_order_id"] not in working:
@@ -415,22 +434,21 @@ class TradingSession:
                 engine.risk.kill_switch.reset()
         elif kind == "kill_switch":
             assert ts is not None
-            engine.kill_switch(ts, payload.get("reason") or "kill switch", {})
+            report = engine.kill_switch(ts, payload.get("reason") or "kill switch", {})
+            return {"engaged": True, **flatten_dict(report)}
         elif kind == "order":
             assert ts is not None
             symbol = payload["symbol"]
-            order = engine.submit_manual_order(
+            result = engine.submit_manual_order(
                 symbol,
                 Side(payload["side"]),
                 float(payload["qty"]),
                 ts,
                 self.last_bars[symbol].close,
+                resize=payload.get("resize", False),
+                reverse=payload.get("reverse", False),
             )
-            if order is None:
-                decision = engine.risk.last_decision
-                assert decision is not None  # a rejection is always journaled
-                return {"accepted": False, "rule": decision.rule, "reason": decision.reason}
-            return {"accepted": True, "order": order_dict(order)}
+            return manual_order_dict(result)
         elif kind == "cancel":
             assert ts is not None
             return {
@@ -442,6 +460,8 @@ class TradingSession:
             self.live = self.live.merged_with(payload)
             self.settings = effective_settings(self.base_settings, self.live)
             engine.update_settings(self.settings)
+            assert self.shadows is not None
+            self.shadows.update_settings(self.settings)
             engine.risk.paused_reason = "paused" if self.live.paused else None
             self._install_strategies()
             return {"config": self.live.model_dump()}
@@ -469,6 +489,7 @@ class TradingSession:
         if lease is None and self.state == "standby":
             lease = current_lease(self.store, DEFAULT_RESOURCE)
         halt = risk.halt
+        pnl = self.shadows.summary() if self.shadows is not None else {}
         return {
             "state": self.state,
             "failure": self.failure,
@@ -489,9 +510,11 @@ class TradingSession:
                     "id": s.slot_id,
                     "name": s.name,
                     "params": {**s.params, **self.live.strategies.get(s.slot_id, {})},
+                    "pnl": pnl.get(s.slot_id),
                 }
                 for s in self.slots
             ],
+            "currency": self.currency,
             "cash": portfolio.cash,
             "equity": portfolio.equity,
             "initial_cash": portfolio.initial_cash,
@@ -503,6 +526,34 @@ class TradingSession:
             "risk": risk_state(engine),
             "live_config": self.live.model_dump(),
         }
+
+
+def flatten_dict(report: FlattenReport) -> dict[str, Any]:
+    """What a kill switch did, as the API answers it: the working orders it cancelled, the
+    positions it flattens and the market orders placed to flatten them (they fill at the next
+    bar's open)."""
+    return {
+        "reason": report.reason,
+        "cancelled_orders": [order_dict(o) for o in report.cancelled],
+        "positions_flattened": report.positions,
+        "flattening_orders": [order_dict(o) for o in report.orders],
+    }
+
+
+def manual_order_dict(result: ManualOrderResult) -> dict[str, Any]:
+    """An operator order's outcome as the API answers it: what was asked, what was placed, every
+    cut made on the way (rule, from, to, why), or the rule that refused it with its numbers."""
+    out: dict[str, Any] = {
+        "accepted": result.accepted,
+        "requested_qty": result.requested_qty,
+        "qty": sum(o.qty for o in result.orders),
+        "resized": bool(result.adjustments),
+        "adjustments": [a.to_dict() for a in result.adjustments],
+        "orders": [order_dict(o) for o in result.orders],
+    }
+    if not result.accepted:
+        out.update(rule=result.rule, reason=result.reason, details=result.details)
+    return out
 
 
 def order_dict(order: Order) -> dict[str, Any]:

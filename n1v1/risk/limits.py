@@ -12,6 +12,7 @@ class LimitCheck:
     qty: float
     rule: str = ""
     reason: str = ""
+    limit: float | None = None  # the binding rule's configured value
 
 
 def check_portfolio_limits(
@@ -34,18 +35,19 @@ def check_portfolio_limits(
             0.0,
             "max_open_positions",
             f"{open_positions} positions open (max {settings.max_open_positions})",
+            settings.max_open_positions,
         )
-    rule, reason = "", ""
+    rule, reason, limit = "", "", None
     if settings.max_symbol_exposure is not None:
         room = settings.max_symbol_exposure * equity - symbol_exposure
         if qty * price > room:
             qty = max(room, 0.0) / price
-            rule = "max_symbol_exposure"
+            rule, limit = "max_symbol_exposure", settings.max_symbol_exposure
             reason = f"symbol exposure capped at {settings.max_symbol_exposure:g} of equity"
     if settings.max_total_exposure is not None:
         room = settings.max_total_exposure * equity - total_exposure
         if qty * price > room:
             qty = max(room, 0.0) / price
-            rule = "max_total_exposure"
+            rule, limit = "max_total_exposure", settings.max_total_exposure
             reason = f"total exposure capped at {settings.max_total_exposure:g} of equity"
-    return LimitCheck(qty, rule, reason)
+    return LimitCheck(qty, rule, reason, limit)

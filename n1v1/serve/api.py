@@ -242,6 +242,17 @@ def create_api(
         snap = await backend.status()
         return {"positions": snap.get("positions", []), "as_of": snap.get("last_bar_time")}
 
+    @app.get(f"{API}/strategies")
+    async def strategies() -> dict[str, Any]:
+        """Each strategy's own P&L, from its shadow account (docs/execution.md, "Several
+        strategies on one symbol"), in the account currency."""
+        snap = await backend.status()
+        return {
+            "strategies": snap.get("strategies", []),
+            "currency": snap.get("currency"),
+            "as_of": snap.get("last_bar_time"),
+        }
+
     @app.get(f"{API}/risk")
     async def risk() -> dict[str, Any]:
         snap = await backend.status()
@@ -367,9 +378,9 @@ def create_api(
                 409,
                 "risk_rejected",
                 f"rejected by risk rule {result.get('rule')}: {result.get('reason')}",
-                {"rule": result.get("rule")},
+                {"rule": result.get("rule"), **(result.get("details") or {})},
             )
-        return result["order"]
+        return {k: v for k, v in result.items() if k != "accepted"}
 
     @app.delete(f"{API}/orders/{{client_order_id}}")
     async def cancel_order(client_order_id: str, request: Request) -> dict[str, Any]:

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from n1v1.config import (
     BacktestSettings,
+    ConfigError,
     ExecutionSettings,
     MLSettings,
     RiskSettings,
     Settings,
     StrictModel,
 )
+from n1v1.execution.instruments import account_currency
 from n1v1.live.config import LiveConfig, StrategySlot
 
 
@@ -86,7 +88,13 @@ class AppArgs(StrictModel):
     strategies: list[StrategySlot] = Field(
         default_factory=lambda: [StrategySlot(name="sma_cross")], min_length=1
     )
-    cash: float = Field(10_000.0, gt=0)
+    cash: float = Field(10_000.0, gt=0, description="initial cash, in the account currency")
+    currency: str | None = Field(
+        None,
+        pattern=r"^[A-Z0-9]{2,10}$",
+        description="the account currency: every symbol must be quoted in it (None: the one "
+        "quote currency the feed's symbols share)",
+    )
     risk: RiskSettings = RiskSettings()
     execution: ExecutionSettings = ExecutionSettings()
     engine: EngineArgs = EngineArgs()
@@ -101,12 +109,26 @@ class AppArgs(StrictModel):
             raise ValueError("expected sqlite:///<path> or postgresql+psycopg://user@host/db")
         return value
 
+    @model_validator(mode="after")
+    def _one_currency(self) -> AppArgs:
+        """One account, one currency: a feed mixing quote currencies fails `serve deploy`."""
+        if isinstance(self.feed, ReplayFeedArgs):
+            # dataset names are <venue>_<BASE>-<QUOTE>_<timeframe> (n1v1/data/datasets.py)
+            symbols = [name.split("_")[1].replace("-", "/") for name in self.feed.datasets]
+        else:
+            symbols = list(self.feed.symbols)
+        try:
+            account_currency(self.currency, symbols)
+        except ConfigError as exc:
+            raise ValueError(str(exc).replace("backtest.currency", "currency")) from None
+        return self
+
     def settings(self) -> Settings:
         """The engine's settings (the one settings model), from these arguments."""
         return Settings(
             execution=self.execution,
             risk=self.risk,
-            backtest=BacktestSettings(cash=self.cash, run_id=self.run_id),
+            backtest=BacktestSettings(cash=self.cash, currency=self.currency, run_id=self.run_id),
             ml=MLSettings(model_root=self.model_root),
         )
 

@@ -24,9 +24,17 @@ class KillSwitchBody(Body):
 
 
 class OrderBody(Body):
+    """A manual market order (docs/execution.md, "Manual orders")."""
+
     symbol: str = Field(min_length=1, max_length=64)
     side: Literal["buy", "sell"]
     qty: float = Field(gt=0, allow_inf_nan=False)
+    resize: bool = Field(
+        False, description="cut an order over a limit, the cash or the lot instead of a 409"
+    )
+    reverse: bool = Field(
+        False, description="an order larger than the position opens the other side with the rest"
+    )
 
 
 class ConfigBody(Body):

@@ -38,7 +38,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-SCHEMA_VERSION = 2  # 2: bars, commands, positions and backtests tables
+# 2: bars, commands, positions and backtests tables. 3: orders.strategy is text (the strategies
+# whose targets caused the order, "+"-joined); manual orders replay under the strict rules.
+SCHEMA_VERSION = 3
 
 
 class SchemaVersionError(RuntimeError):
@@ -102,7 +104,7 @@ orders = Table(
     Column("reason", Text, nullable=False),
     Column("created_at", UtcTimestamp, nullable=False),
     Column("updated_at", UtcTimestamp),
-    Column("strategy", String(128), nullable=False),
+    Column("strategy", Text, nullable=False),  # "+"-joined ids; any number of strategies
     Column("oco_group", String(128), nullable=False),
 )
 
