@@ -12,6 +12,7 @@ from n1v1.config import Settings
 from n1v1.engine.engine import TradingEngine
 from n1v1.engine.feeds import ReplayFeed
 from n1v1.engine.signals import PrecomputedTargets
+from n1v1.strategies.base import Strategy
 
 START = pd.Timestamp("2024-01-01", tz="UTC")
 
@@ -72,3 +73,17 @@ def synthetic_walk(
     return pd.DataFrame(
         {"open": open_, "high": high, "low": low, "close": close, "volume": volume}, index=index
     )
+
+
+class GivenTargets(Strategy):
+    """Targets computed elsewhere, served to run_backtest as a strategy."""
+
+    name = "given_targets"
+
+    def __init__(self, targets: Sequence[int] | np.ndarray) -> None:
+        super().__init__()
+        self.targets = np.asarray(targets, dtype=np.int8)
+
+    def target_positions(self, bars: pd.DataFrame, allow_short: bool = False) -> np.ndarray:
+        assert len(bars) == len(self.targets)
+        return self.targets.copy()

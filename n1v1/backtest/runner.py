@@ -1,14 +1,11 @@
 """Run a backtest: bars + strategy + settings -> metrics, trades and an equity curve.
 
 Two interchangeable paths compute the same thing. The event-driven `TradingEngine` handles
-everything
-(many symbols, partial fills, portfolio limits, the circuit breaker, ATR rules); the compiled fast
-path
-(`n1v1.backtest.fast`) handles one symbol with the common cost and exit rules a thousand times
-faster.
-`engine="auto"` takes the fast path whenever the settings fit it; `tests/test_fast_parity.py` shows
-both
-give identical trades and equity on the configurations the fast path accepts.
+everything (many symbols, portfolio limits, the circuit breaker, ATR rules); the compiled fast path
+(`n1v1.backtest.fast`) handles one symbol with the common cost, exit and participation rules a
+thousand times faster. `engine="auto"` takes the fast path whenever the settings fit it;
+`tests/test_fast_parity.py` shows both give identical trades and equity on the configurations the
+fast path accepts.
 """
 
 from __future__ import annotations
@@ -113,7 +110,6 @@ def fast_path_unsupported(settings: Settings, frames: Mapping[str, pd.DataFrame]
     spec = ex.instrument(symbol)
     checks = [
         (len(frames) != 1, "more than one symbol"),
-        (ex.participation_cap is not None, "execution.participation_cap"),
         (ex.slippage_model != "fixed", "execution.slippage_model=volume"),
         (spec.tick_size > 0, "instrument tick_size"),
         (risk.sizing not in ("fraction", "fixed"), f"risk.sizing={risk.sizing}"),
@@ -147,6 +143,9 @@ def fast_config(settings: Settings, symbol: str) -> FastConfig:
         trailing_stop_pct=risk.trailing_stop_pct,
         time_exit_bars=risk.time_exit_bars,
         allow_short=risk.allow_short,
+        participation_cap=ex.participation_cap,
+        limit_fill=ex.limit_fill,
+        close_at_end=settings.backtest.close_at_end,
     )
 
 
@@ -176,9 +175,7 @@ def _run_event(
 
         steps = iter(tqdm(feed, total=len(feed), unit="bar", desc="backtest", leave=False))
     engine.run(steps)
-    trades = engine.trades()
-    last_close = {s: float(f["close"].iloc[-1]) for s, f in frames.items()}
-    mark_open_trades(trades, last_close)
+    trades = engine.trades()  # a trade still open is marked at its symbol's last close
     equity = engine.equity_series()
     metrics = compute_metrics(
         equity,
@@ -215,9 +212,9 @@ def _run_fast(
         frame["close"].to_numpy(),
         targets,
         config,
+        volume=frame["volume"].to_numpy(),
     )
     trades = fast_trades(result, frame.index, Symbol(symbol))
-    mark_open_trades(trades, {symbol: float(frame["close"].iloc[-1])})
     equity = pd.Series(result.equity, index=frame.index, name="equity")
     metrics = compute_metrics(
         equity,
@@ -243,7 +240,8 @@ def _run_fast(
 def fast_trades(result: FastResult, index: pd.DatetimeIndex, symbol: Symbol) -> list[Trade]:
     """The fast path's trade rows as Trades, ordered like the engine's (closed, then open).
 
-    Built column-wise: looking up one Timestamp per trade costs more than the whole simulation.
+    The kernel marks a trade still open at the last close, as the portfolio does. Built
+    column-wise: looking up one Timestamp per trade costs more than the whole simulation.
     """
     rows = result.trades
     if rows.shape[0] == 0:
@@ -265,6 +263,7 @@ def fast_trades(result: FastResult, index: pd.DatetimeIndex, symbol: Symbol) -> 
         rows["fees"].tolist(),
         reasons,
         rows["bars_held"].tolist(),
+        rows["open_qty"].tolist(),
         is_open,
         strict=True,
     )
@@ -280,6 +279,7 @@ def fast_trades(result: FastResult, index: pd.DatetimeIndex, symbol: Symbol) -> 
         fees,
         reason,
         held,
+        open_qty,
         still_open,
     ) in columns:
         trades.append(
@@ -295,18 +295,10 @@ def fast_trades(result: FastResult, index: pd.DatetimeIndex, symbol: Symbol) -> 
                 fees=fees,
                 exit_reason="" if still_open else reason,
                 bars_held=held,
+                open_qty=open_qty,
             )
         )
     return trades
-
-
-def mark_open_trades(trades: list[Trade], last_close: Mapping[str, float]) -> None:
-    """A trade still open at the end shows its mark-to-market PnL at the last close, net of fees."""
-    for trade in trades:
-        if trade.exit_time is None:
-            direction = 1.0 if trade.side is Side.BUY else -1.0
-            price = last_close[trade.symbol]
-            trade.pnl = (price - trade.entry_price) * trade.qty * direction - trade.fees
 
 
 def _as_frames(bars: pd.DataFrame | Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
