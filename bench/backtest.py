@@ -117,7 +117,8 @@ def pipeline_stages(bars: pd.DataFrame) -> dict[str, float]:
 def ours_kernel_seconds(bars: pd.DataFrame, repeat: int) -> float:
     targets = SmaCross({"fast": FAST_W, "slow": SLOW_W}).target_positions(bars)
     cols = fast.ohlc_arrays(*(bars[c].to_numpy() for c in ("open", "high", "low", "close")))
-    args = (*cols, targets, fast.NO_MA, fast.NO_MA, -1, *CONFIG.kernel_args(), 0.0, True)
+    volume = fast.volume_array(None, len(bars), CONFIG)  # no participation cap: not read
+    args = (*cols, volume, targets, *CONFIG.kernel_args(), 0.0, True)
     return timed(lambda: fast_kernel.run_kernel(*args), repeat)[0]
 
 

@@ -68,7 +68,14 @@ class ExecutionSettings(StrictModel):
     slippage_model: Literal["fixed", "volume"] = "fixed"
     impact_bps: float = Field(10.0, ge=0, description="volume model: bps x sqrt(qty / bar volume)")
     fill: Literal["next_open", "close"] = "next_open"
-    participation_cap: float | None = Field(None, gt=0, le=1)
+    participation_cap: float | None = Field(
+        None, gt=0, le=1, description="an order fills at most this share of a bar's volume"
+    )
+    limit_fill: Literal["touch", "through"] = Field(
+        "touch",
+        description="a limit (take-profit) fills when the bar touches its price, or only when "
+        "the bar trades strictly beyond it (through)",
+    )
     default_instrument: InstrumentSpec = InstrumentSpec()
     instruments: dict[str, InstrumentSpec] = Field(default_factory=dict)
 
@@ -163,6 +170,11 @@ class BacktestSettings(StrictModel):
     risk_free_rate: float = Field(0.0, ge=-1, le=1, description="annual, for Sharpe and Sortino")
     run_id: str = Field("backtest", min_length=1, max_length=64)
     engine: Literal["auto", "event", "fast"] = "auto"
+    close_at_end: bool = Field(
+        False,
+        description="close a position still open at the end of the data at the last close "
+        "(taker fee, slippage) instead of marking it to market",
+    )
 
 
 class MLSettings(StrictModel):

@@ -122,6 +122,7 @@ class OrderPurpose(StrEnum):
     KILL_SWITCH = "kill_switch"
     RISK_FLATTEN = "risk_flatten"  # a breached drawdown or daily-loss limit with flatten_on_breach
     MANUAL = "manual"
+    END_OF_DATA = "end_of_data"  # backtest.close_at_end: flat at the last close
 
 
 def make_client_order_id(
@@ -247,7 +248,10 @@ class EquityPoint:
 class Trade:
     """A round trip: from flat to a position and back to flat (or to the end of the data).
 
-    `pnl` is net of the fees of both legs; prices include slippage.
+    `qty` is the quantity entered (all entry fills); `open_qty` the quantity still held, 0 once the
+    trade is closed. `pnl` is net of every fee paid so far; prices include slippage. A trade still
+    open shows the profit already booked on its partial exits plus the remainder marked to the
+    last price (`n1v1.engine.portfolio.Portfolio.open_trades`).
     """
 
     symbol: Symbol
@@ -261,6 +265,7 @@ class Trade:
     fees: float = 0.0
     exit_reason: str = ""
     bars_held: int = 0
+    open_qty: float = 0.0
     entry_fills: list[Fill] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, object]:
@@ -276,4 +281,5 @@ class Trade:
             "fees": self.fees,
             "exit_reason": self.exit_reason,
             "bars_held": self.bars_held,
+            "open_qty": self.open_qty,
         }

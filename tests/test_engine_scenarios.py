@@ -208,6 +208,118 @@ def test_participation_cap_splits_fills_across_bars():
     ]
 
 
+# t0 target 1 -> buy 10 at t1's open 100 (cap 0.1 x 1000 = 100 units: one fill); t1 target 0 ->
+# the exit sells at most 0.1 x 20 = 2 units per bar: 2 @ 120 at t2, t3 and t4; the data ends at
+# t4's close 130 with 4 units still held.
+PARTIAL_EXIT_BARS = make_bars(
+    [
+        (100, 100, 100, 100, 1000),
+        (100, 101, 99, 100, 1000),
+        (120, 121, 119, 120, 20),
+        (120, 121, 119, 120, 20),
+        (120, 131, 119, 130, 20),
+    ]
+)
+
+
+@pytest.mark.parametrize("fee", [0.0, 0.001])
+@pytest.mark.parametrize("path", ["event", "fast"])
+def test_open_trade_after_partial_exits_shows_what_is_left_and_the_profit_taken(path, fee):
+    config = settings(
+        execution={"participation_cap": 0.1, "taker_fee": fee, "maker_fee": fee}, risk=FIXED_10
+    )
+    result = run_backtest(PARTIAL_EXIT_BARS, FixedTargets([1, 0, 0, 0, 0]), config, engine=path)
+    assert result.engine == path
+    (trade,) = result.trades
+    # realised 3 x 2 x (120 - 100) = 120, plus the 4 left marked at 130: 4 x 30 = 120 -> 240,
+    # less every fee paid: the buy (10 x 100) and the three sales (6 x 120) x fee = 1720 x fee.
+    # Marking all 10 entered units at 130 and ignoring the sales would say 300.
+    assert trade.pnl == approx(240 - 1720 * fee)
+    assert trade.exit_time is None and trade.qty == 10 and trade.open_qty == 4
+    assert trade.entry_price == 100
+    assert trade.fees == approx(1720 * fee)
+    assert result.trades[0].to_dict()["open_qty"] == 4
+    # cash 10000 - 1000 + 720 - fees, plus 4 x 130
+    assert result.equity.iloc[-1] == approx(10_000 + 240 - 1720 * fee)
+    if path == "event":
+        assert [f.qty for f in result.journal.fills] == [10, 2, 2, 2]
+
+
+# t1 buy 10 @ 100; stop 95 and take-profit 110 (OCO); the cap 0.5 x volume limits every fill
+CAPPED_EXIT_BARS = make_bars(
+    [
+        (100, 100, 100, 100, 1000),
+        (100, 101, 99, 100, 1000),
+        (96, 97, 94, 95, 4),  # low 94 <= 95: the stop sells 0.5 x 4 = 2 @ 95, 8 left
+        (96, 99, 95.5, 98, 4),  # neither level reached: nothing
+        (93, 94, 92, 93, 4),  # opened below the stop: 2 @ the open 93, 6 left
+        (111, 112, 110.5, 111, 6),  # opened above the take-profit: 3 @ the open 111, 3 left
+        (109, 111, 108, 110, 100),  # high 111 >= 110: the last 3 @ 110
+    ]
+)
+
+
+def test_participation_cap_applies_to_stops_and_take_profits():
+    ex = {"participation_cap": 0.5, "maker_fee": 0.0005, "taker_fee": 0.001}
+    risk = {**FIXED_10, "stop_loss_pct": 0.05, "take_profit_pct": 0.10}
+    engine = run_engine(CAPPED_EXIT_BARS, [1] * 7, settings(execution=ex, risk=risk))
+    fills = engine.journal.fills
+    assert [(f.purpose, f.qty) for f in fills] == [
+        (OrderPurpose.ENTRY, 10),
+        (OrderPurpose.STOP_LOSS, 2),
+        (OrderPurpose.STOP_LOSS, 2),
+        (OrderPurpose.TAKE_PROFIT, 3),
+        (OrderPurpose.TAKE_PROFIT, 3),
+    ]
+    assert [f.price for f in fills] == approx([100, 95, 93, 111, 110])
+    (trade,) = closed(engine)
+    # pnl 2 x (95 - 100) + 2 x (93 - 100) + 3 x (111 - 100) + 3 x (110 - 100) = 39, less fees:
+    # taker 0.001 x (1000 + 190 + 186) = 1.376, maker 0.0005 x (333 + 330) = 0.3315
+    assert trade.pnl == approx(39 - 1.376 - 0.3315)
+    assert trade.exit_price == approx((190 + 186 + 333 + 330) / 10)
+    assert trade.exit_reason == "take_profit" and trade.exit_time == CAPPED_EXIT_BARS.index[6]
+    # the take-profit protected only what the stop had left (10 -> 8 -> 6), then the stop only
+    # what the take-profit had left; the one that finished cancelled the other
+    tp_id = fills[3].client_order_id
+    tp_qty = [o.qty for o in engine.journal.orders if o.client_order_id == tp_id]
+    assert sorted(set(tp_qty), reverse=True) == [10, 8, 6]
+    stop = engine.journal.latest_orders()[fills[1].client_order_id]
+    assert stop.status is OrderStatus.CANCELLED and stop.filled_qty == 4 and stop.qty == 7
+    # equity after t2: cash 10000 - 1000 - 1 + 190 - 0.19 = 9188.81, plus 8 x 95
+    assert engine.equity_series().iloc[2] == approx(9188.81 + 760)
+    assert engine.portfolio.equity == approx(10_000 + 39 - 1.376 - 0.3315)
+
+
+def test_take_profit_through_needs_the_bar_to_trade_beyond_the_level():
+    bars = make_bars(
+        [*STOP_BARS, (105, 125, 104, 120), (120, 125.5, 119, 124), (124, 126, 123, 125)]
+    )
+    risk = {**FIXED_10, "take_profit_pct": 0.25}
+    touch = run_engine(bars, [1] * 5, settings(risk=risk))
+    through = run_engine(bars, [1] * 5, settings(execution={"limit_fill": "through"}, risk=risk))
+    # take-profit 100 x 1.25 = 125 (exact in binary): bar 2's high is exactly 125 -> filled when
+    # touching is enough; under `through` only bar 3 (high 125.5 > 125) fills it, at 125
+    assert closed(touch)[0].exit_time == bars.index[2]
+    (trade,) = closed(through)
+    assert trade.exit_time == bars.index[3] and trade.exit_price == 125
+    assert trade.pnl == 250
+
+
+def test_close_at_end_sells_what_is_left_at_the_last_close():
+    ex = {"taker_fee": 0.001, "maker_fee": 0.001, "slippage_bps": 10}
+    config = settings(execution=ex, risk=FIXED_10, backtest={"close_at_end": True})
+    engine = run_engine(ROUND_TRIP, [1] * 5, config)
+    (trade,) = closed(engine)
+    # buy 10 @ 101 x 1.001 = 101.101 (fee 1.01101); the end sells them at the last close 104 x
+    # 0.999 = 103.896 (fee 1.03896): pnl 27.95 - 2.04997, the same as a signal exit there
+    assert trade.exit_reason == "end_of_data" and trade.exit_time == ROUND_TRIP.index[4]
+    assert trade.exit_price == approx(103.896) and trade.pnl == approx(27.95 - 2.04997)
+    assert trade.bars_held == 4  # bars 1..4, the entry bar counted (filled at its open)
+    assert engine.equity_series().iloc[-1] == approx(10_025.90003)
+    assert engine.portfolio.open_positions() == [] and engine.exposure_bars == 3
+    assert engine.journal.equity[-1].equity == approx(10_025.90003)
+
+
 def test_order_below_min_notional_is_rejected_with_the_rule():
     spec = {"default_instrument": {"min_notional": 1000}}
     engine = run_engine(

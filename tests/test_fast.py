@@ -123,7 +123,9 @@ def test_stop_loss_fills_at_the_stop_with_slippage_and_blocks_re_entry() -> None
     # second trade: entered at t6's open 96 * 1.001 = 96.096, still open at the end
     assert (second["entry_idx"], second["exit_idx"], second["exit_reason"]) == (6, -1, OPEN)
     assert second["entry_price"] == pytest.approx(96.096, rel=1e-12)
-    assert math.isnan(second["exit_price"]) and second["pnl"] == 0.0
+    # marked at the last close 96: 5 * (96 - 96.096) - entry fee 480.48 * 0.001 = -0.96048
+    assert math.isnan(second["exit_price"]) and second["pnl"] == pytest.approx(-0.96048, rel=1e-9)
+    assert second["open_qty"] == 5.0 and second["qty"] == 5.0
     assert second["fees"] == pytest.approx(5 * 96.096 * 0.001, rel=1e-12)
 
 

@@ -194,6 +194,23 @@ def test_trades_table_lists_every_trade(report: tuple) -> None:
     assert ">open</td>" in text  # the open trade's exit column
 
 
+def test_a_partly_exited_open_trade_shows_the_quantity_left(tmp_path: Path) -> None:
+    trade = _trade("BTC/USDT", Side.BUY, 0, None, 240.0)
+    trade.qty, trade.open_qty = 10.0, 4.0  # bought 10, sold 6 so far
+    equity = pd.Series(10_240.0, index=_index(10))
+    metrics = compute_metrics(equity, [trade], CASH, fills_notional=1_720.0, fees_paid=0.0)
+    close = pd.DataFrame({"close": 100.0 + np.arange(10.0)}, index=_index(10))
+    path = write_html_report(
+        tmp_path / "r.html",
+        title="t",
+        metrics=metrics,
+        equity=equity,
+        trades=[trade],
+        prices={"BTC/USDT": close},
+    )
+    assert "<td>10 (4 open)</td>" in path.read_text(encoding="utf-8")
+
+
 def test_trades_table_is_capped_and_says_so(tmp_path: Path) -> None:
     n = MAX_TABLE_TRADES + 20
     index = _index(n + 1, "h")

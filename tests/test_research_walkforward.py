@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 import pytest
-from builders import settings, synthetic_walk
+from builders import FixedTargets, settings, synthetic_walk
 
 from n1v1.backtest.metrics import bar_returns, compute_metrics
 from n1v1.backtest.runner import run_backtest
@@ -37,7 +37,6 @@ from n1v1.research.wf_report import (
     parameter_surface,
     write_walkforward_report,
 )
-from n1v1.strategies.base import Strategy
 from n1v1.strategies.trend import SmaCross
 
 SETS = [{"fast": f, "slow": s} for f in (3, 5, 8) for s in (12, 20, 30)]
@@ -119,20 +118,6 @@ def test_the_chosen_set_is_the_argmax_of_local_evaluator_on_each_training_slice(
 
 
 # -- out of sample -----------------------------------------------------------------------------
-class GivenTargets(Strategy):
-    """Targets computed elsewhere (here: warm sma_cross targets), served to run_backtest."""
-
-    name = "given_targets"
-
-    def __init__(self, targets: np.ndarray) -> None:
-        super().__init__()
-        self.targets = np.asarray(targets, dtype=np.int8)
-
-    def target_positions(self, bars: pd.DataFrame, allow_short: bool = False) -> np.ndarray:
-        assert len(bars) == len(self.targets)
-        return self.targets.copy()
-
-
 def test_one_window_equals_the_event_engine_on_the_test_bars_with_warm_targets():
     bars = synthetic_walk(300, seed=8)
     config = settings(
@@ -145,7 +130,7 @@ def test_one_window_equals_the_event_engine_on_the_test_bars_with_warm_targets()
     params = result.windows["params"][0]
     warm = SmaCross(params).target_positions(bars.iloc[:300])[200:]
     test = bars.iloc[200:300]
-    event = run_backtest({"BTC": test}, GivenTargets(warm), config, engine="event")
+    event = run_backtest({"BTC": test}, FixedTargets(warm), config, engine="event")
     # a position is open at the end, so the window's forced close is exercised
     (still_open,) = [t for t in event.trades if t.exit_time is None]
     ours = result.equity.to_numpy()
@@ -168,6 +153,17 @@ def test_one_window_equals_the_event_engine_on_the_test_bars_with_warm_targets()
         pytest.approx(price),
     )
     assert last.pnl == pytest.approx(ours[-1] - event.equity.iloc[-1] + still_open.pnl, rel=1e-9)
+    # the forced close is the engine's own close_at_end rule, not a copy of it
+    closing = settings(
+        execution={"taker_fee": 0.001, "maker_fee": 0.0005, "slippage_bps": 3.0},
+        risk={"stop_loss_pct": 0.05},
+        backtest={"close_at_end": True},
+    )
+    flat = run_backtest({"BTC": test}, FixedTargets(warm), closing, engine="event")
+    np.testing.assert_allclose(ours, flat.equity.to_numpy(), rtol=1e-12)
+    assert flat.trades[-1].exit_reason == "end_of_data" and flat.trades[-1].exit_time is not None
+    assert last.pnl == pytest.approx(flat.trades[-1].pnl, rel=1e-12)
+    assert last.bars_held == flat.trades[-1].bars_held
 
 
 def test_no_lookahead_altering_bars_after_a_window_changes_nothing_before_it(bars, rolling):

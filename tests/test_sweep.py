@@ -42,7 +42,17 @@ CONFIGS = [
         lot_size=0.01,
         allow_short=True,
     ),
+    FastConfig(  # a cap that binds: positions of ~100 units, bars of ~15 (median)
+        taker_fee=0.001,
+        maker_fee=0.0005,
+        stop_loss_pct=0.01,
+        take_profit_pct=0.02,
+        participation_cap=1.0,
+        limit_fill="through",
+        close_at_end=True,
+    ),
 ]
+CONFIG_IDS = ["stop", "close-short-tp_r", "trail-time", "cap-stop-tp-through-close_at_end"]
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +70,7 @@ def reference_row(bars: pd.DataFrame, strategy, config: FastConfig, rf: float = 
         bars["close"].to_numpy(),
         targets,
         config,
+        volume=bars["volume"].to_numpy(),
     )
     metrics = compute_metrics(
         pd.Series(res.equity, index=bars.index),
@@ -82,7 +93,7 @@ def assert_rows_equal(got: pd.Series, want: dict) -> None:
             assert g == pytest.approx(w, rel=1e-9, abs=1e-12), key
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=["stop", "close-short-tp_r", "trail-time"])
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
 def test_sma_cross_rows_equal_compute_metrics(bars: pd.DataFrame, config: FastConfig) -> None:
     sets = [{"fast": 5, "slow": 20}, {"fast": 10, "slow": 30}, {"fast": 20, "slow": 60}]
     frame = run_sweep(bars, SmaCross, sets, config)
@@ -109,6 +120,18 @@ def test_cached_cross_path_equals_the_generic_path_exactly(bars: pd.DataFrame) -
         cached = run_sweep(bars, SmaCross, sets, config)
         generic = run_sweep(bars, SmaCross, sets, config, cache_indicators=False)
         pd.testing.assert_frame_equal(cached, generic, check_exact=True)
+
+
+def test_cross_strategies_compute_each_window_once_per_sweep(bars: pd.DataFrame) -> None:
+    cache: dict = {}
+    for fast, slow in ((5, 20), (10, 20), (5, 30)):
+        for allow_short in (False, True):
+            strategy = SmaCross({"fast": fast, "slow": slow})
+            cached = strategy.cached_target_positions(bars, allow_short, cache)
+            np.testing.assert_array_equal(cached, strategy.target_positions(bars, allow_short))
+    assert sorted(cache) == [("sma_cross", w) for w in (5, 10, 20, 30)]
+    EmaCross({"fast": 5, "slow": 20}).cached_target_positions(bars, False, cache)
+    assert ("ema_cross", 5) in cache and len(cache) == 6  # no clash with the SMA of window 5
 
 
 def test_trades_happen_so_the_comparison_means_something(bars: pd.DataFrame) -> None:

@@ -5,7 +5,8 @@ million-bar backtests and parameter sweeps. This module runs the same execution 
 (docs/execution.md: the order of events in a bar, fills, fees, slippage, stops, take-profits,
 trailing stops, time exits, sizing, lot and min-notional rules, the cash limit) in one Numba kernel
 over NumPy arrays, for the configurations it supports: one symbol, market entries and exits, fixed
-slippage. tests/test_fast_parity.py proves it gives the same trades and equity as the engine.
+slippage, the participation cap. tests/test_fast_parity.py proves it gives the same trades and
+equity as the engine.
 
 The same kernel also streams the summary statistics a sweep needs (`store=False`): no per-bar arrays
 are allocated, and there is exactly one implementation of the fill rules.
@@ -19,7 +20,6 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "NO_MA",
     "REASON_NAMES",
     "TRADE_DTYPE",
     "FastConfig",
@@ -37,6 +37,7 @@ from n1v1.backtest.fast_kernel import (
     A_REJECTED,
     REASON_NAMES,
     TRADE_DTYPE,
+    first_outside_unit,
     run_kernel,
 )
 
@@ -60,6 +61,9 @@ class FastConfig:
     trailing_stop_pct: float | None = None
     time_exit_bars: int | None = None
     allow_short: bool = False
+    participation_cap: float | None = None  # an order fills at most this share of bar volume
+    limit_fill: str = "touch"  # or "through": a take-profit needs the bar to trade beyond it
+    close_at_end: bool = False  # close a position still open at the last close
 
     def __post_init__(self) -> None:
         _require(self.cash > 0, "cash", "must be > 0", self.cash)
@@ -91,6 +95,10 @@ class FastConfig:
         t = self.time_exit_bars
         if t is not None and (isinstance(t, bool) or not isinstance(t, int | np.integer) or t < 1):
             raise ValueError(f"time_exit_bars: must be an integer >= 1 or None, got {t!r}")
+        p = self.participation_cap
+        _require(p is None or 0 < p <= 1, "participation_cap", "must be in (0, 1] or None", p)
+        if self.limit_fill not in ("touch", "through"):
+            raise ValueError(f"limit_fill: must be 'touch' or 'through', got {self.limit_fill!r}")
 
     def kernel_args(self) -> tuple:
         """Scalars for the kernel; None becomes NaN (or -1 for the bar count)."""
@@ -115,6 +123,9 @@ class FastConfig:
             opt(self.trailing_stop_pct),
             -1 if self.time_exit_bars is None else int(self.time_exit_bars),
             bool(self.allow_short),
+            opt(self.participation_cap),
+            self.limit_fill == "through",
+            bool(self.close_at_end),
         )
 
 
@@ -162,6 +173,25 @@ def ohlc_arrays(open_, high, low, close) -> tuple[np.ndarray, ...]:
     return tuple(arrays)
 
 
+def volume_array(volume, n: int, config: FastConfig) -> np.ndarray:
+    """Bar volumes (finite, >= 0) when the participation cap reads them, else an empty array."""
+    if config.participation_cap is None:
+        return _NO_VOLUME
+    if volume is None:
+        raise ValueError("volume: required with participation_cap (fills are capped by it)")
+    v = np.ascontiguousarray(volume, dtype=np.float64)
+    if v.ndim != 1 or v.shape[0] != n:
+        raise ValueError(f"volume: expected shape ({n},), got {v.shape}")
+    bad = ~(np.isfinite(v) & (v >= 0.0))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"volume: must be finite and >= 0; found {v[i]} at bar {i}")
+    return v
+
+
+_NO_VOLUME = np.empty(0)
+
+
 def _targets(targets: np.ndarray, n: int) -> np.ndarray:
     t = np.asarray(targets)
     if t.ndim != 1 or t.shape[0] != n:
@@ -169,15 +199,14 @@ def _targets(targets: np.ndarray, n: int) -> np.ndarray:
     if t.dtype != np.int8:
         if not (np.issubdtype(t.dtype, np.integer) or np.issubdtype(t.dtype, np.bool_)):
             raise ValueError(f"targets: expected integers in {{-1, 0, 1}}, got dtype {t.dtype}")
-        t = t.astype(np.int8) if np.abs(t).max(initial=0) <= 1 else t
-    bad = (t < -1) | (t > 1)
-    if bad.any():
-        i = int(np.argmax(bad))
+        if np.abs(t).max(initial=0) > 1:
+            i = int(np.argmax(np.abs(t) > 1))
+            raise ValueError(f"targets: values must be -1, 0 or 1; found {t[i]} at bar {i}")
+    t = np.ascontiguousarray(t, dtype=np.int8)
+    i = first_outside_unit(t)
+    if i >= 0:
         raise ValueError(f"targets: values must be -1, 0 or 1; found {t[i]} at bar {i}")
-    return np.ascontiguousarray(t, dtype=np.int8)
-
-
-NO_MA = np.empty(0)
+    return t
 
 
 def simulate(
@@ -187,12 +216,18 @@ def simulate(
     close: np.ndarray,
     targets: np.ndarray,
     config: FastConfig,
+    *,
+    volume: np.ndarray | None = None,
 ) -> FastResult:
-    """Backtest one symbol on target positions (-1/0/+1 per bar, read at each bar's close)."""
+    """Backtest one symbol on target positions (-1/0/+1 per bar, read at each bar's close).
+
+    `volume` is needed (and read) only with a participation cap.
+    """
     o, h, lo, c = ohlc_arrays(open_, high, low, close)
     tg = _targets(targets, o.shape[0])
+    v = volume_array(volume, o.shape[0], config)
     equity, position, cash, rows, acc = run_kernel(
-        o, h, lo, c, tg, NO_MA, NO_MA, -1, *config.kernel_args(), 0.0, True
+        o, h, lo, c, v, tg, *config.kernel_args(), 0.0, True
     )
     k = int(acc[A_N_STORED])
     trades = np.empty(k, dtype=TRADE_DTYPE)
@@ -215,29 +250,21 @@ def stream_stats(
     high: np.ndarray,
     low: np.ndarray,
     close: np.ndarray,
+    targets: np.ndarray,
     config: FastConfig,
     *,
-    targets: np.ndarray | None = None,
-    cross: tuple[np.ndarray, np.ndarray, int] | None = None,
+    volume: np.ndarray | None = None,
     rf_bar: float = 0.0,
     validated: bool = False,
 ) -> np.ndarray:
     """Run the kernel without per-bar output; returns the accumulator vector (A_* slots).
 
-    Give either `targets` or `cross=(ma_fast, ma_slow, warmup)`; the latter computes the moving
-    average cross target inside the loop. `validated=True` skips the input checks (the sweep
-    validates the bars once, not once per parameter set).
+    `validated=True` skips the checks of the bars and volumes (the sweep validates them once, not
+    once per parameter set); the targets are always checked.
     """
-    if (targets is None) == (cross is None):
-        raise ValueError("stream_stats: give exactly one of targets or cross")
     arrays = (open_, high, low, close) if validated else ohlc_arrays(open_, high, low, close)
-    if cross is None:
-        tg = targets if validated else _targets(targets, arrays[0].shape[0])
-        ma_f, ma_s, warmup = NO_MA, NO_MA, -1
-    else:
-        tg = np.empty(0, dtype=np.int8)
-        ma_f, ma_s, warmup = cross
-        if ma_f.shape != arrays[0].shape or ma_s.shape != arrays[0].shape or warmup < 0:
-            raise ValueError("stream_stats: cross arrays must match the bars and warmup be >= 0")
+    n = arrays[0].shape[0]
+    tg = _targets(targets, n)
+    v = volume if validated and volume is not None else volume_array(volume, n, config)
     args = config.kernel_args()
-    return run_kernel(*arrays, tg, ma_f, ma_s, int(warmup), *args, float(rf_bar), False)[4]
+    return run_kernel(*arrays, v, tg, *args, float(rf_bar), False)[4]

@@ -357,11 +357,14 @@ def _trades_table(trades: Sequence[Trade]) -> str:
         pnl_class = "pos" if t.pnl > 0 else "neg" if t.pnl < 0 else ""
         exit_time = _fmt_time(t.exit_time.value) if t.exit_time is not None else "open"
         exit_price = f"{t.exit_price:,.6g}" if t.exit_price is not None else ""
+        qty = f"{t.qty:,.6g}"
+        if t.exit_time is None and 0.0 < t.open_qty != t.qty:  # partly exited: what is left
+            qty += f" ({t.open_qty:,.6g} open)"
         cells = [
             str(i),
             _e(t.symbol),
             "long" if t.side is Side.BUY else "short",
-            f"{t.qty:,.6g}",
+            qty,
             _e(_fmt_time(t.entry_time.value)),
             f"{t.entry_price:,.6g}",
             _e(exit_time),

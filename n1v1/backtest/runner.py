@@ -1,14 +1,11 @@
 """Run a backtest: bars + strategy + settings -> metrics, trades and an equity curve.
 
 Two interchangeable paths compute the same thing. The event-driven `TradingEngine` handles
-everything
-(many symbols, partial fills, portfolio limits, the circuit breaker, ATR rules); the compiled fast
-path
-(`n1v1.backtest.fast`) handles one symbol with the common cost and exit rules a thousand times
-faster.
-`engine="auto"` takes the fast path whenever the settings fit it; `tests/test_fast_parity.py` shows
-both
-give identical trades and equity on the configurations the fast path accepts.
+everything (many symbols, portfolio limits, the circuit breaker, ATR rules); the compiled fast path
+(`n1v1.backtest.fast`) handles one symbol with the common cost, exit and participation rules a
+thousand times faster. `engine="auto"` takes the fast path whenever the settings fit it;
+`tests/test_fast_parity.py` shows both give identical trades and equity on the configurations the
+fast path accepts.
 """
 
 from __future__ import annotations
@@ -163,7 +160,6 @@ def fast_path_unsupported(settings: Settings, frames: Mapping[str, pd.DataFrame]
     spec = ex.instrument(symbol)
     checks = [
         (len(frames) != 1, "more than one symbol"),
-        (ex.participation_cap is not None, "execution.participation_cap"),
         (ex.slippage_model != "fixed", "execution.slippage_model=volume"),
         (spec.tick_size > 0, "instrument tick_size"),
         (risk.sizing not in ("fraction", "fixed"), f"risk.sizing={risk.sizing}"),
@@ -198,6 +194,9 @@ def fast_config(settings: Settings, symbol: str) -> FastConfig:
         trailing_stop_pct=risk.trailing_stop_pct,
         time_exit_bars=risk.time_exit_bars,
         allow_short=risk.allow_short,
+        participation_cap=ex.participation_cap,
+        limit_fill=ex.limit_fill,
+        close_at_end=settings.backtest.close_at_end,
     )
 
 
@@ -246,15 +245,14 @@ def _run_event(
         engine.finish(last_ts)
         if shadows is not None:
             shadows.finish(last_ts)
-    last_close = {s: float(f["close"].iloc[-1]) for s, f in frames.items()}
-    trades, metrics = _account_results(engine, settings, last_close)
+    trades, metrics = _account_results(engine, settings)
     per_strategy: dict[str, dict[str, Any]] = {}
     if shadows is not None:
         for name, shadow in shadows.engines.items():
             per_strategy[name] = {
                 "basis": "shadow",
                 "params": strategies[name].params.model_dump(),
-                "metrics": _account_results(shadow, settings, last_close)[1],
+                "metrics": _account_results(shadow, settings)[1],
             }
     several = len(strategies) > 1
     return BacktestResult(
@@ -274,11 +272,10 @@ def _run_event(
 
 
 def _account_results(
-    engine: TradingEngine, settings: Settings, last_close: Mapping[str, float]
+    engine: TradingEngine, settings: Settings
 ) -> tuple[list[Trade], dict[str, Any]]:
-    """An engine's trades (open ones marked at the last close) and their compute_metrics."""
+    """An engine's trades (open ones marked at their symbol's last close) and its metrics."""
     trades = engine.trades()
-    mark_open_trades(trades, last_close)
     return trades, compute_metrics(
         engine.equity_series(),
         trades,
@@ -303,9 +300,9 @@ def _run_fast(
         frame["close"].to_numpy(),
         targets,
         config,
+        volume=frame["volume"].to_numpy(),
     )
     trades = fast_trades(result, frame.index, Symbol(symbol))
-    mark_open_trades(trades, {symbol: float(frame["close"].iloc[-1])})
     equity = pd.Series(result.equity, index=frame.index, name="equity")
     metrics = compute_metrics(
         equity,
@@ -331,7 +328,8 @@ def _run_fast(
 def fast_trades(result: FastResult, index: pd.DatetimeIndex, symbol: Symbol) -> list[Trade]:
     """The fast path's trade rows as Trades, ordered like the engine's (closed, then open).
 
-    Built column-wise: looking up one Timestamp per trade costs more than the whole simulation.
+    The kernel marks a trade still open at the last close, as the portfolio does. Built
+    column-wise: looking up one Timestamp per trade costs more than the whole simulation.
     """
     rows = result.trades
     if rows.shape[0] == 0:
@@ -353,6 +351,7 @@ def fast_trades(result: FastResult, index: pd.DatetimeIndex, symbol: Symbol) -> 
         rows["fees"].tolist(),
         reasons,
         rows["bars_held"].tolist(),
+        rows["open_qty"].tolist(),
         is_open,
         strict=True,
     )
@@ -368,6 +367,7 @@ def fast_trades(result: FastResult, index: pd.DatetimeIndex, symbol: Symbol) -> 
         fees,
         reason,
         held,
+        open_qty,
         still_open,
     ) in columns:
         trades.append(
@@ -383,18 +383,10 @@ def fast_trades(result: FastResult, index: pd.DatetimeIndex, symbol: Symbol) -> 
                 fees=fees,
                 exit_reason="" if still_open else reason,
                 bars_held=held,
+                open_qty=open_qty,
             )
         )
     return trades
-
-
-def mark_open_trades(trades: list[Trade], last_close: Mapping[str, float]) -> None:
-    """A trade still open at the end shows its mark-to-market PnL at the last close, net of fees."""
-    for trade in trades:
-        if trade.exit_time is None:
-            direction = 1.0 if trade.side is Side.BUY else -1.0
-            price = last_close[trade.symbol]
-            trade.pnl = (price - trade.entry_price) * trade.qty * direction - trade.fees
 
 
 def _as_frames(bars: pd.DataFrame | Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:

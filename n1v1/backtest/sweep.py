@@ -6,9 +6,9 @@ statistics) instead of per-bar arrays, so a sweep over 10^6 bars allocates almos
 The summary formulas are those of `n1v1.backtest.metrics.compute_metrics` (docs/metrics.md);
 tests/test_sweep.py checks every row against `compute_metrics` on the full `simulate` result.
 
-Moving-average crosses (sma_cross, ema_cross) are special-cased: each distinct window is computed
-once for the whole sweep and the target is derived inside the kernel from the two averages. Any
-other strategy runs `target_positions` once per set.
+Targets come from each set's strategy through `Strategy.cached_target_positions` with one cache
+for the whole sweep, so indicators shared by several sets are computed once (sma_cross and
+ema_cross keep each moving-average window there); the kernel only ever sees target positions.
 
 The sweep is single-threaded on purpose: it is the unit of work that the distributed runners
 spread over cores and machines, and a per-core figure is what the benchmark reports.
@@ -17,19 +17,17 @@ spread over cores and machines, and a per-core figure is what the benchmark repo
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from n1v1 import indicators
 from n1v1.backtest import fast
 from n1v1.backtest import fast_kernel as kernel
 from n1v1.backtest.fast import FastConfig
 from n1v1.backtest.metrics import periods_per_year_for
 from n1v1.strategies.base import BAR_COLUMNS, Strategy, StrategyError
-from n1v1.strategies.trend import EmaCross, SmaCross
 
 __all__ = ["METRIC_COLUMNS", "bar_evaluations", "run_sweep", "summarise"]
 
@@ -49,9 +47,6 @@ METRIC_COLUMNS = (
     "final_equity",
     "turnover",
 )
-
-# strategy class -> the indicator its two windows (params "fast" and "slow") are computed with
-_CROSSES = {SmaCross: indicators.sma, EmaCross: indicators.ema}
 
 
 def bar_evaluations(n_bars: int, n_param_sets: int) -> int:
@@ -73,9 +68,13 @@ def run_sweep(
 
     Returns one row per set, in order: the parameters, then METRIC_COLUMNS (None/NaN where a
     metric is undefined, as in compute_metrics). `df.attrs["bar_evaluations"]` holds the work done.
-    `cache_indicators=False` forces the generic path (used to test the special case against it).
+    `cache_indicators=False` calls `target_positions` for every set instead (used to test that the
+    cached targets are the same).
     """
     arrays, index = _bar_arrays(bars)
+    volume = None
+    if config.participation_cap is not None:
+        volume = fast.volume_array(bars["volume"].to_numpy(), len(index), config)
     sets = [dict(p) for p in param_sets]
     if not sets:
         raise ValueError("param_sets: empty; give at least one parameter set")
@@ -93,22 +92,16 @@ def run_sweep(
         ppy = float(periods_per_year)
     rf_bar = (1.0 + risk_free_rate) ** (1.0 / ppy) - 1.0 if ppy is not None else 0.0
 
-    cross = _CROSSES.get(strategy_cls) if cache_indicators else None
-    averages: dict[int, np.ndarray] = {}
+    cache: dict[Hashable, np.ndarray] = {}
     rows = []
     for strategy in strategies:
-        if cross is not None:
-            p = strategy.params
-            for window in (p.fast, p.slow):  # type: ignore[attr-defined]
-                if window not in averages:
-                    averages[window] = cross(arrays[3], window)
-            spec = (averages[p.fast], averages[p.slow], strategy.warmup)  # type: ignore[attr-defined]
-            acc = fast.stream_stats(*arrays, config, cross=spec, rf_bar=rf_bar, validated=True)
+        if cache_indicators:
+            targets = strategy.cached_target_positions(bars, config.allow_short, cache)
         else:
-            targets = np.ascontiguousarray(
-                strategy.target_positions(bars, allow_short=config.allow_short), dtype=np.int8
-            )
-            acc = fast.stream_stats(*arrays, config, targets=targets, rf_bar=rf_bar)
+            targets = strategy.target_positions(bars, allow_short=config.allow_short)
+        acc = fast.stream_stats(
+            *arrays, targets, config, volume=volume, rf_bar=rf_bar, validated=True
+        )
         row: dict[str, Any] = dict(strategy.params.model_dump())
         row.update(summarise(acc, len(index), config.cash, ppy))
         rows.append(row)

@@ -22,6 +22,7 @@ from n1v1.domain import (
     Bar,
     ClientOrderId,
     EquityPoint,
+    Fill,
     Order,
     OrderPurpose,
     OrderType,
@@ -70,7 +71,7 @@ class _SymbolState:
     fixed_stop: float | None = None
     stop_id: ClientOrderId | None = None
     take_profit_id: ClientOrderId | None = None
-    entered_at_close_index: int = -1
+    last_bar: Bar | None = None  # for backtest.close_at_end
 
 
 class TradingEngine:
@@ -143,7 +144,8 @@ class TradingEngine:
             self.venue.match_open(symbol, bar, on_execution=lambda ex, st=st: self._process(ex, st))
             self._check_protective(symbol, bar, st)
             self.portfolio.mark(symbol, bar.close)
-            if self.portfolio.position(symbol).is_open and st.entered_at_close_index != index:
+            # A position filled at this bar's close does not exist yet: it counts from the next bar
+            if self.portfolio.position(symbol).is_open:
                 st.held_bars += 1
 
         equity = self.portfolio.equity
@@ -168,9 +170,43 @@ class TradingEngine:
             self.exposure_bars += 1
 
     def finish(self, ts: pd.Timestamp) -> None:
-        """End of data: working orders expire; open positions stay open, marked at the last close"""
+        """End of data: working orders expire; open positions stay open, marked at the last close.
+
+        With `backtest.close_at_end` each open position is instead closed by a market order filled
+        at its symbol's last close (taker fee and slippage, no participation cap), and the last
+        equity point becomes the equity after those fills: a walk-forward window ends in cash.
+        """
         for order in self.venue.expire_all(ts):
             self.journal.record_order(order)
+        open_positions = self.portfolio.open_positions()
+        if not self.settings.backtest.close_at_end or not open_positions:
+            return
+        for pos in open_positions:
+            st = self.state(pos.symbol)
+            assert st.last_bar is not None  # a position implies a bar was seen
+            st.stop_id = st.take_profit_id = None  # expired above
+            st.intended = 0
+            order = Order(
+                client_order_id=self._new_order_id(pos.symbol, ts, OrderPurpose.END_OF_DATA),
+                symbol=pos.symbol,
+                side=Side.SELL if pos.qty > 0 else Side.BUY,
+                qty=abs(pos.qty),
+                order_type=OrderType.MARKET,
+                created_at=ts,
+                purpose=OrderPurpose.END_OF_DATA,
+                reason="end of data",
+            )
+            self._place(order, ts)
+            execution = self.venue.fill_at_end(order, st.last_bar)
+            assert execution is not None  # uncapped, and an exit never needs cash
+            self._process(execution, st)
+        equity = self.portfolio.equity
+        self.equity_curve[-1] = (ts, equity)
+        self.journal.record_equity(
+            EquityPoint(ts, self.portfolio.cash, self.portfolio.position_value, equity)
+        )
+        if not self.portfolio.open_positions():
+            self.exposure_bars -= 1  # the last bar now ends flat, as with any fill at a close
 
     # -- kill switch and flattening ----------------------------------------------------------------
     def kill_switch(
@@ -265,10 +301,11 @@ class TradingEngine:
 
     # -- steps of a bar ----------------------------------------------------------------------------
     def _check_protective(self, symbol: Symbol, bar: Bar, st: _SymbolState) -> None:
+        st.last_bar = bar
         self.venue.match_range(symbol, bar, on_execution=lambda ex, st=st: self._process(ex, st))
         pos = self.portfolio.position(symbol)
         trail = self.settings.risk.trailing_stop_pct
-        if not pos.is_open or trail is None or st.entered_at_close_index == st.index:
+        if not pos.is_open or trail is None:
             return
         # The bar's extreme counts only after the bar's own stop check (docs/execution.md).
         direction = 1 if pos.qty > 0 else -1
@@ -319,6 +356,9 @@ class TradingEngine:
         pos = self.portfolio.position(symbol)
         if pos.is_open and (pos.qty > 0) == (desired > 0) and desired != 0:
             st.intended = desired  # already holding (part of) the wanted position
+            if st.stop_id is None and st.take_profit_id is None:
+                # e.g. the rest of a partly filled exit, cancelled above: protect it again
+                self._place_protective(symbol, bar.timestamp, st)
             return
         if pos.is_open:
             held = 1 if pos.qty > 0 else -1  # closed by the strategies no longer holding it
@@ -546,10 +586,12 @@ class TradingEngine:
             )
         self.journal.record_fill(fill)
         self.journal.record_order(order)
-        for sibling in ex.cancelled_siblings:
+        for sibling in (*ex.cancelled_siblings, *ex.amended_siblings):
             self.journal.record_order(sibling)
         before = self.portfolio.position(fill.symbol).qty
         closed = self.portfolio.apply_fill(fill)
+        if order.purpose in _PROTECTIVE:
+            self._on_protective_fill(fill, st, before)
         if closed is not None:
             self._on_trade_closed(closed, order, st)
             self._cancel_protective(fill.symbol, fill.timestamp, st)
@@ -559,22 +601,26 @@ class TradingEngine:
         ):
             if before == 0.0:
                 st.held_bars = 0
-                st.entered_at_close_index = -1 if self._next_open else st.index
             self._place_protective(fill.symbol, fill.timestamp, st)
+
+    def _on_protective_fill(self, fill: Fill, st: _SymbolState, before: float) -> None:
+        """A stop or take-profit that fills, even partly (participation cap), ends the position:
+        its rest keeps working at the same level, nothing may add to the position, and the
+        direction is not re-entered until the target changes."""
+        st.blocked = 1 if before > 0 else -1
+        st.intended = 0
+        # An entry remainder still working must not rebuild what the stop is closing.
+        for working in self.venue.working_orders(fill.symbol):
+            if working.purpose is OrderPurpose.ENTRY:
+                self.journal.record_order(
+                    self.venue.cancel(working.client_order_id, fill.timestamp, "stopped out")
+                )
 
     def _on_trade_closed(self, trade: Trade, order: Order, st: _SymbolState) -> None:
         trade.bars_held = st.held_bars
         self.risk.on_trade_closed(trade)
         if order.purpose in _PROTECTIVE:
-            st.blocked = 1 if trade.side is Side.BUY else -1
-            st.intended = 0
             st.stop_id = st.take_profit_id = None
-            # An entry remainder still working must not rebuild what the stop just closed.
-            for working in self.venue.working_orders(trade.symbol):
-                if working.purpose is OrderPurpose.ENTRY:
-                    self.journal.record_order(
-                        self.venue.cancel(working.client_order_id, trade.exit_time, "stopped out")
-                    )
         st.held_bars = 0
 
     # -- accounts ----------------------------------------------------------------------------------

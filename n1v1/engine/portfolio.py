@@ -1,13 +1,15 @@
 """Cash, positions and round-trip trades, updated only by fills.
 
-Positions are signed quantities (negative = short). Equity is `cash + Σ qty × last price`; the
-accounting
-identity `equity == initial cash + realised PnL + unrealised PnL − fees` is a property test.
+Positions are signed quantities (negative = short) at an average cost: adding moves the average
+entry, reducing books `(price − average entry) × qty` as realised profit. Equity is
+`cash + Σ qty × last price`; the identity `equity == initial cash + Σ closed trade PnL + Σ open
+trade PnL` (fees included in both) is a property test, partial exits included.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from n1v1.domain import Fill, OrderPurpose, Symbol, Trade
@@ -40,7 +42,7 @@ class Position:
 @dataclass(slots=True)
 class _OpenTrade:
     trade: Trade
-    gross_pnl: float = 0.0
+    gross_pnl: float = 0.0  # realised on the partial exits so far, before fees
     exit_qty: float = 0.0
     exit_value: float = 0.0
     entry_value: float = 0.0
@@ -87,10 +89,22 @@ class Portfolio:
 
     def open_trade(self, symbol: Symbol) -> Trade | None:
         state = self._open.get(symbol)
-        return state.trade if state else None
+        return self._marked(state, None) if state else None
 
-    def open_trades(self) -> list[Trade]:
-        return [s.trade for s in self._open.values()]
+    def open_trades(self, marks: Mapping[str, float] | None = None) -> list[Trade]:
+        """The trades still open, each marked at `marks[symbol]` (else its position's last price):
+        `open_qty` is the quantity still held and `pnl` the profit booked on partial exits plus
+        the remainder at the mark, net of every fee paid so far."""
+        marks = marks or {}
+        return [self._marked(s, marks.get(s.trade.symbol)) for s in self._open.values()]
+
+    def _marked(self, state: _OpenTrade, mark: float | None) -> Trade:
+        trade = state.trade
+        pos = self.positions[trade.symbol]
+        price = pos.last_price if mark is None else mark
+        trade.open_qty = abs(pos.qty)
+        trade.pnl = state.gross_pnl + (price - pos.avg_entry) * pos.qty - trade.fees
+        return trade
 
     # -- updates -------------------------------------------------------------------------------
     def mark(self, symbol: Symbol, price: float) -> None:
@@ -152,6 +166,7 @@ class Portfolio:
         pos.qty = 0.0
         pos.avg_entry = 0.0
         trade = state.trade
+        trade.open_qty = 0.0
         trade.exit_time = fill.timestamp
         trade.exit_price = state.exit_value / state.exit_qty
         trade.pnl = state.gross_pnl - trade.fees

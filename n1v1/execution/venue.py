@@ -1,10 +1,8 @@
 """The simulated venue: where the engine's orders meet historical or replayed bars.
 
 It implements the fill rules of docs/execution.md and nothing else; the engine decides *what* to
-trade,
-the venue decides *how* it fills. A live venue (ccxt) offers the same three calls: `submit`,
-`cancel` and
-the matching hooks driven by the feed.
+trade, the venue decides *how* it fills. A live venue (ccxt) offers the same three calls: `submit`,
+`cancel` and the matching hooks driven by the feed.
 """
 
 from __future__ import annotations
@@ -28,8 +26,7 @@ from n1v1.domain import (
 from n1v1.execution.costs import FeeModel, SlippageModel, cost_models
 from n1v1.execution.instruments import round_price, round_qty_down
 
-# (order, fill price, fee rate) -> the largest quantity the account can pay for, or None for no
-# limit.
+# (order, fill price, fee rate) -> the largest quantity the account can pay for, or None: no limit
 AffordableQty = Callable[[Order, float, float], float | None]
 OnExecution = Callable[["Execution"], None]
 
@@ -47,6 +44,7 @@ class Execution:
     note: str = ""
     cancelled_siblings: tuple[Order, ...] = ()
     cut_from: float = 0.0  # the quantity wanted before the venue cut it (0: not cut)
+    amended_siblings: tuple[Order, ...] = ()  # OCO siblings shrunk to the order's remainder
 
 
 class SimulatedVenue:
@@ -104,14 +102,15 @@ class SimulatedVenue:
         """
         executions = []
         for order in self.working_orders(symbol):
-            if order.order_type is OrderType.MARKET:
-                ex = self._fill_market(order, bar.open, bar, cap_by_volume=True)
-                if ex is not None:
-                    executions.append(ex)
-                    if on_execution is not None:
-                        on_execution(ex)
-                if order.status.is_open:
-                    break  # first in, first out: a reversal's entry waits for its exit
+            if order.order_type is not OrderType.MARKET:
+                continue  # resting orders fill against the bar's range (match_range)
+            ex = self._fill_market(order, bar.open, bar, cap_by_volume=True)
+            if ex is not None:
+                executions.append(ex)
+                if on_execution is not None:
+                    on_execution(ex)
+            if order.status.is_open:
+                break  # first in, first out: a reversal's entry waits for its exit
         return executions
 
     def fill_at_close(self, order: Order, bar: Bar) -> Execution | None:
@@ -119,6 +118,11 @@ class SimulatedVenue:
         if self._queued_behind(order):
             return None  # an earlier market order of this symbol is still filling
         return self._fill_market(order, bar.close, bar, cap_by_volume=True)
+
+    def fill_at_end(self, order: Order, bar: Bar) -> Execution | None:
+        """`backtest.close_at_end`: the whole order fills at the last bar's close (taker fee and
+        slippage, no participation cap: it turns the position into cash for the books)."""
+        return self._fill_market(order, bar.close, bar, cap_by_volume=False)
 
     def _queued_behind(self, order: Order) -> bool:
         for other in self.working_orders(order.symbol):
@@ -134,17 +138,23 @@ class SimulatedVenue:
         """Fill resting stop and limit orders whose price the bar's range reached.
 
         Stops are matched before limits: when a stop-loss and a take-profit are both inside one
-        bar's
-        range we cannot know which came first, so we assume the worse one did.
+        bar's range we cannot know which came first, so we assume the worse one did. Orders of
+        one OCO group are one exit: once a member has filled in a bar (even partly, under the
+        participation cap) the others do not fill in that bar.
         """
         executions = []
         resting = [o for o in self.working_orders(symbol) if o.order_type is not OrderType.MARKET]
         resting.sort(key=lambda o: 0 if o.order_type is OrderType.STOP else 1)
+        filled_groups: set[str] = set()
         for order in resting:
             if order.client_order_id not in self._working:
                 continue  # cancelled by its OCO sibling earlier in this loop
+            if order.oco_group and order.oco_group in filled_groups:
+                continue
             ex = self._match_resting(order, bar)
             if ex is not None:
+                if order.oco_group:
+                    filled_groups.add(order.oco_group)
                 executions.append(ex)
                 if on_execution is not None:
                     on_execution(ex)
@@ -156,30 +166,41 @@ class SimulatedVenue:
         price = order.price
         buy = order.side is Side.BUY
         if order.order_type is OrderType.STOP:
-            gapped = bar.open >= price if buy else bar.open <= price
             touched = bar.high >= price if buy else bar.low <= price
-            if not touched:
+            qty = self._tradable_qty(order, bar) if touched else 0.0
+            if qty <= 0.0:
                 return None
+            gapped = bar.open >= price if buy else bar.open <= price
             raw = bar.open if gapped else price
-            fill_price = self.slippage.adjust(raw, order.side, order.remaining_qty, bar.volume)
-            return self._execute(order, order.remaining_qty, fill_price, Liquidity.TAKER, bar)
-        gapped = bar.open <= price if buy else bar.open >= price
-        touched = bar.low <= price if buy else bar.high >= price
-        if not touched:
+            fill_price = self.slippage.adjust(raw, order.side, qty, bar.volume)
+            return self._execute(order, qty, fill_price, Liquidity.TAKER, bar)
+        if self.settings.limit_fill == "through":  # the bar must trade strictly beyond the price
+            touched = bar.low < price if buy else bar.high > price
+        else:
+            touched = bar.low <= price if buy else bar.high >= price
+        qty = self._tradable_qty(order, bar) if touched else 0.0
+        if qty <= 0.0:
             return None
-        fill_price = bar.open if gapped else price
-        return self._execute(order, order.remaining_qty, fill_price, Liquidity.MAKER, bar)
+        # the open when the bar opened at or beyond the price (a favourable gap), else the price
+        fill_price = min(bar.open, price) if buy else max(bar.open, price)
+        return self._execute(order, qty, fill_price, Liquidity.MAKER, bar)
+
+    def _tradable_qty(self, order: Order, bar: Bar) -> float:
+        """The order's remainder, capped at participation_cap × bar volume (rounded down to the
+        lot): 0 when nothing can trade in this bar."""
+        qty = order.remaining_qty
+        cap = self.settings.participation_cap
+        if cap is not None:
+            qty = min(qty, round_qty_down(cap * bar.volume, self.settings.instrument(order.symbol)))
+        return qty
 
     def _fill_market(
         self, order: Order, raw_price: float, bar: Bar, cap_by_volume: bool
     ) -> Execution | None:
-        qty = order.remaining_qty
+        qty = self._tradable_qty(order, bar) if cap_by_volume else order.remaining_qty
         note, cut_from = "", 0.0
-        cap = self.settings.participation_cap
-        if cap_by_volume and cap is not None:
-            qty = min(qty, round_qty_down(cap * bar.volume, self.settings.instrument(order.symbol)))
-            if qty <= 0.0:
-                return None  # nothing tradable in this bar; the order keeps working
+        if qty <= 0.0:
+            return None  # nothing tradable in this bar; the order keeps working
         price = self.slippage.adjust(raw_price, order.side, qty, bar.volume)
         if self.affordable_qty is not None:
             affordable = self.affordable_qty(order, price, self.fees.taker)
@@ -224,14 +245,20 @@ class SimulatedVenue:
         )
         order.apply_fill(qty, price, bar.timestamp)
         cancelled: list[Order] = []
+        amended: list[Order] = []
         if order.status is OrderStatus.FILLED:
             self._working.pop(order.client_order_id, None)
-            if order.oco_group:
-                for sibling in self.working_orders(order.symbol):
-                    if sibling.oco_group == order.oco_group:
-                        cancelled.append(
-                            self.cancel(
-                                sibling.client_order_id, bar.timestamp, "oco sibling filled"
-                            )
-                        )
-        return Execution(order, fill, note, tuple(cancelled), cut_from)
+        if order.oco_group:
+            # The members of an OCO group protect one quantity: a partial fill of one shrinks the
+            # others to its remainder, a complete fill cancels them.
+            for sibling in self.working_orders(order.symbol):
+                if sibling is order or sibling.oco_group != order.oco_group:
+                    continue
+                if order.status is OrderStatus.FILLED:
+                    cancelled.append(
+                        self.cancel(sibling.client_order_id, bar.timestamp, "oco sibling filled")
+                    )
+                else:
+                    sibling.qty = sibling.filled_qty + order.remaining_qty
+                    amended.append(sibling)
+        return Execution(order, fill, note, tuple(cancelled), cut_from, tuple(amended))

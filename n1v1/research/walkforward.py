@@ -20,8 +20,9 @@ Out-of-sample trading, per window and symbol, without lookahead and without a co
   the window's starting equity (the previous window's ending equity: returns compound). A target
   observed at the last training bar is not traded: it belongs to the in-sample period;
 - a position still open at the last test bar is closed at that bar's close, paying the taker fee
-  and the fixed slippage, so the next window starts flat and in cash (the IS sweep, like
-  `run_backtest`, marks an open position to market instead);
+  and the fixed slippage (the fill rule `close_at_end` of the kernel and the engine), so the next
+  window starts flat and in cash (the IS sweep, like `run_backtest`, marks an open position to
+  market instead);
 - with several symbols each symbol is a sleeve with an equal share of the window's starting
   equity; the window's equity is the sum of the sleeves.
 
@@ -47,7 +48,7 @@ from n1v1.backtest.metrics import bar_returns, compute_metrics, periods_per_year
 from n1v1.backtest.runner import fast_config, fast_trades
 from n1v1.backtest.sweep import METRIC_COLUMNS
 from n1v1.config import Settings
-from n1v1.domain import Side, Symbol, Trade
+from n1v1.domain import OrderPurpose, Symbol, Trade
 from n1v1.research.deflated_sharpe import DeflatedSharpe, deflated_sharpe_ratio, return_moments
 from n1v1.research.evaluate import Evaluator, aggregate, check_sweepable, local_evaluator
 from n1v1.research.sweep import metric_direction
@@ -65,6 +66,7 @@ __all__ = [
 ]
 
 WINDOW_END_REASON = "window_end"  # exit_reason of a position closed because its window ended
+END_OF_DATA_REASON = OrderPurpose.END_OF_DATA.value  # what the fill rule calls it
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,7 +427,7 @@ def _trade_window(
         history = frame.iloc[w.train_start : w.test_end]  # warm indicators, nothing after test_end
         targets = strategy.target_positions(history, allow_short=settings.risk.allow_short)
         test = frame.iloc[w.test]
-        config = replace(fast_config(settings, symbol), cash=sleeve_cash)
+        config = replace(fast_config(settings, symbol), cash=sleeve_cash, close_at_end=True)
         result = simulate(
             test["open"].to_numpy(),
             test["high"].to_numpy(),
@@ -433,12 +435,15 @@ def _trade_window(
             test["close"].to_numpy(),
             np.asarray(targets)[w.train_end - w.train_start :],
             config,
+            volume=test["volume"].to_numpy(),
         )
-        curve = result.equity.copy()
+        curve = result.equity
         sleeve_trades = fast_trades(result, test.index, Symbol(symbol))
-        exit_notional, exit_fee = _close_at_window_end(result, test, config, curve, sleeve_trades)
-        notional = result.traded_notional + exit_notional
-        paid = result.fees_paid + exit_fee
+        for trade in sleeve_trades:
+            if trade.exit_reason == END_OF_DATA_REASON:
+                trade.exit_reason = WINDOW_END_REASON
+        notional = result.traded_notional
+        paid = result.fees_paid
         sleeve_metrics.append(
             compute_metrics(
                 pd.Series(curve, index=test.index),
@@ -462,33 +467,6 @@ def _trade_window(
     return _WindowTrade(
         pd.Series(total, index=index), trades, fills, fees, int(exposed.sum()), sleeve_metrics
     )
-
-
-def _close_at_window_end(
-    result: Any, test: pd.DataFrame, config: Any, curve: np.ndarray, trades: list[Trade]
-) -> tuple[float, float]:
-    """Close a position still open at the last test bar at its close (taker fee, slippage):
-    rewrites the last equity value and the open trade; returns (notional, fee) of the fill."""
-    position = float(result.position[-1])
-    if position == 0.0:
-        return 0.0, 0.0
-    side = 1.0 if position > 0 else -1.0
-    qty = abs(position)
-    price = float(test["close"].iloc[-1]) * (1.0 - side * config.slippage_bps / 10_000.0)
-    notional = qty * price
-    fee = notional * config.taker_fee
-    curve[-1] = float(result.cash[-1]) + side * notional - fee
-    (trade,) = [t for t in trades if t.exit_time is None]
-    entry_bar = int(test.index.get_loc(trade.entry_time))
-    trade.exit_time = test.index[-1]
-    trade.exit_price = price
-    trade.fees += fee
-    trade.pnl = (price - trade.entry_price) * qty * side - trade.fees
-    trade.exit_reason = WINDOW_END_REASON
-    # the fast path's count: the entry bar counts when it filled at an open
-    trade.bars_held = len(test) - 1 - entry_bar + (config.fill == "next_open")
-    assert (trade.side is Side.BUY) == (side > 0)
-    return notional, fee
 
 
 def _flat_window(index: pd.DatetimeIndex, equity: float) -> _WindowTrade:

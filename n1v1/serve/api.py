@@ -25,7 +25,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from n1v1.backtest.runner import mark_open_trades
 from n1v1.live.session import CommandError
 from n1v1.serve.schemas import (
     BacktestBody,
@@ -286,13 +285,12 @@ def create_api(
     ) -> dict[str, Any]:
         snap = await backend.status()
         portfolio = reader.rebuild_portfolio(float(snap.get("initial_cash") or 0.0))
-        rows = [*portfolio.closed_trades, *portfolio.open_trades()]
         marks = {
             p["symbol"]: p["last_price"]
             for p in snap.get("positions", [])
             if p.get("last_price") is not None
         }
-        mark_open_trades([t for t in rows if t.symbol in marks], marks)
+        rows = [*portfolio.closed_trades, *portfolio.open_trades(marks)]
         if symbol is not None:
             rows = [t for t in rows if t.symbol == symbol]
         rows.reverse()  # newest first

@@ -14,7 +14,7 @@ import difflib
 import types
 import typing
 import weakref
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -213,6 +213,17 @@ class Strategy(abc.ABC):
     @abc.abstractmethod
     def target_positions(self, bars: pd.DataFrame, allow_short: bool = False) -> np.ndarray:
         """Target position per bar (int8, -1/0/+1), causal, 0 during warm-up."""
+
+    def cached_target_positions(
+        self, bars: pd.DataFrame, allow_short: bool, cache: dict[Hashable, np.ndarray]
+    ) -> np.ndarray:
+        """`target_positions` for one of many parameter sets run on the same bars (a sweep).
+
+        The caller makes one `cache` per bars and passes it to every set, so a strategy whose sets
+        share indicators (the same moving-average window) computes each once. The result must equal
+        `target_positions(bars, allow_short)`; this default computes exactly that.
+        """
+        return self.target_positions(bars, allow_short)
 
     @classmethod
     def param_space(cls) -> dict[str, ParamSpec]:

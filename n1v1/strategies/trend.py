@@ -6,11 +6,12 @@ memory of earlier entries), so they need no event state machine.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 import numpy as np
 import pandas as pd
 import pydantic
+from numba import njit
 
 from n1v1 import indicators as ind
 from n1v1.strategies.base import Strategy, StrategyParams
@@ -36,6 +37,20 @@ class SmaCrossParams(_FastSlowParams):
     slow: int = pydantic.Field(30, ge=3, le=1000, description="bars in the slow SMA of the close")
 
 
+@njit(cache=True)
+def _cross_positions(fast, slow, warmup, allow_short):  # pragma: no cover (compiled)
+    """`finish(_cross_target(fast, slow))` in one pass: a sweep builds one per parameter set."""
+    n = fast.shape[0]
+    out = np.zeros(n, dtype=np.int8)
+    for t in range(warmup, n):
+        f, s = fast[t], slow[t]
+        if f > s:
+            out[t] = 1
+        elif f < s and allow_short:
+            out[t] = -1
+    return out
+
+
 class _AverageCross(Strategy):
     """Long while average(close, fast) > average(close, slow); the subclass picks the average."""
 
@@ -49,9 +64,22 @@ class _AverageCross(Strategy):
     def target_positions(self, bars: pd.DataFrame, allow_short: bool = False) -> np.ndarray:
         (close,) = self.columns(bars, "close")
         p = self.params
-        return self.finish(
-            _cross_target(self.average(close, p.fast), self.average(close, p.slow)), allow_short
-        )
+        fast, slow = self.average(close, p.fast), self.average(close, p.slow)
+        return _cross_positions(fast, slow, self.warmup, bool(allow_short))
+
+    def cached_target_positions(
+        self, bars: pd.DataFrame, allow_short: bool, cache: dict[Hashable, np.ndarray]
+    ) -> np.ndarray:
+        """A sweep's sets share windows: each average is computed once per bars, under the key
+        (strategy name, window)."""
+        averages = []
+        for window in (self.params.fast, self.params.slow):
+            key = (self.name, window)
+            if key not in cache:
+                (close,) = self.columns(bars, "close")
+                cache[key] = self.average(close, window)
+            averages.append(cache[key])
+        return _cross_positions(*averages, self.warmup, bool(allow_short))
 
 
 class SmaCross(_AverageCross):
