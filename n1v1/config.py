@@ -125,6 +125,14 @@ class BacktestSettings(StrictModel):
     risk_free_rate: float = Field(0.0, ge=-1, le=1, description="annual, for Sharpe and Sortino")
     run_id: str = Field("backtest", min_length=1, max_length=64)
     engine: Literal["auto", "event", "fast"] = "auto"
+    gaps: Literal["refuse", "segment", "allow"] = Field(
+        "refuse",
+        description="annualised metrics across data gaps: refuse (null, with a note), segment "
+        "(per gap-free segment) or allow (annualise across them); docs/metrics.md",
+    )
+    gap_multiple: float = Field(
+        10.0, gt=1, le=1e9, description="a gap: a bar spacing above this x the median spacing"
+    )
 
 
 class MLSettings(StrictModel):

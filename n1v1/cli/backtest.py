@@ -199,6 +199,8 @@ def write_outputs(
                 prices=bars,
                 params=result.params,
                 notes=[cost_line(result.settings), *result.notes],
+                gaps=result.gaps,
+                segments=result.segments,
             )
         )
     return written
