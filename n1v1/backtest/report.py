@@ -378,9 +378,8 @@ def _segments_table(segments: Sequence[dict]) -> str:
     from n1v1.backtest.gaps import SEGMENT_KEYS
 
     head = "".join(f"<th>{_e(METRICS[k].label)}</th>" for k in SEGMENT_KEYS)
-    rows = [
-        f'<table><tr><th>#</th><th class="l">start</th><th class="l">end</th><th>bars</th>{head}'
-    ]
+    columns = '<th>#</th><th class="l">start</th><th class="l">end</th><th>bars</th>'
+    rows = [f"<table><tr>{columns}{head}</tr>"]
     for seg in segments:
         cells = "".join(
             f"<td>{_e(_fmt_metric(METRICS[k].unit, seg.get(k)))}</td>" for k in SEGMENT_KEYS
