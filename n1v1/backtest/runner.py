@@ -139,7 +139,8 @@ class BacktestResult:
 
 def _isoformat(stamps: list[pd.Timestamp]) -> list[str]:
     """`[t.isoformat() for t in stamps]`, vectorised for UTC timestamps (the usual case)."""
-    if not stamps or any(str(t.tz) != "UTC" for t in stamps):
+    zone = stamps[0].tzinfo if stamps else None
+    if zone is None or str(zone) != "UTC" or any(t.tzinfo is not zone for t in stamps):
         return [t.isoformat() for t in stamps]
     ns = np.fromiter((t.value for t in stamps), dtype=np.int64, count=len(stamps))
     return iso_strings(pd.DatetimeIndex(ns, tz="UTC"))

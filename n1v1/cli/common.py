@@ -90,7 +90,9 @@ def segments_table(segments: Sequence[Mapping[str, Any]]) -> str:
         ]
         for seg in segments
     ]
-    headers = ["#", "start", "end", "bars", *(METRICS[key].label for key in SEGMENT_KEYS)]
+    short = {"elapsed_seconds": "time", "total_return": "return", "volatility": "volatility"}
+    headers = ["#", "start", "end", "bars"]
+    headers += [short.get(key, METRICS[key].label) for key in SEGMENT_KEYS]
     return render_table(headers, rows, right={0, *range(3, len(headers))})
 
 
