@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from n1v1.backtest import result_json
 from n1v1.backtest.result_json import equity_json_chunks, iso_strings
 from n1v1.backtest.runner import run_backtest
 from n1v1.config import Settings
@@ -104,10 +105,11 @@ def test_iso_strings_fall_back_to_pandas_for_fractions_and_other_zones():
 
 
 def test_a_large_curve_crosses_chunk_boundaries_intact(tmp_path):
-    bars = generate_bars(600_000, timeframe="1m", seed=1)  # > two 262 144-row chunks
+    rows = result_json._CHUNK_ROWS
+    bars = generate_bars(2 * rows + 17, timeframe="1m", seed=1)  # three pieces, the last short
     result = run_backtest(bars, create_strategy("buy_and_hold"), Settings())
     new = json.loads(result.write_json(tmp_path / "big.json").read_text())
     assert len(new["equity"]) == len(bars)
     assert [v for _, v in new["equity"]] == result.equity.to_numpy().tolist()
-    sample = [0, 262_143, 262_144, 524_288, len(bars) - 1]
+    sample = [0, rows - 1, rows, 2 * rows, len(bars) - 1]
     assert [new["equity"][i][0] for i in sample] == [bars.index[i].isoformat() for i in sample]

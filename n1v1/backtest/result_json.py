@@ -5,26 +5,29 @@ million pairs. Building a million Python lists, a million `Timestamp.isoformat()
 encoding them with the standard `json` module took about ten times as long as the backtest itself.
 Here the timestamps are formatted with array arithmetic, the numbers by orjson (shortest
 round-trip representation, like `repr`), and the two are interleaved into the output bytes with
-NumPy scatter operations, a quarter of a million rows at a time. The content is exactly that of
+NumPy scatter operations, 65 536 rows at a time. The content is exactly that of
 ``json.dumps(result.to_dict())``: tests/test_result_json.py reads both back and compares them.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import orjson
 import pandas as pd
 
-__all__ = ["equity_json_chunks", "iso_strings", "iso_utc_bytes"]
+from n1v1.domain import Side, Trade
+
+__all__ = ["equity_json_chunks", "iso_strings", "iso_timestamps", "iso_utc_bytes", "trade_records"]
 
 _ISO_WIDTH = 25  # "2024-01-01T00:00:00+00:00"
 _WORD3 = np.frombuffer(b':00",],\n', dtype=np.uint64)[0]  # bytes 24..31 of every row
 _TWO_DIGITS = np.array([[48 + k // 10, 48 + k % 10] for k in range(100)], dtype=np.uint8)
 _NS = 1_000_000_000
-_CHUNK_ROWS = 262_144
+_CHUNK_ROWS = 65_536  # rows per piece: a few MB of output, cache-sized
 
 
 def iso_utc_bytes(index: pd.DatetimeIndex) -> np.ndarray | None:
@@ -118,6 +121,42 @@ def iso_strings(index: pd.DatetimeIndex) -> list[str]:
     if fast is None:
         return [ts.isoformat() for ts in index]
     return fast.view(f"S{_ISO_WIDTH}").ravel().astype(f"U{_ISO_WIDTH}").tolist()
+
+
+def iso_timestamps(stamps: Sequence[pd.Timestamp]) -> list[str]:
+    """`[t.isoformat() for t in stamps]`, vectorised when they all share the UTC zone."""
+    zone = stamps[0].tzinfo if stamps else None
+    if zone is None or str(zone) != "UTC" or any(t.tzinfo is not zone for t in stamps):
+        return [t.isoformat() for t in stamps]
+    ns = np.fromiter((t.value for t in stamps), dtype=np.int64, count=len(stamps))
+    return iso_strings(pd.DatetimeIndex(ns, tz="UTC"))
+
+
+def trade_records(
+    trades: Sequence[Trade], durations: Sequence[float | None], spans: Sequence[bool]
+) -> list[dict[str, Any]]:
+    """`Trade.to_dict()` of each trade (the same keys and values, the times formatted in one
+    vectorised pass) plus its `duration_seconds` and `spans_gap` (n1v1.backtest.gaps)."""
+    entries = iso_timestamps([t.entry_time for t in trades])
+    exits = iter(iso_timestamps([t.exit_time for t in trades if t.exit_time is not None]))
+    return [
+        {
+            "symbol": t.symbol,
+            "side": "long" if t.side is Side.BUY else "short",
+            "qty": t.qty,
+            "entry_time": entry,
+            "entry_price": t.entry_price,
+            "exit_time": next(exits) if t.exit_time is not None else None,
+            "exit_price": t.exit_price,
+            "pnl": t.pnl,
+            "fees": t.fees,
+            "exit_reason": t.exit_reason,
+            "bars_held": t.bars_held,
+            "duration_seconds": duration,
+            "spans_gap": span,
+        }
+        for t, entry, duration, span in zip(trades, entries, durations, spans, strict=True)
+    ]
 
 
 def equity_json_chunks(index: pd.DatetimeIndex, values: np.ndarray) -> Iterator[bytes]:

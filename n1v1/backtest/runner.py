@@ -27,7 +27,7 @@ from n1v1 import indicators
 from n1v1.backtest.fast import REASON_NAMES, FastConfig, FastResult, simulate
 from n1v1.backtest.gaps import gap_notes, segment_metrics, trade_durations, trade_gap_note
 from n1v1.backtest.metrics import compute_metrics, sample_time
-from n1v1.backtest.result_json import equity_json_chunks, iso_strings
+from n1v1.backtest.result_json import equity_json_chunks, iso_strings, trade_records
 from n1v1.config import Settings
 from n1v1.data.gaps import Gap, gaps_at
 from n1v1.domain import Side, Symbol, Trade
@@ -87,30 +87,9 @@ class BacktestResult:
     def trade_records(self) -> list[dict[str, Any]]:
         """`Trade.to_dict()` of every trade plus its calendar `duration_seconds` (None while
         open) and `spans_gap` (a gap lies between its entry and its exit)."""
-        if not self.trades:
-            return []
         clock = sample_time(self.equity.index, gap_multiple=self.settings.backtest.gap_multiple)
         durations, spans = trade_durations(self.trades, self.equity.index, clock.gap_bars)
-        entries = _isoformat([t.entry_time for t in self.trades])
-        exits = iter(_isoformat([t.exit_time for t in self.trades if t.exit_time is not None]))
-        return [
-            {
-                "symbol": t.symbol,
-                "side": "long" if t.side is Side.BUY else "short",
-                "qty": t.qty,
-                "entry_time": entry,
-                "entry_price": t.entry_price,
-                "exit_time": next(exits) if t.exit_time is not None else None,
-                "exit_price": t.exit_price,
-                "pnl": t.pnl,
-                "fees": t.fees,
-                "exit_reason": t.exit_reason,
-                "bars_held": t.bars_held,
-                "duration_seconds": duration,
-                "spans_gap": span,
-            }
-            for t, entry, duration, span in zip(self.trades, entries, durations, spans, strict=True)
-        ]
+        return trade_records(self.trades, durations, spans)
 
     def _head(self) -> dict[str, Any]:
         """Everything but the equity curve."""
@@ -135,15 +114,6 @@ class BacktestResult:
                 "notes": self.notes,
             },
         }
-
-
-def _isoformat(stamps: list[pd.Timestamp]) -> list[str]:
-    """`[t.isoformat() for t in stamps]`, vectorised for UTC timestamps (the usual case)."""
-    zone = stamps[0].tzinfo if stamps else None
-    if zone is None or str(zone) != "UTC" or any(t.tzinfo is not zone for t in stamps):
-        return [t.isoformat() for t in stamps]
-    ns = np.fromiter((t.value for t in stamps), dtype=np.int64, count=len(stamps))
-    return iso_strings(pd.DatetimeIndex(ns, tz="UTC"))
 
 
 def run_backtest(
