@@ -183,9 +183,7 @@ def _normalise_columns(raw: pd.DataFrame, source: str) -> pd.DataFrame:
             source=source,
             field=(unknown or missing)[0],
         )
-    out = raw.copy()
-    out.columns = names
-    return out
+    return raw.set_axis(names, axis=1)  # copy-on-write: renames without copying the columns
 
 
 def _parse_timestamps(column: pd.Series, source: str) -> pd.DatetimeIndex:
