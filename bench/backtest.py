@@ -186,11 +186,16 @@ def cli_seconds(data: Path, out: Path, repeat: int) -> tuple[float, float]:
     return wall, cpu
 
 
-def cli_rates(bars: pd.DataFrame, n: int, repeat: int, workdir: Path) -> dict[str, float]:
-    """The whole command on the first n and 2n bars (Parquet files): seconds and bars/s."""
-    small, large = workdir / f"bars_{n}.parquet", workdir / f"bars_{2 * n}.parquet"
-    bars.iloc[:n].to_parquet(small)
-    bars.iloc[: 2 * n].to_parquet(large)
+def cli_rates(
+    bars: pd.DataFrame, n: int, repeat: int, workdir: Path, fmt: str = "parquet"
+) -> dict[str, float]:
+    """The whole command on the first n and 2n bars (Parquet or CSV files): seconds and bars/s."""
+    small, large = workdir / f"bars_{n}.{fmt}", workdir / f"bars_{2 * n}.{fmt}"
+    for path, rows in ((small, n), (large, 2 * n)):
+        if fmt == "csv":
+            bars.iloc[:rows].to_csv(path)
+        else:
+            bars.iloc[:rows].to_parquet(path)
     out = workdir / "result.json"
     cli_seconds(small, out, 1)  # warm the page cache and the Numba cache
     t1, c1 = cli_seconds(small, out, repeat)
@@ -359,6 +364,9 @@ def main() -> None:
     ap.add_argument(
         "--cli-only", action="store_true", help="only the whole-command timing and backtrader"
     )
+    ap.add_argument(
+        "--cli-format", choices=("parquet", "csv"), default="parquet", help="data file format"
+    )
     a = ap.parse_args()
     if a.quick:
         a.bars, a.peer_bars, a.rss_bars, a.check_bars = 100_000, 10_000, 1_000_000, 5_000
@@ -474,9 +482,9 @@ def cli_section(
         backtrader_rate = len(peer) / t_bt
         print(f"\n## backtrader on the first {len(peer):,} bars: {t_bt:.2f} s")
     with tempfile.TemporaryDirectory(prefix="n1v1-bench-") as tmp:
-        cli = cli_rates(bars, n, a.cli_repeat, Path(tmp))
+        cli = cli_rates(bars, n, a.cli_repeat, Path(tmp), a.cli_format)
     print(
-        f"\n## the whole command, `n1v1 backtest --data <parquet> ... --json out.json "
+        f"\n## the whole command, `n1v1 backtest --data <{a.cli_format}> ... --json out.json "
         f"--no-progress`, best of {a.cli_repeat}\n"
         f"{n:,} bars: {cli['t1']:.2f} s = {cli['rate1']:,.0f} bars/s; {2 * n:,} bars: "
         f"{cli['t2']:.2f} s = {cli['rate2']:,.0f} bars/s; marginal {cli['marginal']:,.0f} bars/s"
@@ -485,12 +493,13 @@ def cli_section(
         f"\nJSON {cli['json_mb']:.1f} MB on {2 * n:,} bars ({cli['equity_points']:,} equity "
         f"points, {cli['trades']:,} trades); backtrader {backtrader_rate:,.0f} bars/s"
     )
-    rows.append((f"whole `n1v1 backtest --json`, marginal {n:,} -> {2 * n:,} bars (bars/s)",
+    what = f"whole `n1v1 backtest --json` ({a.cli_format})"
+    rows.append((f"{what}, marginal {n:,} -> {2 * n:,} bars (bars/s)",
                  f"{cli['marginal']:,.0f}", f"backtrader {backtrader_rate:,.0f}",
                  f"{cli['marginal'] / backtrader_rate:.0f}x"))  # fmt: skip
-    rows.append((f"whole `n1v1 backtest --json`, marginal {n:,} -> {2 * n:,} bars (bars per "
-                 "CPU-second)", f"{cli['marginal_cpu']:,.0f}", "", ""))  # fmt: skip
-    rows.append((f"whole `n1v1 backtest --json` on {2 * n:,} bars, start-up included (bars/s)",
+    rows.append((f"{what}, marginal {n:,} -> {2 * n:,} bars (bars per CPU-second)",
+                 f"{cli['marginal_cpu']:,.0f}", "", ""))  # fmt: skip
+    rows.append((f"{what} on {2 * n:,} bars, start-up included (bars/s)",
                  f"{cli['rate2']:,.0f}", f"backtrader {backtrader_rate:,.0f}",
                  f"{cli['rate2'] / backtrader_rate:.0f}x"))  # fmt: skip
 

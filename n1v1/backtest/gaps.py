@@ -20,7 +20,14 @@ from n1v1.backtest.metrics import SampleTime, check_gap_policy, compute_metrics
 from n1v1.data.gaps import Gap
 from n1v1.domain import Side, Trade
 
-__all__ = ["SEGMENT_KEYS", "gap_notes", "segment_metrics", "trade_durations", "trade_gap_note"]
+__all__ = [
+    "SEGMENT_KEYS",
+    "gap_notes",
+    "gap_summary",
+    "segment_metrics",
+    "trade_durations",
+    "trade_gap_note",
+]
 
 # The figures reported for each gap-free segment under backtest.gaps=segment.
 SEGMENT_KEYS = (
@@ -36,6 +43,18 @@ SEGMENT_KEYS = (
 _SHOWN_GAPS = 3  # gaps named in a note; the JSON lists all of them
 
 
+def gap_summary(gaps: Sequence[Gap], gap_multiple: float, *, subject: str = "the bars") -> str:
+    """One sentence: how many gaps, and the largest ones (every gap is in the JSON)."""
+    count = len(gaps)
+    largest = sorted(gaps, key=lambda g: g.seconds, reverse=True)[:_SHOWN_GAPS]
+    more = f", and {count - len(largest)} more" if count > len(largest) else ""
+    return (
+        f"{subject} have {count} gap{'s' * (count != 1)} longer than {gap_multiple:g}x the median "
+        f"bar spacing ({'the largest: ' if count > 1 else ''}"
+        f"{'; '.join(g.describe() for g in largest)}{more})"
+    )
+
+
 def gap_notes(
     gaps: Sequence[Gap], gap_policy: str, gap_multiple: float, *, subject: str = "the bars"
 ) -> list[str]:
@@ -44,14 +63,8 @@ def gap_notes(
     if not gaps:
         return []
     count = len(gaps)
-    largest = sorted(gaps, key=lambda g: g.seconds, reverse=True)[:_SHOWN_GAPS]
-    more = f", and {count - len(largest)} more" if count > len(largest) else ""
     plural = "s" * (count != 1)
-    notes = [
-        f"{subject} have {count} gap{plural} longer than {gap_multiple:g}x the median bar spacing"
-        f" ({'the largest: ' if count > 1 else ''}"
-        f"{'; '.join(g.describe() for g in largest)}{more})"
-    ]
+    notes = [gap_summary(gaps, gap_multiple, subject=subject)]
     if gap_policy == "refuse":
         notes.append(
             "annualised metrics (CAGR, volatility, Sharpe, Sortino, Calmar) withheld: across a "

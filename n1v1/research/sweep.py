@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import pydantic
 
-from n1v1.backtest.gaps import gap_notes
+from n1v1.backtest.gaps import gap_summary
 from n1v1.backtest.metrics import ANNUALISED
 from n1v1.backtest.runner import BacktestResult, run_backtest
 from n1v1.backtest.sweep import METRIC_COLUMNS
@@ -245,7 +245,7 @@ def sweep_gap_notes(
         gaps = long_gaps(frame.index, backtest.gap_multiple)
         if gaps:
             gappy.append(symbol)
-            notes += gap_notes(gaps, "allow", backtest.gap_multiple, subject=f"{symbol}'s bars")[:1]
+            notes.append(gap_summary(gaps, backtest.gap_multiple, subject=f"{symbol}'s bars"))
     if not gappy:
         return notes
     withheld = ", ".join(k for k in ANNUALISED if k in METRIC_COLUMNS)

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from n1v1.backtest.fast import simulate
-from n1v1.backtest.gaps import gap_notes
+from n1v1.backtest.gaps import gap_summary
 from n1v1.backtest.metrics import ANNUALISED, bar_returns, compute_metrics, periods_per_year_for
 from n1v1.backtest.runner import fast_config, fast_trades
 from n1v1.backtest.sweep import METRIC_COLUMNS
@@ -317,7 +317,8 @@ def walk_forward_optimise(
     varying = [k for k in sets[0] if len({repr(s[k]) for s in sets}) > 1]
     backtest = settings.backtest
     gaps = long_gaps(index, backtest.gap_multiple)
-    notes += gap_notes(gaps, backtest.gaps, backtest.gap_multiple)[:1]
+    if gaps:
+        notes.append(gap_summary(gaps, backtest.gap_multiple))
 
     cash = float(settings.backtest.cash)
     equity = cash
