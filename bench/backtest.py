@@ -208,8 +208,9 @@ def cli_rates(
         "c2": c2,
         "rate1": n / t1,
         "rate2": 2 * n / t2,
-        "marginal": n / (t2 - t1) if t2 > t1 else float("inf"),
-        "marginal_cpu": n / (c2 - c1) if c2 > c1 else float("inf"),
+        # no marginal rate when the larger file was not slower: the machine was too busy to tell
+        "marginal": n / (t2 - t1) if t2 > t1 else float("nan"),
+        "marginal_cpu": n / (c2 - c1) if c2 > c1 else float("nan"),
         "json_mb": out.stat().st_size / 1e6,
         "equity_points": len(result["equity"]),
         "trades": len(result["trades"]),
