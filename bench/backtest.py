@@ -1,10 +1,15 @@
 """Backtest speed of N1V1's fast path against backtrader and vectorbt, measured in one run.
 
-    python bench/backtest.py [--bars 1000000] [--peer-bars 200000] [--quick]
+    python bench/backtest.py [--bars 1000000] [--peer-bars 200000] [--quick] [--cli-only]
 
 Every figure is measured here, on this machine, on the same seeded synthetic 1-minute bars, with
 the same strategy (sma_cross fast=10 slow=30, long only), the same costs (0.1 % fee, 1 bps
 slippage) and a 2 % stop-loss. Ratios are ours / peer. Results and caveats: BENCHMARKS.md.
+
+The whole command is timed too: `n1v1 backtest --data bars.parquet ... --json out.json
+--no-progress` in a fresh process on --bars and on twice as many bars (best of --cli-repeat runs
+each); the marginal rate is --bars / (t(2n) - t(n)), what each further million bars costs once
+the interpreter, the imports and the Numba cache are paid for.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -149,6 +155,67 @@ def ours_peak_rss(n: int) -> dict[str, float]:
     report = json.loads(done.stdout.strip().splitlines()[-1])
     report["rusage_children_maxrss_mb"] = after / 1024 if after > before else float("nan")
     return report
+
+
+# --------------------------------------------------------------------------- the whole CLI
+
+
+def cli_command(data: Path, out: Path) -> list[str]:
+    """`n1v1 backtest` with the benchmark's strategy and costs, writing the JSON result."""
+    return [
+        sys.executable, "-m", "n1v1", "backtest", "--data", str(data),
+        "--strategy", "sma_cross", "--param", f"fast={FAST_W}", "--param", f"slow={SLOW_W}",
+        "--cash", str(CASH), "--fee", str(FEE), "--slippage-bps", str(BPS),
+        "--stop-loss", str(STOP), "--json", str(out), "--no-progress",
+    ]  # fmt: skip
+
+
+def cli_seconds(data: Path, out: Path, repeat: int) -> tuple[float, float]:
+    """Best wall time and best CPU time (user + system) of `repeat` fresh `n1v1 backtest ...
+    --json` processes. On a shared machine the wall time also holds the waits for a core; the
+    CPU time is what the command itself spent."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
+    wall = cpu = float("inf")
+    for _ in range(repeat):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        subprocess.run(cli_command(data, out), env=env, check=True, capture_output=True)
+        wall = min(wall, time.perf_counter() - t0)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        cpu = min(cpu, used)
+    return wall, cpu
+
+
+def cli_rates(
+    bars: pd.DataFrame, n: int, repeat: int, workdir: Path, fmt: str = "parquet"
+) -> dict[str, float]:
+    """The whole command on the first n and 2n bars (Parquet or CSV files): seconds and bars/s."""
+    small, large = workdir / f"bars_{n}.{fmt}", workdir / f"bars_{2 * n}.{fmt}"
+    for path, rows in ((small, n), (large, 2 * n)):
+        if fmt == "csv":
+            bars.iloc[:rows].to_csv(path)
+        else:
+            bars.iloc[:rows].to_parquet(path)
+    out = workdir / "result.json"
+    cli_seconds(small, out, 1)  # warm the page cache and the Numba cache
+    t1, c1 = cli_seconds(small, out, repeat)
+    t2, c2 = cli_seconds(large, out, repeat)
+    result = json.loads(out.read_text())
+    return {
+        "t1": t1,
+        "t2": t2,
+        "c1": c1,
+        "c2": c2,
+        "rate1": n / t1,
+        "rate2": 2 * n / t2,
+        # no marginal rate when the larger file was not slower: the machine was too busy to tell
+        "marginal": n / (t2 - t1) if t2 > t1 else float("nan"),
+        "marginal_cpu": n / (c2 - c1) if c2 > c1 else float("nan"),
+        "json_mb": out.stat().st_size / 1e6,
+        "equity_points": len(result["equity"]),
+        "trades": len(result["trades"]),
+    }
 
 
 # --------------------------------------------------------------------------- backtrader
@@ -295,6 +362,13 @@ def main() -> None:
     ap.add_argument(
         "--quick", action="store_true", help="small sizes: a smoke run, not a benchmark"
     )
+    ap.add_argument("--cli-repeat", type=int, default=3, help="runs per size of the CLI timing")
+    ap.add_argument(
+        "--cli-only", action="store_true", help="only the whole-command timing and backtrader"
+    )
+    ap.add_argument(
+        "--cli-format", choices=("parquet", "csv"), default="parquet", help="data file format"
+    )
     a = ap.parse_args()
     if a.quick:
         a.bars, a.peer_bars, a.rss_bars, a.check_bars = 100_000, 10_000, 1_000_000, 5_000
@@ -304,6 +378,11 @@ def main() -> None:
     info = machine_info()
     print("## machine\n" + "\n".join(f"- {k}: {v}" for k, v in info.items()))
     print(f"- command: python bench/backtest.py {' '.join(sys.argv[1:])}".rstrip())
+
+    if a.cli_only:
+        cli_section(a, rows)
+        print_summary(rows)
+        return
 
     # RSS first: the only child process so far, so RUSAGE_CHILDREN is exactly its peak
     rss = ours_peak_rss(a.rss_bars)
@@ -384,7 +463,50 @@ def main() -> None:
                  f"{per_core_ours / per_core_vbt:.1f}x"))  # fmt: skip
     rows.append((f"peak RSS, {a.rss_bars:,}-bar backtest incl. data (MB)",
                  f"{rss['peak_mb']:,.0f}", "", ""))  # fmt: skip
+    cli_section(a, rows, bars=bars, backtrader_rate=npb / t_bt)
+    print_summary(rows)
 
+
+def cli_section(
+    a: argparse.Namespace,
+    rows: list[tuple[str, str, str, str]],
+    *,
+    bars: pd.DataFrame | None = None,
+    backtrader_rate: float | None = None,
+) -> None:
+    """`n1v1 backtest --json` as a user runs it, against backtrader measured in this run."""
+    n = a.bars
+    if bars is None or len(bars) < 2 * n:
+        bars = generate_bars(2 * n, timeframe="1m", seed=0)
+    if backtrader_rate is None:
+        peer = bars.iloc[: a.peer_bars]
+        t_bt, _ = timed(lambda: backtrader_run(peer))
+        backtrader_rate = len(peer) / t_bt
+        print(f"\n## backtrader on the first {len(peer):,} bars: {t_bt:.2f} s")
+    with tempfile.TemporaryDirectory(prefix="n1v1-bench-") as tmp:
+        cli = cli_rates(bars, n, a.cli_repeat, Path(tmp), a.cli_format)
+    print(
+        f"\n## the whole command, `n1v1 backtest --data <{a.cli_format}> ... --json out.json "
+        f"--no-progress`, best of {a.cli_repeat}\n"
+        f"{n:,} bars: {cli['t1']:.2f} s = {cli['rate1']:,.0f} bars/s; {2 * n:,} bars: "
+        f"{cli['t2']:.2f} s = {cli['rate2']:,.0f} bars/s; marginal {cli['marginal']:,.0f} bars/s"
+        f"\nCPU time (user + system): {cli['c1']:.2f} s and {cli['c2']:.2f} s; marginal "
+        f"{cli['marginal_cpu']:,.0f} bars per CPU-second"
+        f"\nJSON {cli['json_mb']:.1f} MB on {2 * n:,} bars ({cli['equity_points']:,} equity "
+        f"points, {cli['trades']:,} trades); backtrader {backtrader_rate:,.0f} bars/s"
+    )
+    what = f"whole `n1v1 backtest --json` ({a.cli_format})"
+    rows.append((f"{what}, marginal {n:,} -> {2 * n:,} bars (bars/s)",
+                 f"{cli['marginal']:,.0f}", f"backtrader {backtrader_rate:,.0f}",
+                 f"{cli['marginal'] / backtrader_rate:.0f}x"))  # fmt: skip
+    rows.append((f"{what}, marginal {n:,} -> {2 * n:,} bars (bars per CPU-second)",
+                 f"{cli['marginal_cpu']:,.0f}", "", ""))  # fmt: skip
+    rows.append((f"{what} on {2 * n:,} bars, start-up included (bars/s)",
+                 f"{cli['rate2']:,.0f}", f"backtrader {backtrader_rate:,.0f}",
+                 f"{cli['rate2'] / backtrader_rate:.0f}x"))  # fmt: skip
+
+
+def print_summary(rows: list[tuple[str, str, str, str]]) -> None:
     print("\n## summary (ratio = ours / peer)\n| what | ours | peer | ratio |\n|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")

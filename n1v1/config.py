@@ -175,6 +175,14 @@ class BacktestSettings(StrictModel):
         description="close a position still open at the end of the data at the last close "
         "(taker fee, slippage) instead of marking it to market",
     )
+    gaps: Literal["refuse", "segment", "allow"] = Field(
+        "refuse",
+        description="annualised metrics across data gaps: refuse (null, with a note), segment "
+        "(per gap-free segment) or allow (annualise across them); docs/metrics.md",
+    )
+    gap_multiple: float = Field(
+        10.0, gt=1, le=1e9, description="a gap: a bar spacing above this x the median spacing"
+    )
 
 
 class MLSettings(StrictModel):

@@ -268,14 +268,20 @@ class Trade:
     open_qty: float = 0.0
     entry_fills: list[Fill] = field(default_factory=list, repr=False)
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(
+        self, entry_iso: str | None = None, exit_iso: str | None = None
+    ) -> dict[str, object]:
+        """Plain JSON data. `entry_iso`/`exit_iso`: the times already formatted as isoformat
+        (a writer of many trades formats them in one vectorised pass)."""
+        if exit_iso is None and self.exit_time is not None:
+            exit_iso = self.exit_time.isoformat()
         return {
             "symbol": self.symbol,
             "side": "long" if self.side is Side.BUY else "short",
             "qty": self.qty,
-            "entry_time": self.entry_time.isoformat(),
+            "entry_time": entry_iso if entry_iso is not None else self.entry_time.isoformat(),
             "entry_price": self.entry_price,
-            "exit_time": self.exit_time.isoformat() if self.exit_time is not None else None,
+            "exit_time": exit_iso,
             "exit_price": self.exit_price,
             "pnl": self.pnl,
             "fees": self.fees,

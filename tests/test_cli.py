@@ -439,3 +439,85 @@ def test_python_dash_m_runs_a_backtest_and_reports_errors(tmp_path, capsys):
     )  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.startswith("n1v1: error: unknown strategy 'nope'")
+
+
+# -- gaps (docs/metrics.md, "Gaps") ----------------------------------------------------------------
+GAPPY = ["--data", "coinbase_BTC-USD_1m", "--timeframe", "5m", "--strategy", "sma_cross"]
+GAPPY += ["--param", "fast=5", "--param", "slow=20", "--fee", "0.001", "--stop-loss", "0.02"]
+
+
+def test_backtest_across_gaps_withholds_annualised_metrics_and_says_why(capsys, tmp_path):
+    path = tmp_path / "run.json"
+    code, out, _ = run(capsys, "backtest", *GAPPY, "--json", str(path), "--no-progress")
+    assert code == 0
+    result = json.loads(path.read_text())
+    metrics, meta = result["metrics"], result["meta"]
+    for key in ("cagr", "volatility", "sharpe", "sortino", "calmar"):
+        assert metrics[key] is None, key
+    # 2016-10-07 00:00 to 2018-04-06 23:55 UTC, one 5-minute bar more: 547 days
+    assert metrics["elapsed_seconds"] == 547 * 86_400.0
+    assert metrics["n_gaps"] == 4 and len(meta["gaps"]) == 4
+    assert meta["gap_policy"] == "refuse" and meta["gap_multiple"] == 10.0
+    assert meta["gaps"][0] == {
+        "start": "2016-10-10T00:00:00+00:00",
+        "end": "2017-09-02T23:55:00+00:00",
+        "missing_bars": 94_464,  # 328 days of 288 bars
+        "seconds": 328 * 86_400.0,
+        "last_bar_before": "2016-10-09T23:55:00+00:00",
+        "first_bar_after": "2017-09-03T00:00:00+00:00",
+    }
+    # the best trade was held across the 328-day gap: 35 bars, but 328.1 days
+    best = max(result["trades"], key=lambda t: t["pnl"])
+    assert best["spans_gap"] and best["bars_held"] == 35
+    assert best["duration_seconds"] == pytest.approx(328.12 * 86_400, rel=1e-4)
+    assert sum(t["spans_gap"] for t in result["trades"]) == 1
+    assert any(note.startswith("annualised metrics (CAGR") for note in meta["notes"])
+    # the printed table and notes (wrapped at 100 columns) say the same
+    assert "CAGR                            n/a" in out
+    words = " ".join(out.split())
+    assert "note: the bars have 4 gaps longer than 10x the median bar spacing" in words
+    assert "2016-10-10 00:00 to 2017-09-02 23:55 UTC (94,464 missing bars, 328d)" in words
+    assert "note: 1 trade open across a gap" in words
+    assert "long BTC/USD 2016-10-09 23:20 to 2017-09-03 02:15 (328.1 days), 35 bars" in words
+
+
+def test_segment_policy_prints_one_row_per_gap_free_segment(capsys, tmp_path):
+    path = tmp_path / "run.json"
+    extra = ["--set", "backtest.gaps=segment", "--json", str(path), "--no-progress"]
+    code, out, _ = run(capsys, "backtest", *GAPPY, *extra)
+    assert code == 0
+    segments = json.loads(path.read_text())["meta"]["segments"]
+    assert [s["start"][:10] for s in segments] == [
+        "2016-10-07",
+        "2017-09-03",
+        "2017-12-17",
+        "2018-04-04",
+        "2018-04-05",
+    ]
+    assert sum(s["n_bars"] for s in segments) == 2_506
+    assert all(s["cagr"] is not None and s["sharpe"] is not None for s in segments)
+    assert "gap-free segments (backtest.gaps=segment)" in out
+    assert "2016-10-07 00:00  2016-10-09 23:55   864" in out
+
+
+def test_allow_policy_annualises_in_calendar_time_with_a_warning(capsys, tmp_path):
+    path = tmp_path / "run.json"
+    extra = ["--set", "backtest.gaps=allow", "--json", str(path), "--no-progress"]
+    assert run(capsys, "backtest", *GAPPY, *extra)[0] == 0
+    result = json.loads(path.read_text())
+    metrics = result["metrics"]
+    growth = metrics["final_equity"] / 10_000.0  # 5.7990 over 547 calendar days
+    assert metrics["cagr"] == pytest.approx(growth ** (365 / 547) - 1, rel=1e-9)
+    assert 1.0 < metrics["cagr"] < 3.0  # 223 %, not the 1e34 % of counting bars
+    assert any(n.startswith("WARNING: annualised across 4 gaps") for n in result["meta"]["notes"])
+
+
+def test_readme_first_example_is_gap_free_with_sane_figures(capsys, tmp_path):
+    path = tmp_path / "run.json"
+    argv = ["backtest", "--data", "coinbase_BTC-USD_1d", "--start", "2015-01-08"]
+    argv += ["--strategy", "sma_cross", "--param", "fast=10", "--param", "slow=50"]
+    argv += ["--fee", "0.001", "--stop-loss", "0.05", "--json", str(path), "--no-progress"]
+    assert run(capsys, *argv)[0] == 0
+    metrics = json.loads(path.read_text())["metrics"]
+    assert metrics["n_gaps"] == 0
+    assert -1.0 < metrics["cagr"] < 5.0 and 0.0 < metrics["volatility"] < 2.0

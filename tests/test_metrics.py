@@ -371,3 +371,146 @@ def test_rejects_bad_scalars() -> None:
 def test_rejects_non_finite_trade_pnl() -> None:
     with pytest.raises(ValueError, match="closed trade 1"):
         _metrics(CURVE, trades=[_trade(1.0), _trade(float("inf"))])
+
+
+# --- calendar time and gaps (docs/metrics.md, "Gaps") -------------------------------------------
+
+
+def _curve_at(offsets: list[float], values: list[float], unit: str = "D") -> pd.Series:
+    """Equity at the given offsets (in days or hours) from 2024-01-01 UTC."""
+    t0 = pd.Timestamp("2024-01-01", tz="UTC")
+    index = pd.DatetimeIndex([t0 + pd.Timedelta(k, unit=unit) for k in offsets])
+    return pd.Series(values, index=index, dtype=float)
+
+
+def test_cagr_compounds_over_calendar_time_not_bar_count() -> None:
+    # daily bars on days 0, 1, 2, 4, 5: one missing day (a 2-day spacing is not a gap at 10x)
+    # spacings 1, 1, 2, 1 d -> median 1 d; elapsed = (5 − 0) d + one 1-day bar = 6 d
+    m = compute_metrics(
+        _curve_at([0, 1, 2, 4, 5], CURVE), [], CASH, fills_notional=0.0, fees_paid=0.0
+    )
+    assert m["n_gaps"] == 0
+    assert m["elapsed_seconds"] == 6 * 86_400.0
+    # years = 6/365 -> cagr = 1.05^(365/6) − 1 = e^(60.8333 · 0.0487901642) − 1
+    #   = e^2.9680683 − 1 = 19.4553 − 1 = 18.4553   (bar counting gave 1.05^73 − 1 = 34.2224)
+    assert m["cagr"] == pytest.approx(1.05 ** (365 / 6) - 1, rel=1e-9)
+    assert m["cagr"] == pytest.approx(18.4553, rel=1e-4)
+    # Calmar follows: 18.4553 / (200/10 100)
+    assert m["calmar"] == pytest.approx((1.05 ** (365 / 6) - 1) / (200 / 10_100), rel=1e-9)
+    # volatility, Sharpe and Sortino still use ppy = 365 from the median spacing
+    assert m["periods_per_year"] == 365.0
+    assert m["sharpe"] == pytest.approx(6.3285204, rel=1e-6)
+
+
+def test_elapsed_time_of_a_regular_curve_is_bars_times_spacing() -> None:
+    m = _metrics(CURVE, freq="h")
+    # 5 hourly bars: (4 h − 0 h) + 1 h = 5 h = 18 000 s, so years = 5/8760, as n / ppy gave
+    assert m["elapsed_seconds"] == 18_000.0
+    assert m["cagr"] == pytest.approx(math.exp(1752 * math.log(1.05)) - 1, rel=1e-9)
+
+
+# hourly bars at hours 0, 1, 2, then a hole until hour 30, then 31, 32
+GAPPY_HOURS = [0, 1, 2, 30, 31, 32]
+GAPPY = [10_100.0, 9_999.0, 10_200.99, 12_000.0, 12_120.0, 12_241.2]
+
+
+def test_a_gap_withholds_the_annualised_metrics_by_default() -> None:
+    m = compute_metrics(
+        _curve_at(GAPPY_HOURS, GAPPY, "h"), [], CASH, fills_notional=0.0, fees_paid=0.0
+    )
+    # spacings 1, 1, 28, 1, 1 h: median 1 h; 28 h > 10 × 1 h is a gap
+    assert m["n_gaps"] == 1
+    for key in ("cagr", "volatility", "sharpe", "sortino", "calmar"):
+        assert m[key] is None, key
+    # what does not annualise is still reported
+    assert m["total_return"] == pytest.approx(12_241.2 / 10_000 - 1, rel=1e-12)  # 0.22412
+    assert m["max_drawdown"] == pytest.approx(1 - 9_999 / 10_100, rel=1e-12)  # 0.01
+    assert m["periods_per_year"] == 8760.0
+    # elapsed: (32 h − 0 h) + 1 h = 33 h = 118 800 s, the gap included
+    assert m["elapsed_seconds"] == 118_800.0
+
+
+def test_allow_annualises_across_the_gap_in_calendar_time() -> None:
+    m = compute_metrics(
+        _curve_at(GAPPY_HOURS, GAPPY, "h"),
+        [],
+        CASH,
+        fills_notional=0.0,
+        fees_paid=0.0,
+        gap_policy="allow",
+    )
+    # years = 33 h / 8760 h; growth 1.22412 -> cagr = 1.22412^(8760/33) − 1
+    #   = e^(265.4545 · 0.2022222) − 1 = e^53.680807 − 1 = 2.05721e23
+    assert m["cagr"] == pytest.approx(1.22412 ** (8760 / 33) - 1, rel=1e-9)
+    assert m["cagr"] == pytest.approx(2.05721e23, rel=1e-5)
+    # the return across the gap (12 000 / 10 200.99 − 1 = 0.176357) counts as one bar's return
+    r = [0.01, -0.01, 10_200.99 / 9_999 - 1, 12_000 / 10_200.99 - 1, 0.01, 0.01]
+    mean = sum(r) / 6
+    std = math.sqrt(sum((x - mean) ** 2 for x in r) / 5)
+    assert m["volatility"] == pytest.approx(std * math.sqrt(8760), rel=1e-9)
+
+
+def test_gap_multiple_is_a_strict_threshold() -> None:
+    # daily bars 0, 1, 2, 12: the last spacing is exactly 10 × the median (1 d): not a gap
+    ten = compute_metrics(
+        _curve_at([0, 1, 2, 12], CURVE[:4]), [], CASH, fills_notional=0.0, fees_paid=0.0
+    )
+    assert ten["n_gaps"] == 0 and ten["cagr"] is not None
+    # ... but a gap once the multiple is lowered below 10
+    nine = compute_metrics(
+        _curve_at([0, 1, 2, 12], CURVE[:4]),
+        [],
+        CASH,
+        fills_notional=0.0,
+        fees_paid=0.0,
+        gap_multiple=9.5,
+    )
+    assert nine["n_gaps"] == 1 and nine["cagr"] is None
+
+
+def test_bad_gap_settings_are_errors_naming_the_field() -> None:
+    equity = _equity(CURVE)
+    with pytest.raises(ValueError, match="gap_policy"):
+        compute_metrics(equity, [], CASH, fills_notional=0, fees_paid=0, gap_policy="ignore")
+    with pytest.raises(ValueError, match="gap_multiple"):
+        compute_metrics(equity, [], CASH, fills_notional=0, fees_paid=0, gap_multiple=1.0)
+
+
+def test_segment_metrics_split_at_the_gap() -> None:
+    from n1v1.backtest.gaps import segment_metrics
+    from n1v1.backtest.metrics import sample_time
+
+    equity = _curve_at(GAPPY_HOURS, GAPPY, "h")
+    rows = segment_metrics(equity, CASH, sample_time(equity.index))
+    assert [(r["start"], r["end"], r["n_bars"]) for r in rows] == [
+        ("2024-01-01T00:00:00+00:00", "2024-01-01T02:00:00+00:00", 3),
+        ("2024-01-02T06:00:00+00:00", "2024-01-02T08:00:00+00:00", 3),
+    ]
+    first, second = rows
+    # segment 0 from the initial cash: returns 0.01, −0.01, 10 200.99 / 9 999 − 1 = 0.0202010
+    #   mean = 0.0202010/3 = 0.0067337; squared deviations 1.06689e-5, 2.80016e-4, 1.81369e-4;
+    #   Σ = 4.72054e-4, /2 = 2.36027e-4, std = 0.0153632; volatility = std · √8760 = 1.437914
+    assert first["total_return"] == pytest.approx(0.020099, rel=1e-9)
+    assert first["elapsed_seconds"] == 3 * 3_600.0
+    assert first["volatility"] == pytest.approx(1.437914, rel=1e-5)
+    assert first["cagr"] == pytest.approx(1.020099 ** (8760 / 3) - 1, rel=1e-9)
+    assert first["max_drawdown"] == pytest.approx(0.01, rel=1e-9)  # 1 − 9 999/10 100
+    # segment 1 starts at its first bar's close (12 000): the return across the gap is in no
+    # segment. Returns 0.01, 0.01 -> total 12 241.2/12 000 − 1 = 0.0201 over 2 h (31 h -> 32 h
+    # closes) = 7 200 s; constant returns: volatility 0, Sharpe undefined
+    assert second["total_return"] == pytest.approx(0.0201, rel=1e-9)
+    assert second["elapsed_seconds"] == 7_200.0
+    assert second["cagr"] == pytest.approx(1.0201 ** (8760 / 2) - 1, rel=1e-9)
+    assert second["volatility"] == pytest.approx(0.0, abs=1e-12)
+    assert second["sharpe"] is None
+
+
+def test_sample_time_is_shared_by_cagr_and_the_sweep() -> None:
+    from n1v1.backtest.metrics import SECONDS_PER_YEAR, elapsed_seconds, sample_time
+
+    clock = sample_time(_curve_at(GAPPY_HOURS, GAPPY, "h").index)
+    assert clock.gap_bars.tolist() == [3]  # bar 3 (hour 30) follows the gap
+    assert clock.elapsed_seconds == elapsed_seconds(0, 32 * 3_600 * 10**9, 3_600.0) == 118_800.0
+    assert clock.years == 118_800.0 / SECONDS_PER_YEAR
+    assert not clock.annualises("refuse") and not clock.annualises("segment")
+    assert clock.annualises("allow")

@@ -352,3 +352,51 @@ def test_several_strategies_get_a_section_with_each_ones_own_pnl(tmp_path: Path)
         strategies=one.strategies,
     )
     assert 'id="strategies"' not in single.read_text(encoding="utf-8")
+
+
+# -- gaps ------------------------------------------------------------------------------------------
+def _gappy_report(tmp_path: Path, policy: str = "segment") -> tuple[Path, list]:
+    """Daily equity on days 0..4 and 40..44: one 35-day hole, a gap at 10x the 1-day spacing."""
+    from n1v1.backtest.gaps import segment_metrics
+    from n1v1.backtest.metrics import sample_time
+    from n1v1.data.gaps import long_gaps
+
+    index = _index(5).append(_index(5) + pd.Timedelta(days=40))
+    equity = pd.Series([10_100.0, 9_900.0, 10_200.0, 10_000.0, 10_500.0] * 2, index=index)
+    gaps = long_gaps(index)
+    metrics = compute_metrics(equity, [], CASH, fills_notional=0.0, fees_paid=0.0)
+    path = write_html_report(
+        tmp_path / "gaps.html",
+        title="gaps",
+        metrics=metrics,
+        equity=equity,
+        trades=[],
+        prices=pd.DataFrame({"close": 100.0 + np.arange(10.0)}, index=index),
+        notes=["the bars have 1 gap"],
+        gaps=gaps,
+        segments=segment_metrics(equity, CASH, sample_time(index)) if policy == "segment" else None,
+    )
+    return path, gaps
+
+
+def test_gaps_are_shaded_on_every_chart_and_listed(tmp_path: Path) -> None:
+    path, gaps = _gappy_report(tmp_path)
+    page = _parse(path)
+    assert len(gaps) == 1 and gaps[0].missing_bars == 35
+    bands = page.with_class("gap")
+    assert len(bands) == 3  # equity, drawdown, price
+    # the band runs from the last bar before the hole (day 4) to the first after it (day 40):
+    # 36 of the 44 days of the x-axis, so 36/44 of the 866-pixel plot width = 708.5 px
+    assert float(bands[0]["width"]) == pytest.approx(36 / 44 * (960 - 78 - 16), abs=0.2)
+    # the line is broken at the gap and the two sides joined by a dotted link
+    assert len(page.with_class("gap-link")) == 3
+    assert len(page.with_class("series")) == 6  # two pieces per chart
+    text = path.read_text(encoding="utf-8")
+    assert "2024-01-06 00:00 to 2024-02-09 00:00 UTC (35 missing bars, 35d)" in text
+    assert 'id="gaps"' in text and "Gap-free segments" in text
+
+
+def test_no_gap_marks_without_gaps(report: tuple) -> None:
+    page = _parse(report[0])
+    assert page.with_class("gap") == [] and page.with_class("gap-link") == []
+    assert 'id="gaps"' not in report[0].read_text(encoding="utf-8")

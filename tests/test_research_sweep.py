@@ -374,14 +374,18 @@ def test_bayes_refuses_a_checkpointed_evaluator(frames, tmp_path):
 
 
 # -- the command -----------------------------------------------------------------------------------
-def sweep_args(fast: str = "3:12:3") -> list[str]:
-    """Two bundled datasets at 15m, sma_cross on a 4 x 3 grid (fast=12, slow=10 is invalid)."""
+def sweep_args(fast: str = "3:12:3", start: str | None = "2018-04-05") -> list[str]:
+    """Two bundled datasets at 15m, sma_cross on a 4 x 3 grid (fast=12, slow=10 is invalid).
+
+    From 2018-04-05: both files have a 7-hour hole on 2018-04-04 (a gap at 15m bars), and the
+    ranking metric (sharpe) is annualised, which backtest.gaps=refuse withholds across gaps."""
     return [
         "sweep",
         "--data",
         "coinbase_LTC-USD_1m",
         "--data",
         "coinbase_BTC-EUR_1m",
+        *(["--start", start] if start else []),
         "--timeframe",
         "15m",
         "--strategy",
@@ -404,6 +408,32 @@ def test_cli_local(tmp_path, capsys):
     assert "Best sets re-run through the event-driven engine" in out
     assert set(pd.read_parquet(tmp_path / "results.parquet")["symbol"]) == {"LTC/USD", "BTC/EUR"}
     assert len(json.loads((tmp_path / "best.json").read_text())["best"]) == 2
+
+
+def test_cli_refuses_an_annualised_ranking_across_gaps(tmp_path, capsys):
+    # the whole files: a 7-hour hole on 2018-04-04, 28 missing 15-minute bars (> 10 x spacing)
+    assert main([*sweep_args(start=None), "--local", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("n1v1: error: LTC/USD's bars have 1 gap longer than 10x")
+    assert "2018-04-04 17:00 to 2018-04-04 23:45 UTC (28 missing bars, 7h)" in err
+    assert "the ranking metric sharpe is annualised" in err
+    assert "--set backtest.gaps=allow" in err and "Traceback" not in err
+    # ranked by a metric that does not annualise, the sweep runs and says what is null
+    total = ["--metric", "total_return", "--local", "--out", str(tmp_path / "b")]
+    assert main([*sweep_args(start=None), *total]) == 0
+    out = capsys.readouterr().out
+    assert "note: cagr, volatility, sharpe, sortino are null on LTC/USD, BTC/EUR" in out
+    rows = pd.read_parquet(tmp_path / "b" / "results.parquet")
+    assert rows["sharpe"].isna().all() and rows["total_return"].notna().all()
+    assert json.loads((tmp_path / "b" / "best.json").read_text())["notes"][0].startswith(
+        "LTC/USD's bars have 1 gap"
+    )
+    # opting in annualises across the gap, with a warning
+    allow = ["--set", "backtest.gaps=allow", "--local", "--out", str(tmp_path / "c")]
+    assert main([*sweep_args(start=None), *allow]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING: cagr, volatility, sharpe, sortino annualised across the gaps" in out
+    assert pd.read_parquet(tmp_path / "c" / "results.parquet")["sharpe"].notna().any()
 
 
 def test_cli_on_ray_resumes_and_refuses_a_changed_grid(cluster, tmp_path, capsys):

@@ -322,6 +322,60 @@ def test_a_window_without_an_eligible_set_stays_in_cash(bars):
     json.dumps(result.to_dict(), allow_nan=False)
 
 
+def test_the_report_renders_a_window_that_stayed_in_cash(bars, tmp_path):
+    result = walk_forward_optimise(
+        {"BTC": bars.iloc[:500]}, "sma_cross", SETS[:2], COSTS, train_bars=200, test_bars=100,
+        min_trades=10_000,
+    )  # fmt: skip
+    assert result.config["varying_parameters"] == ["slow"] and result.windows["params"][0] is None
+    page = write_walkforward_report(tmp_path / "cash.html", result).read_text(encoding="utf-8")
+    assert page.count("<td></td>") >= 3  # the parameters cell of each window in cash is empty
+
+
+@pytest.fixture(scope="module")
+def gappy(bars) -> pd.DataFrame:
+    """The hourly bars with a 30-day hole before bar 250 (a gap at 10x the 1-hour spacing)."""
+    shifted = bars.copy()
+    late = np.arange(len(bars)) >= 250
+    shifted.index = bars.index.where(~late, bars.index + pd.Timedelta(days=30))
+    return shifted
+
+
+def test_windows_straddling_a_gap_are_named_and_withheld(gappy, tmp_path):
+    result = walk_forward_optimise(
+        {"BTC": gappy}, "sma_cross", SETS, COSTS, train_bars=200, test_bars=100
+    )
+    # windows: test [200, 300) holds bar 250; trains [100, 300) and [200, 400) hold it too
+    assert result.windows["test_gaps"].tolist() == [1, 0, 0, 0, 0]
+    assert result.windows["train_gaps"].tolist() == [0, 1, 1, 0, 0]
+    # sharpe is annualised: withheld on the two training slices, so those windows stay in cash
+    assert result.windows["set_id"].isna().tolist() == [False, True, True, False, False]
+    notes = " ".join(result.notes)
+    assert (
+        "window 1: its training bars (2024-01-05 04:00 to 2024-02-12 11:00) straddle 1 gap" in notes
+    )
+    assert "so no set could be chosen by sharpe" in notes
+    assert "window 0: its test bars" in notes
+    # the stitched curve holds the gap: annualised figures and the DSR are withheld
+    assert result.metrics["n_gaps"] == 1 and result.metrics["sharpe"] is None
+    assert result.deflated_sharpe is None
+    assert "stitched out-of-sample curve has 1 gap(s)" in notes
+    data = result.to_dict()
+    assert data["gaps"][0]["missing_bars"] == 720  # 30 days of hourly bars
+    assert data["config"]["gap_policy"] == "refuse"
+    page = write_walkforward_report(tmp_path / "gaps.html", result).read_text(encoding="utf-8")
+    assert page.count('class="gap"') == 1 and "train 1, test 0" in page
+    # opting in: every window chooses a set and the stitched figures are computed
+    allow = walk_forward_optimise(
+        {"BTC": gappy}, "sma_cross", SETS, settings(
+            execution={"taker_fee": 0.001, "maker_fee": 0.001, "slippage_bps": 2.0},
+            backtest={"gaps": "allow"},
+        ), train_bars=200, test_bars=100,
+    )  # fmt: skip
+    assert allow.windows["set_id"].notna().all()
+    assert allow.metrics["sharpe"] is not None and allow.deflated_sharpe is not None
+
+
 def test_several_symbols_share_a_common_index_and_split_the_equity():
     a, b = synthetic_walk(400, seed=1), synthetic_walk(400, seed=2)
     b = b.drop(b.index[[5, 6, 7]])

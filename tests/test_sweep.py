@@ -60,7 +60,9 @@ def bars() -> pd.DataFrame:
     return generate_bars(3000, timeframe="1h", seed=7)
 
 
-def reference_row(bars: pd.DataFrame, strategy, config: FastConfig, rf: float = 0.0) -> dict:
+def reference_row(
+    bars: pd.DataFrame, strategy, config: FastConfig, rf: float = 0.0, gap_policy: str = "refuse"
+) -> dict:
     """The same backtest through simulate() and compute_metrics (the slow, obvious way)."""
     targets = strategy.target_positions(bars, allow_short=config.allow_short)
     res = simulate(
@@ -80,6 +82,7 @@ def reference_row(bars: pd.DataFrame, strategy, config: FastConfig, rf: float = 
         fees_paid=res.fees_paid,
         exposure_bars=res.exposure_bars,
         risk_free_rate=rf,
+        gap_policy=gap_policy,
     )
     return {key: metrics[key] for key in METRIC_COLUMNS}
 
@@ -166,3 +169,30 @@ def test_flat_strategy_has_undefined_ratios_like_compute_metrics(bars: pd.DataFr
     row = frame.iloc[0]
     assert row["n_trades"] == 0 and row["total_return"] == 0.0 and row["max_drawdown"] == 0.0
     assert all(row[k] is None or np.isnan(row[k]) for k in ("sharpe", "sortino", "win_rate"))
+
+
+@pytest.fixture(scope="module")
+def gappy_bars(bars: pd.DataFrame) -> pd.DataFrame:
+    """The hourly bars with a 30-day hole after bar 1500 (a gap at 10x the 1-hour spacing)."""
+    shifted = bars.copy()
+    shifted.index = bars.index.where(
+        np.arange(len(bars)) < 1500, bars.index + pd.Timedelta(days=30)
+    )
+    return shifted
+
+
+@pytest.mark.parametrize("policy", ["refuse", "segment", "allow"])
+def test_rows_equal_compute_metrics_across_a_gap(gappy_bars: pd.DataFrame, policy: str) -> None:
+    config = CONFIGS[0]
+    sets = [{"fast": 5, "slow": 20}, {"fast": 20, "slow": 60}]
+    frame = run_sweep(gappy_bars, SmaCross, sets, config, gap_policy=policy)
+    assert frame.attrs["n_gaps"] == 1
+    for i, params in enumerate(sets):
+        want = reference_row(gappy_bars, SmaCross(params), config, gap_policy=policy)
+        assert_rows_equal(frame.iloc[i], want)
+        withheld = policy != "allow"
+        assert all((want[k] is None) == withheld for k in ("cagr", "volatility", "sharpe"))
+    if policy == "allow":
+        # CAGR over calendar time: 3000 hourly bars + 30 days = (2999 + 720) h + 1 h = 3720 h
+        growth = frame["final_equity"].iloc[0] / config.cash
+        assert frame["cagr"].iloc[0] == pytest.approx(growth ** (8760 / 3720) - 1, rel=1e-9)

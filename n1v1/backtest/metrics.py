@@ -19,10 +19,17 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from n1v1.data.gaps import DEFAULT_GAP_MULTIPLE, check_gap_multiple, gap_positions
 from n1v1.domain import Trade
 
 SECONDS_PER_YEAR = 365 * 86_400  # crypto trades every day: annualise over a 365-day year
 _NS_PER_SECOND = 1_000_000_000
+
+# What to do with the annualised metrics when the bars have gaps (docs/metrics.md, "Gaps"):
+# refuse: null them (and say why); segment: null them and report each gap-free stretch on its own
+# (n1v1.backtest.gaps.segment_metrics); allow: annualise across the gaps anyway.
+GAP_POLICIES = ("refuse", "segment", "allow")
+ANNUALISED = ("cagr", "volatility", "sharpe", "sortino", "calmar")
 
 MetricValue = float | int | None
 
@@ -44,13 +51,21 @@ METRICS: dict[str, MetricInfo] = {
     "periods_per_year": MetricInfo(
         "Bars per year", "number", "ppy = 365·86400 / median bar spacing in seconds (or given)"
     ),
+    "elapsed_seconds": MetricInfo(
+        "Calendar time",
+        "seconds",
+        "last bar's open − first bar's open + one bar spacing; years = this / (365·86400)",
+    ),
+    "n_gaps": MetricInfo(
+        "Gaps", "count", "bar spacings > gap_multiple × the median spacing (see notes)"
+    ),
     "initial_cash": MetricInfo("Initial cash", "currency", "E₋₁, the equity before the first bar"),
     "final_equity": MetricInfo(
         "Final equity", "currency", "E_last, equity at the last bar's close"
     ),
     "total_return": MetricInfo("Total return", "fraction", "E_last / initial_cash − 1"),
     "cagr": MetricInfo(
-        "CAGR", "fraction", "(E_last / initial_cash)^(1/years) − 1, years = n_bars / ppy"
+        "CAGR", "fraction", "(E_last / initial_cash)^(1/years) − 1, years in calendar time"
     ),
     "volatility": MetricInfo("Volatility (ann.)", "fraction", "std(r, ddof=1) · √ppy"),
     "sharpe": MetricInfo("Sharpe", "ratio", "mean(r − rf) / std(r − rf, ddof=1) · √ppy"),
@@ -104,6 +119,61 @@ def periods_per_year_for(index: pd.DatetimeIndex | pd.Series) -> float:
     return SECONDS_PER_YEAR / spacing
 
 
+@dataclass(frozen=True, slots=True)
+class SampleTime:
+    """How an equity curve is spaced in time: everything annualisation needs, computed once.
+
+    `compute_metrics` and the sweep's `summarise` both take their years, bars per year and gaps
+    from here, so the two cannot annualise differently.
+    """
+
+    n_bars: int
+    periods_per_year: float | None
+    bar_seconds: float | None  # one bar interval: the median spacing (or a year / ppy)
+    elapsed_seconds: float | None  # from the first bar's open to the last bar's close
+    gap_bars: np.ndarray  # positions of the bars that follow a gap
+
+    @property
+    def years(self) -> float | None:
+        """Calendar years of the sample: elapsed_seconds / (365 · 86 400)."""
+        if self.elapsed_seconds is None:
+            return None
+        return self.elapsed_seconds / SECONDS_PER_YEAR
+
+    @property
+    def n_gaps(self) -> int:
+        return len(self.gap_bars)
+
+    def annualises(self, gap_policy: str) -> bool:
+        """Whether annualised metrics are reported: bars per year known, and no gap unless the
+        policy is "allow"."""
+        check_gap_policy(gap_policy)
+        return self.periods_per_year is not None and (self.n_gaps == 0 or gap_policy == "allow")
+
+
+def sample_time(
+    index: pd.DatetimeIndex,
+    *,
+    periods_per_year: float | None = None,
+    gap_multiple: float = DEFAULT_GAP_MULTIPLE,
+) -> SampleTime:
+    """The `SampleTime` of bars (or an equity curve) with this strictly increasing index."""
+    ts, spacing = _timestamps_ns(index, "index")
+    return _sample_time(ts, spacing, periods_per_year, gap_multiple)
+
+
+def elapsed_seconds(first_ns: int, last_ns: int, bar_seconds: float) -> float:
+    """Calendar time covered by bars opening from `first_ns` to `last_ns` (UTC nanoseconds), from
+    the first bar's open to the last bar's close: last − first + one bar interval, in seconds."""
+    return (int(last_ns) - int(first_ns)) / _NS_PER_SECOND + bar_seconds
+
+
+def check_gap_policy(gap_policy: str) -> str:
+    if gap_policy not in GAP_POLICIES:
+        raise ValueError(f"gap_policy must be one of {', '.join(GAP_POLICIES)}, got {gap_policy!r}")
+    return gap_policy
+
+
 def bar_returns(equity: np.ndarray, initial_cash: float) -> np.ndarray:
     """r_t = E_t / E_{t-1} − 1 with E_{-1} = initial_cash: one return per bar, the first too."""
     returns = np.empty_like(equity)
@@ -139,13 +209,18 @@ def compute_metrics(
     exposure_bars: int | None = None,
     periods_per_year: float | None = None,
     risk_free_rate: float = 0.0,
+    gap_policy: str = "refuse",
+    gap_multiple: float = DEFAULT_GAP_MULTIPLE,
 ) -> dict[str, MetricValue]:
     """Summarise a backtest; see docs/metrics.md for every formula and convention.
 
     `equity` holds one value per bar (at the bar's close), indexed by strictly increasing UTC bar
     timestamps. `periods_per_year` defaults to the spacing of that index (`periods_per_year_for`);
-    with a single bar and no explicit value the annualised metrics are None.
+    with a single bar and no explicit value the annualised metrics are None. CAGR compounds over
+    calendar time. When the index has gaps (spacings above `gap_multiple` × the median) the
+    annualised metrics (ANNUALISED) are None unless `gap_policy` is "allow".
     """
+    check_gap_policy(gap_policy)
     values, ts, spacing = _validated_equity(equity)
     _check_finite("initial_cash", initial_cash, positive=True)
     _check_finite("fills_notional", fills_notional, nonnegative=True)
@@ -158,21 +233,23 @@ def compute_metrics(
         isinstance(exposure_bars, int | np.integer) and 0 <= exposure_bars <= n
     ):
         raise ValueError(f"exposure_bars must be an int in [0, n_bars={n}], got {exposure_bars!r}")
-    if periods_per_year is None:
-        ppy = SECONDS_PER_YEAR / spacing if spacing is not None else None
-    else:
-        _check_finite("periods_per_year", periods_per_year, positive=True)
-        ppy = float(periods_per_year)
+    clock = _sample_time(ts, spacing, periods_per_year, gap_multiple)
+    ppy = clock.periods_per_year
 
     final = float(values[-1])
     out: dict[str, MetricValue] = {
         "n_bars": n,
         "periods_per_year": ppy,
+        "elapsed_seconds": clock.elapsed_seconds,
+        "n_gaps": clock.n_gaps,
         "initial_cash": float(initial_cash),
         "final_equity": final,
         "total_return": final / initial_cash - 1.0,
     }
-    out.update(_return_stats(values, initial_cash, ppy, risk_free_rate))
+    if clock.annualises(gap_policy):
+        out.update(_return_stats(values, initial_cash, ppy, clock.years, risk_free_rate))
+    else:
+        out.update(dict.fromkeys(("cagr", "volatility", "sharpe", "sortino")))
     peak = running_peak(values, initial_cash)
     max_dd = max(1.0 - float((values / peak).min()), 0.0)
     out["max_drawdown"] = max_dd
@@ -191,21 +268,18 @@ def compute_metrics(
 
 
 def _return_stats(
-    values: np.ndarray, initial_cash: float, ppy: float | None, risk_free_rate: float
+    values: np.ndarray,
+    initial_cash: float,
+    ppy: float | None,
+    years: float | None,
+    risk_free_rate: float,
 ) -> dict[str, MetricValue]:
-    """CAGR, volatility, Sharpe and Sortino: everything that needs the bars-per-year figure."""
+    """CAGR (over `years` of calendar time), volatility, Sharpe and Sortino (by `ppy`)."""
     stats: dict[str, MetricValue] = dict.fromkeys(("cagr", "volatility", "sharpe", "sortino"))
     if ppy is None:
         return stats
     n = len(values)
-    growth = float(values[-1]) / initial_cash
-    years = n / ppy
-    if growth <= 0.0:
-        stats["cagr"] = -1.0  # everything (or more) was lost: -100 % per year, whatever the period
-    elif years > 0.0:
-        # exp/log instead of ** so an absurd exponent (a short, strong run) overflows to inf -> None
-        with np.errstate(over="ignore"):
-            stats["cagr"] = float(np.expm1(np.log(growth) / years))
+    stats["cagr"] = cagr(float(values[-1]) / initial_cash, years)
     # A return after a bar whose equity was <= 0 is meaningless (division by a non-positive base).
     if n < 2 or float(values[:-1].min()) <= 0.0:
         return stats
@@ -229,6 +303,38 @@ def _return_stats(
     if downside_dev > 0.0:
         stats["sortino"] = mean_excess / downside_dev * root_ppy
     return stats
+
+
+def cagr(growth: float, years: float | None) -> float | None:
+    """growth^(1/years) − 1; −1 when everything was lost (growth <= 0); None when `years` is
+    unknown or the power overflows a float (a short, strong run)."""
+    if growth <= 0.0:
+        return -1.0  # everything (or more) was lost: -100 % per year, whatever the period
+    if years is None or not years > 0.0:
+        return None
+    # exp/log instead of ** so an absurd exponent overflows to inf -> None
+    with np.errstate(over="ignore"):
+        value = float(np.expm1(np.log(growth) / years))
+    return value if math.isfinite(value) else None
+
+
+def _sample_time(
+    ts: np.ndarray, spacing: float | None, periods_per_year: float | None, gap_multiple: float
+) -> SampleTime:
+    """SampleTime from validated int64 ns timestamps and their median spacing (seconds)."""
+    multiple = check_gap_multiple(gap_multiple)
+    if periods_per_year is None:
+        ppy = SECONDS_PER_YEAR / spacing if spacing is not None else None
+    else:
+        _check_finite("periods_per_year", periods_per_year, positive=True)
+        ppy = float(periods_per_year)
+    # One bar's interval: the median spacing; a single bar lasts a year / ppy when ppy is given.
+    bar_seconds = spacing if spacing is not None else (SECONDS_PER_YEAR / ppy if ppy else None)
+    elapsed = None
+    if bar_seconds is not None:
+        elapsed = elapsed_seconds(int(ts[0]), int(ts[-1]), bar_seconds)
+    gaps = gap_positions(ts, spacing * _NS_PER_SECOND if spacing is not None else None, multiple)
+    return SampleTime(len(ts), ppy, bar_seconds, elapsed, gaps)
 
 
 def _longest_underwater(

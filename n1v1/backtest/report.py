@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from n1v1.backtest.metrics import METRICS, drawdown
+from n1v1.data.gaps import Gap
 from n1v1.domain import Side, Trade
 
 _Mapper = Callable[[float], float]  # data coordinate -> SVG pixel
@@ -31,6 +32,8 @@ MAX_MARKERS_PER_CHART = 1000
 
 _W, _LEFT, _RIGHT, _TOP, _BOTTOM = 960, 78, 16, 14, 30
 _GREEN, _RED, _BLUE, _GREY = "#1a9850", "#d73027", "#2c7fb8", "#888"
+_GAP_FILL = "#b0b0b0"
+MAX_GAP_BANDS = 200  # gaps shaded per chart (every gap is listed in the JSON)
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;
 max-width:1000px;color:#222;padding:0 12px}
@@ -53,13 +56,17 @@ def write_html_report(
     params: dict | None = None,
     notes: list[str] | None = None,
     strategies: dict[str, dict] | None = None,
+    gaps: Sequence[Gap] = (),
+    segments: Sequence[dict] | None = None,
 ) -> Path:
     """Write the report to `path` (parent directories are created) and return the path.
 
     `metrics` is the dict of `compute_metrics` (extra keys are shown too); `prices` maps a symbol
     to an OHLCV frame with a `close` column and a DatetimeIndex, or is one such frame when all
     trades share a symbol. `strategies` is `BacktestResult.strategies` (each strategy's own P&L);
-    with more than one strategy the report gets a section comparing them.
+    with more than one strategy the report gets a section comparing them. `gaps`
+    (`BacktestResult.gaps`) are shaded on every chart and listed with the per-segment figures of
+    backtest.gaps=segment (`segments`).
     """
     path = Path(path)
     x, y = _series_arrays(equity, "equity")
@@ -76,14 +83,29 @@ def write_html_report(
             f"(UTC). Charts show at most {MAX_CHART_POINTS:,} points per series: the minimum and "
             "maximum of each bucket of bars, so spikes survive.</p>"
         )
+    bands = gap_bands(gaps)
+    if bands:
+        body.append(
+            f'<p class="note gaps">The data has {len(gaps):,} gap{"s" * (len(gaps) != 1)} '
+            "(shaded grey on the charts, with a dotted link between the bars on either side). "
+            'See <a href="#gaps">Gaps</a>.</p>'
+        )
     body += ["<h2>Metrics</h2>", _metrics_table(metrics)]
     body += [
         "<h2>Equity</h2>",
-        _line_chart(x, y, height=280, label="equity", baseline=initial_cash),
+        _line_chart(x, y, height=280, label="equity", baseline=initial_cash, bands=bands),
     ]
     body += [
         "<h2>Drawdown (%)</h2>",
-        _line_chart(x, underwater, height=200, label="drawdown", baseline=0.0, fill="#f4a582"),
+        _line_chart(
+            x,
+            underwater,
+            height=200,
+            label="drawdown",
+            baseline=0.0,
+            fill="#f4a582",
+            bands=bands,
+        ),
     ]
     for symbol, frame in price_frames.items():
         px, py = _series_arrays(frame["close"], f"prices[{symbol!r}].close")
@@ -94,7 +116,7 @@ def write_html_report(
                 f'<p class="note">Markers for the first {MAX_MARKERS_PER_CHART:,} of '
                 f"{len(mine):,} trades.</p>"
             )
-        body.append(_line_chart(px, py, height=320, label=symbol, trades=mine))
+        body.append(_line_chart(px, py, height=320, label=symbol, trades=mine, bands=bands))
     if strategies and len(strategies) > 1:
         body += ["<h2>Strategies</h2>", _strategies_section(strategies)]
     body += ["<h2>Trades</h2>", _trades_table(trades)]
@@ -102,6 +124,10 @@ def write_html_report(
         body += ["<h2>Parameters</h2>", _params_table(params)]
     if notes:
         body += ["<h2>Notes</h2>", "<ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"]
+    if gaps:
+        body += ['<h2 id="gaps">Gaps</h2>', _gaps_table(gaps)]
+    if segments:
+        body += ["<h2>Gap-free segments</h2>", _segments_table(segments)]
     # Raw numbers for machines (and for anyone who wants more digits than the table shows).
     data = {k: _json_safe(v) for k, v in metrics.items()}
     return write_page(path, title, body, json_id="metrics-json", data=data)
@@ -206,12 +232,14 @@ def _line_chart(
     fill: str | None = None,
     trades: Sequence[Trade] = (),
     overlays: Sequence[tuple[str, np.ndarray, np.ndarray, str]] = (),
+    bands: Sequence[tuple[int, int, str]] = (),
 ) -> str:
     """One SVG chart: a downsampled line, axes with ticks, optional baseline and trade markers.
 
     With `fill`, the area between the line and the baseline is shaded (the underwater chart).
     `overlays` are more (label, x, y, colour) series drawn on the same axes (e.g. a strategy next
     to its benchmarks); with any overlay the chart gets a legend, the main series named `label`.
+    `bands` are (start ns, end ns, tooltip) spans shaded behind the line: the gaps in the data.
     """
     xs, ys = downsample_minmax(x, y)
     others = [(name, *downsample_minmax(ox, oy), colour) for name, ox, oy, colour in overlays]
@@ -242,6 +270,15 @@ def _line_chart(
         f'<rect x="{_LEFT}" y="{_TOP}" width="{plot_w}" height="{plot_h}" fill="none" '
         'stroke="#ccc"/>',
     ]
+    for start, stop, tip in bands:
+        if stop < x_lo or start > x_hi:
+            continue
+        left = float(px(max(start, x_lo)))
+        width = max(float(px(min(stop, x_hi))) - left, 2.0)  # a short gap stays visible
+        parts.append(
+            f'<rect class="gap" x="{left:.1f}" y="{_TOP}" width="{width:.1f}" height="{plot_h}" '
+            f'fill="{_GAP_FILL}" fill-opacity="0.35"><title>{_e(tip)}</title></rect>'
+        )
     for tick in _nice_ticks(y_lo, y_hi):
         ty = float(py(tick))
         parts.append(
@@ -271,10 +308,21 @@ def _line_chart(
             f'<polygon class="area" fill="{fill}" fill-opacity="0.5" points="{points} '
             f'{float(px(xs[-1])):.1f},{by:.1f} {float(px(xs[0])):.1f},{by:.1f}"/>'
         )
-    parts.append(
-        f'<polyline class="series" fill="none" stroke="{_BLUE}" stroke-width="1.2" '
-        f'points="{points}"/>'
-    )
+    sx, sy = px(xs), py(ys)
+    breaks = _gap_breaks(xs, bands)
+    for first, stop in itertools.pairwise([0, *breaks, len(xs)]):
+        piece = " ".join(
+            f"{a:.1f},{b:.1f}" for a, b in zip(sx[first:stop], sy[first:stop], strict=True)
+        )
+        parts.append(
+            f'<polyline class="series" fill="none" stroke="{_BLUE}" stroke-width="1.2" '
+            f'points="{piece}"/>'
+        )
+    for k in breaks:  # across a gap: a dashed grey link, not a line through unseen prices
+        parts.append(
+            f'<line class="gap-link" x1="{sx[k - 1]:.1f}" y1="{sy[k - 1]:.1f}" x2="{sx[k]:.1f}" '
+            f'y2="{sy[k]:.1f}" stroke="{_GREY}" stroke-width="1" stroke-dasharray="2 3"/>'
+        )
     for name, ox, oy, colour in others:
         line = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(px(ox), py(oy), strict=True))
         parts.append(
@@ -293,6 +341,60 @@ def _line_chart(
     parts += [_trade_marker(t, px, py) for t in shown]
     parts.append("</svg>")
     return "\n".join(parts)
+
+
+def _gap_breaks(xs: np.ndarray, bands: Sequence[tuple[int, int, str]]) -> list[int]:
+    """Positions k where the points xs[k - 1] and xs[k] lie on either side of a band (a gap)."""
+    if not bands or len(xs) < 2:
+        return []
+    starts = np.array([b[0] for b in bands], dtype=np.int64)
+    ends = np.array([b[1] for b in bands], dtype=np.int64)
+    k = np.searchsorted(xs, starts, side="right")  # first point after each band's start
+    ok = (k > 0) & (k < len(xs))
+    ok[ok] = xs[k[ok]] >= ends[ok]
+    return sorted(set(k[ok].tolist()))
+
+
+def gap_bands(gaps: Sequence[Gap]) -> list[tuple[int, int, str]]:
+    """(start ns, end ns, tooltip) of each gap, from the last bar before it to the first bar
+    after it; at most MAX_GAP_BANDS, the longest ones."""
+    shown = sorted(gaps, key=lambda g: g.seconds, reverse=True)[:MAX_GAP_BANDS]
+    return [
+        (int(g.before.value), int(g.after.value), f"gap: {g.describe()}")
+        for g in sorted(shown, key=lambda g: g.bar)
+    ]
+
+
+def _gaps_table(gaps: Sequence[Gap]) -> str:
+    rows = [
+        '<table><tr><th class="l">first missing bar</th><th class="l">last missing bar</th>'
+        "<th>missing bars</th><th>length</th></tr>"
+    ]
+    for g in gaps[:MAX_TABLE_TRADES]:
+        rows.append(
+            f'<tr><td class="l">{_e(_fmt_time(g.start.value))}</td>'
+            f'<td class="l">{_e(_fmt_time(g.end.value))}</td><td>{g.missing_bars:,}</td>'
+            f"<td>{_e(_fmt_duration(g.seconds))}</td></tr>"
+        )
+    return "\n".join([*rows, "</table>"])
+
+
+def _segments_table(segments: Sequence[dict]) -> str:
+    from n1v1.backtest.gaps import SEGMENT_KEYS
+
+    head = "".join(f"<th>{_e(METRICS[k].label)}</th>" for k in SEGMENT_KEYS)
+    columns = '<th>#</th><th class="l">start</th><th class="l">end</th><th>bars</th>'
+    rows = [f"<table><tr>{columns}{head}</tr>"]
+    for seg in segments:
+        cells = "".join(
+            f"<td>{_e(_fmt_metric(METRICS[k].unit, seg.get(k)))}</td>" for k in SEGMENT_KEYS
+        )
+        start, end = (pd.Timestamp(seg[k]).value for k in ("start", "end"))
+        rows.append(
+            f'<tr><td>{seg["segment"]}</td><td class="l">{_e(_fmt_time(start))}</td>'
+            f'<td class="l">{_e(_fmt_time(end))}</td><td>{seg["n_bars"]:,}</td>{cells}</tr>'
+        )
+    return "\n".join([*rows, "</table>"])
 
 
 def _trade_marker(trade: Trade, px: _Mapper, py: _Mapper) -> str:
@@ -351,7 +453,9 @@ def _trades_table(trades: Sequence[Trade]) -> str:
         head = (
             f'<p class="note">Showing the first {MAX_TABLE_TRADES:,} of {len(trades):,} trades.</p>'
         )
-    cols = "# symbol side qty entry&nbsp;time entry exit&nbsp;time exit pnl fees bars reason"
+    cols = (
+        "# symbol side qty entry&nbsp;time entry exit&nbsp;time exit pnl fees bars duration reason"
+    )
     rows = [head, "<table><tr>" + "".join(f"<th>{c}</th>" for c in cols.split()) + "</tr>"]
     for i, t in enumerate(trades[:MAX_TABLE_TRADES], start=1):
         pnl_class = "pos" if t.pnl > 0 else "neg" if t.pnl < 0 else ""
@@ -372,6 +476,9 @@ def _trades_table(trades: Sequence[Trade]) -> str:
             f'<span class="{pnl_class}">{t.pnl:,.2f}</span>',
             f"{t.fees:,.2f}",
             str(t.bars_held),
+            _e(_fmt_duration((t.exit_time - t.entry_time).total_seconds()))
+            if t.exit_time is not None
+            else "",
             _e(t.exit_reason),
         ]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")

@@ -10,7 +10,6 @@ fast path accepts.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,12 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from n1v1 import indicators
 from n1v1.backtest.fast import REASON_NAMES, FastConfig, FastResult, simulate
-from n1v1.backtest.metrics import compute_metrics
+from n1v1.backtest.gaps import gap_notes, segment_metrics, trade_durations, trade_gap_note
+from n1v1.backtest.metrics import compute_metrics, sample_time
+from n1v1.backtest.result_json import equity_json_chunks, iso_strings, trade_records
 from n1v1.config import Settings
+from n1v1.data.gaps import Gap, gaps_at
 from n1v1.domain import Side, Symbol, Trade
 from n1v1.engine.engine import TradingEngine
 from n1v1.engine.feeds import ReplayFeed
@@ -53,16 +56,50 @@ class BacktestResult:
     currency: str | None = None  # the account currency (None: no symbol declares a quote)
     # name -> {"basis": "account" | "shadow", "params", "metrics"}: each strategy's own P&L
     strategies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Gaps in the bars (spacings above backtest.gap_multiple x the median), in time order, and
+    # under backtest.gaps=segment the figures of each gap-free segment (n1v1.backtest.gaps).
+    gaps: list[Gap] = field(default_factory=list)
+    segments: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """metrics, trades, equity ([isoformat, value] per bar) and meta, as plain JSON data."""
+        doc = self._head()
+        doc["equity"] = [
+            [stamp, value]
+            for stamp, value in zip(
+                iso_strings(self.equity.index), self.equity.to_numpy().tolist(), strict=True
+            )
+        ]
+        return {key: doc[key] for key in ("metrics", "strategies", "trades", "equity", "meta")}
+
+    def write_json(self, path: str | Path) -> Path:
+        """`to_dict()` as a JSON file, written at array speed (n1v1.backtest.result_json): the
+        equity curve goes last, one `[timestamp, equity]` pair per line."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        head = orjson.dumps(self._head(), option=orjson.OPT_INDENT_2)
+        with path.open("wb") as out:
+            out.write(head[:-2])  # without the closing "\n}"
+            out.write(b',\n  "equity": ')
+            for piece in equity_json_chunks(self.equity.index, self.equity.to_numpy()):
+                out.write(piece)
+            out.write(b"\n}\n")
+        return path
+
+    def trade_records(self) -> list[dict[str, Any]]:
+        """`Trade.to_dict()` of every trade plus its calendar `duration_seconds` (None while
+        open) and `spans_gap` (a gap lies between its entry and its exit)."""
+        clock = sample_time(self.equity.index, gap_multiple=self.settings.backtest.gap_multiple)
+        durations, spans = trade_durations(self.trades, self.equity.index, clock.gap_bars)
+        return trade_records(self.trades, durations, spans)
+
+    def _head(self) -> dict[str, Any]:
+        """Everything but the equity curve."""
+        backtest = self.settings.backtest
         return {
             "metrics": self.metrics,
             "strategies": self.strategies,
-            "trades": [t.to_dict() for t in self.trades],
-            "equity": [
-                [ts.isoformat(), float(v)]
-                for ts, v in zip(self.equity.index, self.equity.to_numpy(), strict=True)
-            ],
+            "trades": self.trade_records(),
             "meta": {
                 "strategy": self.strategy,
                 "params": self.params,
@@ -72,17 +109,15 @@ class BacktestResult:
                 "maker_fee": self.settings.execution.maker_fee,
                 "taker_fee": self.settings.execution.taker_fee,
                 "slippage_bps": self.settings.execution.slippage_bps,
-                "cash": self.settings.backtest.cash,
+                "cash": backtest.cash,
                 "currency": self.currency,
+                "gap_policy": backtest.gaps,
+                "gap_multiple": backtest.gap_multiple,
+                "gaps": [gap.to_dict() for gap in self.gaps],
+                "segments": self.segments,
                 "notes": self.notes,
             },
         }
-
-    def write_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False))
-        return path
 
 
 def run_backtest(
@@ -121,6 +156,7 @@ def run_backtest(
     if choice == "auto" and unsupported:
         result.notes.append(f"event-driven engine used: {unsupported}")
     result.currency = currency
+    describe_gaps(result)
     if not result.strategies and len(strategies) == 1:
         # One strategy alone in its account: its P&L is the account's.
         (name,) = strategies
@@ -151,6 +187,27 @@ def _as_strategies(
     if bad:
         raise BacktestError(f"strategies: names {bad} must be non-empty and without '+'")
     return strategies
+
+
+def describe_gaps(result: BacktestResult) -> None:
+    """Record the gaps of the result's bars, the notes they call for and, under
+    backtest.gaps=segment, the figures of each gap-free segment."""
+    backtest = result.settings.backtest
+    index = result.equity.index
+    clock = sample_time(index, gap_multiple=backtest.gap_multiple)
+    if clock.n_gaps == 0:
+        return
+    result.gaps = gaps_at(index, clock.gap_bars, clock.bar_seconds * 1e9)  # type: ignore[operator]
+    result.notes += gap_notes(result.gaps, backtest.gaps, backtest.gap_multiple)
+    durations, spans = trade_durations(result.trades, index, clock.gap_bars)
+    result.notes += trade_gap_note(result.trades, durations, spans)
+    if backtest.gaps == "segment":
+        result.segments = segment_metrics(
+            result.equity,
+            backtest.cash,
+            clock,
+            risk_free_rate=backtest.risk_free_rate,
+        )
 
 
 def fast_path_unsupported(settings: Settings, frames: Mapping[str, pd.DataFrame]) -> str:
@@ -284,6 +341,8 @@ def _account_results(
         fees_paid=engine.portfolio.fees_paid,
         exposure_bars=engine.exposure_bars,
         risk_free_rate=settings.backtest.risk_free_rate,
+        gap_policy=settings.backtest.gaps,
+        gap_multiple=settings.backtest.gap_multiple,
     )
 
 
@@ -312,6 +371,8 @@ def _run_fast(
         fees_paid=result.fees_paid,
         exposure_bars=result.exposure_bars,
         risk_free_rate=settings.backtest.risk_free_rate,
+        gap_policy=settings.backtest.gaps,
+        gap_multiple=settings.backtest.gap_multiple,
     )
     return BacktestResult(
         metrics,

@@ -26,7 +26,8 @@ import pandas as pd
 from n1v1.backtest import fast
 from n1v1.backtest import fast_kernel as kernel
 from n1v1.backtest.fast import FastConfig
-from n1v1.backtest.metrics import periods_per_year_for
+from n1v1.backtest.metrics import SampleTime, cagr, check_gap_policy, sample_time
+from n1v1.data.gaps import DEFAULT_GAP_MULTIPLE
 from n1v1.strategies.base import BAR_COLUMNS, Strategy, StrategyError
 
 __all__ = ["METRIC_COLUMNS", "bar_evaluations", "run_sweep", "summarise"]
@@ -63,13 +64,16 @@ def run_sweep(
     *,
     risk_free_rate: float = 0.0,
     cache_indicators: bool = True,
+    gap_policy: str = "refuse",
+    gap_multiple: float = DEFAULT_GAP_MULTIPLE,
 ) -> pd.DataFrame:
     """Backtest `strategy_cls` with every parameter set on one symbol's bars.
 
     Returns one row per set, in order: the parameters, then METRIC_COLUMNS (None/NaN where a
-    metric is undefined, as in compute_metrics). `df.attrs["bar_evaluations"]` holds the work done.
-    `cache_indicators=False` calls `target_positions` for every set instead (used to test that the
-    cached targets are the same).
+    metric is undefined, as in compute_metrics). `df.attrs["bar_evaluations"]` holds the work done,
+    `df.attrs["n_gaps"]` the gaps in the bars (annualised metrics are None across gaps unless
+    `gap_policy` is "allow", as in compute_metrics). `cache_indicators=False` calls
+    `target_positions` for every set instead (used to test that the cached targets are the same).
     """
     arrays, index = _bar_arrays(bars)
     volume = None
@@ -84,12 +88,13 @@ def run_sweep(
             strategies.append(strategy_cls(params))
         except StrategyError as err:
             raise StrategyError(f"param_sets[{i}]: {err}") from None
-    if periods_per_year is None:
-        ppy = periods_per_year_for(index) if len(index) > 1 else None
-    else:
-        if not (math.isfinite(periods_per_year) and periods_per_year > 0):
-            raise ValueError(f"periods_per_year: must be finite and > 0, got {periods_per_year}")
-        ppy = float(periods_per_year)
+    check_gap_policy(gap_policy)
+    if periods_per_year is not None and not (
+        math.isfinite(periods_per_year) and periods_per_year > 0
+    ):
+        raise ValueError(f"periods_per_year: must be finite and > 0, got {periods_per_year}")
+    clock = sample_time(index, periods_per_year=periods_per_year, gap_multiple=gap_multiple)
+    ppy = clock.periods_per_year
     rf_bar = (1.0 + risk_free_rate) ** (1.0 / ppy) - 1.0 if ppy is not None else 0.0
 
     cache: dict[Hashable, np.ndarray] = {}
@@ -103,29 +108,28 @@ def run_sweep(
             *arrays, targets, config, volume=volume, rf_bar=rf_bar, validated=True
         )
         row: dict[str, Any] = dict(strategy.params.model_dump())
-        row.update(summarise(acc, len(index), config.cash, ppy))
+        row.update(summarise(acc, clock, config.cash, gap_policy))
         rows.append(row)
     frame = pd.DataFrame(rows)
     frame.attrs["bar_evaluations"] = bar_evaluations(len(index), len(sets))
     frame.attrs["periods_per_year"] = ppy
+    frame.attrs["n_gaps"] = clock.n_gaps
     return frame
 
 
 def summarise(
-    acc: np.ndarray, n: int, initial_cash: float, ppy: float | None
+    acc: np.ndarray, clock: SampleTime, initial_cash: float, gap_policy: str = "refuse"
 ) -> dict[str, float | int | None]:
-    """Metrics from the kernel's accumulators, with compute_metrics' formulas and conventions."""
+    """Metrics from the kernel's accumulators, with compute_metrics' formulas and conventions:
+    the same `SampleTime` (calendar years, bars per year, gaps) and the same gap policy."""
+    n = clock.n_bars
+    ppy = clock.periods_per_year
     final = float(acc[kernel.A_FINAL_EQ])
     out: dict[str, float | int | None] = dict.fromkeys(METRIC_COLUMNS)
     out["final_equity"] = final
     out["total_return"] = final / initial_cash - 1.0
-    if ppy is not None:
-        growth = final / initial_cash
-        if growth <= 0.0:
-            out["cagr"] = -1.0
-        else:
-            with np.errstate(over="ignore"):
-                out["cagr"] = _finite(float(np.expm1(np.log(growth) / (n / ppy))))
+    if ppy is not None and clock.annualises(gap_policy):
+        out["cagr"] = cagr(final / initial_cash, clock.years)
         if n >= 2 and acc[kernel.A_MIN_EQ_PREV] > 0.0:
             s1, s2 = float(acc[kernel.A_SUM_R]), float(acc[kernel.A_SUM_R2])
             mean = s1 / n

@@ -229,6 +229,8 @@ def write_outputs(
                 params=result.params,
                 notes=[cost_line(result.settings), *result.notes],
                 strategies=result.strategies,
+                gaps=result.gaps,
+                segments=result.segments,
             )
         )
     return written

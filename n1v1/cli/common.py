@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import textwrap
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -59,7 +60,10 @@ def trades_summary(result: BacktestResult) -> str:
         + (f", {still_open} still open at the end (marked to the last close)" if still_open else "")
         + f"; engine: {result.engine}"
     ]
-    lines += [f"note: {note}" for note in result.notes]
+    lines += notes_lines(result.notes)
+    if result.segments:
+        lines += ["", f"{result.strategy}: gap-free segments (backtest.gaps=segment)"]
+        lines.append(segments_table(result.segments))
     return "\n".join(lines)
 
 
@@ -76,6 +80,41 @@ def strategies_summary(result: BacktestResult) -> str:
             f"trade{'s' if closed != 1 else ''}, fees {m['fees_paid']:,.2f}"
         )
     return "\n".join(lines)
+
+
+def notes_lines(notes: Iterable[str], width: int = 100) -> list[str]:
+    """Each note as 'note: ...', wrapped at `width` columns with continuation lines indented."""
+    return [
+        textwrap.fill(note, width, initial_indent="note: ", subsequent_indent="      ")
+        for note in notes
+    ]
+
+
+def segments_table(segments: Sequence[Mapping[str, Any]]) -> str:
+    """The per-segment figures of backtest.gaps=segment, one row per gap-free segment."""
+    from n1v1.backtest.gaps import SEGMENT_KEYS
+    from n1v1.backtest.metrics import METRICS
+
+    rows = [
+        [
+            str(seg["segment"]),
+            ts_label(_timestamp(seg["start"])),
+            ts_label(_timestamp(seg["end"])),
+            f"{seg['n_bars']:,}",
+            *(format_metric(METRICS[key].unit, seg.get(key)) for key in SEGMENT_KEYS),
+        ]
+        for seg in segments
+    ]
+    short = {"elapsed_seconds": "time", "total_return": "return", "volatility": "volatility"}
+    headers = ["#", "start", "end", "bars"]
+    headers += [short.get(key, METRICS[key].label) for key in SEGMENT_KEYS]
+    return render_table(headers, rows, right={0, *range(3, len(headers))})
+
+
+def _timestamp(text: str) -> Any:
+    import pandas as pd
+
+    return pd.Timestamp(text)
 
 
 def format_metric(unit: str, value: Any) -> str:

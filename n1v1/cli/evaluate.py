@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from n1v1.cli.common import EXIT_ERROR, EXIT_OK, render_table
+from n1v1.cli.common import EXIT_ERROR, EXIT_OK, notes_lines, render_table
 
 
 def add_evaluate_command(sub: Any) -> None:
@@ -110,6 +110,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return _user_error(str(exc))
     print()
     print(summary_table(result))
+    for line in notes_lines(result.notes):
+        print(line)
     meta = {"model": args.model, "version": card.get("version"), "data": args.data}
     result.config.update(meta)
     if args.json is not None:
@@ -118,7 +120,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from n1v1.ml.report import write_evaluation_report
 
         title = f"Walk-forward: {args.model} {card.get('version')} on {args.data}"
-        print(f"Wrote {write_evaluation_report(args.report, result, title=title)}")
+        report = write_evaluation_report(args.report, result, title=title, notes=result.notes)
+        print(f"Wrote {report}")
     return EXIT_OK
 
 

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from n1v1.cli.common import EXIT_ERROR, EXIT_OK, format_metric, render_table
+from n1v1.cli.common import EXIT_ERROR, EXIT_OK, format_metric, notes_lines, render_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -286,6 +286,8 @@ def report_text(result: SweepResult) -> str:
                 )
         headers = ["rank", "symbol", "sweep total_return", "engine total_return", "trades"]
         lines.append(render_table(headers, rows, right={0, 2, 3, 4}))
+    if result.notes:
+        lines += ["", *notes_lines(result.notes)]
     return "\n".join(lines)
 
 

@@ -13,7 +13,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from n1v1.cli.common import EXIT_ERROR, EXIT_OK, cost_line, describe_bars, render_table
+from n1v1.cli.common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    cost_line,
+    describe_bars,
+    notes_lines,
+    render_table,
+)
 
 
 def add_walkforward_command(sub: Any) -> None:
@@ -154,8 +161,8 @@ def cmd_walkforward(args: argparse.Namespace) -> int:
     print(window_table(result))
     print()
     print(summary_text(result))
-    for note in result.notes:
-        print(f"note: {note}")
+    for line in notes_lines(result.notes):
+        print(line)
     if args.json is not None:
         print(f"Wrote {result.write_json(args.json)}")
     if args.report is not None:
@@ -185,6 +192,7 @@ def window_table(result: Any) -> str:
                 _fmt(r["wfe"]),
                 str(r["oos_trades"]),
                 f"{r['end_equity']:,.2f}",
+                _gaps_cell(r),
             ]
         )
     headers = [
@@ -198,8 +206,14 @@ def window_table(result: Any) -> str:
         "WFE",
         "OOS trades",
         "end equity",
+        "gaps (train/test)",
     ]
     return render_table(headers, rows, right=range(4, len(headers)))
+
+
+def _gaps_cell(row: dict[str, Any]) -> str:
+    train, test = int(row.get("train_gaps") or 0), int(row.get("test_gaps") or 0)
+    return f"{train}/{test}" if train or test else ""
 
 
 def summary_text(result: Any) -> str:

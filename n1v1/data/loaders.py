@@ -243,9 +243,7 @@ def _normalise_columns(raw: pd.DataFrame, source: str, rows: Callable[[], Rows])
     unknown = [n for n in names if n not in expected]
     missing = [n for n in expected if n not in names]
     if not (duplicated or unknown or missing):
-        out = raw.copy()
-        out.columns = names
-        return out
+        return raw.set_axis(names, axis=1)  # copy-on-write: renames without copying the columns
     problems: list[tuple[str, str]] = [
         (n, f"column '{n}' appears more than once") for n in duplicated
     ]

@@ -80,6 +80,7 @@ class FoldResult:
 class EvaluationResult:
     config: dict[str, Any]
     folds: list[FoldResult]
+    notes: list[str] = field(default_factory=list)  # gaps the folds straddle (docs/metrics.md)
 
     def summary(self) -> dict[str, Any]:
         """Per-fold values side by side and their means (NaN folds are skipped in the mean)."""
@@ -113,7 +114,14 @@ class EvaluationResult:
                 curves[name] = [[t.isoformat(), float(v)] for t, v in zip(stamps, y, strict=True)]
             body = {k: v for k, v in f.__dict__.items() if k not in ("equity", "model")}
             folds.append({**body, "equity": curves})
-        return _json_safe({"config": self.config, "summary": self.summary(), "folds": folds})
+        return _json_safe(
+            {
+                "config": self.config,
+                "summary": self.summary(),
+                "folds": folds,
+                "notes": self.notes,
+            }
+        )
 
     def write_json(self, path: str | Path) -> Path:
         path = Path(path)
@@ -194,6 +202,7 @@ def walk_forward_evaluate(
         return run_backtest(window, _FixedTargets(strategy, targets[span[0] :]), settings)
 
     results = []
+    notes = _gap_notes(bars, settings)
     for fold in folds:
         _emit(progress, {"event": "fold_start", "fold": fold.number, "of": len(folds)})
         scaler = Standardizer().fit(ds.X[fold.train])
@@ -217,8 +226,12 @@ def walk_forward_evaluate(
 
         test_span = bar_span(fold.test)
         in_sample = (bar_span(fold.train)[0], bar_span(fold.val)[1])
+        notes += _fold_gap_notes(bars, fold.number, in_sample, test_span, settings)
         sharpes = {r.name: backtest(r, in_sample).metrics.get("sharpe") for r in rules}
         best = max(rules, key=lambda r: _finite(sharpes[r.name]), default=None)
+        if rules and all(sharpes[r.name] is None for r in rules):
+            best = None  # no defined Sharpe (e.g. withheld across a gap): no rule to pick
+            notes.append(f"fold {fold.number}: no rule has a train+val Sharpe; no best_rule")
         traded = {
             "ml_signal": MLSignal.from_loaded(loaded, threshold=threshold),
             "buy_and_hold": BuyAndHold(),
@@ -271,8 +284,45 @@ def walk_forward_evaluate(
         "fee": {"maker": settings.execution.maker_fee, "taker": settings.execution.taker_fee},
         "allow_short": allow_short,
         "cash": settings.backtest.cash,
+        "gap_policy": settings.backtest.gaps,
+        "gap_multiple": settings.backtest.gap_multiple,
     }
-    return EvaluationResult(config, results)
+    return EvaluationResult(config, results, notes)
+
+
+def _gap_notes(bars: pd.DataFrame, settings: Settings) -> list[str]:
+    """The gaps of the bars and what backtest.gaps does with the backtests' annualised metrics."""
+    from n1v1.backtest.gaps import gap_notes
+    from n1v1.data.gaps import long_gaps
+
+    backtest = settings.backtest
+    gaps = long_gaps(bars.index, backtest.gap_multiple)
+    return gap_notes(gaps, backtest.gaps, backtest.gap_multiple)
+
+
+def _fold_gap_notes(
+    bars: pd.DataFrame,
+    number: int,
+    in_sample: tuple[int, int],
+    test: tuple[int, int],
+    settings: Settings,
+) -> list[str]:
+    """Notes naming the gaps a fold's train+val and test bars straddle."""
+    from n1v1.data.gaps import long_gaps
+
+    notes = []
+    for block, (first, stop) in (("train+val", in_sample), ("test", test)):
+        window = bars.index[first:stop]
+        gaps = long_gaps(window, settings.backtest.gap_multiple)
+        if gaps:
+            largest = max(gaps, key=lambda g: g.seconds)
+            notes.append(
+                f"fold {number}: its {block} bars ({window[0]:%Y-%m-%d %H:%M} to "
+                f"{window[-1]:%Y-%m-%d %H:%M}) straddle {len(gaps)} gap"
+                f"{'s' * (len(gaps) != 1)} (largest: {largest.describe()}); their backtests "
+                f"follow backtest.gaps={settings.backtest.gaps}"
+            )
+    return notes
 
 
 def _choose_threshold(proba_val: np.ndarray, forward_return: np.ndarray, cost: float) -> float:

@@ -56,6 +56,8 @@ def evaluate_on_symbol(
         param_sets,
         fast_config(settings, symbol),
         risk_free_rate=settings.backtest.risk_free_rate,
+        gap_policy=settings.backtest.gaps,
+        gap_multiple=settings.backtest.gap_multiple,
     )
     rows.insert(0, "symbol", symbol)
     rows.insert(0, "set_id", range(first_set_id, first_set_id + len(rows)))

@@ -39,9 +39,12 @@ import numpy as np
 import pandas as pd
 import pydantic
 
+from n1v1.backtest.gaps import gap_summary
+from n1v1.backtest.metrics import ANNUALISED
 from n1v1.backtest.runner import BacktestResult, run_backtest
 from n1v1.backtest.sweep import METRIC_COLUMNS
 from n1v1.config import Settings
+from n1v1.data.gaps import long_gaps
 from n1v1.research.distributed import SETTINGS_SECTIONS, bars_hash
 from n1v1.research.evaluate import Evaluator, check_sweepable, local_evaluator
 from n1v1.research.space import (
@@ -171,6 +174,7 @@ class SweepResult:
     dropped: int  # combinations the strategy's Params model rejected
     drop_reasons: tuple[str, ...] = ()
     files: dict[str, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # gaps in the bars and what they withheld
 
 
 def run_parameter_sweep(
@@ -196,6 +200,7 @@ def run_parameter_sweep(
         check_sweepable(frames, settings)
     except ValueError as err:
         raise SweepError(str(err)) from None
+    notes = sweep_gap_notes(frames, spec.metric, settings)
     if spec.method == "bayes":
         if getattr(evaluator, "checkpoint", None) is not None:
             raise SweepError(
@@ -219,9 +224,50 @@ def run_parameter_sweep(
     summary = rank_sets(rows, spec.metric, spec.min_trades)
     best = _best_sets(frames, spec, settings, rows, summary, sets_by_id)
     result = SweepResult(spec, rows, summary, best, len(sets_by_id), dropped, tuple(reasons))
+    result.notes = notes
     if out is not None:
         result.files = _write_outputs(out, result)
     return result
+
+
+def sweep_gap_notes(
+    frames: Mapping[str, pd.DataFrame], metric: str, settings: Settings
+) -> list[str]:
+    """Notes on the gaps of every symbol's bars; a SweepError when the ranking metric is an
+    annualised one that backtest.gaps withholds across those gaps (every set would be unranked).
+
+    A sweep has no per-segment figures: backtest.gaps=segment withholds like "refuse" here.
+    """
+    backtest = settings.backtest
+    notes: list[str] = []
+    gappy: list[str] = []
+    for symbol, frame in frames.items():
+        gaps = long_gaps(frame.index, backtest.gap_multiple)
+        if gaps:
+            gappy.append(symbol)
+            notes.append(gap_summary(gaps, backtest.gap_multiple, subject=f"{symbol}'s bars"))
+    if not gappy:
+        return notes
+    withheld = ", ".join(k for k in ANNUALISED if k in METRIC_COLUMNS)
+    if backtest.gaps == "allow":
+        notes.append(
+            f"WARNING: {withheld} annualised across the gaps of {', '.join(gappy)} "
+            "(backtest.gaps=allow): each return across a gap counts as one bar's return"
+        )
+        return notes
+    if metric in ANNUALISED:
+        raise SweepError(
+            "\n".join(notes) + f"\nthe ranking metric {metric} is annualised, and "
+            f"backtest.gaps={backtest.gaps} withholds it across gaps, so no set could be "
+            "ranked: use a gap-free window (--start/--end), rank by a metric that is not "
+            "annualised (total_return, max_drawdown, profit_factor, ...), or --set "
+            "backtest.gaps=allow to annualise across the gaps"
+        )
+    notes.append(
+        f"{withheld} are null on {', '.join(gappy)}: backtest.gaps={backtest.gaps} withholds "
+        "annualised metrics across gaps (a sweep has no per-segment figures)"
+    )
+    return notes
 
 
 def _as_frames(frames: Mapping[str, pd.DataFrame] | pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -390,6 +436,7 @@ def _write_outputs(out: Path, result: SweepResult) -> dict[str, Path]:
         "direction": metric_direction(result.spec.metric),
         "n_sets": result.n_sets,
         "dropped": result.dropped,
+        "notes": result.notes,
         "best": [b.to_dict() for b in result.best],
     }
     files["best"].write_text(json.dumps(doc, indent=1, allow_nan=False, default=str))

@@ -44,10 +44,12 @@ import numpy as np
 import pandas as pd
 
 from n1v1.backtest.fast import simulate
-from n1v1.backtest.metrics import bar_returns, compute_metrics, periods_per_year_for
+from n1v1.backtest.gaps import gap_summary
+from n1v1.backtest.metrics import ANNUALISED, bar_returns, compute_metrics, periods_per_year_for
 from n1v1.backtest.runner import fast_config, fast_trades
 from n1v1.backtest.sweep import METRIC_COLUMNS
 from n1v1.config import Settings
+from n1v1.data.gaps import Gap, long_gaps
 from n1v1.domain import OrderPurpose, Symbol, Trade
 from n1v1.research.deflated_sharpe import DeflatedSharpe, deflated_sharpe_ratio, return_moments
 from n1v1.research.evaluate import Evaluator, aggregate, check_sweepable, local_evaluator
@@ -246,6 +248,7 @@ class WalkForwardResult:
     in_sample: pd.DataFrame
     config: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    gaps: list[Gap] = field(default_factory=list)  # gaps of the common index (docs/metrics.md)
 
     def to_dict(self) -> dict[str, Any]:
         return _json_safe(
@@ -262,6 +265,7 @@ class WalkForwardResult:
                     for ts, v in zip(self.equity.index, self.equity.to_numpy(), strict=True)
                 ],
                 "trades": [t.to_dict() for t in self.trades],
+                "gaps": [g.to_dict() for g in self.gaps],
                 "notes": self.notes,
             }
         )
@@ -313,6 +317,10 @@ def walk_forward_optimise(
         notes.append(f"the last {unused:,} bars do not fill a test window and were not traded")
     ppy = periods_per_year_for(index)
     varying = [k for k in sets[0] if len({repr(s[k]) for s in sets}) > 1]
+    backtest = settings.backtest
+    gaps = long_gaps(index, backtest.gap_multiple)
+    if gaps:
+        notes.append(gap_summary(gaps, backtest.gap_multiple))
 
     cash = float(settings.backtest.cash)
     equity = cash
@@ -331,6 +339,7 @@ def walk_forward_optimise(
             sharpe_variances.append(variance)
 
         start_equity = equity
+        notes += window_gap_notes(w, index, gaps, metric, backtest.gaps, set_id is None)
         if set_id is None or equity <= 0.0:
             why = "no eligible parameter set" if set_id is None else "no equity left"
             notes.append(f"window {w.number}: {why}; it stayed in cash")
@@ -344,9 +353,10 @@ def walk_forward_optimise(
         fees += oos.fees_paid
         exposure += oos.exposure_bars
         equity = float(oos.equity.iloc[-1])
-        rows.append(
-            _window_row(w, index, scores, set_id, sets, eligible, metric, oos, start_equity)
-        )
+        row = _window_row(w, index, scores, set_id, sets, eligible, metric, oos, start_equity)
+        row["train_gaps"] = sum(w.train_start < g.bar < w.train_end for g in gaps)
+        row["test_gaps"] = sum(w.train_end < g.bar < w.test_end for g in gaps)
+        rows.append(row)
         if progress is not None:
             progress(w.number + 1, len(windows))
 
@@ -360,9 +370,20 @@ def walk_forward_optimise(
         exposure_bars=exposure,
         periods_per_year=ppy,
         risk_free_rate=settings.backtest.risk_free_rate,
+        gap_policy=backtest.gaps,
+        gap_multiple=backtest.gap_multiple,
     )
     table = pd.DataFrame(rows)
-    dsr = _deflated_sharpe(stitched, cash, ppy, settings, len(sets), sharpe_variances, notes)
+    stitched_gaps = long_gaps(stitched.index, backtest.gap_multiple)
+    if stitched_gaps and backtest.gaps != "allow":
+        dsr = None
+        notes.append(
+            f"the stitched out-of-sample curve has {len(stitched_gaps)} gap(s): its annualised "
+            f"metrics and the deflated Sharpe ratio are withheld (backtest.gaps={backtest.gaps}; "
+            "--set backtest.gaps=allow computes them across the gaps)"
+        )
+    else:
+        dsr = _deflated_sharpe(stitched, cash, ppy, settings, len(sets), sharpe_variances, notes)
     config = {
         "strategy": getattr(strategy_cls, "name", strategy_cls.__name__),
         "symbols": list(aligned),
@@ -376,6 +397,8 @@ def walk_forward_optimise(
         "varying_parameters": varying,
         "initial_cash": cash,
         "periods_per_year": ppy,
+        "gap_policy": backtest.gaps,
+        "gap_multiple": backtest.gap_multiple,
         "index": "own index" if len(aligned) == 1 else "intersection of the symbols' indexes",
     }
     return WalkForwardResult(
@@ -390,7 +413,39 @@ def walk_forward_optimise(
         in_sample=pd.concat(in_sample, ignore_index=True),
         config=config,
         notes=notes,
+        gaps=gaps,
     )
+
+
+def window_gap_notes(
+    w: Window,
+    index: pd.DatetimeIndex,
+    gaps: Sequence[Gap],
+    metric: str,
+    gap_policy: str,
+    no_choice: bool,
+) -> list[str]:
+    """Notes naming the gaps a window's training or test bars straddle, and what they did."""
+    notes = []
+    for part, first, stop in (
+        ("training", w.train_start, w.train_end),
+        ("test", w.train_end, w.test_end),
+    ):
+        inside = [g for g in gaps if first < g.bar < stop]
+        if not inside:
+            continue
+        largest = max(inside, key=lambda g: g.seconds)
+        text = (
+            f"window {w.number}: its {part} bars ({index[first]:%Y-%m-%d %H:%M} to "
+            f"{index[stop - 1]:%Y-%m-%d %H:%M}) straddle {len(inside)} gap"
+            f"{'s' * (len(inside) != 1)} (largest: {largest.describe()})"
+        )
+        if gap_policy != "allow":
+            text += f"; its {part} annualised metrics are withheld (backtest.gaps={gap_policy})"
+            if part == "training" and no_choice and metric in ANNUALISED:
+                text += f", so no set could be chosen by {metric}"
+        notes.append(text)
+    return notes
 
 
 # -- one window out of sample --------------------------------------------------------------------
@@ -454,6 +509,8 @@ def _trade_window(
                 exposure_bars=result.exposure_bars,
                 periods_per_year=ppy,
                 risk_free_rate=settings.backtest.risk_free_rate,
+                gap_policy=settings.backtest.gaps,
+                gap_multiple=settings.backtest.gap_multiple,
             )
         )
         total = curve if total is None else total + curve

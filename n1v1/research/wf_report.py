@@ -34,6 +34,7 @@ from n1v1.backtest.report import (
     _metrics_table,
     _nice_ticks,
     _series_arrays,
+    gap_bands,
     write_page,
 )
 from n1v1.research.evaluate import aggregate
@@ -86,7 +87,9 @@ def write_walkforward_report(
     body += [
         "<h2>Stitched out-of-sample equity</h2>",
         '<p class="note">Dashed verticals: the first test bar of each window. Every window '
-        "starts flat with the previous window's ending equity.</p>",
+        "starts flat with the previous window's ending equity."
+        + (" Grey bands: gaps in the data (see the notes)." if result.gaps else "")
+        + "</p>",
         _equity_chart(result),
     ]
     body += [
@@ -156,7 +159,14 @@ def _equity_chart(result: WalkForwardResult) -> str:
     x, y = _series_arrays(result.equity, "equity")
     height = 280
     baseline = float(result.config["initial_cash"])
-    svg = _line_chart(x, y, height=height, label="out-of-sample equity", baseline=baseline)
+    svg = _line_chart(
+        x,
+        y,
+        height=height,
+        label="out-of-sample equity",
+        baseline=baseline,
+        bands=gap_bands(result.gaps),
+    )
     # the same x mapping as _line_chart uses for a chart without overlays
     x_lo, x_hi = float(x[0]), float(x[-1]) if x[-1] > x[0] else float(x[0]) + 1.0
     plot_w = _W - _LEFT - _RIGHT
@@ -258,6 +268,7 @@ def _window_table(result: WalkForwardResult) -> str:
         "IS&nbsp;trades",
         "OOS&nbsp;trades",
         "end&nbsp;equity",
+        "gaps",
     ]
     rows = [
         '<table style="font-size:.8em;white-space:nowrap">',
@@ -265,9 +276,8 @@ def _window_table(result: WalkForwardResult) -> str:
     ]
     for r in result.windows.to_dict(orient="records"):
         params = r["params"]
-        shown = ", ".join(
-            f"{k}={params[k]}" for k in result.config["varying_parameters"] or list(params or {})
-        )
+        names = result.config["varying_parameters"] or list(params or {})
+        shown = ", ".join(f"{k}={params[k]}" for k in names) if params else ""
         cells = [
             str(r["window"]),
             f"{_stamp(r['test_start'])}<br>{_stamp(r['test_end'])}",
@@ -283,9 +293,16 @@ def _window_table(result: WalkForwardResult) -> str:
             _num(r["is_trades"], 0),
             str(r["oos_trades"]),
             f"{r['end_equity']:,.2f}",
+            _gap_cell(r),
         ]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return '<div style="overflow-x:auto">' + "\n".join([*rows, "</table>"]) + "</div>"
+
+
+def _gap_cell(row: dict[str, Any]) -> str:
+    """'train 1, test 0': the gaps a window's training and test bars straddle ('' for none)."""
+    train, test = int(row.get("train_gaps") or 0), int(row.get("test_gaps") or 0)
+    return f"train {train}, test {test}" if train or test else ""
 
 
 def _heatmap_section(result: WalkForwardResult) -> list[str]:
