@@ -128,6 +128,8 @@ def test_strategy_parameter_override_shows_in_the_snapshot(
         "id": "fast_sma",
         "name": "sma_cross",
         "params": {"fast": 3, "slow": 20},
+        "state": "active",
+        "note": "",
     }
     assert strategies["ema_cross"]["params"] == {"fast": 8, "slow": 30}  # untouched
     assert session.snapshot["live_config"]["strategies"] == {"fast_sma": {"fast": 3}}

@@ -31,6 +31,11 @@ class ReplayFeedArgs(StrictModel):
     start: str | None = None
     end: str | None = None
     bars_per_second: float = Field(10.0, ge=0, le=100_000)
+    after_replay: Literal["stop", "synthetic"] = Field(
+        "stop",
+        description="stop: the session shows `replay_finished` after the last bar; synthetic: "
+        "it goes on with seeded synthetic bars from the last closes (labelled, not market data)",
+    )
 
     @field_validator("datasets")
     @classmethod
@@ -114,3 +119,17 @@ class AppArgs(StrictModel):
 def parse_user_config(config: dict[str, Any] | None) -> LiveConfig:
     """Serve's `user_config` is a LiveConfig; errors name the key."""
     return LiveConfig.model_validate(config or {})
+
+
+def replay_feed(feed: ReplayFeedArgs) -> Any:
+    """The paced replay a `replay` feed describes (no Ray here: the bare benchmark uses it too)."""
+    from n1v1.live.replay import SyntheticContinuation, bundled_replay
+
+    return bundled_replay(
+        feed.datasets,
+        feed.bars_per_second,
+        timeframe=feed.timeframe,
+        start=feed.start,
+        end=feed.end,
+        continuation=SyntheticContinuation() if feed.after_replay == "synthetic" else None,
+    )
