@@ -650,7 +650,7 @@ def _aside_reason(slot: StrategySlot, settings: Settings, exc: StrategyError) ->
         model, root = slot.params.get("model"), settings.ml.model_root
         reason += (
             f". `make run` (n1v1 paper) trains it, or `n1v1 train --name {model} "
-            f"--model-root {root}`; the slot joins within {SLOT_RETRY_S:.0f} s of it appearing"
+            f"--model-root {root}`; the slot joins within {SLOT_RETRY_S:g} s of it appearing"
         )
     return reason
 
