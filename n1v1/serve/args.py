@@ -7,6 +7,7 @@ arrive through `serve deploy` from someone who should not choose what this proce
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
@@ -105,6 +106,14 @@ class AppArgs(StrictModel):
         if not value.startswith(("sqlite:///", "postgresql")):
             raise ValueError("expected sqlite:///<path> or postgresql+psycopg://user@host/db")
         return value
+
+    @property
+    def state_dir(self) -> Path | None:
+        """The folder of a SQLite store (the app's own files live beside it: the API token);
+        None for PostgreSQL. Relative to the working directory, as SQLite takes the path."""
+        if self.store_url.startswith("sqlite:///"):
+            return Path(self.store_url.removeprefix("sqlite:///")).parent
+        return None
 
     def settings(self) -> Settings:
         """The engine's settings (the one settings model), from these arguments."""
