@@ -408,7 +408,7 @@ def test_a_strategy_without_its_model_stands_aside_then_joins_and_a_rebuild_agre
             ml = {s["id"]: s for s in first.snapshot["strategies"]}["ml_signal"]
             assert ml["state"] == "standing_aside"
             assert ml["note"].startswith("stands aside (target 0, no orders) until it can start")
-            assert f"n1v1 train --name tiny --model-root {root}" in ml["note"]
+            assert f"n1v1 train --name tiny --data ... --model-root {root}" in ml["note"]
             time.sleep(1.0)  # about ten more looks for the model: none of them logs again
             aside_lines = [r for r in caplog.records if "stands aside" in r.getMessage()]
             assert len(aside_lines) == 1 and aside_lines[0].levelno == logging.WARNING

@@ -649,8 +649,9 @@ def _aside_reason(slot: StrategySlot, settings: Settings, exc: StrategyError) ->
     if slot.name == "ml_signal":
         model, root = slot.params.get("model"), settings.ml.model_root
         reason += (
-            f". `make run` (n1v1 paper) trains it, or `n1v1 train --name {model} "
-            f"--model-root {root}`; the slot joins within {SLOT_RETRY_S:g} s of it appearing"
+            f". `make run` (n1v1 paper) trains it first; by hand: `n1v1 train --name {model} "
+            f"--data ... --model-root {root}` (README: The Serve application). The slot joins "
+            f"within {SLOT_RETRY_S:g} s of the model appearing"
         )
     return reason
 
