@@ -413,6 +413,13 @@ def test_a_strategy_without_its_model_stands_aside_then_joins_and_a_rebuild_agre
             aside_lines = [r for r in caplog.records if "stands aside" in r.getMessage()]
             assert len(aside_lines) == 1 and aside_lines[0].levelno == logging.WARNING
 
+            # A version being registered exists for a moment as an empty folder: the reason
+            # changes, the slots standing aside do not, so nothing new is logged.
+            (root / "tiny" / "v0001").mkdir(parents=True)
+            time.sleep(0.5)
+            (root / "tiny" / "v0001").rmdir()
+            assert [c["kind"] for c in StoreReader(store).commands()] == [SLOTS_COMMAND]
+
             assert register_tiny(root) == "v0001"
             wait_until(
                 lambda: first.snapshot["strategies"][1]["state"] == "active", "the slot to join"

@@ -180,7 +180,7 @@ class TradingSession:
                 continue
             try:
                 strategies[slot.slot_id].warmup  # noqa: B018 (loads what the strategy needs)
-            except StrategyError as exc:
+            except Exception as exc:  # shown in the status and logged: a model half-written, too
                 problems[slot.slot_id] = _aside_reason(slot, self.settings, exc)
         return problems
 
@@ -193,7 +193,10 @@ class TradingSession:
         problems = self._slot_problems(candidates)
         aside = {k: v for k, v in self.aside.items() if k in problems}
         aside.update(problems)
-        if aside == self.aside:
+        if set(aside) == set(self.aside):
+            if aside != self.aside:  # the same slots, a newer reason (a model being written)
+                self.aside = aside
+                self._publish()
             return
         now = pd.Timestamp.now(tz="UTC").floor("us")
         payload = {"aside": aside}
@@ -639,13 +642,14 @@ def _warmup(strategy: Strategy) -> int | None:
     """The strategy's warm-up in bars, or None when it cannot start (a missing model)."""
     try:
         return strategy.warmup
-    except StrategyError:
+    except Exception:  # why is found and shown by _slot_problems, which stands the slot aside
         return None
 
 
-def _aside_reason(slot: StrategySlot, settings: Settings, exc: StrategyError) -> str:
+def _aside_reason(slot: StrategySlot, settings: Settings, exc: Exception) -> str:
     """One line a user can act on: what is missing and how to get it."""
-    reason = f"stands aside (target 0, no orders) until it can start: {exc}"
+    what = str(exc) if isinstance(exc, StrategyError) else f"{type(exc).__name__}: {exc}"
+    reason = f"stands aside (target 0, no orders) until it can start: {what}"
     if slot.name == "ml_signal":
         model, root = slot.params.get("model"), settings.ml.model_root
         reason += (
