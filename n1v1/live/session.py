@@ -665,6 +665,13 @@ def feed_description(feed: Feed) -> dict[str, Any]:
     describe = getattr(feed, "describe", None)
     if callable(describe):
         return dict(describe())
+    exchange = getattr(feed, "exchange_id", None)
+    if exchange is not None:  # the ccxt feed: closed bars from an exchange's public market data
+        label = (
+            f"live {getattr(feed, 'timeframe', '')} bars of {', '.join(feed.symbols)} from "
+            f"{exchange} (public market data)"
+        )
+        return {"kind": "ccxt", "label": label, "phase": "live"}
     return {"kind": type(feed).__name__, "label": getattr(feed, "label", ""), "phase": "live"}
 
 
