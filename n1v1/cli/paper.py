@@ -349,7 +349,7 @@ def _feed_label(base: str, token: str) -> str:
 
 
 def _banner(base: str, token: Any, args: argparse.Namespace, address: str, label: str) -> str:
-    kept = f"kept in {token.path} (owner-only)" if token.path is not None else token.source
+    kept = f"kept in {token.path}, owner-only" if token.path is not None else token.source
     lines = [
         "",
         "N1V1 paper trading is running (Ctrl-C stops it, and the Ray head it started).",
