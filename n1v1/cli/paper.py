@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -49,7 +48,7 @@ def add_paper_command(sub: Any) -> None:
         "paper",
         help="run the Serve app in paper mode on a Ray head of its own (what `make run` does)",
     )
-    p.add_argument("--config", type=Path, default=Path("serve_config.yaml"))
+    p.add_argument("--config", type=Path, default=Path("serve_config.yaml"), help="Serve config")
     p.add_argument("--ray-port", type=int, default=6380, help="GCS port (6379 is Redis's)")
     p.add_argument("--dashboard-port", type=int, default=8265, help="Ray dashboard (serve deploy)")
     p.add_argument("--metrics-port", type=int, default=8080, help="Ray's Prometheus endpoint")
@@ -148,6 +147,8 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> bool
 def _run_lock(state: Path) -> Iterator[bool]:
     """Hold `state/paper.lock` for the life of this run; yields False when another run holds it.
     The lock is the kernel's (flock): it goes with the process, however the process ends."""
+    import fcntl  # POSIX only: imported here so that the rest of the CLI loads anywhere
+
     state.mkdir(parents=True, exist_ok=True)
     with (state / LOCK_FILE).open("a") as handle:
         try:
