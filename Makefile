@@ -15,9 +15,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
 
-# The main job: the Serve app in paper mode on a local Ray (trains the demo model on first run).
+# The main job: `n1v1 paper` starts a Ray head of its own, trains the demo model on the first run,
+# then serves serve_config.yaml in paper mode; Ctrl-C stops all of it (and no other Ray).
+# Other ports or options: make run ARGS="--ray-port 6390 --dashboard-port 8266 --metrics-port 8090"
 run: $(STAMP)
-	$(BIN)/n1v1 paper --config serve_config.yaml
+	$(BIN)/n1v1 paper --config serve_config.yaml $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -66,7 +66,7 @@ import machine as bench_machine  # noqa: E402
 from n1v1.config import Settings  # noqa: E402
 from n1v1.live.config import StrategySlot  # noqa: E402
 from n1v1.ml.features import FeatureSpec  # noqa: E402
-from n1v1.serve.args import ApiArgs, AppArgs, ReplayFeedArgs  # noqa: E402
+from n1v1.serve.args import ApiArgs, AppArgs, ReplayFeedArgs, replay_feed  # noqa: E402
 
 STATUS, PREDICT = "GET /api/v1/status", "POST /api/v1/predict"
 FLOOR = "GET /floor/ping"
@@ -340,6 +340,9 @@ class BareBackend:
     async def status(self) -> dict[str, Any]:
         return self.session.snapshot
 
+    async def trades(self, symbol: str | None, limit: int, offset: int) -> dict[str, Any]:
+        return self.session.trades_page(symbol, limit, offset)
+
     async def command(self, kind: str, payload: dict[str, Any], actor: str) -> dict[str, Any]:
         return await asyncio.wrap_future(self.session.submit(kind, payload, actor))
 
@@ -378,20 +381,6 @@ class BareBackend:
 
     async def ready(self) -> dict[str, bool]:
         return {"store": True, "engine": self.session.state == "running", "model": True}
-
-
-def replay_feed(feed: ReplayFeedArgs) -> Any:
-    """The replay branch of n1v1.serve.engine.make_feed (that module imports Ray)."""
-    from n1v1.data.datasets import list_datasets
-    from n1v1.data.market import load_market
-    from n1v1.live.replay import PacedReplay
-
-    symbol_of = {d.name: d.symbol for d in list_datasets()}
-    frames = {
-        symbol_of[name]: load_market(name, timeframe=feed.timeframe, start=feed.start, end=feed.end)
-        for name in feed.datasets
-    }
-    return PacedReplay(frames, feed.bars_per_second)
 
 
 def bare_server(ports: Any, app_args: dict[str, Any], token_hash: str) -> None:

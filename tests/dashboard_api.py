@@ -19,7 +19,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from n1v1.live.session import CommandError, TradingSession
+from n1v1.live.session import READY_STATES, CommandError, TradingSession
 
 
 class LocalBackend:
@@ -30,6 +30,9 @@ class LocalBackend:
 
     async def status(self) -> dict[str, Any]:
         return self.session.snapshot
+
+    async def trades(self, symbol: str | None, limit: int, offset: int) -> dict[str, Any]:
+        return self.session.trades_page(symbol, limit, offset)
 
     async def command(self, kind: str, payload: dict[str, Any], actor: str) -> dict[str, Any]:
         # the session applies commands on its loop thread between bars; wait without blocking
@@ -45,7 +48,7 @@ class LocalBackend:
         raise CommandError("unavailable", "no backtest runner in this process")
 
     async def ready(self) -> dict[str, bool]:
-        return {"store": True, "engine": self.session.state == "running", "model": False}
+        return {"store": True, "engine": self.session.state in READY_STATES, "model": False}
 
 
 def free_port() -> int:

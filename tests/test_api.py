@@ -13,19 +13,26 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from html.parser import HTMLParser
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import requests
 from dashboard_api import LocalBackend, serve_app
 from fastapi import FastAPI
 from session_worker import GatedFeed, make_session, market, run_to, settings, wait_until
 
+from n1v1.backtest.runner import run_backtest
+from n1v1.config import Settings
+from n1v1.live.config import StrategySlot
 from n1v1.live.session import TradingSession
 from n1v1.serve.api import API, TokenBucket, create_api, downsample, hash_token
 from n1v1.store import Store, StoreReader, create_store
 from n1v1.store.backtests import create_backtest
+from n1v1.strategies.registry import create_strategy
 
 ADMIN = "admin-token-0123456789abcdef"
 READ = "read-token-0123456789abcdef"
@@ -56,6 +63,7 @@ class Client:
         self, method: str, path: str, token: str | None = ADMIN, **kwargs: Any
     ) -> requests.Response:
         headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        headers.update(kwargs.pop("headers", {}))
         return self.http.request(
             method, f"{self.base_url}{path}", headers=headers, timeout=30, **kwargs
         )
@@ -226,6 +234,72 @@ def test_an_unparseable_equity_start_is_a_422_naming_the_query_field(api: Client
     response = api.call("GET", "/api/v1/equity", params={"start": "garbage"})
     assert response.status_code == 422
     assert _fields(response) == ["query.start"]
+
+
+def test_a_body_that_is_not_json_says_where_it_breaks(shared: Client) -> None:
+    # `{"reason": x}`: the x is character 12 of line 1 (11 characters before it)
+    response = shared.call(
+        "POST",
+        "/api/v1/pause",
+        data='{"reason": x}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    error = _error(response)
+    assert error["code"] == "invalid_request"
+    assert error["message"] == (
+        "invalid request: body: not valid JSON (line 1, column 12: Expecting value)"
+    )
+    assert _fields(response) == ["body"]  # not "body.11", a character position
+
+
+def test_a_json_error_on_a_later_line_names_that_line(shared: Client) -> None:
+    # line 2 is `  "reason": oops`: two spaces, 9 characters of `"reason":`, a space, then o (13)
+    response = shared.call(
+        "PUT",
+        "/api/v1/config",
+        data='{\n  "reason": oops\n}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert "not valid JSON (line 2, column 13: Expecting value)" in _error(response)["message"]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "got"),
+    [(None, "no Content-Type header"), ("text/plain", "Content-Type text/plain")],
+    ids=["missing", "text-plain"],
+)
+def test_a_json_body_without_the_json_content_type_gets_a_hint(
+    shared: Client, content_type: str | None, got: str
+) -> None:
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    response = shared.call(
+        "POST",
+        "/api/v1/orders",
+        data='{"symbol": "LTC/USD", "side": "buy", "qty": 1}',
+        headers=headers,
+    )
+    assert response.status_code == 422
+    error = _error(response)
+    assert error["message"] == (
+        f"invalid request: body: send Content-Type: application/json (got {got})"
+    )
+    assert error["details"]["fields"] == [
+        {
+            "field": "body",
+            "message": f"send Content-Type: application/json (got {got})",
+            "type": "content_type",
+        }
+    ]
+
+
+def test_an_empty_body_asks_for_a_json_object(shared: Client) -> None:
+    response = shared.call("POST", "/api/v1/pause")
+    assert response.status_code == 422
+    assert _error(response)["message"] == (
+        "invalid request: body: a JSON object is required (send {} for no options)"
+    )
 
 
 def test_a_body_over_the_size_limit_is_a_413(live: Live) -> None:
@@ -501,6 +575,111 @@ def test_equity_is_downsampled_to_max_points_keeping_the_first_and_last(
     # indices round(i * 299 / 4): 0, 75 (74.75), 150 (149.5 rounds to even), 224 (224.25), 299
     expected = [points[i] for i in (0, 75, 150, 224, 299)]
     assert body["points"] == [[p.timestamp.isoformat(), p.equity, p.cash] for p in expected]
+
+
+# -- trades ----------------------------------------------------------------------------------------
+def _bars(rows: list[tuple[float, float, float, float]]) -> pd.DataFrame:
+    index = pd.date_range("2024-01-01", periods=len(rows), freq="1min", tz="UTC", name="timestamp")
+    frame = pd.DataFrame(rows, index=index, columns=["open", "high", "low", "close"])
+    frame["volume"] = 10.0
+    return frame
+
+
+# Six one-minute bars. buy_and_hold wants +1 from bar 0: its market buy fills at bar 1's open
+# (next_open), 100.0, and gets a 2 % stop at 98.0. Bars 1-4 stay above 98; bar 5's low, 95, goes
+# through it, so the stop fills at 98 in bar 5's range check, before bar 5's close is marked.
+STOP_BARS = _bars(
+    [
+        (100.0, 100.0, 100.0, 100.0),  # 0: the signal
+        (100.0, 101.0, 99.5, 100.5),  # 1: filled at the open; held at this close (1)
+        (100.5, 101.0, 100.0, 100.8),  # 2: held (2)
+        (100.8, 101.2, 100.1, 101.0),  # 3: held (3)
+        (101.0, 101.5, 100.2, 100.4),  # 4: held (4)
+        (100.0, 100.0, 95.0, 96.0),  # 5: stopped out at 98 before the close: not held
+    ]
+)
+STOP_SETTINGS = Settings.model_validate(
+    {
+        "backtest": {"run_id": "bars-held"},
+        "risk": {"fraction": 0.5, "stop_loss_pct": 0.02},
+        "execution": {"maker_fee": 0.0, "taker_fee": 0.0, "slippage_bps": 0.0},
+    }
+)
+
+
+def test_trades_report_the_bars_held_computed_by_hand_and_match_the_backtest(
+    tmp_path: Path,
+) -> None:
+    store = create_store(f"sqlite:///{tmp_path}/held.db")
+    feed = GatedFeed({"SYM": STOP_BARS})
+    session = TradingSession(
+        STOP_SETTINGS, [StrategySlot(name="buy_and_hold")], feed, store, window=20
+    )
+    session.start()
+    try:
+        wait_until(lambda: session.state == "running", "the session to take the lease")
+        with served(Live(session, feed, store)) as api:
+            run_to(session, feed, 4)  # bars 0-3: the position is open, held at bars 1, 2 and 3
+            (open_trade,) = api.call("GET", "/api/v1/trades").json()["trades"]
+            assert open_trade["exit_time"] is None
+            assert open_trade["bars_held"] == 3  # so far
+            # marked at bar 3's close: (101.0 - 100.0) x qty, no fees
+            assert open_trade["pnl"] == pytest.approx(1.0 * open_trade["qty"], rel=1e-12)
+
+            run_to(session, feed, 6)
+            body = api.call("GET", "/api/v1/trades").json()
+    finally:
+        session.stop()
+        store.dispose()
+    (trade,) = body["trades"]
+    assert body["total"] == 1
+    assert (trade["entry_price"], trade["exit_price"]) == (100.0, 98.0)
+    assert trade["exit_reason"] == "stop_loss"
+    assert trade["bars_held"] == 4  # bars 1, 2, 3 and 4
+    backtest = run_backtest(
+        {"SYM": STOP_BARS}, create_strategy("buy_and_hold", {}), STOP_SETTINGS, engine="event"
+    )
+    assert [t.to_dict() for t in backtest.trades] == [trade]
+
+
+# -- the API documentation -------------------------------------------------------------------------
+class _Links(HTMLParser):
+    """Every src and href of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.links += [v for k, v in attrs if k in ("src", "href") and v is not None]
+
+
+def test_docs_load_every_asset_from_this_server(shared: Client) -> None:
+    page = shared.call("GET", "/docs", token=None)
+    assert page.status_code == 200
+    assert "http://" not in page.text and "https://" not in page.text  # no CDN, nothing external
+    parser = _Links()
+    parser.feed(page.text)
+    assert sorted(parser.links) == [
+        "/static/swagger-ui/favicon-32x32.png",
+        "/static/swagger-ui/swagger-ui-bundle.js",
+        "/static/swagger-ui/swagger-ui.css",
+    ]
+    assert "'/openapi.json'" in page.text or '"/openapi.json"' in page.text
+    package = resources.files("n1v1.serve").joinpath("static/swagger-ui")
+    types = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
+    for link in parser.links:
+        asset = shared.call("GET", link, token=None)
+        assert asset.status_code == 200, link
+        assert asset.headers["content-type"].startswith(types[Path(link).suffix])
+        assert asset.content == package.joinpath(Path(link).name).read_bytes()
+
+
+def test_docs_serve_only_the_named_assets_and_no_redoc(shared: Client) -> None:
+    for path in ("/static/swagger-ui/LICENSE", "/static/swagger-ui/..%2fapi.py", "/redoc"):
+        response = shared.call("GET", path, token=None)
+        assert response.status_code == 404, path
+        assert _error(response)["code"] == "not_found"
 
 
 # -- the pieces, by hand ---------------------------------------------------------------------------

@@ -39,6 +39,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 BARS = 500  # of each dataset: ends with both positions open and well over 20 orders
 PAGE_WAIT_S = 20.0
+FEED_LABEL = "a replay of the first 500 bundled one-minute bars of BTC/EUR and LTC/USD, unpaced"
 
 # What the page shows, read in one go (rows of the "no data" placeholder do not count).
 READ_PAGE = """
@@ -57,6 +58,12 @@ return {
     (tr) => tr.querySelector(".col-client_order_id").textContent),
   signals: rows("#signals-table").map((tr) => [
     tr.querySelector(".col-symbol").textContent, tr.querySelector(".col-strategy").textContent]),
+  trades: rows("#trades-table").map((tr) => [
+    tr.querySelector(".col-symbol").textContent, tr.querySelector(".col-exit_time").textContent,
+    tr.querySelector(".col-bars_held").textContent]),
+  feedShown: !q("#feed-panel").hidden,
+  feedLabel: q("#feed-label").textContent,
+  feedPhase: q("#feed-phase").textContent,
   hash: location.hash,
   lastUpdated: q("#last-updated").textContent,
   error: q("#error").textContent,
@@ -97,7 +104,7 @@ def running_api(tmp: Path) -> Iterator[LiveApi]:
         StrategySlot(name="rsi"),
         StrategySlot(name="macd"),
     ]
-    feed = PacedReplay(frames, 0)
+    feed = PacedReplay(frames, 0, label=FEED_LABEL)
     session = TradingSession(settings, slots, feed, store, window=200)
     token = secrets.token_urlsafe(24)
     with ExitStack() as stack:
@@ -208,6 +215,8 @@ def headless_chromium(tmp: Path) -> Iterator[WebDriver]:
                         "--disable-background-networking",
                         "--disable-component-update",
                         "--disable-sync",
+                        # offline but for this machine: a page that needs a CDN shows it
+                        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
                         f"--user-data-dir={tmp / 'chromium-profile'}",
                         "--window-size=1280,1400",
                     ],
@@ -257,7 +266,11 @@ def test_dashboard_shows_the_running_session(api: LiveApi, browser: WebDriver) -
     page = browser.wait_for("page.orders.length > 0 && page.lastUpdated.startsWith('last updated')")
 
     assert page["error"] == ""
-    assert page["state"] == snap["state"] == "running"
+    # the replay has handed out its last bar: a state of its own, and said in words
+    assert snap["state"] == "replay_finished" and page["state"] == "replay finished"
+    assert page["feedShown"] and page["feedLabel"] == FEED_LABEL
+    replay_end = snap["feed"]["replay_end"].replace("T", " ").replace("+00:00", "Z")
+    assert page["feedPhase"].startswith(f"Replay finished at {replay_end}: no further bars")
     assert page["equity"].replace(",", "") == f"{snap['equity']:.2f}"
     assert page["series"] == 1  # equity only until "show cash" is ticked
     assert page["chartPoints"] == len(equity["points"]) > 10
@@ -266,6 +279,16 @@ def test_dashboard_shows_the_running_session(api: LiveApi, browser: WebDriver) -
     assert len(page["orders"]) == 20
     assert page["orders"] == [o["client_order_id"] for o in newest_orders["orders"]]
     assert page["signals"] == [[s["symbol"], s["strategy"]] for s in signals["signals"]]
+    trades = api.get("trades?limit=20")["trades"]
+    assert page["trades"] == [
+        [
+            t["symbol"],
+            "open" if t["exit_time"] is None else t["exit_time"][:19].replace("T", " ") + "Z",
+            str(t["bars_held"]),
+        ]
+        for t in trades
+    ]
+    assert any(t["bars_held"] > 0 for t in trades)
     # the token left the address bar but stays for this tab's next refreshes
     assert api.token not in page["hash"] and page["hash"] == ""
     assert page["tokenStored"]
@@ -280,3 +303,28 @@ def test_a_wrong_token_brings_back_the_token_form(api: LiveApi, browser: WebDriv
     assert "invalid token" in page["error"]  # the API's error message, shown as text
     assert not page["tokenStored"]  # a rejected token is not retried on the next refresh
     assert page["hash"] == ""
+
+
+def test_the_api_docs_render_every_operation_offline(api: LiveApi, browser: WebDriver) -> None:
+    # Chromium resolves no host but 127.0.0.1 here: Swagger UI must come from this server
+    spec = requests.get(f"{api.base_url}/openapi.json", timeout=10).json()
+    operations = sum(
+        1
+        for methods in spec["paths"].values()
+        for m in methods
+        if m in ("get", "post", "put", "delete")
+    )
+    assert operations >= 17
+    browser.get(f"{api.base_url}/docs")
+    deadline = time.monotonic() + PAGE_WAIT_S
+    shown: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        shown = browser.execute(
+            "return {ops: document.querySelectorAll('.opblock').length,"
+            " title: (document.querySelector('.info .title') || {}).textContent || ''};"
+        )
+        if shown["ops"] == operations:
+            break
+        time.sleep(0.25)
+    assert shown["ops"] == operations, shown
+    assert shown["title"].startswith("N1V1")

@@ -16,6 +16,7 @@ import pytest
 from exchange_server import EXCHANGE_INFO, KLINES, FakeBinance, local_binance
 
 from n1v1.live.ccxt_feed import CcxtBarFeed, Step
+from n1v1.live.session import feed_description
 
 T0 = pd.Timestamp("2024-01-01 00:00", tz="UTC")
 T0_MS = 1_704_067_200_000  # T0 in epoch ms
@@ -274,3 +275,12 @@ def test_a_symbol_the_exchange_does_not_list_is_a_clear_error(exchange: FakeBina
     feed = feed_for(exchange, Clock(minute(1)), symbols=("BTC/USDT", "BTC/USTD"))
     with pytest.raises(ValueError, match=r"symbol 'BTC/USTD'.*did you mean 'BTC/USDT'"):
         feed.next_step(0)
+
+
+def test_the_status_says_the_feed_is_live_exchange_data(exchange: FakeBinance) -> None:
+    feed = feed_for(exchange, Clock(minute(1)), symbols=("BTC/USDT", "ETH/USDT"))
+    assert feed_description(feed) == {
+        "kind": "ccxt",
+        "label": "live 1m bars of BTC/USDT, ETH/USDT from binance (public market data)",
+        "phase": "live",
+    }

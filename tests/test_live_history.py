@@ -96,3 +96,10 @@ def test_a_paper_session_trades_exactly_like_the_backtest(tmp_path) -> None:
         (f.client_order_id, f.qty, f.price, f.fee) for f in expected
     ]
     assert session.snapshot["equity"] == pytest.approx(float(backtest.equity.iloc[-1]), abs=1e-9)
+    # the trades the API shows are the engine's: the same rows as the backtest's closed trades,
+    # bars held included (newest first in the page)
+    page = session.trades_page(None, 1000, 0)
+    closed = [t for t in reversed(page["trades"]) if t["exit_time"] is not None]
+    expected_closed = [t.to_dict() for t in backtest.trades if t.exit_time is not None]
+    assert closed == expected_closed
+    assert all(t["bars_held"] > 0 for t in closed)

@@ -9,10 +9,13 @@ ends exactly where an uninterrupted run ends.
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,11 +34,14 @@ from session_worker import (
     wait_until,
 )
 from sqlalchemy import select, update
+from test_ml_signal import register_tiny
 
-from n1v1.config import ConfigError
+from n1v1.config import ConfigError, Settings
 from n1v1.data.market import load_market
-from n1v1.live.replay import PacedReplay
-from n1v1.live.session import CommandError, TradingSession
+from n1v1.live import session as session_module
+from n1v1.live.config import StrategySlot
+from n1v1.live.replay import PacedReplay, SyntheticContinuation
+from n1v1.live.session import SLOTS_COMMAND, CommandError, TradingSession
 from n1v1.store import Store, StoreReader, create_store, current_lease
 from n1v1.store import schema as t
 
@@ -131,6 +137,8 @@ def test_strategy_parameter_override_shows_in_the_snapshot(
         "id": "fast_sma",
         "name": "sma_cross",
         "params": {"fast": 3, "slow": 20},
+        "state": "active",
+        "note": "",
     }
     assert strategies["ema_cross"]["params"] == {"fast": 8, "slow": 30}  # untouched
     assert session.snapshot["live_config"]["strategies"] == {"fast_sma": {"fast": 3}}
@@ -379,3 +387,119 @@ def test_a_tampered_store_fails_the_rebuild_and_the_session_refuses_to_trade(
     finally:
         successor.stop()
     assert len(StoreReader(store).bar_log()) == stored_steps  # not one more bar traded
+
+
+# -- the end of a replay ---------------------------------------------------------------------------
+def test_a_finished_replay_is_a_state_that_refuses_orders_but_takes_other_commands(
+    store: Store,
+) -> None:
+    feed = PacedReplay(market(40), 0)
+    session = make_session(store, feed)
+    session.start()
+    try:
+        run_to_end(session, feed, len(feed))
+        wait_until(lambda: session.snapshot["state"] == "replay_finished", "replay_finished")
+        assert session.snapshot["feed"]["phase"] == "finished"
+        with pytest.raises(CommandError, match="replay has finished") as err:
+            _command(session, "order", {"symbol": "LTC/USD", "side": "buy", "qty": 1.0})
+        assert err.value.code == "conflict"
+        assert _command(session, "pause", {"reason": "done"}) == {"paused": True}
+    finally:
+        session.stop()
+
+
+def test_with_a_synthetic_continuation_the_session_keeps_trading_and_says_so(
+    store: Store,
+) -> None:
+    feed = PacedReplay(market(40), 0, continuation=SyntheticContinuation())
+    session = make_session(store, feed)
+    session.start()
+    try:
+        wait_until(lambda: session.snapshot.get("step", 0) >= len(feed) + 50, "50 synthetic steps")
+        snap = session.snapshot
+        assert snap["state"] == "running"
+        assert snap["feed"]["phase"] == "synthetic"
+        assert pd.Timestamp(snap["last_bar_time"]) > pd.Timestamp(snap["feed"]["replay_end"])
+    finally:
+        session.stop()
+
+
+# -- a strategy that cannot start ------------------------------------------------------------------
+ML_SLOTS = [
+    StrategySlot(name="sma_cross", params={"fast": 5, "slow": 20}),
+    StrategySlot(name="ml_signal", params={"model": "tiny", "version": "v0001"}),
+]
+
+
+def _ml_session(store: Store, feed: Any, root: Path, holder: str) -> TradingSession:
+    config = Settings.model_validate(
+        {"risk": {"fraction": 0.4, "stop_loss_pct": 0.01}, "ml": {"model_root": str(root)}}
+    )
+    return TradingSession(config, list(ML_SLOTS), feed, store, window=100, holder=holder)
+
+
+def test_a_strategy_without_its_model_stands_aside_then_joins_and_a_rebuild_agrees(
+    store: Store,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(session_module, "SLOT_RETRY_S", 0.1)  # look for the model often
+    root = tmp_path / "models"  # empty: the model is not there yet
+    feed = GatedFeed(market())
+    first = _ml_session(store, feed, root, "first")
+    with caplog.at_level(logging.INFO, logger="n1v1.live.session"):
+        first.start()
+        try:
+            wait_until(lambda: first.state == "running", "the session to take the lease")
+            run_to(first, feed, 20)
+            ml = {s["id"]: s for s in first.snapshot["strategies"]}["ml_signal"]
+            assert ml["state"] == "standing_aside"
+            assert ml["note"].startswith("stands aside (target 0, no orders) until it can start")
+            assert f"n1v1 train --name tiny --data ... --model-root {root}" in ml["note"]
+            time.sleep(1.0)  # about ten more looks for the model: none of them logs again
+            aside_lines = [r for r in caplog.records if "stands aside" in r.getMessage()]
+            assert len(aside_lines) == 1 and aside_lines[0].levelno == logging.WARNING
+
+            # A version being registered exists for a moment as an empty folder: the reason
+            # changes, the slots standing aside do not, so nothing new is logged.
+            (root / "tiny" / "v0001").mkdir(parents=True)
+            time.sleep(0.5)
+            (root / "tiny" / "v0001").rmdir()
+            assert [c["kind"] for c in StoreReader(store).commands()] == [SLOTS_COMMAND]
+
+            assert register_tiny(root) == "v0001"
+            wait_until(
+                lambda: first.snapshot["strategies"][1]["state"] == "active", "the slot to join"
+            )
+            assert first.steps_done == 20  # the feed is held: it joins before step 21's bar
+            run_to(first, feed, feed.total)
+            first_trades = first.trades_page(None, 1000, 0)
+        finally:
+            first.stop()
+    reader = StoreReader(store)
+    slots_log = [(c["step"], c["payload"]) for c in reader.commands() if c["kind"] == SLOTS_COMMAND]
+    assert slots_log == [(0, {"aside": {"ml_signal": ml["note"]}}), (20, {"aside": {}})]
+    ml_signals = [s.timestamp for s in reader.signals() if s.strategy == "ml_signal"]
+    assert ml_signals and min(ml_signals) >= feed.times[20]  # nothing before the 21st bar
+
+    # A new session replays the log: the slot joins at step 20 again, every fill is reproduced.
+    second = _ml_session(store, PacedReplay(market(), 0), root, "second")
+    second.start()
+    try:
+        wait_until(lambda: second.state in ("replay_finished", "failed"), "the rebuild")
+        assert second.state == "replay_finished", second.failure
+        assert second.trades_page(None, 1000, 0) == first_trades
+    finally:
+        second.stop()
+
+    # Without the model the stored session cannot be replayed: refused, with the reason.
+    shutil.rmtree(root)
+    third = _ml_session(store, PacedReplay(market(), 0), root, "third")
+    third.start()
+    try:
+        wait_until(lambda: not third.alive, "the third session to give up")
+        assert third.state == "failed"
+        assert "cannot be replayed without it" in third.failure
+    finally:
+        third.stop()

@@ -309,7 +309,7 @@ def _wait_until_exhausted(url: str, timeout: float) -> dict[str, Any]:
     while time.monotonic() < deadline:
         try:
             last = _status(url)
-            if last.get("state") == "running" and last.get("feed_exhausted"):
+            if last.get("state") == "replay_finished" and last.get("feed_exhausted"):
                 return last
         except requests.RequestException as exc:
             last = exc
@@ -399,7 +399,7 @@ def test_research_notebook_runs_on_the_cluster_and_reads_the_live_app(
         assert png_count(nb, plot) == 1, f"cell {plot}: expected one PNG plot"
 
     live = text_of(nb, "live-http")
-    assert "'state': 'running'" in live and f"'step': {status['step']}" in live
+    assert "'state': 'replay_finished'" in live and f"'step': {status['step']}" in live
     assert f"points (of {equity['total']})" in live
     handle = text_of(nb, "live-handle")
     assert f"application {APP}: RUNNING" in handle

@@ -466,6 +466,7 @@ def test_metrics_reach_rays_prometheus_endpoint_and_move(cluster: Cluster) -> No
             and total(samples, "n1v1_equity") > 0
             and {"/api/v1/status", "/api/v1/predict"} <= routes
             and total(samples, "n1v1_inference_latency_seconds_count", model="tiny") > 0
+            and total(samples, "n1v1_engine_state", state="running") >= 1  # the main app's
         )
         return samples if present else None
 
@@ -670,6 +671,11 @@ def test_kill_9_of_the_engine_replica_resumes_to_an_identical_run(
     assert orders(served) == orders(expected)
     assert served.fills() == expected.fills()
     assert served.positions() == expected.positions()
+    # the trades the API shows come from the (restarted) engine: the uninterrupted run's, bars
+    # held included
+    shown = call(cluster, "GET", f"{prefix}/api/v1/trades", params={"limit": 1000}).json()
+    assert shown == reference.trades_page(None, 1000, 0)
+    assert shown["total"] > 0 and all(t["bars_held"] > 0 for t in shown["trades"] if t["exit_time"])
     # not a vacuous comparison: both replicas traded
     killed_at = pd.Timestamp(before["last_bar_time"])
     fill_times = [f.timestamp for f in expected.fills()]

@@ -133,6 +133,20 @@ def test_sqlite_uses_wal_and_foreign_keys(tmp_path: Path) -> None:
     s.dispose()
 
 
+def test_a_sqlite_store_creates_the_folders_of_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fresh clone has no var/: serve_config.yaml's sqlite:///var/n1v1.db must still open, and a
+    # relative path is relative to the working directory, as SQLite itself takes it.
+    monkeypatch.chdir(tmp_path)
+    s = create_store("sqlite:///var/deeper/n1v1.db")
+    s.dispose()
+    assert (tmp_path / "var" / "deeper" / "n1v1.db").is_file()
+    nested = tmp_path / "a" / "b" / "x.db"
+    create_store(f"sqlite:///{nested}").dispose()
+    assert nested.is_file()
+
+
 def test_every_record_type_round_trips(journal: SqlJournal, store: Store) -> None:
     order = _order()
     journal.record_order(order)

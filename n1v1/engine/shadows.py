@@ -54,9 +54,12 @@ class StrategyShadows:
             self.engines[source.name] = engine
 
     def set_sources(self, sources: Iterable[SignalSource]) -> None:
-        """New strategy objects (live parameter changes) for the shadows of the same names."""
-        for source in sources:
-            self.engines[source.name].sources = [source]
+        """New strategy objects (live parameter changes) for the shadows of the same names. A
+        shadow whose strategy is not among them (one standing aside in a live session) gets no
+        source, so it places no order while the real account ignores that strategy too."""
+        given = {source.name: source for source in sources}
+        for name, engine in self.engines.items():
+            engine.sources = [given[name]] if name in given else []
 
     def update_settings(self, settings: Settings) -> None:
         for engine in self.engines.values():

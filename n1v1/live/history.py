@@ -64,6 +64,13 @@ class BarHistory:
         self._counts[symbol] = n + 1
         return n
 
+    def widen(self, window: int) -> None:
+        """Show strategies at least `window` bars from now on (a strategy joined that needs more
+        history); the bars are all kept, so nothing is lost."""
+        if window > self.window:
+            self.window = window
+            self._frames.clear()
+
     def count(self, symbol: str) -> int:
         return self._counts.get(symbol, 0)
 

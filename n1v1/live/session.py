@@ -10,7 +10,18 @@ the last stored step. A crash between two steps loses nothing; a crash inside on
 step, which the feed then hands over again.
 
 Threads: one loop thread owns the engine. API calls never touch it directly: they queue commands,
-which the loop applies between bars, and read the `snapshot` the loop publishes after every step.
+which the loop applies between bars, and read the `snapshot` (and the trade list) the loop publishes
+after every step.
+
+States: `starting`, `standby` (another engine holds the lease), `running`, `replay_finished` (a
+replay feed handed out its last bar: nothing more will happen until the session is stopped),
+`failed` (the loop died; the replica must be replaced) and `stopped`.
+
+A strategy that cannot start, such as an `ml_signal` slot whose model is not in the registry yet,
+stands aside (target 0, no orders) instead of failing the session; the loop looks for it again every
+few seconds and lets it trade from the next step once it can. Which slots stand aside is an input
+like a command: it is logged with the step it applies before (`strategy_slots`), so a rebuild lets
+each slot trade from exactly the step it did before.
 """
 
 from __future__ import annotations
@@ -25,14 +36,14 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
 from n1v1.config import ConfigError, Settings
-from n1v1.domain import Bar, Order, Side, Symbol
+from n1v1.domain import Bar, Order, Side, Symbol, Trade
 from n1v1.engine.engine import FlattenReport, ManualOrderResult, TradingEngine
 from n1v1.engine.journal import InMemoryJournal, Journal
 from n1v1.engine.shadows import StrategyShadows
@@ -49,7 +60,7 @@ from n1v1.store import (
     renew,
 )
 from n1v1.store.journal import DEFAULT_RESOURCE, order_row
-from n1v1.strategies.base import Strategy
+from n1v1.strategies.base import Strategy, StrategyError
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +99,9 @@ class _Pending:
 
 
 COMMANDS = ("pause", "resume", "kill_switch", "order", "cancel", "config", "user_config")
+SLOTS_COMMAND = "strategy_slots"  # logged by the session itself, never submitted by a caller
+SLOT_RETRY_S = 5.0  # how often a slot that stands aside is tried again
+READY_STATES = frozenset({"running", "replay_finished"})  # the loop is up and accepts commands
 
 
 class TradingSession:
@@ -123,21 +137,26 @@ class TradingSession:
         self._commands: queue.Queue[_Pending] = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.state = "starting"  # starting | standby | running | failed | stopped
+        self.state = "starting"  # see the module docstring for every state
         self.failure = ""
         self.heartbeat = time.monotonic()
         self.snapshot: dict[str, Any] = {"state": self.state}
         self._lease = None
         self._user_config: dict[str, Any] | None = None
+        self._trades_closed: list[dict[str, Any]] = []  # published; append-only per engine
+        self._trades_open: list[dict[str, Any]] = []  # published; replaced every step
+        self._trades_engine: TradingEngine | None = None
+        self._slots_checked = 0.0
         self._reset_engine()
 
     # -- building the engine -----------------------------------------------------------------------
     def _reset_engine(self) -> None:
         self.live = LiveConfig()
         self.settings = effective_settings(self.base_settings, self.live)
+        self.aside: dict[str, str] = {}  # slot id -> why it stands aside (as logged so far)
         strategies = build_strategies(self.slots, self.live, self.settings)
-        longest = max(s.warmup for s in strategies.values())
-        self.history = BarHistory(max(self.window, 4 * longest + 1))
+        warmups = [w for s in strategies.values() if (w := _warmup(s)) is not None]
+        self.history = BarHistory(max(self.window, 4 * max(warmups, default=1) + 1))
         self.engine = TradingEngine(self.settings, journal=InMemoryJournal(keep_equity=True))
         self.shadows: StrategyShadows | None = None
         self._install_strategies(strategies)
@@ -148,14 +167,71 @@ class TradingSession:
         self.last_bars: dict[str, Bar] = {}
 
     def _install_strategies(self, strategies: Mapping[str, Strategy] | None = None) -> None:
+        """The engine's signal sources: every slot's strategy except those standing aside."""
         if strategies is None:
             strategies = build_strategies(self.slots, self.live, self.settings)
         self.engine.sources = [
             RollingTargets(s, self.history, self.settings.risk.allow_short, name=slot_id)
             for slot_id, s in strategies.items()
+            if slot_id not in self.aside
         ]
         if self.shadows is not None:
             self.shadows.set_sources(self.engine.sources)
+
+    # -- strategies that stand aside ---------------------------------------------------------------
+    def _slot_problems(self, slot_ids: list[str]) -> dict[str, str]:
+        """Why each of these slots cannot start now (a slot that can is left out)."""
+        strategies = build_strategies(self.slots, self.live, self.settings)
+        problems = {}
+        for slot in self.slots:
+            if slot.slot_id not in slot_ids:
+                continue
+            try:
+                strategies[slot.slot_id].warmup  # noqa: B018 (loads what the strategy needs)
+            except Exception as exc:  # shown in the status and logged: a model half-written, too
+                problems[slot.slot_id] = _aside_reason(slot, self.settings, exc)
+        return problems
+
+    def _refresh_slots(self, everything: bool = False) -> None:
+        """Log a change of the slots standing aside, effective from the next step. `everything`
+        (on taking over an empty session) checks every slot; otherwise only those already aside
+        are tried again: a slot that traded keeps its loaded model."""
+        self._slots_checked = time.monotonic()
+        candidates = [s.slot_id for s in self.slots] if everything else list(self.aside)
+        problems = self._slot_problems(candidates)
+        aside = {k: v for k, v in self.aside.items() if k in problems}
+        aside.update(problems)
+        if set(aside) == set(self.aside):
+            if aside != self.aside:  # the same slots, a newer reason (a model being written)
+                self.aside = aside
+                self._publish()
+            return
+        now = pd.Timestamp.now(tz="UTC").floor("us")
+        payload = {"aside": aside}
+        with self._sql.atomic():
+            self._sql.record_command(self.steps_done, SLOTS_COMMAND, payload, "engine", now)
+            self._set_aside(aside)
+        self._publish()
+
+    def _set_aside(self, aside: Mapping[str, str]) -> None:
+        """Apply a logged `strategy_slots` input (live, or replayed by the rebuild)."""
+        joining = set(self.aside) - set(aside)
+        for slot_id, reason in aside.items():
+            if slot_id not in self.aside:
+                log.warning("strategy %s: %s", slot_id, reason)
+        self.aside = dict(aside)
+        self._install_strategies()
+        for source in self.engine.sources:
+            if source.name in joining:
+                warmup = _warmup(source.strategy) or 0
+                self.history.widen(4 * warmup + 1)
+                log.info("strategy %s starts trading at step %d", source.name, self.steps_done)
+
+    def _replay_command(self, command: Mapping[str, Any]) -> None:
+        if command["kind"] == SLOTS_COMMAND:
+            self._set_aside(command["payload"]["aside"])
+        else:
+            self._apply(command["kind"], command["payload"])
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -185,11 +261,15 @@ class TradingSession:
                     self._lease = renew(self.store, self._lease, self.lease_ttl)
                     last_renew = self.heartbeat
                 self._drain_commands()
+                if self.aside and self.heartbeat - self._slots_checked >= SLOT_RETRY_S:
+                    self._refresh_slots()
                 step = self.feed.next_step(timeout=0.05)
                 if step is not None:
                     self._process_step(*step)
                 elif self.feed.exhausted:
-                    if not self.snapshot.get("feed_exhausted"):
+                    if self.state != "replay_finished":
+                        self.state = "replay_finished"
+                        log.info("replay finished at step %d (%s)", self.steps_done, self.last_ts)
                         self._publish()
                     self._stop.wait(0.05)
             self.state = "stopped"
@@ -222,6 +302,7 @@ class TradingSession:
         self.engine.risk.journal = journal
         self.feed.resume_after(self.last_ts)
         self.state = "running"
+        self._refresh_slots(everything=self.steps_done == 0)
         if self._user_config is not None:
             self._apply_user_config_if_new(self._user_config)
         self._publish()
@@ -244,10 +325,16 @@ class TradingSession:
             if step != self.steps_done:
                 raise RebuildError(f"bar log: expected step {self.steps_done}, found {step}")
             for command in by_step.pop(step, []):
-                self._apply(command["kind"], command["payload"])
-            self._advance(ts, bars)
+                self._replay_command(command)
+            try:
+                self._advance(ts, bars)
+            except StrategyError as exc:
+                raise RebuildError(
+                    f"step {step}: {exc}. The stored session traded with this strategy, so it "
+                    "cannot be replayed without it: restore what it needs, or start a new store"
+                ) from None
         for command in by_step.pop(self.steps_done, []):
-            self._apply(command["kind"], command["payload"])
+            self._replay_command(command)
         if by_step:
             raise RebuildError(f"commands logged for steps {sorted(by_step)} beyond the bar log")
         self._verify(reader)
@@ -321,9 +408,17 @@ class TradingSession:
         future: Future[dict[str, Any]] = Future()
         if kind not in COMMANDS:
             future.set_exception(CommandError("invalid", f"unknown command {kind!r}"))
-        elif self.state != "running":
+        elif self.state not in READY_STATES:
             future.set_exception(
                 CommandError("unavailable", f"engine is {self.state}; {self.failure}".rstrip("; "))
+            )
+        elif self.state == "replay_finished" and kind == "order":
+            future.set_exception(
+                CommandError(
+                    "conflict",
+                    f"the replay has finished (last bar {self.last_ts}): no later bar can fill "
+                    "an order",
+                )
             )
         else:
             self._commands.put(_Pending(kind, dict(payload), actor, future))
@@ -339,7 +434,7 @@ class TradingSession:
         except ValueError as exc:  # ConfigError and pydantic's ValidationError
             raise ConfigError(f"user_config: {exc}") from None
         self._user_config = config
-        if self.state == "running":
+        if self.state in READY_STATES:
             self.submit("user_config", config, "serve").result(timeout)
 
     def _apply_user_config_if_new(self, config: dict[str, Any]) -> None:
@@ -480,7 +575,41 @@ class TradingSession:
     # -- what readers see --------------------------------------------------------------------------
     def _publish(self) -> None:
         """Replace the snapshot (readers in other threads see either the old one or the new one)."""
+        self._publish_trades()
         self.snapshot = self.build_snapshot()
+
+    def _publish_trades(self) -> None:
+        """The engine's own trades, as the backtest reports them (bars held included): closed
+        ones are appended once, the open ones are re-marked at the last close every step."""
+        engine = self.engine
+        closed = engine.portfolio.closed_trades
+        published = self._trades_closed
+        if engine is not self._trades_engine or len(closed) < len(published):
+            published, self._trades_engine = [], engine  # a rebuild made a new engine
+        if len(closed) > len(published):
+            published = published + [t.to_dict() for t in closed[len(published) :]]
+        self._trades_closed = published
+        self._trades_open = [t.to_dict() for t in open_trades(engine)]
+
+    def trades_page(self, symbol: str | None, limit: int, offset: int) -> dict[str, Any]:
+        """One page of trades, newest first (open trades first, then closed by exit, latest
+        first); for GET /api/v1/trades. From the published lists, so safe from any thread."""
+        if self.state not in READY_STATES and self.state != "stopped":
+            raise CommandError(
+                "unavailable",
+                f"engine is {self.state}: trades come from the engine, which has not rebuilt "
+                "the session yet",
+            )
+        rows = [*self._trades_closed, *self._trades_open]
+        if symbol is not None:
+            rows = [t for t in rows if t["symbol"] == symbol]
+        rows.reverse()
+        return {
+            "trades": rows[offset : offset + limit],
+            "total": len(rows),
+            "limit": limit,
+            "offset": offset,
+        }
 
     def build_snapshot(self) -> dict[str, Any]:
         engine, risk = self.engine, self.engine.risk
@@ -493,6 +622,7 @@ class TradingSession:
         return {
             "state": self.state,
             "failure": self.failure,
+            "feed": feed_description(self.feed),
             "holder": self.holder,
             "lease": None
             if lease is None
@@ -511,6 +641,8 @@ class TradingSession:
                     "name": s.name,
                     "params": {**s.params, **self.live.strategies.get(s.slot_id, {})},
                     "pnl": pnl.get(s.slot_id),
+                    "state": "standing_aside" if s.slot_id in self.aside else "active",
+                    "note": self.aside.get(s.slot_id, ""),
                 }
                 for s in self.slots
             ],
@@ -554,6 +686,52 @@ def manual_order_dict(result: ManualOrderResult) -> dict[str, Any]:
     if not result.accepted:
         out.update(rule=result.rule, reason=result.reason, details=result.details)
     return out
+
+
+def _warmup(strategy: Strategy) -> int | None:
+    """The strategy's warm-up in bars, or None when it cannot start (a missing model)."""
+    try:
+        return strategy.warmup
+    except Exception:  # why is found and shown by _slot_problems, which stands the slot aside
+        return None
+
+
+def _aside_reason(slot: StrategySlot, settings: Settings, exc: Exception) -> str:
+    """One line a user can act on: what is missing and how to get it."""
+    what = str(exc) if isinstance(exc, StrategyError) else f"{type(exc).__name__}: {exc}"
+    reason = f"stands aside (target 0, no orders) until it can start: {what}"
+    if slot.name == "ml_signal":
+        model, root = slot.params.get("model"), settings.ml.model_root
+        reason += (
+            f". `make run` (n1v1 paper) trains it first; by hand: `n1v1 train --name {model} "
+            f"--data ... --model-root {root}` (README: The Serve application). The slot joins "
+            f"within {SLOT_RETRY_S:g} s of the model appearing"
+        )
+    return reason
+
+
+def feed_description(feed: Feed) -> dict[str, Any]:
+    """What the engine trades on (a replay, its continuation, an exchange), for the status."""
+    describe = getattr(feed, "describe", None)
+    if callable(describe):
+        return dict(describe())
+    exchange = getattr(feed, "exchange_id", None)
+    if exchange is not None:  # the ccxt feed: closed bars from an exchange's public market data
+        label = (
+            f"live {getattr(feed, 'timeframe', '')} bars of {', '.join(feed.symbols)} from "
+            f"{exchange} (public market data)"
+        )
+        return {"kind": "ccxt", "label": label, "phase": "live"}
+    return {"kind": type(feed).__name__, "label": getattr(feed, "label", ""), "phase": "live"}
+
+
+def open_trades(engine: TradingEngine) -> list[Trade]:
+    """Copies of the engine's open trades, marked at the last close, with the bars held so far
+    (the count the engine will give the trade when it closes)."""
+    return [
+        replace(trade, bars_held=engine.state(trade.symbol).held_bars)
+        for trade in engine.portfolio.open_trades()
+    ]
 
 
 def order_dict(order: Order) -> dict[str, Any]:

@@ -6,13 +6,18 @@ hash (the process never holds another token in plain text); a read-only token ge
 state-changing routes; bodies over the size limit get 413 before they are parsed; each token has
 a token-bucket rate limit (429); every state-changing request, allowed or not, goes to the audit
 log with the caller and the outcome. Errors always look like
-`{"error": {"code", "message", "details"}}`.
+`{"error": {"code", "message", "details"}}`; a body that is not JSON says where it breaks, or
+that the Content-Type header is missing, instead of naming a character position as a field.
+
+`/docs` is Swagger UI served from the package (`static/swagger-ui/`), so it works offline.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import json
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +27,7 @@ from typing import Any, Protocol
 import pandas as pd
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -39,6 +45,14 @@ from n1v1.store import StoreReader, record_audit
 from n1v1.store.schema import Store
 
 API = "/api/v1"
+SWAGGER_UI = "/static/swagger-ui"
+# The only files the docs page loads, with their types; the route looks a name up here and never
+# turns what a caller sent into a path.
+_SWAGGER_FILES = {
+    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+    "swagger-ui.css": "text/css; charset=utf-8",
+    "favicon-32x32.png": "image/png",
+}
 _STATUS_FOR = {"not_found": 404, "conflict": 409, "invalid": 422, "unavailable": 503}
 _MUTATING = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 _READ_ONLY_POSTS = frozenset({f"{API}/predict"})  # a computation, not a change: no audit, no 403
@@ -58,6 +72,8 @@ class Backend(Protocol):
     """What the API needs from the engine, the models and the backtest runner."""
 
     async def status(self) -> dict[str, Any]: ...
+
+    async def trades(self, symbol: str | None, limit: int, offset: int) -> dict[str, Any]: ...
 
     async def command(self, kind: str, payload: dict[str, Any], actor: str) -> dict[str, Any]: ...
 
@@ -114,6 +130,8 @@ def create_api(
         title="N1V1",
         version="1",
         description="Paper trading engine, ML models and backtests. Bearer token on /api/v1.",
+        docs_url=None,  # replaced below by a page whose assets come from this package
+        redoc_url=None,  # ReDoc would load its script from a CDN: not offered
     )
     reader = StoreReader(store)
     limiter = TokenBucket(rate_limit_per_s, rate_burst)
@@ -202,7 +220,12 @@ def create_api(
         return _err(_STATUS_FOR.get(exc.code, 500), exc.code, exc.message, exc.details)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        body_problem = await _body_problem(request, exc.errors())
+        if body_problem is not None:
+            field = {"field": "body", "message": body_problem[1], "type": body_problem[0]}
+            message = f"invalid request: body: {body_problem[1]}"
+            return _err(422, "invalid_request", message, {"fields": [field]})
         fields = [
             {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"], "type": e["type"]}
             for e in exc.errors()
@@ -219,6 +242,30 @@ def create_api(
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(dashboard)
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title="N1V1 API",
+            swagger_js_url=f"{root}{SWAGGER_UI}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{SWAGGER_UI}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{SWAGGER_UI}/favicon-32x32.png",
+            # validatorUrl null: Swagger UI would otherwise fetch a badge from its online validator
+            swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": False},
+        )
+
+    @app.get(f"{SWAGGER_UI}/{{name}}", include_in_schema=False)
+    async def swagger_asset(name: str) -> Response:
+        media_type = _SWAGGER_FILES.get(name)
+        if media_type is None:
+            raise ApiError(404, "not_found", f"no such documentation asset {name!r}")
+        return Response(
+            _swagger_asset(name),
+            media_type=media_type,
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -283,19 +330,9 @@ def create_api(
         limit: int = Query(100, ge=1, le=1000),
         offset: int = Query(0, ge=0),
     ) -> dict[str, Any]:
-        snap = await backend.status()
-        portfolio = reader.rebuild_portfolio(float(snap.get("initial_cash") or 0.0))
-        marks = {
-            p["symbol"]: p["last_price"]
-            for p in snap.get("positions", [])
-            if p.get("last_price") is not None
-        }
-        rows = [*portfolio.closed_trades, *portfolio.open_trades(marks)]
-        if symbol is not None:
-            rows = [t for t in rows if t.symbol == symbol]
-        rows.reverse()  # newest first
-        page = [t.to_dict() for t in rows[offset : offset + limit]]
-        return {"trades": page, "total": len(rows), "limit": limit, "offset": offset}
+        # The engine's own trades (bars held, exit reasons): the store's fills alone cannot say
+        # how many bars a position was held under the engine's rules.
+        return await backend.trades(symbol, limit, offset)
 
     @app.get(f"{API}/equity")
     async def equity(
@@ -426,6 +463,46 @@ def _check_backtest(body: BacktestBody) -> None:
         create_strategy(body.strategy, body.params)
     except StrategyError as exc:
         raise invalid("params", str(exc)) from None
+
+
+@functools.cache
+def _swagger_asset(name: str) -> bytes:
+    return resources.files("n1v1.serve").joinpath(f"static/swagger-ui/{name}").read_bytes()
+
+
+def _is_json(content_type: str) -> bool:
+    """application/json or application/<anything>+json, as FastAPI itself decides."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    kind, _, subtype = media.partition("/")
+    return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+async def _body_problem(request: Request, errors: Any) -> tuple[str, str] | None:
+    """(type, message) when the body as a whole is unusable: not JSON, sent without the JSON
+    content type, or missing. None when the errors are about fields of a JSON body."""
+    whole_body = [e for e in errors if tuple(e["loc"])[:1] == ("body",) and len(e["loc"]) <= 2]
+    if not whole_body:
+        return None
+    raw = await request.body()
+    content_type = request.headers.get("content-type")
+    if raw.strip() and (content_type is None or not _is_json(content_type)):
+        got = "no Content-Type header" if content_type is None else f"Content-Type {content_type}"
+        return "content_type", f"send Content-Type: application/json (got {got})"
+    kinds = {e["type"] for e in whole_body}
+    if "json_invalid" in kinds:
+        try:
+            json.loads(raw)
+        except ValueError as exc:
+            where = (
+                f"line {exc.lineno}, column {exc.colno}: {exc.msg}"
+                if isinstance(exc, json.JSONDecodeError)
+                else str(exc)
+            )
+            return "json_invalid", f"not valid JSON ({where})"
+        return "json_invalid", "not valid JSON"
+    if "missing" in kinds and not raw.strip():
+        return "missing", "a JSON object is required (send {} for no options)"
+    return None
 
 
 def _route_path(request: Request) -> str:

@@ -3,47 +3,47 @@
 Serve passes the config's `args` here; they are validated into `AppArgs` (typed, strict) before any
 replica starts, so a bad config fails `serve run`/`serve deploy` with the key that is wrong.
 
-The API token: from N1V1_API_TOKEN, or from the file N1V1_API_TOKEN_FILE names (a mounted
-Kubernetes Secret). With neither set, one is generated and printed once. Replicas receive only
-its SHA-256 hash.
+The API token (n1v1/serve/auth.py): from N1V1_API_TOKEN, or the file N1V1_API_TOKEN_FILE names
+(a mounted Kubernetes Secret), else the app's own `api_token` file beside its SQLite store,
+generated once (mode 0600) and reused on later runs. Replicas receive only its SHA-256 hash; the
+token itself is never printed here (this output goes to Ray's log files), only where it is.
 """
 
 import os
-import secrets
 import sys
-from pathlib import Path
 from typing import Any
 
 from ray.serve import Application
 
 from n1v1.serve.api import hash_token
 from n1v1.serve.args import AppArgs
+from n1v1.serve.auth import (
+    READ_TOKEN_ENV,
+    TOKEN_ENV,
+    TOKEN_FILE_ENV,
+    TOKEN_FILE_NAME,
+    resolve_token,
+)
 from n1v1.serve.engine import Engine
 from n1v1.serve.gateway import Gateway
 from n1v1.serve.model import Model
 
-TOKEN_ENV, TOKEN_FILE_ENV, READ_TOKEN_ENV = (
-    "N1V1_API_TOKEN",
-    "N1V1_API_TOKEN_FILE",
-    "N1V1_API_READ_TOKEN",
-)
+__all__ = ["READ_TOKEN_ENV", "TOKEN_ENV", "TOKEN_FILE_ENV", "api_token_hash", "build_app"]
 
 
-def api_token_hash(env: "dict[str, str] | None" = None) -> str:
-    env = dict(os.environ if env is None else env)
-    token = env.get(TOKEN_ENV, "").strip()
-    if not token and env.get(TOKEN_FILE_ENV):
-        token = Path(env[TOKEN_FILE_ENV]).read_text().strip()
-    if not token:
-        token = secrets.token_urlsafe(32)
-        print(
-            f"N1V1 API token (generated; shown once, set {TOKEN_ENV} to choose one): {token}",
-            file=sys.stderr,
-            flush=True,
-        )
-    if len(token) < 16:
-        raise ValueError(f"{TOKEN_ENV}: the API token must be at least 16 characters")
-    return hash_token(token)
+def api_token_hash(args: AppArgs, env: "dict[str, str] | None" = None) -> str:
+    """The admin token's hash, saying on stderr where the token is (never what it is)."""
+    state_dir = args.state_dir
+    own_file = None if state_dir is None else state_dir.resolve() / TOKEN_FILE_NAME
+    token = resolve_token(dict(os.environ if env is None else env), own_file)
+    if token.created and token.path is not None:
+        where = f"generated and saved to {token.path} (owner-only; kept for later runs)"
+    elif token.created:
+        where = "generated for this run only: set N1V1_API_TOKEN or N1V1_API_TOKEN_FILE"
+    else:
+        where = f"from {token.source}"
+    print(f"N1V1 API token: {where}", file=sys.stderr, flush=True)
+    return hash_token(token.value)
 
 
 def build_app(args: AppArgs) -> Application:
@@ -73,7 +73,7 @@ def build_app(args: AppArgs) -> Application:
         engine,
         model,
         args.store_url,
-        api_token_hash(),
+        api_token_hash(args),
         hash_token(read_token) if read_token else None,
         args.api.model_dump(),
     )

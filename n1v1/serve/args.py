@@ -7,6 +7,7 @@ arrive through `serve deploy` from someone who should not choose what this proce
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -33,6 +34,11 @@ class ReplayFeedArgs(StrictModel):
     start: str | None = None
     end: str | None = None
     bars_per_second: float = Field(10.0, ge=0, le=100_000)
+    after_replay: Literal["stop", "synthetic"] = Field(
+        "stop",
+        description="stop: the session shows `replay_finished` after the last bar; synthetic: "
+        "it goes on with seeded synthetic bars from the last closes (labelled, not market data)",
+    )
 
     @field_validator("datasets")
     @classmethod
@@ -123,6 +129,14 @@ class AppArgs(StrictModel):
             raise ValueError(str(exc).replace("backtest.currency", "currency")) from None
         return self
 
+    @property
+    def state_dir(self) -> Path | None:
+        """The folder of a SQLite store (the app's own files live beside it: the API token);
+        None for PostgreSQL. Relative to the working directory, as SQLite takes the path."""
+        if self.store_url.startswith("sqlite:///"):
+            return Path(self.store_url.removeprefix("sqlite:///")).parent
+        return None
+
     def settings(self) -> Settings:
         """The engine's settings (the one settings model), from these arguments."""
         return Settings(
@@ -136,3 +150,17 @@ class AppArgs(StrictModel):
 def parse_user_config(config: dict[str, Any] | None) -> LiveConfig:
     """Serve's `user_config` is a LiveConfig; errors name the key."""
     return LiveConfig.model_validate(config or {})
+
+
+def replay_feed(feed: ReplayFeedArgs) -> Any:
+    """The paced replay a `replay` feed describes (no Ray here: the bare benchmark uses it too)."""
+    from n1v1.live.replay import SyntheticContinuation, bundled_replay
+
+    return bundled_replay(
+        feed.datasets,
+        feed.bars_per_second,
+        timeframe=feed.timeframe,
+        start=feed.start,
+        end=feed.end,
+        continuation=SyntheticContinuation() if feed.after_replay == "synthetic" else None,
+    )

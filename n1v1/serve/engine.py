@@ -15,8 +15,8 @@ from ray import serve
 from sqlalchemy import text
 
 from n1v1.live.session import CommandError, TradingSession
-from n1v1.serve.args import AppArgs, CcxtFeedArgs, parse_user_config
-from n1v1.serve.metrics import MetricsJournal, observe_step
+from n1v1.serve.args import AppArgs, CcxtFeedArgs, parse_user_config, replay_feed
+from n1v1.serve.metrics import MetricsJournal, observe_state, observe_step
 from n1v1.store import create_store
 
 
@@ -32,16 +32,7 @@ def make_feed(args: AppArgs) -> Any:
             poll_seconds=feed.poll_seconds,
             history_bars=0,  # strategies warm up on live bars: never paper-trade the past
         )
-    from n1v1.data.datasets import list_datasets
-    from n1v1.data.market import load_market
-    from n1v1.live.replay import PacedReplay
-
-    symbol_of = {d.name: d.symbol for d in list_datasets()}
-    frames = {
-        symbol_of[name]: load_market(name, timeframe=feed.timeframe, start=feed.start, end=feed.end)
-        for name in feed.datasets
-    }
-    return PacedReplay(frames, feed.bars_per_second)
+    return replay_feed(feed)
 
 
 def _observe(latency_s: float, engine: Any) -> None:
@@ -77,9 +68,10 @@ class Engine:
         self.session.set_user_config(parse_user_config(user_config).model_dump())
 
     def check_health(self) -> None:
+        session = self.session
+        observe_state(session.state)  # every health check (2 s): the state gauge stays current
         with self.store.engine.connect() as conn:
             conn.execute(text("SELECT 1"))  # raises when the store is unreachable
-        session = self.session
         if session.state == "failed" or not session.alive:
             raise RuntimeError(f"engine loop is down: {session.failure or session.state}")
         stalled = time.monotonic() - session.heartbeat
@@ -88,6 +80,13 @@ class Engine:
 
     async def status(self) -> dict[str, Any]:
         return self.session.snapshot
+
+    async def trades(self, symbol: str | None, limit: int, offset: int) -> dict[str, Any]:
+        """A page of the engine's trades, or {"error": {...}} while it has none to give."""
+        try:
+            return self.session.trades_page(symbol, limit, offset)
+        except CommandError as exc:
+            return {"error": {"code": exc.code, "message": exc.message, "details": exc.details}}
 
     async def command(self, kind: str, payload: dict[str, Any], actor: str) -> dict[str, Any]:
         """The result, or {"error": {...}}: a refusal travels as data, not as a Ray exception."""

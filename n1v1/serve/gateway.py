@@ -12,7 +12,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from sqlalchemy import text
 
-from n1v1.live.session import CommandError
+from n1v1.live.session import READY_STATES, CommandError
 from n1v1.serve.api import create_api
 from n1v1.serve.backtests import run_backtest_job
 from n1v1.serve.metrics import observe_request
@@ -34,6 +34,13 @@ class ServeBackend:
 
     async def status(self) -> dict[str, Any]:
         return await self.engine.status.remote()
+
+    async def trades(self, symbol: str | None, limit: int, offset: int) -> dict[str, Any]:
+        result = await self.engine.trades.remote(symbol, limit, offset)
+        if "error" in result:
+            err = result["error"]
+            raise CommandError(err["code"], err["message"], err.get("details"))
+        return result
 
     async def command(self, kind: str, payload: dict[str, Any], actor: str) -> dict[str, Any]:
         result = await self.engine.command.remote(kind, payload, actor)
@@ -69,7 +76,7 @@ class ServeBackend:
             return True
 
         async def engine_ok() -> bool:
-            return (await self.status()).get("state") == "running"
+            return (await self.status()).get("state") in READY_STATES
 
         checks = {}
         for name, probe in (

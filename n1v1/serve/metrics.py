@@ -1,9 +1,9 @@
 """Application metrics through `ray.util.metrics`, exported by Ray's Prometheus endpoint.
 
 Created once per process (Ray registers each name once), tagged with low-cardinality keys only:
-symbol, side, strategy, rule, route, method, status, model. Engine metrics come from the journal,
-which already sees every order, fill, signal and risk decision as it happens (`MetricsJournal`),
-so nothing is counted twice or missed on a code path that forgot to count.
+symbol, side, strategy, rule, route, method, status, model, state. Engine metrics come from the
+journal, which already sees every order, fill, signal and risk decision as it happens
+(`MetricsJournal`), so nothing is counted twice or missed on a code path that forgot to count.
 """
 
 from __future__ import annotations
@@ -42,6 +42,11 @@ def metrics() -> dict[str, Any]:
         "drawdown": Gauge("n1v1_drawdown", "fraction below the equity peak"),
         "open_positions": Gauge("n1v1_open_positions", "symbols with an open position"),
         "bars": Counter("n1v1_bars_processed", "feed steps the engine processed"),
+        "engine_state": Gauge(
+            "n1v1_engine_state",
+            "1 for the engine's current state, 0 for the others",
+            tag_keys=("state",),
+        ),
         "decision_latency": Histogram(
             "n1v1_decision_latency_seconds",
             "from a bar's arrival to the engine's decisions on it",
@@ -115,6 +120,16 @@ def observe_step(latency_s: float, open_positions: int) -> None:
     m["decision_latency"].observe(latency_s)
     m["open_positions"].set(open_positions)
     m["bars"].inc(1)
+
+
+ENGINE_STATES = ("starting", "standby", "running", "replay_finished", "failed", "stopped")
+
+
+def observe_state(state: str) -> None:
+    """`n1v1_engine_state{state=...}`: 1 for the current state, 0 for every other one."""
+    gauge = metrics()["engine_state"]
+    for name in ENGINE_STATES:
+        gauge.set(1.0 if name == state else 0.0, tags={"state": name})
 
 
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:

@@ -11,6 +11,7 @@ import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -314,6 +315,7 @@ def create_store(url: str) -> Store:
         )
     engine = create_engine(url)
     if engine.dialect.name == "sqlite":
+        _make_sqlite_dir(engine)
         _sqlite_pragmas(engine)
     try:
         _check_or_create(engine)
@@ -321,6 +323,15 @@ def create_store(url: str) -> Store:
         engine.dispose()
         raise
     return Store(engine)
+
+
+def _make_sqlite_dir(engine: Engine) -> None:
+    """Create the database file's directory: SQLite creates the file but not its folders, and a
+    fresh clone has no `var/` (without it every replica failed with "unable to open database
+    file" and Serve restarted it in a loop). In-memory databases have no directory."""
+    database = engine.url.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
 def _check_or_create(engine: Engine) -> None:
