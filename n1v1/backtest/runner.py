@@ -103,6 +103,8 @@ def run_backtest(
         result = _run_fast(frames, strategy, settings)
     if choice == "auto" and unsupported:
         result.notes.append(f"event-driven engine used: {unsupported}")
+    # what the strategy wants the reader to know (ml_signal: "traded in-sample bars")
+    result.notes.extend(n for n in getattr(strategy, "notes", ()) if n not in result.notes)
     return result
 
 

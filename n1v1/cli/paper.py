@@ -59,51 +59,13 @@ def _sqlite_dir(store_url: str) -> Path | None:
     return None
 
 
-def _ensure_models(args_doc: dict[str, Any], allow_train: bool) -> None:
-    """Train (and promote) each ml_signal model the config names that the registry lacks."""
-    from n1v1.ml.registry import ModelRegistry, RegistryError
+def _ensure_models(args_doc: dict[str, Any], allow_train: bool) -> list[str]:
+    """Train each ml_signal model the config names that the registry lacks (promoted only if it
+    passes the gate) and say plainly which version each ml_signal slot trades and whether it
+    passed the gate; returns those lines (`n1v1.cli.ml.ensure_slot_models`)."""
+    from n1v1.cli.ml import ensure_slot_models
 
-    root = args_doc.get("model_root", "models")
-    registry = ModelRegistry(root)
-    for slot in args_doc.get("strategies", []):
-        if slot.get("name") != "ml_signal":
-            continue
-        name = slot["params"]["model"]
-        version = slot["params"].get("version", "promoted")
-        try:
-            registry.resolve(name, version)
-            continue
-        except RegistryError:
-            pass
-        if not allow_train:
-            raise RegistryError(f"model {name} {version} is not in {root} (and --no-train)")
-        print(f"Training {name} on {TRAIN_DATASET} up to {TRAIN_END} (Ray Train, ~1 min) ...")
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "n1v1",
-                "train",
-                "--name",
-                name,
-                "--data",
-                TRAIN_DATASET,
-                "--end",
-                TRAIN_END,
-                "--timeframe",
-                "5m",
-                "--epochs",
-                "8",
-                "--model-root",
-                root,
-                "--storage-path",
-                str(Path(root).resolve().parent / "ray_results"),
-            ],
-            check=True,
-        )
-        if registry.promoted_version(name) is None:
-            registry.promote(name, registry.resolve(name, "latest"), force=True)
-        registry.resolve(name, version)  # the config's pinned version must now exist
+    return ensure_slot_models(args_doc, allow_train, dataset=TRAIN_DATASET, end=TRAIN_END)
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:

@@ -35,7 +35,8 @@ import pandas as pd
 from n1v1.config import Settings
 from n1v1.ml.calibration import fit_calibration
 from n1v1.ml.dataset import assemble
-from n1v1.ml.features import feature_hash, feature_names
+from n1v1.ml.economics import backtest_span
+from n1v1.ml.features import feature_hash
 from n1v1.ml.fit import fit_in_process
 from n1v1.ml.metrics import choose_threshold, probability_metrics
 from n1v1.ml.splits import Fold, walk_forward_folds
@@ -122,23 +123,6 @@ class EvaluationResult:
         return path
 
 
-class _FixedTargets(Strategy):
-    """Targets computed beforehand (with history before the backtest window) under the original
-    strategy's name and parameters, so run_backtest reports them as that strategy."""
-
-    name = "fixed_targets"
-
-    def __init__(self, source: Strategy, targets: np.ndarray) -> None:
-        super().__init__(source.params)
-        self.name = source.name  # type: ignore[misc]  # shadow the class attribute per instance
-        self._targets = np.asarray(targets, dtype=np.int8)
-
-    def target_positions(self, bars: pd.DataFrame, allow_short: bool = False) -> np.ndarray:
-        if len(bars) != self._targets.shape[0]:
-            raise EvaluationError(f"{self.name}: {len(bars)} bars for {self._targets.shape[0]}")
-        return self._targets
-
-
 # -- the walk-forward loop -------------------------------------------------------------------------
 def walk_forward_evaluate(
     bars: pd.DataFrame,
@@ -159,7 +143,6 @@ def walk_forward_evaluate(
     features, labels, model, epochs, batch_size, lr, weight_decay, patience, seed, val_fraction
     attributes) walk-forward on `bars`. `test_size` defaults to len(rows) // (2 * n_folds): half
     of the rows are test rows, the first fold trains on (most of) the other half."""
-    from n1v1.backtest.runner import run_backtest
     from n1v1.ml.scaling import Standardizer
     from n1v1.strategies.ml_signal import MLSignal
     from n1v1.strategies.registry import create_strategy
@@ -189,9 +172,7 @@ def walk_forward_evaluate(
         return int(bar_of_row[rows.start]), int(bar_of_row[rows.stop - 1]) + 1
 
     def backtest(strategy: Strategy, span: tuple[int, int]) -> Any:
-        targets = strategy.target_positions(bars.iloc[: span[1]], allow_short=allow_short)
-        window = bars.iloc[span[0] : span[1]]
-        return run_backtest(window, _FixedTargets(strategy, targets[span[0] :]), settings)
+        return backtest_span(bars, strategy, span, settings)
 
     results = []
     for fold in folds:
@@ -284,26 +265,9 @@ def _choose_threshold(proba_val: np.ndarray, forward_return: np.ndarray, cost: f
 
 def _fold_model(spec: Any, scaler: Any, net: Any, number: int) -> Any:
     """The fold's network as a LoadedModel: the one inference path (`predict_proba`)."""
-    from n1v1.ml.inference import LoadedModel
+    from n1v1.ml.inference import in_memory_model
 
-    card = {
-        "name": "walk-forward",
-        "feature_spec": spec.features.model_dump(mode="json"),
-        "feature_names": feature_names(spec.features),
-        "feature_hash": feature_hash(spec.features),
-        "label_spec": spec.labels.model_dump(mode="json"),
-        "model_spec": spec.model.model_dump(mode="json"),
-    }
-    return LoadedModel(
-        name="walk-forward",
-        version=f"v{number + 1:04d}",
-        card=card,
-        spec=spec.model,
-        feature_spec_dict=card["feature_spec"],
-        scaler=scaler,
-        model=net,
-        n_classes=spec.labels.n_classes,
-    )
+    return in_memory_model(spec, scaler, net, name="walk-forward", version=f"v{number + 1:04d}")
 
 
 def _threshold_report(
