@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from n1v1.config import Settings
+from n1v1.ml.dataset import session_ids
 from n1v1.strategies.base import Strategy
 
 
@@ -56,14 +57,15 @@ def backtest_span(
 
 def row_spans(bars: pd.DataFrame, rows: pd.DatetimeIndex) -> list[tuple[int, int]]:
     """[start, stop) bar ranges covering exactly the bars of `rows` (timestamps of dataset rows),
-    cut wherever consecutive rows are not consecutive bars: at every session break, whose
-    warm-up and label-less bars hold no row."""
+    cut at every session break and wherever consecutive rows are not consecutive bars (the
+    warm-up and label-less bars around a break hold no row)."""
     position = bars.index.get_indexer(rows)
     if position.size == 0:
         return []
     if (position < 0).any():
         raise ValueError("rows: a timestamp is not in bars")
-    cuts = np.flatnonzero(np.diff(position) != 1) + 1
+    sid = session_ids(bars.index)[position]
+    cuts = np.flatnonzero((np.diff(position) != 1) | (np.diff(sid) != 0)) + 1
     starts = np.concatenate([[0], cuts])
     stops = np.concatenate([cuts, [position.size]])
     pairs = zip(starts, stops, strict=True)
