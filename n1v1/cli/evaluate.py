@@ -176,6 +176,8 @@ def _print_progress(event: dict[str, Any]) -> None:
             f"{_cell('{:.2%}', fold.economic['ml_signal']['total_return'])}",
             flush=True,
         )
+        for note in fold.notes:
+            print(f"  caution: {note}", flush=True)
 
 
 def _user_error(message: str) -> int:

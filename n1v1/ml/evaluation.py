@@ -34,7 +34,7 @@ import pandas as pd
 
 from n1v1.config import Settings
 from n1v1.ml.calibration import fit_calibration
-from n1v1.ml.dataset import assemble
+from n1v1.ml.dataset import MAX_SESSION_GAP_BARS, assemble, session_ids
 from n1v1.ml.economics import backtest_span
 from n1v1.ml.features import feature_hash
 from n1v1.ml.fit import fit_in_process
@@ -75,6 +75,7 @@ class FoldResult:
     economic: dict[str, dict[str, Any]]  # "ml_signal" | "buy_and_hold" | "best_rule"
     equity: dict[str, pd.Series] = field(repr=False, default_factory=dict)
     model: Any = field(repr=False, default=None)  # the fold's LoadedModel (not in to_dict)
+    notes: list[str] = field(default_factory=list)  # caveats of this fold, e.g. a session break
 
 
 @dataclass
@@ -165,6 +166,7 @@ def walk_forward_evaluate(
     except ValueError as exc:
         raise EvaluationError(f"walk-forward on {len(bars)} bars: {exc}") from None
     bar_of_row = bars.index.get_indexer(ds.index)
+    session_of_row = session_ids(bars.index)[bar_of_row]
     rules = [create_strategy(name) for name in rule_strategies]
     allow_short = settings.risk.allow_short
 
@@ -227,6 +229,7 @@ def walk_forward_evaluate(
             economic=economic,
             equity={key: run.equity for key, run in runs.items()},
             model=loaded,
+            notes=_session_notes(session_of_row[fold.test]),
         )
         results.append(result)
         _emit(progress, {"event": "fold_done", "fold": fold.number, "result": result})
@@ -254,6 +257,18 @@ def walk_forward_evaluate(
         "cash": settings.backtest.cash,
     }
     return EvaluationResult(config, results)
+
+
+def _session_notes(sessions: np.ndarray) -> list[str]:
+    """A caveat when the test rows span a session break (`n1v1.ml.dataset.session_ids`)."""
+    count = len(np.unique(sessions))
+    if count < 2:
+        return []
+    return [
+        f"the test rows span {count} sessions (holes of more than {MAX_SESSION_GAP_BARS} bars "
+        "between them): the backtests hold positions across the holes, so their returns include "
+        "price moves no strategy could have traded"
+    ]
 
 
 def _choose_threshold(proba_val: np.ndarray, forward_return: np.ndarray, cost: float) -> float:
