@@ -306,3 +306,44 @@ def test_a_forced_promotion_over_a_failed_gate_is_shown_as_such(capsys, registry
     code, out, _ = run(capsys, registry, "models", "show", "btc_mlp")
     assert out.startswith("btc_mlp/v0004 (promoted): gate forced, failed gate: chance\n")
     assert "  chance: FAIL: val_auc 0.4770 not above chance" in out
+
+
+# -- n1v1 paper: what the ml_signal slot trades, said plainly -------------------------------------
+def slot_doc(registry: ModelRegistry, version: str) -> dict:
+    strategies = [
+        {"name": "rsi", "params": {}},
+        {"name": "ml_signal", "params": {"model": "btc_mlp", "version": version}},
+    ]
+    return {"model_root": str(registry.root), "strategies": strategies}
+
+
+def test_paper_says_plainly_when_its_ml_slot_trades_an_unvalidated_model(capsys, registry):
+    from n1v1.cli.paper import _ensure_models
+
+    bad = registry.card("btc_mlp", "v0001")
+    card = {k: v for k, v in bad.items() if k not in ("version", "files", "registered_at")}
+    card["metrics"] = {**card["metrics"], "val_return": -0.0015, "val_buy_and_hold_return": 0.0305}
+    state = build_model(ModelSpec(hidden=(4,)), 3, 2, seed=5).state_dict()
+    scaler = Standardizer().fit(np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 5.0]])).to_dict()
+    registry.register("btc_mlp", state_dict=state, scaler=scaler, card=card)  # v0004
+    (line,) = _ensure_models(slot_doc(registry, "v0004"), allow_train=False)
+    assert line.startswith(
+        "WARNING: ml_signal trades btc_mlp/v0004, an UNVALIDATED model: it failed the promotion "
+        "gate (buy_and_hold: ml_signal -0.15% does not beat buy-and-hold +3.05%"
+    )
+    assert "its orders show the ML path at work, not an edge" in line
+    assert line in capsys.readouterr().out
+    assert registry.promoted_version("btc_mlp") is None  # nothing was forced
+
+
+def test_paper_names_a_validated_model_and_never_trains_with_no_train(capsys, registry):
+    from n1v1.cli.paper import _ensure_models
+    from n1v1.ml.registry import RegistryError
+
+    registry.promote("btc_mlp", "v0003")
+    (line,) = _ensure_models(slot_doc(registry, "v0003"), allow_train=False)
+    assert line == (
+        "ml_signal trades btc_mlp/v0003: it passed the promotion gate and is the promoted version."
+    )
+    with pytest.raises(RegistryError, match=r"btc_mlp v0042 is not in .* \(and --no-train\)"):
+        _ensure_models(slot_doc(registry, "v0042"), allow_train=False)

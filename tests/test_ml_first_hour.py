@@ -226,3 +226,20 @@ def test_an_address_nothing_listens_on_is_an_error_within_seconds(tmp_path):
     done = run(argv, tmp_path, {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"})
     assert done.returncode == 2
     assert f"cannot reach Ray at RAY_ADDRESS=127.0.0.1:{port}" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sweep", "--grid", "fast=5:10:5", "--out", "out/sweep"],
+        ["walkforward", "--grid", "fast=5:10:5", "--train-bars", "365", "--test-bars", "90"],
+    ],
+)
+def test_sweep_and_walkforward_find_ray_the_same_way(tmp_path, argv):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    common = ["--data", "coinbase_BTC-USD_1d", "--strategy", "sma_cross"]
+    done = run(["n1v1", *argv, *common, "--address", f"127.0.0.1:{port}"], tmp_path, env)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"n1v1: error: cannot reach Ray at --address 127.0.0.1:{port}")

@@ -530,18 +530,20 @@ def ensure_slot_models(
             name, concrete, margin=ml.promotion_margin, alpha=ml.promotion_alpha
         )
         label = f"{name}/{concrete}"
-        if status == "passed":
+        failed = "; ".join(f"{c.name}: {c.detail}" for c in checks if not c.passed)
+        if not failed:
             promoted = registry.promoted_version(name) == concrete
             lines.append(
                 f"ml_signal trades {label}: it passed the promotion gate"
                 + (" and is the promoted version." if promoted else ".")
             )
         else:
-            failed = "; ".join(f"{c.name}: {c.detail}" for c in checks if not c.passed)
+            forced = " (promoted with --force)" if status.startswith("forced") else ""
             lines.append(
-                f"WARNING: ml_signal trades {label}, an UNVALIDATED model ({status}: {failed}). "
-                "In this paper session its orders show the ML path at work, not an edge. "
-                f"`n1v1 models show {name} {concrete} --model-root {root}` has the details."
+                f"WARNING: ml_signal trades {label}, an UNVALIDATED model{forced}: it failed the "
+                f"promotion gate ({failed}). In this paper session its orders show the ML path at "
+                f"work, not an edge. `n1v1 models show {name} {concrete} --model-root {root}` "
+                "has the details."
             )
     for line in lines:
         print(line, flush=True)
