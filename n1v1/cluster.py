@@ -24,8 +24,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from typing import Any
 
 ADDRESS_ENV = "RAY_ADDRESS"
+GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"
 PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 REACH_TIMEOUT_S = 5.0  # a GCS (or Ray client server) that does not accept a TCP connection by now
 
@@ -62,7 +64,7 @@ def ensure_ray(
             # scale-down); a private single-node Ray is never drained, and the watcher's start
             # logs a spurious core-worker error line on every run.
             os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, **options)
+            _init_private(ray, num_cpus=num_cpus, include_dashboard=dashboard, **options)
             return True
         _check_reachable(target, where)
         ray.init(address=address or "auto", **options)
@@ -73,6 +75,32 @@ def ensure_ray(
         what = "start a local Ray" if target is None else f"connect to Ray at {where}"
         raise RayConnectionError(f"could not {what}: {_one_line(exc)}") from None
     return True
+
+
+def _init_private(ray: Any, **options: Any) -> None:
+    """`ray.init(address="local")` whose own processes know its address.
+
+    Ray processes that look a cluster up without an address (Ray Train's placement-group
+    cleaner asks the State API whether the run's controller is alive) take RAY_ADDRESS, else the
+    last `ray start` head's address file, else every GCS running on the machine. Beside another
+    Ray that is the wrong cluster or "Found multiple active Ray instances" (a traceback in the
+    middle of training). So the GCS port is chosen here (RAY_GCS_SERVER_PORT) and RAY_ADDRESS set
+    to it while the node starts: its raylet, and every worker it starts, inherit both. This
+    process's environment is restored afterwards, so a later command still starts its own Ray."""
+    with socket.socket() as probe:  # a free port; the GCS binds it a moment later
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    saved = {key: os.environ.get(key) for key in (GCS_PORT_ENV, ADDRESS_ENV)}
+    os.environ[GCS_PORT_ENV] = str(port)
+    os.environ[ADDRESS_ENV] = f"127.0.0.1:{port}"
+    try:
+        ray.init(address="local", **options)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _check_reachable(address: str, where: str) -> None:

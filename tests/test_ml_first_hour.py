@@ -170,6 +170,9 @@ def test_the_readme_sequence_runs_as_written_beside_another_local_ray(other_ray,
     for noise in ("Traceback", "must not be provided", "Reporting training result", "Checkpoint "):
         assert noise not in done.stdout + done.stderr, noise
     assert "RayTrainWorker" not in done.stdout + done.stderr  # no worker log lines at INFO
+    # Ray Train's placement-group cleaner of our private Ray asks the State API of... its own
+    # cluster (RAY_ADDRESS inherited), not of the other head whose address file it would find
+    assert "PlacementGroupCleaner" not in done.stdout + done.stderr
     lines = done.stdout.splitlines()
     for line in lines:
         assert any(re.fullmatch(p, line) for p in TRAIN_LINES), f"unexpected line: {line!r}"
