@@ -67,8 +67,10 @@ def session_ids(index: pd.DatetimeIndex) -> np.ndarray:
     n = len(index)
     if n < 2:
         return np.zeros(n, dtype=np.int64)
-    step = infer_timeframe(pd.DataFrame(index=index)).value
     diffs = np.diff(index.as_unit("ns").asi8)
+    step = int(np.median(diffs))  # the spacing `infer_timeframe` reports, without a frame
+    if step <= 0:
+        infer_timeframe(pd.DataFrame(index=index))  # raises the DataError that names the fault
     missing = -(-diffs // step) - 1  # bar open times strictly between two present bars
     return np.concatenate([[0], np.cumsum(missing > MAX_SESSION_GAP_BARS)]).astype(np.int64)
 

@@ -100,6 +100,8 @@ class MLSignal(Strategy):
         self._feature_spec: FeatureSpec | None = None
         self._in_memory = False  # built by from_loaded: no registry behind it
         self.notes: list[str] = []  # for the result: e.g. "traded in-sample bars"
+        self._window: tuple[pd.Timestamp, pd.Timestamp] | None = None
+        self._window_of: LoadedModel | None = None
 
     def bind_settings(self, settings: Settings) -> None:
         """Use the run's settings (ml.model_root); a different root drops the cached model.
@@ -240,10 +242,14 @@ class MLSignal(Strategy):
         """StrategyError if `bars` overlap the model's training window, unless allow_in_sample
         (then a note). A card without the window (a model built in memory) is not checked."""
         loaded = self.loaded_model()
-        window = training_window(loaded.card)
+        if self._window_of is not loaded:  # parsed once per loaded model, not once per bar
+            self._window, self._window_of = training_window(loaded.card), loaded
+        window = self._window
         if window is None or len(bars) == 0 or not isinstance(bars.index, pd.DatetimeIndex):
             return
-        first, last = (t if t.tzinfo else t.tz_localize("UTC") for t in bars.index[[0, -1]])
+        first, last = (
+            t if t.tzinfo else t.tz_localize("UTC") for t in (bars.index[0], bars.index[-1])
+        )
         start, end = window
         if first > end or last < start:
             return
