@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -118,6 +119,7 @@ def other_ray() -> Iterator[tuple[dict[str, str], subprocess.Popen[bytes]]]:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(head.pid, signal.SIGKILL)  # the group it led: ours alone
         head.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
