@@ -53,8 +53,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 import backtest as bench_backtest  # noqa: E402  (bench/backtest.py: grid, settings, vectorbt)
 import machine as bench_machine  # noqa: E402
 
+from n1v1.cluster import ensure_ray  # noqa: E402
 from n1v1.data.synthetic import generate_bars  # noqa: E402
-from n1v1.research.distributed import RayEvaluator, ensure_ray  # noqa: E402
+from n1v1.research.distributed import RayEvaluator  # noqa: E402
 from n1v1.research.evaluate import evaluate_on_symbol, local_evaluator  # noqa: E402
 from n1v1.research.space import grid_sets, random_sets  # noqa: E402
 from n1v1.strategies.trend import SmaCross  # noqa: E402

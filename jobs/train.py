@@ -4,9 +4,9 @@
     ray job submit --working-dir . -- python jobs/train.py --name btc_mlp --data ...
 
 This is `n1v1 train` (n1v1/cli/ml.py) under another name: the same flags, the same spec merging
-and the same errors (`n1v1: error: ...`, exit code 2). It connects to the cluster when RAY_ADDRESS
-is set (`ray job submit` sets it) or --address is given, and otherwise starts a local Ray and shuts
-it down at the end. See docs/ml/training.md.
+and the same errors (`n1v1: error: ...`, exit code 2). It finds Ray as every command does
+(`n1v1.cluster.ensure_ray`): the cluster of --address or RAY_ADDRESS (`ray job submit` sets it),
+otherwise a private local Ray, shut down at the end. See docs/ml/training.md.
 """
 
 from __future__ import annotations

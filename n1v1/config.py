@@ -196,7 +196,13 @@ class MLSettings(StrictModel):
     use_gpu: bool = False
     promotion_metric: str = Field("val_auc", min_length=1, description="higher is better")
     promotion_margin: float = Field(
-        0.005, ge=0, le=1, description="a new version must beat the promoted one by this much"
+        0.005,
+        ge=0,
+        le=1,
+        description="a version must beat chance (AUC 0.5) and the promoted one by this much",
+    )
+    promotion_alpha: float = Field(
+        0.05, gt=0, le=1, description="one-sided significance of 'validation AUC above chance'"
     )
 
 

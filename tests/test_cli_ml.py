@@ -22,6 +22,7 @@ from n1v1.ml.scaling import Standardizer
 
 ROOT = Path(__file__).resolve().parent.parent
 AUCS = {"v0001": 0.550, "v0002": 0.552, "v0003": 0.560}
+ECONOMIC = {"val_return": 0.02, "val_buy_and_hold_return": 0.01}  # +2 % vs buy-and-hold +1 %
 
 
 @pytest.fixture
@@ -36,8 +37,12 @@ def registry(tmp_path: Path) -> ModelRegistry:
             "n_classes": 2,
             "feature_spec": {},
             "feature_hash": "0123456789abcdef",
-            "metrics": {"val_auc": auc, "val_loss": 0.69 - i / 100},
+            "metrics": {"val_auc": auc, "val_loss": 0.69 - i / 100, **ECONOMIC},
             "threshold": 0.5,
+            # the baseline gate's evidence: AUC 0.55 on 500 + 500 rows at horizon 1 is
+            # z = 0.05 / sqrt(1001 / (12 * 500 * 500)) = 2.74 above chance
+            "label_spec": {"horizon": 1},
+            "split": {"val_class_counts": [500, 500]},
         }
         state = build_model(spec, 3, 2, seed=i).state_dict()
         reg.register("btc_mlp", state_dict=state, scaler=scaler, card=card)
@@ -86,7 +91,11 @@ def test_list_of_one_model_shows_each_version_and_its_metric(capsys, registry):
 def test_show_prints_the_card_and_json_prints_it_whole(capsys, registry):
     code, out, _ = run(capsys, registry, "models", "show", "btc_mlp", "v0002")
     assert code == 0
-    assert out.startswith("btc_mlp/v0002\n") and "feature_hash: 0123456789abcdef" in out
+    assert (
+        out.startswith("btc_mlp/v0002: gate passed\n") and "feature_hash: 0123456789abcdef" in out
+    )
+    assert "  chance: PASS: val_auc 0.5520 above chance" in out
+    assert "  buy_and_hold: PASS: ml_signal +2.00% beats buy-and-hold +1.00% and cash" in out
     code, out, _ = run(capsys, registry, "models", "show", "btc_mlp", "latest", "--json")
     assert code == 0
     assert json.loads(out) == registry.card("btc_mlp", "v0003")
@@ -225,14 +234,25 @@ def test_jobs_train_is_n1v1_train():
     assert "usage: n1v1 train" in out.stdout and "--run-name" in out.stdout
 
 
-def test_training_progress_lines_report_the_threshold_rule(capsys):
+def test_training_progress_lines_give_every_figure_a_unit(capsys):
     from n1v1.cli.ml import print_progress
 
+    backtest = {
+        "start": "2017-09-04T18:48:00+00:00",
+        "end": "2017-12-17T23:44:00+00:00",
+        "bars": 1662,
+        "sessions": 2,
+        "fee": 0.001,
+        "strategy": {"total_return": -0.0015, "n_trades": 4, "fees_paid": 80.0},
+        "buy_and_hold": {"total_return": 0.0305, "n_trades": 2, "fees_paid": 20.0},
+    }
     done = {
         "event": "done",
         "name": "m",
         "version": "v0001",
         "threshold": 1.0,
+        "horizon": 15,
+        "validation_backtest": backtest,
         "metrics": {
             "best_epoch": 2,
             "epochs_run": 4,
@@ -242,14 +262,88 @@ def test_training_progress_lines_report_the_threshold_rule(capsys):
         },
     }
     print_progress(done)
-    print_progress(
-        {
-            **done,
-            "threshold": 0.62,
-            "metrics": {**done["metrics"], "val_net_return_at_threshold": 0.0125},
-        }
+    print_progress({**done, "threshold": 0.62, "version": None})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (
+        "best epoch 2 of 4: val_loss 0.50000, val_auc 0.6100; threshold 1.0000 (no edge after "
+        "fees on validation: ml_signal will not trade)"
     )
-    first, second = capsys.readouterr().out.splitlines()
-    assert "threshold 1.0000 (no edge after fees on validation: ml_signal will not trade)" in first
-    assert "registered m/v0001" in first
-    assert "threshold 0.6200 (validation net return +0.0125)" in second
+    # returns are fractions on the card: -0.0015 -> -0.15 %, 0.0305 -> +3.05 %, fee 0.001 -> 0.10 %
+    validation = (
+        "validation backtest 2017-09-04 18:48 .. 2017-12-17 23:44 (1,662 bars, 2 sessions, "
+        "0.10% fee per fill): ml_signal -0.15% net (4 trades), buy-and-hold +3.05% net"
+    )
+    assert lines[1] == validation and lines[2] == "registered m/v0001"
+    assert (
+        lines[3].startswith("best epoch 2 of 4")
+        and "threshold 0.6200 (ml_signal goes long" in (lines[3])
+    )
+    assert "15-bar forward returns" in lines[3]
+    assert lines[4] == validation and lines[5] == "not registered"
+    assert "net return +" not in "\n".join(lines)  # the unitless "+49.4" of issue 9 is gone
+
+
+# -- the gate in list / show / promote ---------------------------------------------------------
+def test_a_forced_promotion_over_a_failed_gate_is_shown_as_such(capsys, registry):
+    worse = registry.card("btc_mlp", "v0001")
+    state = build_model(ModelSpec(hidden=(4,)), 3, 2, seed=9).state_dict()
+    scaler = Standardizer().fit(np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 5.0]])).to_dict()
+    card = {k: v for k, v in worse.items() if k not in ("version", "files", "registered_at")}
+    card["metrics"] = {**card["metrics"], "val_auc": 0.477}  # the demo model of issue 9
+    registry.register("btc_mlp", state_dict=state, scaler=scaler, card=card)  # v0004
+    code, _, err = run(capsys, registry, "models", "promote", "btc_mlp", "v0004")
+    assert_user_error(
+        code, err, "btc_mlp/v0004 fails the baseline gate", "val_auc 0.4770 not above"
+    )
+    code, out, _ = run(capsys, registry, "models", "promote", "btc_mlp", "v0004", "--force")
+    assert code == 0 and "[forced, failed gate: chance: val_auc 0.4770 not above chance" in out
+    code, out, _ = run(capsys, registry, "models", "list", "btc_mlp")
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("v000")}
+    assert rows["v0004"].rstrip().endswith("forced, failed gate: chance")
+    assert rows["v0003"].rstrip().endswith("passed")
+    code, out, _ = run(capsys, registry, "models", "list")
+    assert "v0004 (forced, failed gate: chance)" in out
+    code, out, _ = run(capsys, registry, "models", "show", "btc_mlp")
+    assert out.startswith("btc_mlp/v0004 (promoted): gate forced, failed gate: chance\n")
+    assert "  chance: FAIL: val_auc 0.4770 not above chance" in out
+
+
+# -- n1v1 paper: what the ml_signal slot trades, said plainly -------------------------------------
+def slot_doc(registry: ModelRegistry, version: str) -> dict:
+    strategies = [
+        {"name": "rsi", "params": {}},
+        {"name": "ml_signal", "params": {"model": "btc_mlp", "version": version}},
+    ]
+    return {"model_root": str(registry.root), "strategies": strategies}
+
+
+def test_paper_says_plainly_when_its_ml_slot_trades_an_unvalidated_model(capsys, registry):
+    from n1v1.cli.paper import _ensure_models
+
+    bad = registry.card("btc_mlp", "v0001")
+    card = {k: v for k, v in bad.items() if k not in ("version", "files", "registered_at")}
+    card["metrics"] = {**card["metrics"], "val_return": -0.0015, "val_buy_and_hold_return": 0.0305}
+    state = build_model(ModelSpec(hidden=(4,)), 3, 2, seed=5).state_dict()
+    scaler = Standardizer().fit(np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 5.0]])).to_dict()
+    registry.register("btc_mlp", state_dict=state, scaler=scaler, card=card)  # v0004
+    (line,) = _ensure_models(slot_doc(registry, "v0004"), allow_train=False)
+    assert line.startswith(
+        "WARNING: ml_signal trades btc_mlp/v0004, an UNVALIDATED model: it failed the promotion "
+        "gate (buy_and_hold: ml_signal -0.15% does not beat buy-and-hold +3.05%"
+    )
+    assert "its orders show the ML path at work, not an edge" in line
+    assert line in capsys.readouterr().out
+    assert registry.promoted_version("btc_mlp") is None  # nothing was forced
+
+
+def test_paper_names_a_validated_model_and_never_trains_with_no_train(capsys, registry):
+    from n1v1.cli.paper import _ensure_models
+    from n1v1.ml.registry import RegistryError
+
+    registry.promote("btc_mlp", "v0003")
+    (line,) = _ensure_models(slot_doc(registry, "v0003"), allow_train=False)
+    assert line == (
+        "ml_signal trades btc_mlp/v0003: it passed the promotion gate and is the promoted version."
+    )
+    with pytest.raises(RegistryError, match=r"btc_mlp v0042 is not in .* \(and --no-train\)"):
+        _ensure_models(slot_doc(registry, "v0042"), allow_train=False)

@@ -322,3 +322,12 @@ def test_ternary_sequence_model_with_isotonic_calibration_and_shorts():
         assert fold.metrics["uncalibrated"]["n"] == fold.periods["test"]["rows"]
         assert math.isfinite(fold.metrics["calibrated"]["log_loss"])
     json.dumps(out.to_dict(), allow_nan=False)
+
+
+def test_a_test_block_across_a_session_break_carries_a_caution():
+    from n1v1.ml.evaluation import _session_notes
+
+    assert _session_notes(np.array([2, 2, 2])) == []  # one session: nothing to say
+    (note,) = _session_notes(np.array([0, 0, 1, 1, 1]))
+    assert note.startswith("the test rows span 2 sessions (holes of more than 60 bars")
+    assert "price moves no strategy could have traded" in note

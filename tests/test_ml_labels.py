@@ -142,3 +142,31 @@ def test_dataset_rejects_inconsistent_arrays() -> None:
             feature_names=["a"],
             forward_return=np.zeros(3),
         )
+
+
+# --- sessions: holes of months (the bundled minute files join days months apart)
+def test_a_hole_longer_than_60_bars_starts_a_new_session() -> None:
+    from n1v1.ml.dataset import session_ids
+
+    start = pd.Timestamp("2024-01-01", tz="UTC")
+    minutes = [0, 1, 2, 63, 64, 126, 127]  # holes: 60 missing bars (2 -> 63), 61 (64 -> 126)
+    index = pd.DatetimeIndex([start + pd.Timedelta(minutes=m) for m in minutes])
+    # the median spacing is 1 minute; 60 missing bars can still be filled, 61 cannot
+    np.testing.assert_array_equal(session_ids(index), [0, 0, 0, 0, 0, 1, 1])
+
+
+def test_no_label_or_feature_reaches_across_a_session_break(bars: pd.DataFrame) -> None:
+    # bars 1500.. a day later: a break. Each session keeps rows warm-up .. its end - h - 1:
+    # session 0: rows 60 .. 1484, session 1: rows 1560 .. 2984; 1425 each, 3000 - 2 (60 + 15) in all
+    moved = bars.index.where(np.arange(len(bars)) < 1500, bars.index + pd.Timedelta("1D"))
+    gapped = bars.set_axis(pd.DatetimeIndex(moved, name="timestamp"))
+    features, labels = FeatureSpec(), LabelSpec(horizon=15)
+    ds = assemble(gapped, features, labels)
+    pos = gapped.index.get_indexer(ds.index)
+    expected = np.r_[60:1485, 1560:2985]
+    np.testing.assert_array_equal(pos, expected)
+    close = gapped["close"].to_numpy()
+    np.testing.assert_array_equal(ds.forward_return, close[pos + 15] / close[pos] - 1.0)
+    # without the break the same bars give 3000 - 60 - 15 = 2925 rows: 75 more, the 15 rows before
+    # the break (labels across it) and the 60 after it (look-backs across it)
+    assert len(assemble(bars, features, labels)) == len(ds) + 75

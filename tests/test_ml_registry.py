@@ -34,15 +34,27 @@ def scaler() -> dict:
     return Standardizer().fit(rows).to_dict()
 
 
-def _card(val_auc: float | None = 0.6) -> dict:
+# What the baseline gate reads besides val_auc. 500 + 500 validation rows at horizon 1: under "no
+# discrimination" the AUC's sd is sqrt(1001 / (12 * 500 * 500)) = 0.01827, so AUC 0.55 is
+# z = 2.74 (p = 0.003) above chance; ml_signal +2 % beats buy-and-hold +1 % and cash.
+BASELINE = {
+    "label_spec": {"horizon": 1},
+    "split": {"val_class_counts": [500, 500]},
+}
+ECONOMIC = {"val_return": 0.02, "val_buy_and_hold_return": 0.01}
+
+
+def _card(val_auc: float | None = 0.6, **metrics: float) -> dict:
     card = {
         "model_spec": ModelSpec(hidden=(4,)).model_dump(),
         "n_features": F,
         "n_classes": 2,
         "feature_spec": {},
+        **BASELINE,
+        "metrics": {**ECONOMIC, **metrics},
     }
     if val_auc is not None:
-        card["metrics"] = {"val_auc": val_auc}
+        card["metrics"]["val_auc"] = val_auc
     return card
 
 
@@ -53,8 +65,9 @@ def reg(tmp_path) -> ModelRegistry:
 
 @pytest.fixture
 def register(reg, state_dict, scaler):
-    def _register(name: str = "m", val_auc: float | None = 0.6) -> str:
-        return reg.register(name, state_dict=state_dict, scaler=scaler, card=_card(val_auc))
+    def _register(name: str = "m", val_auc: float | None = 0.6, **metrics: float) -> str:
+        card = _card(val_auc, **metrics)
+        return reg.register(name, state_dict=state_dict, scaler=scaler, card=card)
 
     return _register
 
@@ -109,7 +122,7 @@ def test_list_models_and_versions_oldest_first(reg, register):
     assert reg.list_models() == ["alpha", "beta"]
     rows = reg.list_versions("alpha")
     assert [(r["version"], r["promoted"]) for r in rows] == [("v0001", True), ("v0002", False)]
-    assert rows[1]["metrics"] == {"val_auc": 0.7} and rows[1]["kind"] == "mlp"
+    assert rows[1]["metrics"] == {**ECONOMIC, "val_auc": 0.7} and rows[1]["kind"] == "mlp"
 
 
 def test_resolve_aliases(reg, register):
@@ -211,21 +224,22 @@ def test_concurrent_registrations_get_distinct_numbers(reg, register):
 
 
 def test_promotion_gate_needs_the_margin(reg, register):
-    # Margin 0.25 and AUCs exactly representable in binary, so the boundary is exact:
-    # v0001 0.5 (first, nothing to beat); v0002 0.7499 < 0.5 + 0.25 rejected; v0003 0.75 accepted.
-    register(val_auc=0.5), register(val_auc=0.7499), register(val_auc=0.75)
-    first = reg.promote("m", "v0001", margin=0.25)
+    # Margin 0.125 and AUCs exactly representable in binary, so the boundaries are exact:
+    # v0001 0.625 (first: only chance to beat, 0.5 + 0.125); v0002 0.7499 < 0.625 + 0.125
+    # rejected; v0003 0.75 accepted.
+    register(val_auc=0.625), register(val_auc=0.7499), register(val_auc=0.75)
+    first = reg.promote("m", "v0001", margin=0.125)
     assert first["previous"] is None and first["forced"] is False
     with pytest.raises(PromotionRejected) as err:
-        reg.promote("m", "v0002", margin=0.25)
-    assert "val_auc=0.749900" in str(err.value) and "val_auc=0.500000" in str(err.value)
+        reg.promote("m", "v0002", margin=0.125)
+    assert "val_auc=0.749900" in str(err.value) and "val_auc=0.625000" in str(err.value)
     assert reg.promoted_version("m") == "v0001"
-    record = reg.promote("m", "v0003", margin=0.25)
+    record = reg.promote("m", "v0003", margin=0.125)
     assert (record["version"], record["previous"], record["value"], record["previous_value"]) == (
         "v0003",
         "v0001",
         0.75,
-        0.5,
+        0.625,
     )
     assert (reg.root / "m" / "PROMOTED").read_text() == "v0003\n"
 
@@ -245,6 +259,79 @@ def test_a_missing_metric_is_rejected_unless_forced(reg, register):
     assert reg.promote("m", "v0001", force=True)["value"] is None
 
 
+# ---- the baseline gate: what the first version must beat too -------------------------------------
+def test_a_first_version_worse_than_chance_is_rejected(reg, register):
+    # the demo's complaint: AUC 0.477 had nothing to beat and was promoted
+    register(val_auc=0.477)
+    with pytest.raises(PromotionRejected) as err:
+        reg.promote("m", "v0001")
+    message = str(err.value)
+    assert "fails the baseline gate" in message
+    # z = (0.477 - 0.5) / 0.01827 = -1.26, p = P(Z >= -1.26) = 0.896
+    assert "val_auc 0.4770 not above chance (needs >= 0.5050" in message
+    assert "p = 0.896, z = -1.26" in message
+    assert reg.promoted_version("m") is None
+
+
+def test_an_auc_above_the_margin_but_not_significant_is_rejected(reg, state_dict, scaler):
+    # 0.55 on 40 + 40 validation rows at horizon 4: m1 = m0 = 10 independent rows, variance
+    # (10 + 10 + 1) / (12 * 10 * 10) = 0.0175, sd 0.1323, z = 0.05 / 0.1323 = 0.38, p = 0.353
+    card = _card(0.55)
+    card["label_spec"] = {"horizon": 4}
+    card["split"] = {"val_class_counts": [40, 40]}
+    reg.register("m", state_dict=state_dict, scaler=scaler, card=card)
+    with pytest.raises(PromotionRejected, match=r"p = 0\.353, z = 0\.38 on 80 validation rows"):
+        reg.promote("m", "v0001")
+
+
+def test_a_version_that_does_not_beat_buy_and_hold_is_rejected(reg, register):
+    # +1.0 % net on validation while buy-and-hold made +3.05 %
+    register(val_auc=0.6, val_return=0.01, val_buy_and_hold_return=0.0305)
+    with pytest.raises(PromotionRejected, match=r"ml_signal \+1\.00% does not beat buy-and-hold"):
+        reg.promote("m", "v0001")
+
+
+def test_a_losing_version_is_rejected_even_when_buy_and_hold_lost_more(reg, register):
+    # -1 % beats buy-and-hold's -5 % but not cash (0 %): standing aside was better
+    register(val_auc=0.6, val_return=-0.01, val_buy_and_hold_return=-0.05)
+    with pytest.raises(PromotionRejected, match=r"does not beat buy-and-hold -5\.00% and cash"):
+        reg.promote("m", "v0001")
+
+
+def test_a_card_without_the_baseline_evidence_is_rejected(reg, state_dict, scaler):
+    card = {k: v for k, v in _card(0.7).items() if k not in ("split", "label_spec")}
+    card["metrics"] = {"val_auc": 0.7}
+    reg.register("m", state_dict=state_dict, scaler=scaler, card=card)
+    with pytest.raises(PromotionRejected) as err:
+        reg.promote("m", "v0001")
+    assert "lacks split.val_class_counts" in str(err.value)
+    assert "lacks metrics val_return" in str(err.value)
+
+
+def test_a_later_version_must_clear_the_baseline_too(reg, register):
+    register(val_auc=0.6), register(val_auc=0.7, val_return=-0.01)
+    reg.promote("m", "v0001")
+    with pytest.raises(PromotionRejected, match="v0002 fails the baseline gate"):
+        reg.promote("m", "v0002")
+
+
+def test_forcing_over_a_failed_gate_records_what_failed(reg, register):
+    register(val_auc=0.477)
+    record = reg.promote("m", "v0001", force=True)
+    assert record["forced"] is True and reg.promoted_version("m") == "v0001"
+    assert [f.split(":")[0] for f in record["failed_gate"]] == ["chance"]
+    assert reg.history("m")[-1]["failed_gate"] == record["failed_gate"]
+    status, checks = reg.gate_status("m", "v0001")
+    assert status == "forced, failed gate: chance"
+    assert [(c.name, c.passed) for c in checks] == [("chance", False), ("buy_and_hold", True)]
+
+
+def test_a_version_that_passes_has_status_passed(reg, register):
+    register(val_auc=0.55)
+    assert reg.gate_status("m", "v0001")[0] == "passed"
+    assert reg.promote("m", "v0001")["failed_gate"] == []
+
+
 def test_promoting_the_promoted_version_again_is_rejected(reg, register):
     register()
     reg.promote("m", "v0001")
@@ -253,7 +340,7 @@ def test_promoting_the_promoted_version_again_is_rejected(reg, register):
 
 
 def test_the_pointer_is_replaced_atomically(reg, register, monkeypatch):
-    register(val_auc=0.5), register(val_auc=0.9)
+    register(val_auc=0.6), register(val_auc=0.9)
     reg.promote("m", "v0001")
 
     def failing_replace(src, dst):
@@ -267,7 +354,7 @@ def test_the_pointer_is_replaced_atomically(reg, register, monkeypatch):
 
 
 def test_rollback_walks_back_through_the_promotion_history(reg, register):
-    for auc in (0.5, 0.6, 0.7):
+    for auc in (0.55, 0.6, 0.7):
         register(val_auc=auc)
     for version in ("v0001", "v0002", "v0003"):
         reg.promote("m", version)
@@ -296,7 +383,7 @@ def test_rollback_without_a_promotion_fails(reg, register):
 
 
 def test_rollback_refuses_a_damaged_previous_version(reg, register):
-    register(val_auc=0.5), register(val_auc=0.9)
+    register(val_auc=0.6), register(val_auc=0.9)
     reg.promote("m", "v0001"), reg.promote("m", "v0002")
     (reg.root / "m" / "v0001" / "COMPLETE").unlink()
     with pytest.raises(RegistryError, match="m/v0001 is incomplete"):

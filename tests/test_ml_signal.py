@@ -249,3 +249,90 @@ def test_backtest_settings_choose_the_registry_root(tmp_path):
     elsewhere = Settings.model_validate({"ml": {"model_root": str(tmp_path / "empty")}})
     with pytest.raises(StrategyError, match="empty"):
         run_backtest(BARS, create_strategy("ml_signal", {"model": "tiny"}), elsewhere)
+
+
+# -- the training window, the bar size and session breaks (issue 9) ------------------------------
+def _stamp(i: int) -> str:
+    return BARS.index[i].isoformat()
+
+
+def register_with_window(root) -> None:
+    """A card that says: trained on bars 0..99, validated on 110..149, 5-minute bars, labels 3
+    bars ahead, so the last validation label reads bar 152 (149 + 3)."""
+    register_tiny(
+        root,
+        split={"train": [_stamp(0), _stamp(99)], "val": [_stamp(110), _stamp(149)]},
+        data={"timeframe": "5m"},
+    )
+
+
+def test_bars_overlapping_the_training_window_are_refused_naming_both_ranges(tmp_path):
+    register_with_window(tmp_path)
+    strategy = MLSignal({"model": "tiny"}, settings=settings_for(tmp_path))
+    with pytest.raises(StrategyError) as err:
+        strategy.target_positions(BARS)
+    message = str(err.value)
+    assert f"the bars {_stamp(0)} .. {_stamp(299)} overlap the window tiny/v0001" in message
+    assert f"({_stamp(0)} .. {_stamp(152)}, the last validation label included)" in message
+    assert "allow_in_sample=true" in message
+    # bar 152 is the last one a label used: still refused; from bar 153 on the model never saw it
+    with pytest.raises(StrategyError, match="overlap"):
+        strategy.target_positions(BARS.iloc[152:])
+    assert strategy.target_positions(BARS.iloc[153:]).shape == (147,)
+    assert not any("IN-SAMPLE" in note for note in strategy.notes)
+
+
+def test_allow_in_sample_runs_and_the_result_says_so_everywhere(tmp_path, capsys, monkeypatch):
+    import json
+
+    from n1v1.cli import main
+
+    register_with_window(tmp_path / "models")
+    data = tmp_path / "bars.csv"
+    BARS.to_csv(data)
+    monkeypatch.setenv("N1V1_ML__MODEL_ROOT", str(tmp_path / "models"))
+    argv = ["backtest", "--data", str(data), "--strategy", "ml_signal", "--param", "model=tiny"]
+    assert main(argv) == 2
+    assert "overlap the window tiny/v0001" in capsys.readouterr().err
+    out_json, out_html = tmp_path / "run.json", tmp_path / "run.html"
+    argv += ["--param", "allow_in_sample=true", "--json", str(out_json), "--report", str(out_html)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    note = f"IN-SAMPLE: ml_signal traded the bars {_stamp(0)} .. {_stamp(299)} overlap the window"
+    assert f"note: {note}" in printed
+    assert any(n.startswith(note) for n in json.loads(out_json.read_text())["meta"]["notes"])
+    assert note in out_html.read_text()
+
+
+def test_a_model_refuses_bars_of_another_size(tmp_path):
+    register_tiny(tmp_path, data={"timeframe": "1m"})
+    strategy = MLSignal({"model": "tiny"}, settings=settings_for(tmp_path))
+    with pytest.raises(StrategyError, match="trained on 1m bars, these bars are 5m apart"):
+        strategy.target_positions(BARS)
+
+
+def test_after_a_session_break_the_model_stands_aside_for_its_warmup(tmp_path):
+    # bars 150.. start one day later: a hole of 287 missing 5-minute bars (> 60) is a break
+    index = BARS.index.where(np.arange(len(BARS)) < 150, BARS.index + pd.Timedelta("1D"))
+    gapped = BARS.set_axis(pd.DatetimeIndex(index, name="timestamp"))
+    register_tiny(tmp_path)
+    strategy = MLSignal({"model": "tiny", "threshold": 0.0}, settings=settings_for(tmp_path))
+    targets = strategy.target_positions(gapped)
+    assert strategy.warmup == 9
+    assert not targets[:9].any() and targets[9:150].all()  # warm-up at the start, then long
+    assert not targets[150:159].any()  # 9 bars after the break: their look-back spans it
+    assert targets[159:].all()
+
+
+def test_a_model_that_failed_the_gate_is_noted_on_the_result(tmp_path):
+    from n1v1.backtest.runner import run_backtest
+
+    register_tiny(tmp_path)  # val_auc 0.5 and no economic test: promoted only by force
+    result = run_backtest(BARS, MLSignal({"model": "tiny"}), settings_for(tmp_path))
+    assert any(
+        n.startswith(
+            "UNVALIDATED MODEL: tiny/v0001 did not pass the promotion gate (forced, failed gate: "
+            "chance, buy_and_hold): chance: "
+        )
+        for n in result.notes
+    ), result.notes

@@ -131,7 +131,8 @@ def cluster():
     }
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    # address="local": a private Ray, never another cluster that happens to run on the machine
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     try:
         yield
     finally:
@@ -249,6 +250,22 @@ def test_the_registered_model_predicts_exactly_like_the_best_checkpoint(referenc
         logits = net(torch.from_numpy(scaler.transform(raw)))
     expected = torch.softmax(logits, dim=1).numpy().astype(np.float64)
     np.testing.assert_array_equal(loaded.predict_proba(raw), expected)
+
+    # the validation backtest (one session: the synthetic bars have no hole). Buy-and-hold's
+    # target is +1 from the first validation bar, filled at the next bar's open (next_open) with
+    # all the cash and the 0.1 % fee: return = close[last] / (open[first + 1] * 1.001) - 1
+    bars = data.bars
+    first, last = bars.index.get_indexer(data.dataset.index[[data.val[0], data.val[1] - 1]])
+    hold = bars["close"].iloc[last] / (bars["open"].iloc[first + 1] * 1.001) - 1.0
+    backtest = card["validation_backtest"]
+    assert (backtest["sessions"], backtest["bars"], backtest["fee"]) == (1, last - first + 1, 0.001)
+    assert card["metrics"]["val_buy_and_hold_return"] == pytest.approx(hold, rel=1e-9)
+    assert backtest["buy_and_hold"]["n_trades"] == 1
+    assert card["metrics"]["val_return"] == backtest["strategy"]["total_return"]
+    assert (
+        card["split"]["val_class_counts"]
+        == np.bincount(data.dataset.y[data.val[0] : data.val[1]], minlength=2).tolist()
+    )
 
 
 @pytest.mark.slow

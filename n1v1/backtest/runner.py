@@ -163,6 +163,9 @@ def run_backtest(
         result.strategies = {
             name: {"basis": "account", "params": result.params, "metrics": result.metrics}
         }
+    # what each strategy wants the reader to know (ml_signal: "traded in-sample bars")
+    for strategy in strategies.values():
+        result.notes.extend(n for n in getattr(strategy, "notes", ()) if n not in result.notes)
     return result
 
 

@@ -21,7 +21,10 @@ def add_evaluate_command(sub: Any) -> None:
         "evaluate", help="walk-forward evaluation of a registered model's recipe (JSON + HTML)"
     )
     p.add_argument("--model", required=True, help="registry model name (root: ml.model_root)")
-    p.add_argument("--version", default="promoted", help="'promoted' (default), 'latest', vNNNN")
+    p.add_argument(
+        "--version",
+        help="'promoted', 'latest' or vNNNN (default: the promoted version, else the latest)",
+    )
     p.add_argument("--data", required=True, help="CSV/Parquet file or bundled dataset name")
     p.add_argument("--timeframe", help="resample to this timeframe (default: the card's)")
     p.add_argument("--start", help="first bar to use (UTC, ISO-8601; inclusive)")
@@ -80,11 +83,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.fee is not None:
         overrides["execution.maker_fee"] = overrides["execution.taker_fee"] = args.fee
     settings = load_settings(args.config, overrides=overrides)
+    registry = ModelRegistry(settings.ml.model_root)
+    version = args.version
     try:
-        card = ModelRegistry(settings.ml.model_root).card(args.model, args.version)
+        if version is None:
+            version = "promoted" if registry.promoted_version(args.model) else "latest"
+            if version == "latest":
+                print(
+                    f"{args.model} has no promoted version: evaluating the recipe of its latest "
+                    "version (the recipe is retrained on every fold; the weights are not used)"
+                )
+        card = registry.card(args.model, version)
         spec = recipe_from_card(card, args.data, args.epochs)
     except (RegistryError, KeyError, pydantic.ValidationError) as exc:
-        return _user_error(f"model {args.model!r} ({args.version}): {exc}")
+        return _user_error(f"model {args.model!r} ({version}): {exc}")
     timeframe = args.timeframe or (card.get("data") or {}).get("timeframe")
     if timeframe:
         settings = load_settings(args.config, overrides={**overrides, "data.timeframe": timeframe})
@@ -167,6 +179,8 @@ def _print_progress(event: dict[str, Any]) -> None:
             f"{_cell('{:.2%}', fold.economic['ml_signal']['total_return'])}",
             flush=True,
         )
+        for note in fold.notes:
+            print(f"  caution: {note}", flush=True)
 
 
 def _user_error(message: str) -> int:

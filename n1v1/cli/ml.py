@@ -11,8 +11,10 @@ and fails if ray gets loaded): the handlers import what they need.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -99,6 +101,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
     p.add_argument("--max-failures", type=int, default=0, help="worker failures to recover from")
     p.add_argument("--no-register", action="store_true", help="train only; do not register")
+    p.add_argument(
+        "--no-promote",
+        action="store_true",
+        help="register without promoting (default: promote when the gate passes)",
+    )
     p.add_argument("--json", type=Path, metavar="PATH", help="write the result summary as JSON")
 
 
@@ -189,7 +196,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.run_name is not None:
         validate_name(args.run_name)  # it names a directory under the storage path
     data = prepare_data(spec, settings)  # bad data fails here, before a Ray cluster starts
-    started = _start_ray(args.address, settings.ml.num_workers)
+    from n1v1.cluster import ensure_ray
+
+    local_cpus = max(os.cpu_count() or 1, settings.ml.num_workers)  # one CPU per Train worker
+    started = ensure_ray(args.address, num_cpus=local_cpus, dashboard=True, quiet=True)
     try:
         result = run_training(
             spec,
@@ -210,6 +220,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
             ray.shutdown()
     print(f"best checkpoint: {result['checkpoint_path']}")
+    result["promotion"] = _promote_trained(args, settings, result)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
@@ -217,19 +228,49 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _start_ray(address: str | None, num_workers: int) -> bool:
-    """Connect to `address` (or RAY_ADDRESS: `ray job submit` sets it), else start a local Ray
-    with at least one CPU per worker. Returns whether this call started it (then we shut it
-    down)."""
-    import ray
+def _promote_trained(
+    args: argparse.Namespace, settings: Settings, result: dict[str, Any]
+) -> dict[str, Any]:
+    """Run the promotion gate on the version just registered and promote it if it passes (unless
+    --no-promote); print the verdict either way. Returns {"promoted": bool, "gate": [...]}."""
+    from n1v1.ml.gate import baseline_checks, failures
+    from n1v1.ml.registry import ModelRegistry, PromotionRejected
 
-    if ray.is_initialized():
-        return False
-    if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address or "auto")
-    else:
-        ray.init(num_cpus=max(os.cpu_count() or 1, num_workers))
-    return True
+    ml = settings.ml
+    name, version = result["name"], result["version"]
+    checks = baseline_checks(result["card"], margin=ml.promotion_margin, alpha=ml.promotion_alpha)
+    for check in checks:
+        print(f"gate {check.name}: {'PASS' if check.passed else 'FAIL'}: {check.detail}")
+    outcome: dict[str, Any] = {"promoted": False, "gate": [c.to_dict() for c in checks]}
+    if version is None:
+        return outcome
+    if args.no_promote:
+        print(f"not promoted (--no-promote); to serve it: n1v1 models promote {name} {version}")
+        return outcome
+    registry = ModelRegistry(ml.model_root)
+    try:
+        record = registry.promote(
+            name,
+            version,
+            metric=ml.promotion_metric,
+            margin=ml.promotion_margin,
+            alpha=ml.promotion_alpha,
+        )
+    except PromotionRejected as exc:
+        outcome["rejected"] = str(exc)
+        reason = "it fails the baseline gate" if failures(checks) else str(exc)
+        serving = registry.promoted_version(name)
+        still = f"{name}/{serving} stays promoted" if serving else f"{name} has no promoted version"
+        print(
+            f"NOT PROMOTED: {reason}. {still}.\n"
+            f"  To serve {version} anyway: n1v1 models promote {name} {version} --force "
+            "(recorded as forced, shown by `n1v1 models list`)"
+        )
+        return outcome
+    previous = f" (was {record['previous']})" if record["previous"] else ""
+    print(f"promoted {name}/{version}{previous}: it passed the gate")
+    outcome["promoted"] = True
+    return outcome
 
 
 def print_progress(event: dict[str, Any]) -> None:
@@ -254,21 +295,52 @@ def print_progress(event: dict[str, Any]) -> None:
     elif kind == "done":
         m = event["metrics"]
         version = event["version"]
-        where = f"registered {event['name']}/{version}" if version else "not registered"
         line = (
             f"best epoch {m['best_epoch']} of {m['epochs_run']}: val_loss {m['val_loss']:.5f}, "
-            f"val_auc {_number(m['val_auc'])}; threshold {event['threshold']:.4f} "
-            f"({_threshold_note(event['threshold'], m['val_net_return_at_threshold'])}); {where}"
+            f"val_auc {_number(m['val_auc'])}; threshold {event['threshold']:.4f}"
+            f"{_threshold_note(event['threshold'], event.get('horizon'))}"
         )
+        backtest = event.get("validation_backtest")
+        if backtest:
+            line += "\n" + validation_line(backtest)
+        line += "\n" + (f"registered {event['name']}/{version}" if version else "not registered")
     else:
         return
     print(line, flush=True)
 
 
-def _threshold_note(threshold: float, net_return: float) -> str:
+def _threshold_note(threshold: float, horizon: int | None) -> str:
     if threshold >= 1.0:
-        return "no edge after fees on validation: ml_signal will not trade"
-    return f"validation net return {net_return:+.4f}"
+        return " (no edge after fees on validation: ml_signal will not trade)"
+    ahead = f"{horizon}-bar " if horizon else ""
+    return (
+        f" (ml_signal goes long when P(long) > threshold; chosen to maximise the {ahead}forward "
+        "returns of the signalled validation rows net of a round-trip fee)"
+    )
+
+
+def validation_line(backtest: dict[str, Any]) -> str:
+    """The validation backtest of the card, with units: returns in %, fees per fill."""
+    model, hold = backtest["strategy"], backtest["buy_and_hold"]
+    sessions = backtest["sessions"]
+    return (
+        f"validation backtest {_stamp(backtest['start'])} .. {_stamp(backtest['end'])} "
+        f"({backtest['bars']:,} bars, {sessions} session{'s' if sessions != 1 else ''}, "
+        f"{backtest['fee']:.2%} fee per fill): ml_signal {model['total_return']:+.2%} net "
+        f"({model['n_trades']} trade{'s' if model['n_trades'] != 1 else ''}), buy-and-hold "
+        f"{hold['total_return']:+.2%} net"
+    )
+
+
+def _stamp(iso: str) -> str:
+    """'2017-12-17T22:40:00+00:00' -> '2017-12-17 22:40' (UTC, to the minute)."""
+    return iso[:16].replace("T", " ")
+
+
+def _percent(value: float | None) -> str:
+    if not isinstance(value, int | float) or value != value:
+        return "n/a"
+    return f"{value:+.2%}"
 
 
 def _number(value: float | None, digits: int = 4) -> str:
@@ -285,7 +357,16 @@ def _registry(args: argparse.Namespace) -> tuple[ModelRegistry, Settings]:
     return ModelRegistry(settings.ml.model_root), settings
 
 
+def _gate_status(registry: ModelRegistry, settings: Settings, name: str, version: str) -> str:
+    ml = settings.ml
+    return registry.gate_status(
+        name, version, margin=ml.promotion_margin, alpha=ml.promotion_alpha
+    )[0]
+
+
 def cmd_models_list(args: argparse.Namespace) -> int:
+    from n1v1.ml.registry import RegistryError
+
     registry, settings = _registry(args)
     if args.name is None:
         names = registry.list_models()
@@ -296,7 +377,14 @@ def cmd_models_list(args: argparse.Namespace) -> int:
         for name in names:
             versions = registry.list_versions(name)
             latest = versions[-1]["version"] if versions else "-"
-            rows.append([name, str(len(versions)), registry.promoted_version(name) or "-", latest])
+            promoted = registry.promoted_version(name)
+            shown = "-"
+            if promoted is not None:
+                shown = promoted
+                with contextlib.suppress(RegistryError):
+                    status = _gate_status(registry, settings, name, promoted)
+                    shown = f"{promoted} ({status})" if status != "passed" else promoted
+            rows.append([name, str(len(versions)), shown, latest])
         print(render_table(["model", "versions", "promoted", "latest"], rows, right={1}))
         return EXIT_OK
     versions = registry.list_versions(args.name)
@@ -305,7 +393,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     for v in versions:
         mark = "*" if v["promoted"] else ""
         if "error" in v:
-            rows.append([v["version"], mark, "DAMAGED: " + v["error"], "", "", "", ""])
+            rows.append([v["version"], mark, "DAMAGED: " + v["error"], "", "", "", "", "", ""])
             continue
         metrics = v.get("metrics") or {}
         rows.append(
@@ -315,25 +403,46 @@ def cmd_models_list(args: argparse.Namespace) -> int:
                 str(v.get("created_at") or "-"),
                 str(v.get("kind") or "-"),
                 _number(metrics.get(metric)),
-                _number(metrics.get("val_loss"), 5),
+                _percent(metrics.get("val_return")),
+                _percent(metrics.get("val_buy_and_hold_return")),
                 _number(v.get("threshold")),
+                _gate_status(registry, settings, args.name, v["version"]),
             ]
         )
-    headers = ["version", "promoted", "created", "kind", metric, "val_loss", "threshold"]
-    print(render_table(headers, rows, right={4, 5, 6}) if rows else f"{args.name}: no versions")
+    headers = [
+        "version",
+        "promoted",
+        "created",
+        "kind",
+        metric,
+        "val return",
+        "val buy&hold",
+        "threshold",
+        "gate",
+    ]
+    print(render_table(headers, rows, right={4, 5, 6, 7}) if rows else f"{args.name}: no versions")
+    if rows:
+        print("val return: ml_signal's net return on the validation bars (fees included)")
     return EXIT_OK
 
 
 def cmd_models_show(args: argparse.Namespace) -> int:
     import yaml
 
-    registry, _ = _registry(args)
+    registry, settings = _registry(args)
     card = registry.card(args.name, args.version)
     if args.json:
         print(json.dumps(card, indent=2, sort_keys=True))
         return EXIT_OK
-    promoted = registry.promoted_version(args.name) == card["version"]
-    print(f"{args.name}/{card['version']}{' (promoted)' if promoted else ''}")
+    version = card["version"]
+    promoted = registry.promoted_version(args.name) == version
+    ml = settings.ml
+    status, checks = registry.gate_status(
+        args.name, version, margin=ml.promotion_margin, alpha=ml.promotion_alpha
+    )
+    print(f"{args.name}/{version}{' (promoted)' if promoted else ''}: gate {status}")
+    for check in checks:
+        print(f"  {check.name}: {'PASS' if check.passed else 'FAIL'}: {check.detail}")
     shown = {k: v for k, v in card.items() if k not in ("history", "files")}
     print(yaml.safe_dump(shown, sort_keys=False, default_flow_style=None).rstrip())
     return EXIT_OK
@@ -341,15 +450,25 @@ def cmd_models_show(args: argparse.Namespace) -> int:
 
 def cmd_models_promote(args: argparse.Namespace) -> int:
     registry, settings = _registry(args)
-    metric, margin = settings.ml.promotion_metric, settings.ml.promotion_margin
+    ml = settings.ml
+    metric = ml.promotion_metric
     record = registry.promote(
-        args.name, args.version, metric=metric, margin=margin, force=args.force
+        args.name,
+        args.version,
+        metric=metric,
+        margin=ml.promotion_margin,
+        alpha=ml.promotion_alpha,
+        force=args.force,
     )
     previous = record["previous"]
     before = f"; was {previous} ({metric} {_number(record['previous_value'])})" if previous else ""
+    forced = ""
+    if record["forced"]:
+        failed = record["failed_gate"]
+        forced = " [forced, failed gate: " + "; ".join(failed) + "]" if failed else " [forced]"
     print(
         f"promoted {args.name}/{record['version']} ({metric} {_number(record['value'])})"
-        f"{before}{' [forced]' if record['forced'] else ''}"
+        f"{before}{forced}"
     )
     return EXIT_OK
 
@@ -360,3 +479,100 @@ def cmd_models_rollback(args: argparse.Namespace) -> int:
     target = registry.rollback(args.name)
     print(f"rolled back {args.name}: {current} -> {target}")
     return EXIT_OK
+
+
+# -- paper: the models of ml_signal slots ------------------------------------------------------
+def ensure_slot_models(
+    args_doc: dict[str, Any], allow_train: bool, *, dataset: str, end: str, epochs: int = 8
+) -> list[str]:
+    """`n1v1 paper`: train each ml_signal model the config names that the registry lacks, then
+    say plainly, for every ml_signal slot, which version it trades and whether that version
+    passed the promotion gate. Returns those lines (printed here as well).
+
+    The model is trained on `dataset` up to `end` (before the replay window) at the feed's bar
+    size: a model reads features counted in bars, so one trained on 5-minute bars must not trade
+    1-minute bars. `n1v1 train` promotes it only if it passes the gate; nothing is forced. A slot
+    that pins a version that failed the gate still trades it in this paper session: that shows
+    the ML path (features, inference, orders through the same engine) at work, and the lines
+    printed here say the model is not validated, so nobody mistakes its orders for an edge."""
+    from n1v1.config import load_settings
+    from n1v1.ml.registry import ModelRegistry, RegistryError
+
+    root = args_doc.get("model_root", "models")
+    timeframe = (args_doc.get("feed") or {}).get("timeframe")
+    registry = ModelRegistry(root)
+    ml = load_settings().ml
+    lines: list[str] = []
+    for slot in args_doc.get("strategies", []):
+        if slot.get("name") != "ml_signal":
+            continue
+        name = slot["params"]["model"]
+        version = slot["params"].get("version", "promoted")
+        try:
+            registry.resolve(name, version)
+        except RegistryError:
+            if not allow_train:
+                raise RegistryError(
+                    f"model {name} {version} is not in {root} (and --no-train)"
+                ) from None
+            _train_slot_model(name, root, timeframe, dataset, end, epochs)
+        concrete = registry.resolve(name, version)  # the config's pinned version must exist
+        status, checks = registry.gate_status(
+            name, concrete, margin=ml.promotion_margin, alpha=ml.promotion_alpha
+        )
+        label = f"{name}/{concrete}"
+        failed = "; ".join(f"{c.name}: {c.detail}" for c in checks if not c.passed)
+        if not failed:
+            promoted = registry.promoted_version(name) == concrete
+            lines.append(
+                f"ml_signal trades {label}: it passed the promotion gate"
+                + (" and is the promoted version." if promoted else ".")
+            )
+        else:
+            forced = " (promoted with --force)" if status.startswith("forced") else ""
+            lines.append(
+                f"WARNING: ml_signal trades {label}, an UNVALIDATED model{forced}: it failed the "
+                f"promotion gate ({failed}). In this paper session its orders show the ML path at "
+                f"work, not an edge. `n1v1 models show {name} {concrete} --model-root {root}` "
+                "has the details."
+            )
+    for line in lines:
+        print(line, flush=True)
+    return lines
+
+
+def _train_slot_model(
+    name: str, root: str, timeframe: str | None, dataset: str, end: str, epochs: int
+) -> None:
+    """`n1v1 train` of the demo model on bars before the replay window (a subprocess: the command
+    a user would type, and it starts and stops its own private Ray)."""
+    from n1v1.ml.registry import RegistryError
+
+    where = f"resampled to {timeframe}" if timeframe else "at the feed's bar size"
+    print(f"Training {name} on {dataset} {where} up to {end} (Ray Train, ~1 min) ...")
+    command = [
+        sys.executable,
+        "-m",
+        "n1v1",
+        "train",
+        "--name",
+        name,
+        "--data",
+        dataset,
+        "--end",
+        end,
+        "--epochs",
+        str(epochs),
+        "--model-root",
+        root,
+        "--storage-path",
+        str(Path(root).resolve().parent / "ray_results"),
+    ]
+    if timeframe:
+        command += ["--timeframe", timeframe]
+    code = subprocess.run(command, check=False).returncode
+    if code != 0:
+        raise RegistryError(
+            f"model {name} is not in {root}: `n1v1 train` exited with status {code} (its error "
+            "is above)"
+        )

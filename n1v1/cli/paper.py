@@ -76,51 +76,13 @@ def _state_dir(app_args: dict[str, Any]) -> Path:
     return AppArgs.model_validate(app_args).state_dir or Path("var")
 
 
-def _ensure_models(args_doc: dict[str, Any], allow_train: bool) -> None:
-    """Train (and promote) each ml_signal model the config names that the registry lacks."""
-    from n1v1.ml.registry import ModelRegistry, RegistryError
+def _ensure_models(args_doc: dict[str, Any], allow_train: bool) -> list[str]:
+    """Train each ml_signal model the config names that the registry lacks (promoted only if it
+    passes the gate) and say plainly which version each ml_signal slot trades and whether it
+    passed the gate; returns those lines (`n1v1.cli.ml.ensure_slot_models`)."""
+    from n1v1.cli.ml import ensure_slot_models
 
-    root = args_doc.get("model_root", "models")
-    registry = ModelRegistry(root)
-    for slot in args_doc.get("strategies", []):
-        if slot.get("name") != "ml_signal":
-            continue
-        name = slot["params"]["model"]
-        version = slot["params"].get("version", "promoted")
-        try:
-            registry.resolve(name, version)
-            continue
-        except RegistryError:
-            pass
-        if not allow_train:
-            raise RegistryError(f"model {name} {version} is not in {root} (and --no-train)")
-        print(f"Training {name} on {TRAIN_DATASET} up to {TRAIN_END} (Ray Train, ~1 min) ...")
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "n1v1",
-                "train",
-                "--name",
-                name,
-                "--data",
-                TRAIN_DATASET,
-                "--end",
-                TRAIN_END,
-                "--timeframe",
-                "5m",
-                "--epochs",
-                "8",
-                "--model-root",
-                root,
-                "--storage-path",
-                str(Path(root).resolve().parent / "ray_results"),
-            ],
-            check=True,
-        )
-        if registry.promoted_version(name) is None:
-            registry.promote(name, registry.resolve(name, "latest"), force=True)
-        registry.resolve(name, version)  # the config's pinned version must now exist
+    return ensure_slot_models(args_doc, allow_train, dataset=TRAIN_DATASET, end=TRAIN_END)
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
@@ -223,7 +185,7 @@ def _run(
             file=sys.stderr,
         )
         return EXIT_ERROR
-    _ensure_models(app_args, allow_train=not args.no_train)
+    model_lines = _ensure_models(app_args, allow_train=not args.no_train)
 
     env = dict(
         os.environ,
@@ -276,7 +238,10 @@ def _run(
             "ray_session": head.session_id,
         }
         (state / RUN_FILE).write_text(json.dumps(run))
-        print(_banner(base, token, args, address, _feed_label(base, token.value)), flush=True)
+        print(
+            _banner(base, token, args, address, _feed_label(base, token.value), model_lines),
+            flush=True,
+        )
         code = serve.wait()
         if code != 0:
             failed = True
@@ -345,12 +310,20 @@ def _feed_label(base: str, token: str) -> str:
     return label
 
 
-def _banner(base: str, token: Any, args: argparse.Namespace, address: str, label: str) -> str:
+def _banner(
+    base: str,
+    token: Any,
+    args: argparse.Namespace,
+    address: str,
+    label: str,
+    model_lines: list[str],
+) -> str:
     kept = f"kept in {token.path}, owner-only" if token.path is not None else token.source
     lines = [
         "",
         "N1V1 paper trading is running (Ctrl-C stops it, and the Ray head it started).",
         f"  Trading:   paper, on {label}" if label else None,
+        *(f"  Model:     {line}" for line in model_lines),
         f"  Dashboard: {base}/#token={token.value}",
         f"  API token: {token.value}  ({kept})",
         f"  API docs:  {base}/docs",

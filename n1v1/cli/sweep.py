@@ -173,7 +173,8 @@ def _sweep(args: argparse.Namespace) -> int:
 
             evaluator: Any = local_evaluator
         else:
-            from n1v1.research.distributed import RayEvaluator, ensure_ray
+            from n1v1.cluster import ensure_ray
+            from n1v1.research.distributed import RayEvaluator
 
             started = ensure_ray(args.address)
             bayes = method == "bayes"  # its study is the checkpoint; its bar counts trials

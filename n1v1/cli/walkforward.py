@@ -134,7 +134,7 @@ def cmd_walkforward(args: argparse.Namespace) -> int:
     )
     connected = False
     if not args.local:
-        from n1v1.research.distributed import ensure_ray
+        from n1v1.cluster import ensure_ray
 
         connected = ensure_ray(args.address)
     try:

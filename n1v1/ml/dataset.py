@@ -1,9 +1,19 @@
 """A training set: the rows of bars that have every feature AND a label, in time order.
 
 Rows in the warm-up (some feature still NaN) and the last h rows (no future close, so no label) are
-dropped; nothing is filled in. The kept rows stay in time order and, for valid bars, are contiguous
-(features are finite after the warm-up, docs/ml/features.md), so a gap of k rows is k bars: the
-purge gaps of `n1v1.ml.splits` can be counted in rows.
+dropped; nothing is filled in. The kept rows stay in time order; within a session they are
+contiguous (features are finite after the warm-up, docs/ml/features.md), so a gap of k rows is at
+least k bars: the purge gaps of `n1v1.ml.splits` can be counted in rows.
+
+Sessions: a file that joins days months apart (the bundled minute files do) has holes far longer
+than any label horizon. A label computed across such a hole is the price move of months, not of h
+bars (one such row of the demo data "returned" +300 %), and a feature whose look-back reaches across
+it mixes two markets. So a hole of more than `MAX_SESSION_GAP_BARS` missing bars (the limit beyond
+which `gap_policy: fill` refuses to invent bars) starts a new session: a row whose h-bar label
+horizon crosses a break has no label, and the first `feature_warmup(spec)` rows of every session
+after the first are dropped like the warm-up at the start of the data. Shorter holes (minutes
+without trades) are kept as they are. `session_warmup_mask` gives `ml_signal` the same rule at
+inference.
 """
 
 from __future__ import annotations
@@ -13,8 +23,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from n1v1.ml.features import FeatureSpec, build_features
+from n1v1.data.resample import infer_timeframe
+from n1v1.data.validate import DEFAULT_MAX_FILL_BARS
+from n1v1.ml.features import FeatureSpec, build_features, feature_warmup
 from n1v1.ml.labels import LabelSpec, classify_returns, forward_returns
+
+MAX_SESSION_GAP_BARS = DEFAULT_MAX_FILL_BARS  # a longer hole starts a new session
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,12 +61,44 @@ class Dataset:
         return int(self.y.shape[0])
 
 
+def session_ids(index: pd.DatetimeIndex) -> np.ndarray:
+    """int64 session number of every bar: 0, then +1 after each hole of more than
+    `MAX_SESSION_GAP_BARS` missing bars (bar spacing: the median, `infer_timeframe`)."""
+    n = len(index)
+    if n < 2:
+        return np.zeros(n, dtype=np.int64)
+    diffs = np.diff(index.as_unit("ns").asi8)
+    step = int(np.median(diffs))  # the spacing `infer_timeframe` reports, without a frame
+    if step <= 0:
+        infer_timeframe(pd.DataFrame(index=index))  # raises the DataError that names the fault
+    missing = -(-diffs // step) - 1  # bar open times strictly between two present bars
+    return np.concatenate([[0], np.cumsum(missing > MAX_SESSION_GAP_BARS)]).astype(np.int64)
+
+
+def session_warmup_mask(index: pd.DatetimeIndex, warmup: int) -> np.ndarray:
+    """True for the first `warmup` bars of every session after the first: their look-back
+    reaches across a session break (the first session's warm-up is NaN by construction)."""
+    sid = session_ids(index)
+    position = np.arange(len(sid))
+    starts = np.flatnonzero(np.diff(sid, prepend=sid[:1]) != 0)  # first bar of sessions 1, 2, ...
+    first_bar = np.zeros(len(sid), dtype=np.int64)
+    if starts.size:
+        first_bar = np.concatenate([[0], starts])[sid]
+    return (sid > 0) & (position - first_bar < warmup)
+
+
 def assemble(bars: pd.DataFrame, features: FeatureSpec, labels: LabelSpec) -> Dataset:
-    """Features and labels of every bar that has both (warm-up and the last h bars dropped)."""
+    """Features and labels of every bar that has both: the warm-up of each session and the rows
+    whose label horizon runs past the data or across a session break are dropped."""
     frame = build_features(bars, features)
     values = frame.to_numpy(dtype=np.float64, copy=False)
     fwd = forward_returns(bars["close"].to_numpy(), labels.horizon)
-    keep = np.isfinite(values).all(axis=1) & np.isfinite(fwd)
+    sid = session_ids(bars.index)
+    h = labels.horizon
+    same_session = np.zeros(len(sid), dtype=np.bool_)
+    same_session[: max(len(sid) - h, 0)] = sid[h:] == sid[: len(sid) - h]
+    keep = np.isfinite(values).all(axis=1) & np.isfinite(fwd) & same_session
+    keep &= ~session_warmup_mask(bars.index, feature_warmup(features))
     rows = np.flatnonzero(keep)
     X = np.ascontiguousarray(values[rows], dtype=np.float32)  # row-major for batching
     overflow = ~np.isfinite(X)

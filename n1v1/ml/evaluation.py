@@ -34,8 +34,9 @@ import pandas as pd
 
 from n1v1.config import Settings
 from n1v1.ml.calibration import fit_calibration
-from n1v1.ml.dataset import assemble
-from n1v1.ml.features import feature_hash, feature_names
+from n1v1.ml.dataset import MAX_SESSION_GAP_BARS, assemble, session_ids
+from n1v1.ml.economics import backtest_span
+from n1v1.ml.features import feature_hash
 from n1v1.ml.fit import fit_in_process
 from n1v1.ml.metrics import choose_threshold, probability_metrics
 from n1v1.ml.splits import Fold, walk_forward_folds
@@ -74,6 +75,7 @@ class FoldResult:
     economic: dict[str, dict[str, Any]]  # "ml_signal" | "buy_and_hold" | "best_rule"
     equity: dict[str, pd.Series] = field(repr=False, default_factory=dict)
     model: Any = field(repr=False, default=None)  # the fold's LoadedModel (not in to_dict)
+    notes: list[str] = field(default_factory=list)  # caveats of this fold, e.g. a session break
 
 
 @dataclass
@@ -130,23 +132,6 @@ class EvaluationResult:
         return path
 
 
-class _FixedTargets(Strategy):
-    """Targets computed beforehand (with history before the backtest window) under the original
-    strategy's name and parameters, so run_backtest reports them as that strategy."""
-
-    name = "fixed_targets"
-
-    def __init__(self, source: Strategy, targets: np.ndarray) -> None:
-        super().__init__(source.params)
-        self.name = source.name  # type: ignore[misc]  # shadow the class attribute per instance
-        self._targets = np.asarray(targets, dtype=np.int8)
-
-    def target_positions(self, bars: pd.DataFrame, allow_short: bool = False) -> np.ndarray:
-        if len(bars) != self._targets.shape[0]:
-            raise EvaluationError(f"{self.name}: {len(bars)} bars for {self._targets.shape[0]}")
-        return self._targets
-
-
 # -- the walk-forward loop -------------------------------------------------------------------------
 def walk_forward_evaluate(
     bars: pd.DataFrame,
@@ -167,7 +152,6 @@ def walk_forward_evaluate(
     features, labels, model, epochs, batch_size, lr, weight_decay, patience, seed, val_fraction
     attributes) walk-forward on `bars`. `test_size` defaults to len(rows) // (2 * n_folds): half
     of the rows are test rows, the first fold trains on (most of) the other half."""
-    from n1v1.backtest.runner import run_backtest
     from n1v1.ml.scaling import Standardizer
     from n1v1.strategies.ml_signal import MLSignal
     from n1v1.strategies.registry import create_strategy
@@ -190,6 +174,7 @@ def walk_forward_evaluate(
     except ValueError as exc:
         raise EvaluationError(f"walk-forward on {len(bars)} bars: {exc}") from None
     bar_of_row = bars.index.get_indexer(ds.index)
+    session_of_row = session_ids(bars.index)[bar_of_row]
     rules = [create_strategy(name) for name in rule_strategies]
     allow_short = settings.risk.allow_short
 
@@ -197,9 +182,7 @@ def walk_forward_evaluate(
         return int(bar_of_row[rows.start]), int(bar_of_row[rows.stop - 1]) + 1
 
     def backtest(strategy: Strategy, span: tuple[int, int]) -> Any:
-        targets = strategy.target_positions(bars.iloc[: span[1]], allow_short=allow_short)
-        window = bars.iloc[span[0] : span[1]]
-        return run_backtest(window, _FixedTargets(strategy, targets[span[0] :]), settings)
+        return backtest_span(bars, strategy, span, settings)
 
     results = []
     notes = _gap_notes(bars, settings)
@@ -259,6 +242,7 @@ def walk_forward_evaluate(
             economic=economic,
             equity={key: run.equity for key, run in runs.items()},
             model=loaded,
+            notes=_session_notes(session_of_row[fold.test]),
         )
         results.append(result)
         _emit(progress, {"event": "fold_done", "fold": fold.number, "result": result})
@@ -325,6 +309,18 @@ def _fold_gap_notes(
     return notes
 
 
+def _session_notes(sessions: np.ndarray) -> list[str]:
+    """A caveat when the test rows span a session break (`n1v1.ml.dataset.session_ids`)."""
+    count = len(np.unique(sessions))
+    if count < 2:
+        return []
+    return [
+        f"the test rows span {count} sessions (holes of more than {MAX_SESSION_GAP_BARS} bars "
+        "between them): the backtests hold positions across the holes, so their returns include "
+        "price moves no strategy could have traded"
+    ]
+
+
 def _choose_threshold(proba_val: np.ndarray, forward_return: np.ndarray, cost: float) -> float:
     ready = np.isfinite(proba_val).all(axis=1)
     if not ready.any():
@@ -334,26 +330,9 @@ def _choose_threshold(proba_val: np.ndarray, forward_return: np.ndarray, cost: f
 
 def _fold_model(spec: Any, scaler: Any, net: Any, number: int) -> Any:
     """The fold's network as a LoadedModel: the one inference path (`predict_proba`)."""
-    from n1v1.ml.inference import LoadedModel
+    from n1v1.ml.inference import in_memory_model
 
-    card = {
-        "name": "walk-forward",
-        "feature_spec": spec.features.model_dump(mode="json"),
-        "feature_names": feature_names(spec.features),
-        "feature_hash": feature_hash(spec.features),
-        "label_spec": spec.labels.model_dump(mode="json"),
-        "model_spec": spec.model.model_dump(mode="json"),
-    }
-    return LoadedModel(
-        name="walk-forward",
-        version=f"v{number + 1:04d}",
-        card=card,
-        spec=spec.model,
-        feature_spec_dict=card["feature_spec"],
-        scaler=scaler,
-        model=net,
-        n_classes=spec.labels.n_classes,
-    )
+    return in_memory_model(spec, scaler, net, name="walk-forward", version=f"v{number + 1:04d}")
 
 
 def _threshold_report(

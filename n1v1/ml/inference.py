@@ -32,7 +32,7 @@ from n1v1.ml.registry import (
 from n1v1.ml.scaling import Standardizer
 from n1v1.ml.splits import sequence_windows
 
-__all__ = ["LoadedModel", "load_model"]
+__all__ = ["LoadedModel", "in_memory_model", "load_model"]
 
 
 @dataclass(eq=False)
@@ -94,6 +94,35 @@ class LoadedModel:
                 batch = np.require(inputs[start : start + batch_size], requirements=["C", "W"])
                 logits = self.model(torch.from_numpy(batch))
                 out[start : start + batch.shape[0]] = torch.softmax(logits, dim=1).numpy()
+
+
+def in_memory_model(
+    spec: Any, scaler: Standardizer, net: torch.nn.Module, *, name: str, version: str
+) -> LoadedModel:
+    """A network trained in this process (a TrainSpec-like `spec`: features, labels, model) as a
+    LoadedModel, so it predicts through the one inference path (`predict_proba`) before, or
+    without, being registered. Its card holds what `ml_signal` checks (features and their hash)."""
+    from n1v1.ml.features import feature_hash, feature_names
+
+    card = {
+        "name": name,
+        "feature_spec": spec.features.model_dump(mode="json"),
+        "feature_names": feature_names(spec.features),
+        "feature_hash": feature_hash(spec.features),
+        "label_spec": spec.labels.model_dump(mode="json"),
+        "model_spec": spec.model.model_dump(mode="json"),
+    }
+    net.eval()
+    return LoadedModel(
+        name=name,
+        version=version,
+        card=card,
+        spec=spec.model,
+        feature_spec_dict=card["feature_spec"],
+        scaler=scaler,
+        model=net,
+        n_classes=spec.labels.n_classes,
+    )
 
 
 def load_model(registry: ModelRegistry, name: str, version: str = "promoted") -> LoadedModel:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 import n1v1
 from n1v1.config import Settings
@@ -30,8 +31,10 @@ from n1v1.ml.splits import train_val_split
 @dataclass(frozen=True, eq=False)
 class PreparedData:
     """Scaled features (scaler fitted on training rows only), labels, and the row ranges
-    [start, stop) of training and validation; `info` describes the bars for the card."""
+    [start, stop) of training and validation; `info` describes the bars for the card; `bars`
+    are the bars the rows come from (the validation backtest trades them)."""
 
+    bars: pd.DataFrame
     dataset: Dataset
     scaler: Standardizer
     X: np.ndarray
@@ -74,7 +77,9 @@ def prepare_data(spec: TrainSpec, settings: Settings) -> PreparedData:
     spacing = timeframe or format_duration(infer_timeframe(bars).total_seconds()).replace(" ", "")
     info = {"symbol": bars.attrs.get("symbol"), "n_bars": len(bars), "timeframe": spacing}
     info["class_counts"] = counts.tolist()
-    return PreparedData(dataset, scaler, scaler.transform(dataset.X), train, val, info)
+    val_counts = np.bincount(dataset.y[val[0] : val[1]], minlength=spec.labels.n_classes)
+    info["val_class_counts"] = val_counts.tolist()
+    return PreparedData(bars, dataset, scaler, scaler.transform(dataset.X), train, val, info)
 
 
 def resolve_storage_path(path: str) -> str:
@@ -91,6 +96,7 @@ def model_card(
     history: list[dict[str, Any]],
     run_name: str,
     storage: str,
+    validation_backtest: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The model card (docs/ml/training.md lists every field)."""
     index, (t0, t1), (v0, v1) = data.dataset.index, data.train, data.val
@@ -132,11 +138,13 @@ def model_card(
             "n_train": t1 - t0,
             "n_val": v1 - v0,
             "train_class_counts": data.info["class_counts"],
+            "val_class_counts": data.info["val_class_counts"],
         },
         "hyperparameters": hyper,
         "metrics": metrics,
         "threshold": threshold,
         "threshold_rule": THRESHOLD_RULE,
+        "validation_backtest": validation_backtest,
         "history": [
             {k: finite_or_none(h[k]) for k in ("epoch", "train_loss", "val_loss", "val_auc")}
             for h in history

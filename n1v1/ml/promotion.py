@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from n1v1.ml.gate import Check, baseline_checks, failures
 from n1v1.ml.registry_io import (
     _LOCK_FILE,
     _VERSION,
@@ -80,6 +81,29 @@ class PromotionMixin:
             records.append(record)
         return records
 
+    def promotion_record(self, name: str, version: str) -> dict[str, Any] | None:
+        """The latest "promote" record of `version` in the history, or None."""
+        records = [
+            r for r in self.history(name) if r["action"] == "promote" and r["version"] == version
+        ]
+        return records[-1] if records else None
+
+    def gate_status(
+        self, name: str, version: str, *, margin: float = 0.005, alpha: float = 0.05
+    ) -> tuple[str, list[Check]]:
+        """(status, baseline checks) of a verified version. status: "passed", "failed:
+        chance, buy_and_hold" (the failed checks), or for a version promoted with force over a
+        failed gate "forced, failed gate: ..." (as the promotion history recorded it)."""
+        concrete, _, card = self.locate(name, version)
+        checks = baseline_checks(card, margin=margin, alpha=alpha)
+        failed = [c.name for c in checks if not c.passed]
+        record = self.promotion_record(name, concrete)
+        if record is not None and record.get("forced"):
+            recorded = record.get("failed_gate")
+            names = failed if recorded is None else [str(r).split(":", 1)[0] for r in recorded]
+            return ("forced, failed gate: " + ", ".join(names) if names else "forced"), checks
+        return ("passed" if not failed else "failed: " + ", ".join(failed)), checks
+
     def promote(
         self,
         name: str,
@@ -87,20 +111,26 @@ class PromotionMixin:
         *,
         metric: str = "val_auc",
         margin: float = 0.005,
+        alpha: float = 0.05,
         force: bool = False,
     ) -> dict[str, Any]:
-        """Point PROMOTED at `version` if it beats the promoted version's `metric` (higher is
-        better) by `margin`, or if nothing is promoted yet, or if `force`. Returns the history
-        record. Only a complete version with matching checksums can be promoted."""
+        """Point PROMOTED at `version` if it passes the baseline checks (`n1v1.ml.gate`: AUC
+        above chance by `margin` at significance `alpha`, and ml_signal beating buy-and-hold on
+        validation) and beats the promoted version's `metric` (higher is better) by `margin`, or
+        if `force`. A forced promotion records the checks it skipped and which of them failed.
+        Returns the history record. Only a complete version with matching checksums can be
+        promoted; the gate is a PromotionRejected naming every failed check."""
         model_dir = self._model_dir(name)
         if not isinstance(metric, str) or not metric:
             raise RegistryError(f"promote: metric must be a non-empty string, got {metric!r}")
-        if (
-            isinstance(margin, bool)
-            or not isinstance(margin, int | float)
-            or not (math.isfinite(margin) and margin >= 0)
-        ):
-            raise RegistryError(f"promote: margin must be a finite number >= 0, got {margin!r}")
+        for label, value, upper in (("margin", margin, math.inf), ("alpha", alpha, 1.0)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not (math.isfinite(value) and 0 <= value <= upper)
+            ):
+                bound = "a finite number >= 0" if upper == math.inf else f"in [0, {upper:g}]"
+                raise RegistryError(f"promote: {label} must be {bound}, got {value!r}")
         with self._locked(model_dir):
             concrete, _, card = self.locate(name, version)
             current = self.promoted_version(name)
@@ -117,8 +147,9 @@ class PromotionMixin:
                             f"{name}: the promoted version {current} cannot be read ({exc}); "
                             "use force to replace it"
                         ) from None
+            checks = baseline_checks(card, margin=margin, alpha=alpha)
             if not force:
-                self._gate(name, concrete, current, metric, margin, value, previous_value)
+                self._gate(name, concrete, current, metric, margin, value, previous_value, checks)
             record = {
                 "time": _now(),
                 "action": "promote",
@@ -128,6 +159,8 @@ class PromotionMixin:
                 "metric": metric,
                 "value": value,
                 "previous_value": previous_value,
+                "gate": [c.to_dict() for c in checks],
+                "failed_gate": failures(checks),
             }
             self._append_history(model_dir, record)
             self._write_pointer(model_dir, concrete)
@@ -142,7 +175,13 @@ class PromotionMixin:
         margin: float,
         value: float | None,
         previous_value: float | None,
+        checks: list[Check],
     ) -> None:
+        failed = failures(checks)
+        if failed:
+            raise PromotionRejected(
+                f"{name}/{version} fails the baseline gate:\n  " + "\n  ".join(failed)
+            )
         if value is None:
             raise PromotionRejected(
                 f"{name}/{version}: card has no finite metrics[{metric!r}] to compare (use force)"

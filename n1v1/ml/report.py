@@ -121,6 +121,7 @@ def _fold_section(fold: FoldResult, cash: float) -> list[str]:
         for block, p in fold.periods.items()
     ]
     out.append(_table(["block", "first row", "last row", "rows"], periods))
+    out += [f'<p class="note">Caution: {_e(note)}.</p>' for note in fold.notes]
     t = fold.training
     tr = fold.threshold_report
     out.append(

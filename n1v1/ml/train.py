@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
+import os
 import tempfile
 import threading
 import time
@@ -36,12 +38,20 @@ import numpy as np
 import ray
 import ray.train
 import torch
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import (
+    Checkpoint,
+    CheckpointConfig,
+    FailureConfig,
+    LoggingConfig,
+    RunConfig,
+    ScalingConfig,
+)
 from ray.train.torch import TorchTrainer, get_device, prepare_data_loader, prepare_model
 from ray.util.queue import Empty, Queue
 from torch.utils.data import DataLoader, DistributedSampler
 
 from n1v1.config import Settings
+from n1v1.ml.economics import validation_backtest
 from n1v1.ml.fit import Rows, seed_epoch, train_epoch, val_pass, whole_batch
 from n1v1.ml.metrics import choose_threshold, macro_auc
 from n1v1.ml.models import build_model, read_state_dict, save_state_dict
@@ -82,6 +92,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     """The Ray Train loop (one call per worker). `config`: spec (TrainSpec JSON), arrays (object
     ref of {"X", "y"}), train_rows/val_rows, class_weights, fingerprint, fail_at_epoch (test hook:
     raise after training that epoch, unless this attempt started there)."""
+    _quiet_report_logs()
     spec = TrainSpec.model_validate(config["spec"])
     arrays = ray.get(config["arrays"])
     X, y = arrays["X"], arrays["y"]
@@ -165,6 +176,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
                 metrics, checkpoint=saved, checkpoint_dir_name=f"checkpoint_epoch_{epoch:04d}"
             )
     return {"first_epoch": first_epoch, "history": state["history"]}
+
+
+def _quiet_report_logs() -> None:
+    """Ray Train names a few loggers by file path instead of `ray.train.*`, so RunConfig's
+    LoggingConfig level misses them; one logs every report at INFO ("Reporting training result
+    ..." with the whole metrics dict), which would interleave with the CLI's epoch lines.
+    Warnings and errors of those loggers still show."""
+    package_dir = os.path.join(os.path.dirname(ray.train.__file__), "")
+    for name in list(logging.Logger.manager.loggerDict):
+        if name.startswith(package_dir):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _restore(checkpoint: Checkpoint, net: torch.nn.Module) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -267,6 +289,9 @@ def run_training(
             checkpoint_config=keep,
             failure_config=FailureConfig(max_failures=max_failures),
             callbacks=[_ProgressRelay(queue)],
+            # Ray Train's INFO lines ("Reporting training result ...", one per checkpoint) would
+            # interleave with our epoch lines; warnings and errors still reach the console.
+            logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
     try:
@@ -281,7 +306,10 @@ def run_training(
     checkpoint, best = _best(result, run_name)
     with checkpoint.as_directory() as directory:
         state_dict = read_state_dict(Path(directory) / CHECKPOINT_MODEL)
-    threshold, net_return = _validation_threshold(spec, data, state_dict, weights)
+    net = build_model(spec.model, data.X.shape[1], spec.labels.n_classes, seed=spec.seed)
+    net.load_state_dict(state_dict)
+    threshold, net_return = _validation_threshold(spec, data, net, weights)
+    economic = validation_backtest(spec, data, net, threshold, settings)
     metrics = {
         "train_loss": best["train_loss"],
         "val_loss": best["val_loss"],
@@ -289,9 +317,13 @@ def run_training(
         "best_epoch": int(best["epoch"]),
         "epochs_run": len(history),
         "val_net_return_at_threshold": net_return,
+        "val_return": economic["strategy"]["total_return"],
+        "val_buy_and_hold_return": economic["buy_and_hold"]["total_return"],
         "stopped_early": bool(history and history[-1]["stopped_early"]),
     }
-    card = model_card(spec, settings, data, metrics, threshold, history, run_name, storage)
+    card = model_card(
+        spec, settings, data, metrics, threshold, history, run_name, storage, economic
+    )
     version = None
     if register:
         version = ModelRegistry(settings.ml.model_root).register(
@@ -305,6 +337,8 @@ def run_training(
             "version": version,
             "metrics": metrics,
             "threshold": threshold,
+            "validation_backtest": economic,
+            "horizon": spec.labels.horizon,
         },
     )
     return {
@@ -325,11 +359,9 @@ def run_training(
 
 
 def _validation_threshold(
-    spec: TrainSpec, data: PreparedData, state_dict: dict[str, Any], weights: list[float] | None
+    spec: TrainSpec, data: PreparedData, net: torch.nn.Module, weights: list[float] | None
 ) -> tuple[float, float]:
-    """`choose_threshold` on the validation probabilities of the best epoch's weights."""
-    net = build_model(spec.model, data.X.shape[1], spec.labels.n_classes, seed=spec.seed)
-    net.load_state_dict(state_dict)
+    """`choose_threshold` on the validation probabilities of the best epoch's network."""
     window = None if spec.model.kind == "mlp" else spec.model.window
     rows = Rows(data.X, data.dataset.y, data.val, window)
     weight = None if weights is None else torch.tensor(weights, dtype=torch.float32)

@@ -37,6 +37,7 @@ from typing import Any
 
 import pandas as pd
 
+from n1v1.cluster import ensure_ray
 from n1v1.config import Settings
 from n1v1.research.evaluate import check_sweepable, evaluate_on_symbol
 from n1v1.research.space import SweepError
@@ -56,27 +57,6 @@ Progress = Callable[[int, int], None]
 
 class CheckpointMismatch(SweepError):
     """The checkpoint directory holds chunks of a different sweep."""
-
-
-def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> bool:
-    """Make sure this process is connected to Ray; True when this call connected (the caller then
-    owns the connection and should `ray.shutdown()` it).
-
-    Already initialised: nothing to do. `address` given: connect to it. RAY_ADDRESS set (as under
-    `ray job submit`): connect to that cluster ("auto"). Otherwise start a private local Ray
-    (address="local" never attaches to some other cluster that happens to run on this machine).
-    """
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if address:
-        ray.init(address=address)
-    elif os.environ.get("RAY_ADDRESS"):
-        ray.init(address="auto")
-    else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
-    return True
 
 
 @dataclass

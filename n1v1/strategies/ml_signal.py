@@ -13,7 +13,14 @@ trading use a model exactly like a rule strategy: features from the card's `Feat
   computes a different hash for the same spec (a formula changed since), the model would be fed
   features it has never seen; that is an error, not a warning.
 - Causal: features are causal and the MLP reads one row (a sequence model the last `window` rows),
-  so target t depends on bars[: t + 1] only. Rows whose features are not ready are 0.
+  so target t depends on bars[: t + 1] only. Rows whose features are not ready are 0, and so are
+  the first `warmup` bars after a session break (a hole of months in the data), as in training
+  (`n1v1.ml.dataset`): their look-back would reach across the break.
+- No trading on the training window: the card records the first training row and the last
+  validation row. Bars that overlap that window (extended by the label horizon) measure what the
+  model remembers, not what it can do, so they are refused with a StrategyError naming both ranges
+  unless `allow_in_sample=true`; then the result carries a note saying so (`notes`, which
+  `run_backtest` copies into BacktestResult.notes).
 
 torch is imported only when a model is loaded (`n1v1.ml.inference`), so listing strategies or
 running rule strategies never pays for it.
@@ -21,12 +28,14 @@ running rule strategies never pays for it.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pydantic
 
+from n1v1.ml.dataset import session_warmup_mask
 from n1v1.ml.features import FeatureSpec, build_features, feature_hash, feature_names
 from n1v1.strategies.base import Strategy, StrategyError, StrategyParams
 
@@ -45,6 +54,9 @@ class MLSignalParams(StrategyParams):
     )
     short_threshold: float | None = pydantic.Field(
         None, ge=0.0, le=1.0, description="ternary: short when P(short) > this; None = threshold"
+    )
+    allow_in_sample: bool = pydantic.Field(
+        False, description="trade bars the model was trained or validated on (result is noted)"
     )
 
     @pydantic.field_validator("model")
@@ -87,6 +99,9 @@ class MLSignal(Strategy):
         self._loaded: LoadedModel | None = None
         self._feature_spec: FeatureSpec | None = None
         self._in_memory = False  # built by from_loaded: no registry behind it
+        self.notes: list[str] = []  # for the result: e.g. "traded in-sample bars"
+        self._window: tuple[pd.Timestamp, pd.Timestamp] | None = None
+        self._window_of: LoadedModel | None = None
 
     def bind_settings(self, settings: Settings) -> None:
         """Use the run's settings (ml.model_root); a different root drops the cached model.
@@ -140,7 +155,25 @@ class MLSignal(Strategy):
                 ) from None
             self._feature_spec = _checked_feature_spec(loaded)
             self._loaded = loaded
+            self._note_gate(ModelRegistry(root), settings)
         return self._loaded
+
+    def _note_gate(self, registry: Any, settings: Settings) -> None:
+        """A note when the loaded version did not pass the promotion gate (it can still be
+        traded by naming it: research needs that, but the result must say so)."""
+        assert self._loaded is not None
+        ml, loaded = settings.ml, self._loaded
+        status, checks = registry.gate_status(
+            loaded.name, loaded.version, margin=ml.promotion_margin, alpha=ml.promotion_alpha
+        )
+        failed = "; ".join(f"{c.name}: {c.detail}" for c in checks if not c.passed)
+        if failed:
+            note = (
+                f"UNVALIDATED MODEL: {loaded.name}/{loaded.version} did not pass the promotion "
+                f"gate ({status}): {failed}"
+            )
+            if note not in self.notes:
+                self.notes.append(note)
 
     @property
     def warmup(self) -> int:
@@ -174,7 +207,68 @@ class MLSignal(Strategy):
         except ValueError as err:
             raise StrategyError(f"ml_signal: cannot build features: {err}") from None
         values = features.to_numpy(dtype=np.float64)
-        return loaded.predict_proba(values)
+        self._check_bar_size(bars)
+        self._check_training_overlap(bars)
+        proba = loaded.predict_proba(values)
+        if isinstance(bars.index, pd.DatetimeIndex) and len(bars) > 1:
+            proba[session_warmup_mask(bars.index, self.warmup)] = np.nan
+        return proba
+
+    def _check_bar_size(self, bars: pd.DataFrame) -> None:
+        """StrategyError if the bars are not the size the model was trained on: its features
+        count bars (returns over 1, 5, 15, 60 bars, ...), so a model trained on 5-minute bars
+        reads 1-minute bars as something it has never seen. A card without data.timeframe
+        (a model built in memory) is not checked."""
+        from n1v1.data import DataError, infer_timeframe
+        from n1v1.data.resample import parse_timeframe
+
+        loaded = self.loaded_model()
+        trained = (loaded.card.get("data") or {}).get("timeframe")
+        if not isinstance(trained, str) or len(bars) < 2:
+            return
+        try:
+            expected, given = parse_timeframe(trained), infer_timeframe(bars)
+        except DataError:
+            return
+        if given != expected:
+            raise StrategyError(
+                f"ml_signal: model {loaded.name}/{loaded.version} was trained on {trained} bars, "
+                f"these bars are {_duration(given)} apart (median): its features count bars, so "
+                f"it would read them as something it has never seen. Resample to {trained} "
+                "(--timeframe) or train a model on this bar size."
+            )
+
+    def _check_training_overlap(self, bars: pd.DataFrame) -> None:
+        """StrategyError if `bars` overlap the model's training window, unless allow_in_sample
+        (then a note). A card without the window (a model built in memory) is not checked."""
+        loaded = self.loaded_model()
+        if self._window_of is not loaded:  # parsed once per loaded model, not once per bar
+            self._window, self._window_of = training_window(loaded.card), loaded
+        window = self._window
+        if window is None or len(bars) == 0 or not isinstance(bars.index, pd.DatetimeIndex):
+            return
+        first, last = (
+            t if t.tzinfo else t.tz_localize("UTC") for t in (bars.index[0], bars.index[-1])
+        )
+        start, end = window
+        if first > end or last < start:
+            return
+        label = f"{loaded.name}/{loaded.version}"
+        ranges = (
+            f"the bars {first.isoformat()} .. {last.isoformat()} overlap the window {label} was "
+            f"trained and validated on ({start.isoformat()} .. {end.isoformat()}, the last "
+            "validation label included)"
+        )
+        if not self.params.allow_in_sample:
+            raise StrategyError(
+                f"ml_signal: {ranges}: a backtest there measures what the model remembers, not "
+                f"what it can do. Use bars after {end.isoformat()} (e.g. --start), or pass "
+                "--param allow_in_sample=true to run it anyway (the result is then marked "
+                "in-sample)."
+            )
+        note = f"IN-SAMPLE: ml_signal traded {ranges}; this measures memory, not skill"
+        if note not in self.notes:
+            self.notes.append(note)
 
     def target_positions(self, bars: pd.DataFrame, allow_short: bool = False) -> np.ndarray:
         proba = self.probabilities(bars)
@@ -187,6 +281,33 @@ class MLSignal(Strategy):
                 short = np.zeros(len(proba), dtype=np.bool_)
         target = np.where(long & ~short, 1, np.where(short & ~long, -1, 0))
         return self.finish(target, allow_short)
+
+
+def _duration(delta: pd.Timedelta) -> str:
+    from n1v1.cli.common import format_duration
+
+    return format_duration(delta.total_seconds())
+
+
+def training_window(card: dict[str, Any]) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """(first training row, last bar any training or validation label used) from a card's
+    `split` (and `label_spec.horizon` x `data.timeframe`), or None when the card lacks them."""
+    split = card.get("split")
+    if not isinstance(split, dict):
+        return None
+    try:
+        start = pd.Timestamp(split["train"][0])
+        end = pd.Timestamp(split["val"][1])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    horizon = (card.get("label_spec") or {}).get("horizon")
+    timeframe = (card.get("data") or {}).get("timeframe")
+    if isinstance(horizon, int) and isinstance(timeframe, str):
+        from n1v1.data.resample import parse_timeframe
+
+        with contextlib.suppress(ValueError):
+            end = end + horizon * parse_timeframe(timeframe)
+    return start, end
 
 
 def _checked_feature_spec(loaded: LoadedModel) -> FeatureSpec:
