@@ -1,13 +1,12 @@
-"""The one settings model for N1V1: a YAML file, then `N1V1_*` environment overrides, validated
-strictly.
+"""The one settings model for N1V1: a YAML file, then `N1V1_*` environment
+overrides, validated strictly.
 
 Unknown keys are errors that name the full key path and suggest the closest valid key, because a
-typo in a
-risk limit that is silently ignored is how accounts get blown up.
+typo in a risk limit that is silently ignored is how accounts get blown up.
 
 Environment overrides use `__` between levels: `N1V1_RISK__MAX_DRAWDOWN=0.2` sets
-`risk.max_drawdown`.
-Values are parsed as YAML scalars, so `0.2`, `true` and `null` mean what they look like.
+`risk.max_drawdown`. Values are parsed as YAML scalars, so `0.2`, `true` and `null` mean what
+they look like.
 """
 
 from __future__ import annotations

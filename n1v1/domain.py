@@ -1,9 +1,8 @@
-"""Value types shared by every layer: orders and their state machine, fills, signals, risk
-decisions.
+"""Value types shared by every layer: orders and their state machine, fills,
+signals, risk decisions.
 
 The hot loops (fast backtest path, sweeps) work on NumPy arrays; these objects live at the
-boundaries
-and in the event-driven engine, where clarity matters more than nanoseconds.
+boundaries and in the event-driven engine, where clarity matters more than nanoseconds.
 """
 
 from __future__ import annotations
@@ -128,8 +127,8 @@ class OrderPurpose(StrEnum):
 def make_client_order_id(
     run_id: str, symbol: str, timestamp: pd.Timestamp, purpose: OrderPurpose, seq: int
 ) -> ClientOrderId:
-    """Deterministic id: the same decision always yields the same id, so a retried submit is
-    idempotent.
+    """Deterministic id: the same decision always yields the same id, so a retried
+    submit is idempotent.
 
     32 hex characters keep it under every major exchange's client-id length limit (Binance: 36).
     """

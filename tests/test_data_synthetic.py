@@ -164,8 +164,8 @@ def test_intraday_volume_seasonality_peaks_at_the_configured_hour() -> None:
     bars = generate_bars(14 * 1440, seed=6, model=SyntheticModel(intraday_peak_hour=15.0))
     by_hour = bars["volume"].groupby(bars.index.hour).mean()
     assert by_hour.idxmax() in (14, 15, 16)
-    # Seasonal factor 1.5 at the peak vs 0.5 at 03:00: the busiest hour is well over twice the
-    # quietest.
+    # Seasonal factor 1.5 at the peak vs 0.5 at 03:00: the busiest hour is well over
+    # twice the quietest.
     assert by_hour.max() > 2 * by_hour.min()
     flat = generate_bars(14 * 1440, seed=6, model=SyntheticModel(intraday_amplitude=0.0))
     by_hour = flat["volume"].groupby(flat.index.hour).mean()

@@ -2,8 +2,7 @@
 
 Conventions (docs/execution.md): a target read at a bar's close trades at the next bar's open
 (`next_open`) or at that close (`close`); bars below are (open, high, low, close[, volume]); cash
-starts
-at 10,000; fees are zero unless a scenario sets them.
+starts at 10,000; fees are zero unless a scenario sets them.
 """
 
 from __future__ import annotations

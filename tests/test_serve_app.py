@@ -671,8 +671,8 @@ def test_kill_9_of_the_engine_replica_resumes_to_an_identical_run(
     assert orders(served) == orders(expected)
     assert served.fills() == expected.fills()
     assert served.positions() == expected.positions()
-    # the trades the API shows come from the (restarted) engine: the uninterrupted run's, bars
-    # held included
+    # the trades the API shows come from the (restarted) engine: the uninterrupted run's,
+    # bars held included
     shown = call(cluster, "GET", f"{prefix}/api/v1/trades", params={"limit": 1000}).json()
     assert shown == reference.trades_page(None, 1000, 0)
     assert shown["total"] > 0 and all(t["bars_held"] > 0 for t in shown["trades"] if t["exit_time"])

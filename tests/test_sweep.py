@@ -1,8 +1,8 @@
 """The streaming sweep (n1v1/backtest/sweep.py) against the full simulate() + compute_metrics path.
 
-The sweep never stores per-bar arrays; these tests pin that its summary of every parameter set is
-the number compute_metrics gives for the same backtest, so the fast sweep cannot drift from the
-documented formulas.
+The sweep never stores per-bar arrays; these tests pin that its summary of every parameter set
+is the number compute_metrics gives for the same backtest, so the fast sweep cannot drift from
+the documented formulas.
 """
 
 from __future__ import annotations

@@ -43,9 +43,9 @@ class MetricInfo:
     formula: str
 
 
-# One entry per key returned by `compute_metrics`, in the order they are returned. The formulas are
-# the short form of docs/metrics.md (r = per-bar return, rf = per-bar risk-free rate, ppy = bars per
-# year).
+# One entry per key returned by `compute_metrics`, in the order they are returned. The formulas
+# are the short form of docs/metrics.md (r = per-bar return, rf = per-bar risk-free rate, ppy =
+# bars per year).
 METRICS: dict[str, MetricInfo] = {
     "n_bars": MetricInfo("Bars", "count", "number of bars in the equity curve"),
     "periods_per_year": MetricInfo(
@@ -342,9 +342,9 @@ def _longest_underwater(
 ) -> tuple[int, float | None]:
     """Longest run of consecutive underwater bars, in bars and in seconds (ties: the earliest run).
 
-    Seconds run from the start of the first underwater bar to the start of the bar that regains the
-    peak; a run still open at the end lasts until the end of the last bar (its start + the median
-    spacing).
+    Seconds run from the start of the first underwater bar to the start of the bar that
+    regains the peak; a run still open at the end lasts until the end of the last bar (its
+    start + the median spacing).
     """
     n = len(underwater)
     if not underwater.any():

@@ -61,12 +61,12 @@ def write_html_report(
 ) -> Path:
     """Write the report to `path` (parent directories are created) and return the path.
 
-    `metrics` is the dict of `compute_metrics` (extra keys are shown too); `prices` maps a symbol
-    to an OHLCV frame with a `close` column and a DatetimeIndex, or is one such frame when all
-    trades share a symbol. `strategies` is `BacktestResult.strategies` (each strategy's own P&L);
-    with more than one strategy the report gets a section comparing them. `gaps`
-    (`BacktestResult.gaps`) are shaded on every chart and listed with the per-segment figures of
-    backtest.gaps=segment (`segments`).
+    `metrics` is the dict of `compute_metrics` (extra keys are shown too); `prices` maps a
+    symbol to an OHLCV frame with a `close` column and a DatetimeIndex, or is one such frame
+    when all trades share a symbol. `strategies` is `BacktestResult.strategies` (each
+    strategy's own P&L); with more than one strategy the report gets a section comparing them.
+    `gaps` (`BacktestResult.gaps`) are shaded on every chart and listed with the per-segment
+    figures of backtest.gaps=segment (`segments`).
     """
     path = Path(path)
     x, y = _series_arrays(equity, "equity")

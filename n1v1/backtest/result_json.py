@@ -43,10 +43,9 @@ def _row_heads(index: pd.DatetimeIndex) -> np.ndarray | None:
     uint64 array (None: see `iso_utc_bytes`).
 
     Bars come in runs of the same day, so the date is formatted once per run, and the time of day
-    comes from a table of the 86 400 seconds of a day. Each 8-byte word of a row is then one
-    gather: word 0 holds '["' and the start of the date, word 1 the end of the date and the hour
-    (two tables OR-ed, their bytes do not overlap), word 2 minutes, seconds and '+00', word 3 is
-    constant.
+    comes from a table of the 86 400 seconds of a day. Each 8-byte word of a row is then one gather:
+    word 0 holds '["' and the start of the date, word 1 the end of the date and the hour (two tables
+    OR-ed, their bytes do not overlap), word 2 minutes, seconds and '+00', word 3 is constant.
     """
     if not isinstance(index, pd.DatetimeIndex) or str(index.tz) != "UTC":
         return None

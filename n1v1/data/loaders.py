@@ -5,11 +5,11 @@ time, in microseconds as pandas 3 parses by default), float64 columns exactly
 open/high/low/close/volume, strictly increasing.
 ``frame.attrs["source"]`` names the file or dataset, ``frame.attrs["symbol"]`` the pair when known.
 
-Loading is strict on purpose: unknown or misspelled columns, unparseable cells and inconsistent bars
-are errors, and nothing is half-loaded. One `DataError` lists every problem (up to
-`n1v1.data.problems.MAX_REPORTED`), each naming the file, the line (CSV, as an editor numbers it)
-or 0-based row index (Parquet, ccxt), the field and the value. Rows are never sorted, dropped or
-repaired here.
+Loading is strict on purpose: unknown or misspelled columns, unparseable cells and inconsistent
+bars are errors, and nothing is half-loaded. One `DataError` lists every problem (up to
+`n1v1.data.problems.MAX_REPORTED`), each naming the file, the line (CSV, as an editor numbers
+it) or 0-based row index (Parquet, ccxt), the field and the value. Rows are never sorted,
+dropped or repaired here.
 """
 
 from __future__ import annotations

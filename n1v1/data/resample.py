@@ -86,8 +86,8 @@ def resample_bars(
     *,
     source_timeframe: str | pd.Timedelta | None = None,
 ) -> pd.DataFrame:
-    """Aggregate bars into ``timeframe`` buckets: first open, max high, min low, last close, sum of
-    volume.
+    """Aggregate bars into ``timeframe`` buckets: first open, max high, min low, last close,
+    sum of volume.
 
     ``source_timeframe`` is the spacing of ``df`` (inferred with `infer_timeframe` when omitted); it
     decides whether the last bucket is complete: the last bucket is dropped when

@@ -150,9 +150,9 @@ def _simulate(
 ) -> list[np.ndarray]:
     """One (5, n) array [open, high, low, close, volume] per symbol.
 
-    Works in chunks of `_CHUNK` bars so that temporaries stay small (memory ~ the outputs) and hot
-    in cache; each chunk draws from the streams in a fixed order, so results depend on the seed
-    only.
+    Works in chunks of `_CHUNK` bars so that temporaries stay small (memory ~ the outputs)
+    and hot in cache; each chunk draws from the streams in a fixed order, so results depend
+    on the seed only.
     """
     _check_count(n)
     regime_rng, factor_rng, *symbol_rngs = _streams(seed, n_symbols)

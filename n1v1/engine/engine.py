@@ -1,11 +1,9 @@
 """The TradingEngine: one loop for backtest, paper and live trading.
 
 bar -> fills at the open -> intrabar stops and take-profits -> mark to market -> risk state -> time
-exits
--> strategy targets -> risk review -> orders -> venue. The exact order and every fill rule are in
-docs/execution.md; the engine owns the decisions, the venue owns the fills, the portfolio owns the
-money,
-and the journal sees all of it.
+exits -> strategy targets -> risk review -> orders -> venue. The exact order and every fill rule are
+in docs/execution.md; the engine owns the decisions, the venue owns the fills, the portfolio owns
+the money, and the journal sees all of it.
 """
 
 from __future__ import annotations
@@ -139,8 +137,8 @@ class TradingEngine:
         for symbol, (index, bar) in bars.items():
             st = self.state(symbol)
             st.index = index
-            # Under `close` fills only leftovers (partial fills, kill-switch exits) work at the
-            # open.
+            # Under `close` fills only leftovers (partial fills, kill-switch exits) work
+            # at the open.
             self.venue.match_open(symbol, bar, on_execution=lambda ex, st=st: self._process(ex, st))
             self._check_protective(symbol, bar, st)
             self.portfolio.mark(symbol, bar.close)

@@ -1,10 +1,8 @@
 """Market data feeds: what drives the engine's clock.
 
 `ReplayFeed` walks the union of the symbols' timestamps in order, handing the engine each symbol's
-bar at
-that instant (a symbol without a bar at a timestamp simply sits that step out). A live feed yields
-the
-same `(timestamp, {symbol: (index, bar)})` steps as bars close.
+bar at that instant (a symbol without a bar at a timestamp simply sits that step out). A live feed
+yields the same `(timestamp, {symbol: (index, bar)})` steps as bars close.
 """
 
 from __future__ import annotations

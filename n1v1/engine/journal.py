@@ -1,8 +1,7 @@
 """The journal: everything the engine decides or learns, in the order it happened.
 
 The engine never keeps a private record that the journal does not see, so a SQL-backed journal (the
-state
-store) can rebuild a restarted engine, and an in-memory one serves backtests and tests.
+state store) can rebuild a restarted engine, and an in-memory one serves backtests and tests.
 """
 
 from __future__ import annotations

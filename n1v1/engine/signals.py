@@ -1,12 +1,9 @@
 """Where the engine reads strategy targets.
 
 Strategies are causal functions from bars to target positions (tested by truncation), so in a replay
-the
-targets of a whole series can be computed once up front and read bar by bar without any lookahead:
-the
-value at bar t is exactly what the strategy would have said with only bars 0..t in hand. A live
-source
-recomputes on a trailing window as each bar arrives.
+the targets of a whole series can be computed once up front and read bar by bar without any
+lookahead: the value at bar t is exactly what the strategy would have said with only bars 0..t in
+hand. A live source recomputes on a trailing window as each bar arrives.
 """
 
 from __future__ import annotations

@@ -25,8 +25,7 @@ class SlippageModel:
     """Adverse price adjustment for orders that take liquidity (market and stop fills).
 
     `fixed_bps` always applies; with `impact_bps > 0` an order that is a larger share of the bar's
-    volume
-    pays `impact_bps * sqrt(qty / volume)` on top (square-root market impact).
+    volume pays `impact_bps * sqrt(qty / volume)` on top (square-root market impact).
     """
 
     fixed_bps: float = 0.0

@@ -116,8 +116,8 @@ def rsi(close: ArrayLike, n: int = 14) -> Array:
 def macd(close: ArrayLike, fast: int = 12, slow: int = 26, signal: int = 9) -> tuple[Array, ...]:
     """(macd_line, signal_line, histogram): EMA(fast) - EMA(slow), its EMA(signal), and the gap.
 
-    The signal EMA starts at the first valid MACD value (index slow-1), so it is first defined at
-    index slow+signal-2.
+    The signal EMA starts at the first valid MACD value (index slow-1), so it is first defined
+    at index slow+signal-2.
     """
     c = _series(close, "close")
     fast, slow, signal = _period(fast, "fast"), _period(slow, "slow"), _period(signal, "signal")

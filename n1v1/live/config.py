@@ -1,9 +1,9 @@
 """What a trading session is made of, and the part of it that may change while it runs.
 
-`SessionSpec` is fixed for the life of a session (symbols, strategies, settings); `LiveConfig` holds
-the live-tunable settings (risk limits, strategy parameters, paused) that Serve's `user_config` and
-`PUT /api/v1/config` change without a restart. Both are strict: an unknown key is an error that
-names it.
+`SessionSpec` is fixed for the life of a session (symbols, strategies, settings); `LiveConfig`
+holds the live-tunable settings (risk limits, strategy parameters, paused) that Serve's
+`user_config` and `PUT /api/v1/config` change without a restart. Both are strict: an unknown key is
+an error that names it.
 """
 
 from __future__ import annotations

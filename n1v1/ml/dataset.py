@@ -7,13 +7,13 @@ least k bars: the purge gaps of `n1v1.ml.splits` can be counted in rows.
 
 Sessions: a file that joins days months apart (the bundled minute files do) has holes far longer
 than any label horizon. A label computed across such a hole is the price move of months, not of h
-bars (one such row of the demo data "returned" +300 %), and a feature whose look-back reaches across
-it mixes two markets. So a hole of more than `MAX_SESSION_GAP_BARS` missing bars (the limit beyond
-which `gap_policy: fill` refuses to invent bars) starts a new session: a row whose h-bar label
-horizon crosses a break has no label, and the first `feature_warmup(spec)` rows of every session
-after the first are dropped like the warm-up at the start of the data. Shorter holes (minutes
-without trades) are kept as they are. `session_warmup_mask` gives `ml_signal` the same rule at
-inference.
+bars (one such row of the demo data "returned" +300 %), and a feature whose look-back reaches
+across it mixes two markets. So a hole of more than `MAX_SESSION_GAP_BARS` missing bars (the limit
+beyond which `gap_policy: fill` refuses to invent bars) starts a new session: a row whose h-bar
+label horizon crosses a break has no label, and the first `feature_warmup(spec)` rows of every
+session after the first are dropped like the warm-up at the start of the data. Shorter holes
+(minutes without trades) are kept as they are. `session_warmup_mask` gives `ml_signal` the same
+rule at inference.
 """
 
 from __future__ import annotations

@@ -228,14 +228,13 @@ def run_training(
     best epoch, choose the threshold and register the model (unless `register=False`).
 
     `run_name` (default spec.name) names the run directory under settings.ml.storage_path; a run
-    that has checkpoints there resumes from the latest. `progress` gets dicts with "event" set
-    to "start", "epoch" (live, as each epoch is reported) and "done" (`n1v1.cli.ml` prints them).
-    `max_failures`: worker failures Ray recovers from (from the latest checkpoint);
-    `fail_at_epoch` is a test hook (see `train_loop_per_worker`); `data`: the caller's own
-    `prepare_data(spec, settings)` (the CLI runs it first, so bad data fails before Ray starts).
-    Returns version, metrics, threshold, checkpoint_path (best epoch), resumed_from_epoch (the
-    first epoch this call trained when it continued a run, else None), epochs_trained, history,
-    card.
+    that has checkpoints there resumes from the latest. `progress` gets dicts with "event" set to
+    "start", "epoch" (live, as each epoch is reported) and "done" (`n1v1.cli.ml` prints them).
+    `max_failures`: worker failures Ray recovers from (from the latest checkpoint); `fail_at_epoch`
+    is a test hook (see `train_loop_per_worker`); `data`: the caller's own `prepare_data(spec,
+    settings)` (the CLI runs it first, so bad data fails before Ray starts). Returns version,
+    metrics, threshold, checkpoint_path (best epoch), resumed_from_epoch (the first epoch this call
+    trained when it continued a run, else None), epochs_trained, history, card.
     """
     run_name = validate_name(run_name or spec.name)
     storage = resolve_storage_path(settings.ml.storage_path)

@@ -295,9 +295,8 @@ def walk_forward_optimise(
     """Optimise `param_sets` in-sample and trade the best out-of-sample, window by window.
 
     `metric` is one of METRIC_COLUMNS, averaged over symbols and maximised (max_drawdown:
-    minimised); sets with an undefined metric or fewer than `min_trades` in-sample trades on
-    some symbol are not eligible (`choose_best`), and a window without an eligible set stays in
-    cash.
+    minimised); sets with an undefined metric or fewer than `min_trades` in-sample trades on some
+    symbol are not eligible (`choose_best`), and a window without an eligible set stays in cash.
     `progress(done, total)` is called after each window.
     """
     settings = settings or Settings()

@@ -11,8 +11,8 @@ import pandas as pd
 
 from n1v1.config import RiskSettings
 
-# 1 - 9000/10000 is 0.09999999999999998 in binary floating point: a loss of exactly the limit must
-# trip.
+# 1 - 9000/10000 is 0.09999999999999998 in binary floating point: a loss of exactly the
+# limit must trip.
 _LIMIT_EPS = 1e-12
 
 
@@ -21,8 +21,7 @@ class CircuitBreaker:
     """Trips on a drawdown from the equity peak or on a run of losing trades.
 
     With `cooldown_bars > 0` it re-arms that many bars later, with the peak and the loss count reset
-    so
-    it does not trip again at once on the same drawdown; with 0 it stays tripped until `reset()`.
+    so it does not trip again at once on the same drawdown; with 0 it stays tripped until `reset()`.
     """
 
     settings: RiskSettings

@@ -1,7 +1,7 @@
 """Position sizing: how much to buy or sell when a strategy asks for a position.
 
-All methods size from the signal bar's close and the equity at that close (docs/execution.md,
-"Sizing").
+All methods size from the signal bar's close and the equity at that close (see "Sizing" in
+docs/execution.md).
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ def size_entry(
 ) -> SizeResult:
     """Quantity for a new position, before lot rounding and portfolio limits.
 
-    `cost_rate` is the taker fee plus fixed slippage as a fraction, so an all-in entry stays
-    payable.
+    `cost_rate` is the taker fee plus fixed slippage as a fraction, so an all-in
+    entry stays payable.
     """
     if settings.sizing == "fixed":
         assert settings.qty is not None  # enforced by RiskSettings validation

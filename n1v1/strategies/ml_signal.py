@@ -266,7 +266,7 @@ class MLSignal(Strategy):
                 "--param allow_in_sample=true to run it anyway (the result is then marked "
                 "in-sample)."
             )
-        note = f"IN-SAMPLE: ml_signal traded {ranges}; this measures memory, not skill"
+        note = f"IN-SAMPLE: ml_signal was run although {ranges}; this measures memory, not skill"
         if note not in self.notes:
             self.notes.append(note)
 

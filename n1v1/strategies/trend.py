@@ -104,8 +104,8 @@ class EmaCrossParams(_FastSlowParams):
 class EmaCross(_AverageCross):
     """Long while EMA(close, fast) > EMA(close, slow); otherwise flat (short instead when allowed).
 
-    Same rule as sma_cross on exponential averages. Warm-up: slow - 1 bars (the slow EMA's NaN
-    warm-up).
+    Same rule as sma_cross on exponential averages. Warm-up: slow - 1 bars (the slow
+    EMA's NaN warm-up).
     """
 
     name = "ema_cross"
