@@ -514,3 +514,18 @@ def test_sample_time_is_shared_by_cagr_and_the_sweep() -> None:
     assert clock.years == 118_800.0 / SECONDS_PER_YEAR
     assert not clock.annualises("refuse") and not clock.annualises("segment")
     assert clock.annualises("allow")
+
+
+def test_a_cagr_of_a_short_sample_carries_a_note_that_it_extrapolates() -> None:
+    from n1v1.backtest.metrics import short_sample_note
+
+    # 5 daily bars: 5 days of calendar time; 10 500 / 10 000 = 1.05 -> 1.05^73 − 1 = +3 422.24 %
+    note = short_sample_note(_metrics(CURVE))
+    assert note == (
+        "the run covers 5 days: CAGR (+3422.24%) and Calmar compound that into a yearly rate, an "
+        "extrapolation rather than a forecast; the total return (+5.00%) is what happened"
+    )
+    # 30 daily bars are 30 days: no note; nor when there is no CAGR to read (one bar, no ppy)
+    assert short_sample_note(_metrics([10_000.0 + i for i in range(30)])) is None
+    assert short_sample_note(_metrics([10_000.0, 10_100.0], freq="7D")) is not None  # 14 days
+    assert short_sample_note(_metrics([10_000.0])) is None

@@ -13,7 +13,7 @@ are `None`, never NaN or inf, so the result serialises to strict JSON and a read
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +23,9 @@ from n1v1.data.gaps import DEFAULT_GAP_MULTIPLE, check_gap_multiple, gap_positio
 from n1v1.domain import Trade
 
 SECONDS_PER_YEAR = 365 * 86_400  # crypto trades every day: annualise over a 365-day year
+# Below this much calendar time a result carries a note that its CAGR and Calmar extrapolate a
+# short sample to a year (0.8 % in three days compounds to 163 % a year): see short_sample_note.
+SHORT_SAMPLE_DAYS = 30
 _NS_PER_SECOND = 1_000_000_000
 
 # What to do with the annualised metrics when the bars have gaps (docs/metrics.md, "Gaps"):
@@ -65,7 +68,9 @@ METRICS: dict[str, MetricInfo] = {
     ),
     "total_return": MetricInfo("Total return", "fraction", "E_last / initial_cash − 1"),
     "cagr": MetricInfo(
-        "CAGR", "fraction", "(E_last / initial_cash)^(1/years) − 1, years in calendar time"
+        "CAGR",
+        "fraction",
+        "(E_last / initial_cash)^(1/years) − 1, years in calendar time",
     ),
     "volatility": MetricInfo("Volatility (ann.)", "fraction", "std(r, ddof=1) · √ppy"),
     "sharpe": MetricInfo("Sharpe", "ratio", "mean(r − rf) / std(r − rf, ddof=1) · √ppy"),
@@ -316,6 +321,24 @@ def cagr(growth: float, years: float | None) -> float | None:
     with np.errstate(over="ignore"):
         value = float(np.expm1(np.log(growth) / years))
     return value if math.isfinite(value) else None
+
+
+def short_sample_note(metrics: Mapping[str, MetricValue]) -> str | None:
+    """A note for a result whose CAGR compounds less than SHORT_SAMPLE_DAYS of calendar time into
+    an annual rate (None otherwise): the figure is exact, but it is an extrapolation."""
+    elapsed, growth = metrics.get("elapsed_seconds"), metrics.get("cagr")
+    if not isinstance(elapsed, int | float) or not isinstance(growth, int | float):
+        return None
+    days = elapsed / 86_400
+    if days >= SHORT_SAMPLE_DAYS:
+        return None
+    total = metrics.get("total_return")
+    happened = f" ({float(total):+.2%})" if isinstance(total, int | float) else ""
+    return (
+        f"the run covers {days:.3g} days: CAGR ({float(growth):+.2%}) and Calmar compound that "
+        f"into a yearly rate, an extrapolation rather than a forecast; the total return{happened} "
+        "is what happened"
+    )
 
 
 def _sample_time(

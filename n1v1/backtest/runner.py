@@ -23,7 +23,7 @@ import pandas as pd
 from n1v1 import indicators
 from n1v1.backtest.fast import REASON_NAMES, FastConfig, FastResult, simulate
 from n1v1.backtest.gaps import gap_notes, segment_metrics, trade_durations, trade_gap_note
-from n1v1.backtest.metrics import compute_metrics, sample_time
+from n1v1.backtest.metrics import compute_metrics, sample_time, short_sample_note
 from n1v1.backtest.result_json import equity_json_chunks, iso_strings, trade_records
 from n1v1.config import Settings
 from n1v1.data.gaps import Gap, gaps_at
@@ -157,6 +157,9 @@ def run_backtest(
         result.notes.append(f"event-driven engine used: {unsupported}")
     result.currency = currency
     describe_gaps(result)
+    short = short_sample_note(result.metrics)
+    if short is not None:
+        result.notes.append(short)
     if not result.strategies and len(strategies) == 1:
         # One strategy alone in its account: its P&L is the account's.
         (name,) = strategies
