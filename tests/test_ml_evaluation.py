@@ -252,6 +252,24 @@ def test_html_report_has_tables_reliability_and_equity_charts(result, tmp_path):
     assert 'class="bin calibrated"' in page and 'class="bin uncalibrated"' in page
 
 
+def test_html_report_shades_a_gap_in_a_folds_test_bars(result, tmp_path):
+    from dataclasses import replace
+
+    from n1v1.ml.report import write_evaluation_report
+
+    fold = result.folds[0]
+    # move the second half of the fold's test bars one day later: one hole of about 288 5m bars
+    index = fold.equity["ml_signal"].index
+    half = len(index) // 2
+    shifted = index[:half].append(index[half:] + pd.Timedelta(days=1))
+    equity = {name: series.set_axis(shifted) for name, series in fold.equity.items()}
+    gappy = replace(result, folds=[replace(fold, equity=equity), *result.folds[1:]])
+    page = write_evaluation_report(tmp_path / "g.html", gappy, title="gaps").read_text()
+    assert page.count('class="gap"') == 1 and page.count('class="gap-link"') >= 1
+    plain = write_evaluation_report(tmp_path / "p.html", result, title="plain").read_text()
+    assert 'class="gap"' not in plain
+
+
 def test_too_few_bars_is_a_clear_error():
     with pytest.raises(EvaluationError, match="too few"):
         walk_forward_evaluate(generate_bars(100, timeframe="5m"), SPEC, n_folds=4)

@@ -21,8 +21,10 @@ from n1v1.backtest.report import (
     _line_chart,
     _nice_ticks,
     _series_arrays,
+    gap_bands,
     write_page,
 )
+from n1v1.data.gaps import DEFAULT_GAP_MULTIPLE, long_gaps
 from n1v1.ml.evaluation import EvaluationResult, FoldResult
 
 _ORANGE, _PURPLE = "#d95f02", "#7570b3"
@@ -49,8 +51,9 @@ def write_evaluation_report(
     cfg = result.config
     body = [f"<h1>{_e(title)}</h1>", _config_note(cfg), "<h2>Summary across folds</h2>"]
     body.append(_summary_table(result))
+    multiple = float(cfg.get("gap_multiple") or DEFAULT_GAP_MULTIPLE)
     for fold in result.folds:
-        body += _fold_section(fold, float(cfg.get("cash") or 0.0))
+        body += _fold_section(fold, float(cfg.get("cash") or 0.0), multiple)
     if notes:
         body += ["<h2>Notes</h2>", "<ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"]
     return write_page(path, title, body, json_id="summary-json", data=_json_safe(result.summary()))
@@ -114,7 +117,7 @@ def _summary_table(result: EvaluationResult) -> str:
     return _table(headers, rows, "summary")
 
 
-def _fold_section(fold: FoldResult, cash: float) -> list[str]:
+def _fold_section(fold: FoldResult, cash: float, gap_multiple: float) -> list[str]:
     out = [f'<h2 id="fold-{fold.number}">Fold {fold.number}</h2>']
     periods = [
         [_e(block), _e(p["start"] or "-"), _e(p["end"] or "-"), f"{p['rows']:,}"]
@@ -148,11 +151,13 @@ def _fold_section(fold: FoldResult, cash: float) -> list[str]:
     ]
     out.append(_table(headers, rows, "economic"))
     if fold.equity:
-        out.append(_equity_chart(fold, cash))
+        out.append(_equity_chart(fold, cash, gap_multiple))
     return out
 
 
-def _equity_chart(fold: FoldResult, cash: float) -> str:
+def _equity_chart(fold: FoldResult, cash: float, gap_multiple: float) -> str:
+    """The fold's test equity of each strategy; gaps in the test bars (spacings above
+    `gap_multiple` x the median) are shaded, as on the backtest report."""
     colours = {"buy_and_hold": _GREY, "best_rule": _ORANGE}
     main = "ml_signal" if "ml_signal" in fold.equity else next(iter(fold.equity))
     x, y = _series_arrays(fold.equity[main], f"fold {fold.number} {main} equity")
@@ -162,8 +167,15 @@ def _equity_chart(fold: FoldResult, cash: float) -> str:
             ox, oy = _series_arrays(series, f"fold {fold.number} {name} equity")
             label = f"{name} ({fold.economic[name]['strategy']})" if name == "best_rule" else name
             overlays.append((label, ox, oy, colours.get(name, _PURPLE)))
+    bands = gap_bands(long_gaps(fold.equity[main].index, gap_multiple))
     return _line_chart(
-        x, y, height=260, label=main, baseline=cash if cash > 0 else None, overlays=overlays
+        x,
+        y,
+        height=260,
+        label=main,
+        baseline=cash if cash > 0 else None,
+        overlays=overlays,
+        bands=bands,
     )
 
 
