@@ -349,13 +349,13 @@ class BareBackend:
     async def predict(self, model: str, rows: list[list[float]]) -> dict[str, Any]:
         """What the Model deployment answers, computed inline (one row costs ~0.1 ms)."""
         from n1v1.live.session import CommandError
-        from n1v1.ml.registry import RegistryError, validate_name
-        from n1v1.ml.serving import PromotedModel
+        from n1v1.ml.registry import RegistryError
+        from n1v1.ml.serving import PromotedModel, split_model_id
 
         try:
-            validate_name(model)
+            name, version = split_model_id(model)
             if model not in self._models:
-                self._models[model] = PromotedModel(self.registry, model)
+                self._models[model] = PromotedModel(self.registry, name, version=version)
         except (RegistryError, ValueError) as exc:
             raise CommandError("not_found", str(exc)) from None
         loaded = self._models[model].current()

@@ -592,6 +592,41 @@ def test_promotion_swaps_the_served_version_without_dropping_requests(cluster: C
     assert any(b["version"] == old for _, b in results[:promoted_at])  # type: ignore[index]
 
 
+def test_predict_for_a_named_version_serves_that_version_beside_the_promoted_one(
+    cluster: Cluster,
+) -> None:
+    registry = ModelRegistry(cluster.root)
+    promoted = registry.promoted_version("tiny")
+    assert promoted is not None
+    pinned = register_reseeded(cluster.root, promoted, seed=3)  # registered, not promoted
+    rows = feature_rows(5)
+    expected = {v: expected_probabilities(cluster.root, v, rows) for v in (promoted, pinned)}
+    assert not np.allclose(expected[promoted], expected[pinned])
+
+    def ask(version: str | None) -> requests.Response:
+        body: dict[str, Any] = {"model": "tiny", "rows": rows}
+        if version is not None:
+            body["version"] = version
+        return call(cluster, "POST", "/api/v1/predict", json=body)
+
+    # both kinds at once, so that some share a batch: each answer is its own version's
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(ask, [None, pinned] * 8))
+    for wanted, response in zip([promoted, pinned] * 8, answers, strict=True):
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["version"] == wanted
+        np.testing.assert_allclose(
+            np.asarray(body["probabilities"], dtype=np.float64),
+            expected[wanted],
+            rtol=0,
+            atol=BATCHED_ATOL,
+        )
+    missing = ask("v0099")
+    assert missing.status_code == 404 and "v0099" in missing.json()["error"]["message"]
+    assert ask("latest").status_code == 422  # a version is vNNNN; "promoted" is the default
+
+
 # -- an app under a route prefix ------------------------------------------------------------------
 def test_an_app_under_a_route_prefix_still_requires_the_token(cluster: Cluster) -> None:
     prefix = f"/{KILL}"  # Serve hands its route_prefix to the app as the ASGI root_path

@@ -428,7 +428,9 @@ def create_api(
 
     @app.post(f"{API}/predict")
     async def predict(body: PredictBody) -> dict[str, Any]:
-        return await backend.predict(body.model, body.rows)
+        # the Model deployment's model id: the name (promoted version) or name@version
+        model_id = body.model if body.version is None else f"{body.model}@{body.version}"
+        return await backend.predict(model_id, body.rows)
 
     @app.post(f"{API}/backtests", status_code=202)
     async def submit_backtest(body: BacktestBody, request: Request) -> dict[str, Any]:

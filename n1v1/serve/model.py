@@ -1,7 +1,8 @@
 """The Model deployment: registry models behind `@serve.batch`, several per replica by model id.
 
-The model id (`serve.multiplexed`) is the registry name; each replica keeps the promoted version
-of up to four models and swaps in a newly promoted one between batches (`PromotedModel`).
+The model id (`serve.multiplexed`) is the registry name, for its promoted version, or
+`name@vNNNN` for one version; each replica keeps up to four of them and swaps in a newly promoted
+version between batches (`PromotedModel`; a named version never swaps).
 Requests for the same model that arrive together are stacked into one forward pass.
 """
 
@@ -14,8 +15,8 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from n1v1.ml.registry import ModelRegistry, RegistryError, validate_name
-from n1v1.ml.serving import PromotedModel
+from n1v1.ml.registry import ModelRegistry, RegistryError
+from n1v1.ml.serving import PromotedModel, split_model_id
 from n1v1.serve.metrics import observe_inference
 
 
@@ -41,13 +42,16 @@ class Model:
 
     @serve.multiplexed(max_num_models_per_replica=4)
     async def get_model(self, model_id: str) -> PromotedModel:
-        return await asyncio.to_thread(PromotedModel, self.registry, model_id, self.refresh_s)
+        name, version = split_model_id(model_id)
+        return await asyncio.to_thread(
+            PromotedModel, self.registry, name, self.refresh_s, version=version
+        )
 
     async def predict(self, rows: list[list[float]]) -> dict[str, Any]:
         """{"model", "version", "probabilities"} or {"error": {...}} naming what was wrong."""
         model_id = serve.get_multiplexed_model_id()
         try:
-            validate_name(model_id)
+            split_model_id(model_id)
             served = await self.get_model(model_id)
         except (RegistryError, ValueError) as exc:
             return {"error": {"code": "not_found", "message": str(exc), "details": {}}}
@@ -78,9 +82,10 @@ class Model:
         out: list[dict[str, Any]] = [{} for _ in rows]
         groups: dict[str, list[int]] = {}
         for i, s in enumerate(served):
-            groups.setdefault(s.name, []).append(i)
-        for name, members in groups.items():
+            groups.setdefault(f"{s.name}@{s.current().version}", []).append(i)
+        for members in groups.values():
             loaded = served[members[0]].current()
+            name = loaded.name
             stacked = np.asarray([r for i in members for r in rows[i]], dtype=np.float64)
             started = time.perf_counter()
             probs = loaded.predict_proba(stacked)
