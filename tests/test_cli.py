@@ -498,6 +498,8 @@ def test_segment_policy_prints_one_row_per_gap_free_segment(capsys, tmp_path):
     assert all(s["cagr"] is not None and s["sharpe"] is not None for s in segments)
     assert "gap-free segments (backtest.gaps=segment)" in out
     assert "2016-10-07 00:00  2016-10-09 23:55   864" in out
+    # every segment is a few days: their CAGRs (about -100 %) are extrapolations, and it says so
+    assert "note: segments 0, 1, 2, 3, 4 cover less than 30 days" in " ".join(out.split())
 
 
 def test_allow_policy_annualises_in_calendar_time_with_a_warning(capsys, tmp_path):

@@ -64,7 +64,23 @@ def trades_summary(result: BacktestResult) -> str:
     if result.segments:
         lines += ["", f"{result.strategy}: gap-free segments (backtest.gaps=segment)"]
         lines.append(segments_table(result.segments))
+        from n1v1.backtest.metrics import SHORT_SAMPLE_DAYS
+
+        short = [s["segment"] for s in result.segments if _shorter(s, SHORT_SAMPLE_DAYS)]
+        if short:
+            lines += notes_lines(
+                [
+                    f"segment{'s' * (len(short) != 1)} {', '.join(map(str, short))} cover"
+                    f"{'s' * (len(short) == 1)} less than {SHORT_SAMPLE_DAYS} days: their CAGR "
+                    "and Calmar extrapolate that to a year; their return is what happened"
+                ]
+            )
     return "\n".join(lines)
+
+
+def _shorter(segment: Mapping[str, Any], days: float) -> bool:
+    elapsed = segment.get("elapsed_seconds")
+    return isinstance(elapsed, int | float) and elapsed < days * 86_400
 
 
 def strategies_summary(result: BacktestResult) -> str:
