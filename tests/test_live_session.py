@@ -211,9 +211,8 @@ def test_orders_record_their_strategies_and_each_has_its_own_pnl(tmp_path: Path)
     by_purpose: dict[str, set[str]] = {}
     for order in orders.values():
         by_purpose.setdefault(order.purpose.value, set()).add(order.strategy)
-    named = by_purpose["entry"] | by_purpose.get("exit", set())
+    named = by_purpose["entry"] | by_purpose.get("exit", set()) | by_purpose["stop_loss"]
     assert named and all(n and set(n.split("+")) <= set(pnl) for n in named)
-    assert by_purpose.get("stop_loss", {""}) == {""}
 
 
 # -- the lease -------------------------------------------------------------------------------------

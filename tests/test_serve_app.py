@@ -622,9 +622,11 @@ def test_predict_for_a_named_version_serves_that_version_beside_the_promoted_one
             rtol=0,
             atol=BATCHED_ATOL,
         )
+    latest = ask("latest")  # the newest complete version: the one registered above
+    assert latest.status_code == 200 and latest.json()["version"] == pinned
     missing = ask("v0099")
     assert missing.status_code == 404 and "v0099" in missing.json()["error"]["message"]
-    assert ask("latest").status_code == 422  # a version is vNNNN; "promoted" is the default
+    assert ask("newest").status_code == 422  # vNNNN or latest; the promoted one by default
 
 
 # -- an app under a route prefix ------------------------------------------------------------------

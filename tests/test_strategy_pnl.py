@@ -59,6 +59,22 @@ def test_each_order_records_the_strategies_whose_targets_caused_it() -> None:
     ]
 
 
+def test_a_stop_and_a_take_profit_record_the_strategies_holding_the_position_they_protect() -> None:
+    both_long = FixedTargets([1, 1, 1, 1, 0, 0, 0], name="other")  # long with trend, bars 0..3
+    config = settings(risk={"sizing": "fixed", "qty": 10, "stop_loss_pct": 0.05,
+                            "take_profit_pct": 0.5})  # fmt: skip
+    journal = run_backtest(BARS, [TREND, REVERT, both_long], config).journal
+    assert journal is not None
+    orders = list(journal.latest_orders().values())
+    # bar 0: trend and other are long (revert flat) -> an entry by "trend+other", filled at bar
+    # 1's open 100; its stop (95) and take-profit (150) protect the position of those two
+    protective = [(o.purpose, o.price, o.strategy) for o in orders if o.oco_group]
+    assert protective[:2] == [
+        (OrderPurpose.STOP_LOSS, 95.0, "trend+other"),
+        (OrderPurpose.TAKE_PROFIT, 150.0, "trend+other"),
+    ]
+
+
 def test_each_strategys_pnl_is_its_own_target_traded_alone_at_the_same_prices() -> None:
     result = run_backtest(BARS, [TREND, REVERT], CONFIG)
     trend, revert = result.strategies["trend"], result.strategies["revert"]

@@ -500,6 +500,7 @@ class TradingEngine:
         ts: pd.Timestamp,
         purpose: OrderPurpose,
         oco_group: str,
+        strategy: str = "",
     ) -> ClientOrderId:
         order = Order(
             client_order_id=self._new_order_id(symbol, ts, purpose),
@@ -510,6 +511,7 @@ class TradingEngine:
             created_at=ts,
             purpose=purpose,
             price=price,
+            strategy=strategy,
             oco_group=oco_group,
         )
         self._place(order, ts)
@@ -547,6 +549,8 @@ class TradingEngine:
         exit_side = Side.SELL if direction > 0 else Side.BUY
         group = f"{symbol}@{ts.value}"
         qty = abs(pos.qty)
+        # They protect the position of the strategies holding it ("" for an operator's position).
+        holders = "+".join(name for name, t in st.targets.items() if t == direction)
         if stop is not None:
             purpose = (
                 OrderPurpose.TRAILING_STOP
@@ -554,7 +558,7 @@ class TradingEngine:
                 else OrderPurpose.STOP_LOSS
             )
             st.stop_id = self._submit_resting(
-                symbol, exit_side, qty, OrderType.STOP, stop, ts, purpose, group
+                symbol, exit_side, qty, OrderType.STOP, stop, ts, purpose, group, holders
             )
         if levels.take_profit is not None:
             st.take_profit_id = self._submit_resting(
@@ -566,6 +570,7 @@ class TradingEngine:
                 ts,
                 OrderPurpose.TAKE_PROFIT,
                 group,
+                holders,
             )
 
     # -- fills -------------------------------------------------------------------------------------

@@ -49,8 +49,11 @@ class PromotedModel:
 
 
 def split_model_id(model_id: str) -> tuple[str, str]:
-    """(name, version) of a multiplexed model id: "name" (its promoted version) or
-    "name@vNNNN"; a ValueError names what is wrong."""
+    """(name, version) of a multiplexed model id: "name" (its promoted version), "name@vNNNN" or
+    "name@latest" (the newest complete version when first loaded); a ValueError names what is
+    wrong."""
     name, sep, version = model_id.partition("@")
     validate_name(name)
-    return name, validate_version(version) if sep else "promoted"
+    if not sep:
+        return name, "promoted"
+    return name, version if version == "latest" else validate_version(version)

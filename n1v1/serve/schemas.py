@@ -52,8 +52,8 @@ class PredictBody(Body):
     model: str = Field(min_length=1, max_length=64, description="registry model name")
     version: str | None = Field(
         None,
-        pattern=r"^v[0-9]{4}$",
-        description="a version such as v0001 (default: the promoted version)",
+        pattern=r"^(v[0-9]{4}|latest)$",
+        description="a version such as v0001, or latest (default: the promoted version)",
     )
     rows: list[list[float]] = Field(
         min_length=1, max_length=4096, description="raw feature rows, in the card's order"
