@@ -22,7 +22,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 ENV_PREFIX = "N1V1_"
 # Secrets share the prefix but are not settings: they are read where they are used, never from YAML.
-NOT_SETTINGS = frozenset({"N1V1_API_TOKEN", "N1V1_API_TOKEN_FILE", "N1V1_API_READ_TOKEN"})
+NOT_SETTINGS = frozenset(
+    {
+        "N1V1_API_TOKEN",
+        "N1V1_API_TOKEN_FILE",
+        "N1V1_API_READ_TOKEN",
+        "N1V1_STORE_URL",
+        "N1V1_STORE_URL_FILE",
+    }
+)
 
 
 class ConfigError(ValueError):

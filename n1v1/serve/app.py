@@ -72,7 +72,7 @@ def build_app(args: AppArgs) -> Application:
     return gateway.bind(
         engine,
         model,
-        args.store_url,
+        args.resolved_store_url(),
         api_token_hash(args),
         hash_token(read_token) if read_token else None,
         args.api.model_dump(),

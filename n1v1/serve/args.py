@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from n1v1.config import (
     BacktestSettings,
@@ -23,6 +23,7 @@ from n1v1.config import (
 )
 from n1v1.execution.instruments import account_currency
 from n1v1.live.config import LiveConfig, StrategySlot
+from n1v1.store.location import check_store_url, resolve_store_url
 
 
 class ReplayFeedArgs(StrictModel):
@@ -86,8 +87,14 @@ class ModelArgs(StrictModel):
 
 
 class AppArgs(StrictModel):
+    # A rejected value is not echoed in the error: a store URL may hold a password (Ray prints
+    # the error of `serve deploy` to its logs and to the caller).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
+
     store_url: str = Field(
-        "sqlite:///n1v1.db", description="sqlite:///path or postgresql+psycopg://"
+        "sqlite:///n1v1.db",
+        description="sqlite:///path or postgresql+psycopg://user@host/db, without a password; "
+        "N1V1_STORE_URL_FILE or N1V1_STORE_URL override it (n1v1/store/location.py)",
     )
     model_root: str = Field("models", min_length=1, description="model registry directory")
     feed: FeedArgs = Field(default_factory=lambda: ReplayFeedArgs(datasets=["coinbase_BTC-USD_1m"]))
@@ -111,9 +118,15 @@ class AppArgs(StrictModel):
     @field_validator("store_url")
     @classmethod
     def _store(cls, value: str) -> str:
-        if not value.startswith(("sqlite:///", "postgresql")):
-            raise ValueError("expected sqlite:///<path> or postgresql+psycopg://user@host/db")
-        return value
+        try:
+            return check_store_url(value, where="store_url")
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("store_url: ")) from None
+
+    def resolved_store_url(self) -> str:
+        """The URL the app opens: a Secret's (N1V1_STORE_URL_FILE, N1V1_STORE_URL) over
+        `store_url` (n1v1/store/location.py)."""
+        return resolve_store_url(self.store_url)
 
     @model_validator(mode="after")
     def _one_currency(self) -> AppArgs:
@@ -133,8 +146,9 @@ class AppArgs(StrictModel):
     def state_dir(self) -> Path | None:
         """The folder of a SQLite store (the app's own files live beside it: the API token);
         None for PostgreSQL. Relative to the working directory, as SQLite takes the path."""
-        if self.store_url.startswith("sqlite:///"):
-            return Path(self.store_url.removeprefix("sqlite:///")).parent
+        url = self.resolved_store_url()
+        if url.startswith("sqlite:///"):
+            return Path(url.removeprefix("sqlite:///")).parent
         return None
 
     def settings(self) -> Settings:

@@ -50,7 +50,7 @@ def _observe(latency_s: float, engine: Any) -> None:
 class Engine:
     def __init__(self, args: dict[str, Any]) -> None:
         self.args = AppArgs.model_validate(args)
-        self.store = create_store(self.args.store_url)
+        self.store = create_store(self.args.resolved_store_url())
         self.session = TradingSession(
             self.args.settings(),
             self.args.strategies,
