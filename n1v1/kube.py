@@ -48,7 +48,7 @@ CLUSTER_DEPLOYMENTS: dict[str, dict[str, Any]] = {
 }
 CLUSTER_CHANGES = (
     "http_options.host: 0.0.0.0 (the Service reaches the proxies on the pod IP)",
-    f"args.store_url: {STORE_URL_PLACEHOLDER} (N1V1_STORE_URL_FILE, a Secret, wins)",
+    "args.store_url: a placeholder at store.invalid (the Secret in N1V1_STORE_URL_FILE wins)",
     f"args.model_root: {SHARED_MOUNT}/models (the shared volume)",
     f"Engine: num_replicas 1, ray_actor_options num_cpus 1 and {ENGINE_RESOURCE}: 1",
     "Gateway: ray_actor_options num_cpus 0.25; Model: ray_actor_options num_cpus 0.5",

@@ -10,7 +10,6 @@ root, so `/home/ray/wheels` is `<root>/home/ray/wheels`.
 
 from __future__ import annotations
 
-import fnmatch
 import re
 import shlex
 import shutil
@@ -161,7 +160,3 @@ def pinned_torch(stages: list[Stage]) -> list[str]:
         if step.keyword == "RUN"
         for m in re.finditer(r"\btorch==([\w.+]+)", step.args)
     ]
-
-
-def is_ignored(name: str) -> bool:
-    return any(fnmatch.fnmatch(name, p) for p in ignore_patterns())
