@@ -358,6 +358,10 @@ def test_the_engine_has_one_node_of_its_own_and_nothing_lands_on_the_head(overla
 def test_dev_is_small_and_prod_is_fault_tolerant_and_autoscaled() -> None:
     dev = rayservice("dev")["spec"]["rayClusterConfig"]
     prod = rayservice("prod")["spec"]["rayClusterConfig"]
+    for overlay in ("dev", "prod"):  # docs/deploy.md, "Upgrade", describes exactly this
+        spec = rayservice(overlay)["spec"]
+        assert spec["upgradeStrategy"] == {"type": "NewCluster"}
+        assert spec["rayClusterDeletionDelaySeconds"] == 15
     assert "gcsFaultToleranceOptions" not in dev and not dev.get("enableInTreeAutoscaling")
     assert prod["enableInTreeAutoscaling"] is True
     ft = prod["gcsFaultToleranceOptions"]
