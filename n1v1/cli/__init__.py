@@ -23,6 +23,7 @@ from n1v1.cli.backtest import add_backtest_command, cmd_demo
 from n1v1.cli.common import EXIT_ERROR
 from n1v1.cli.evaluate import add_evaluate_command
 from n1v1.cli.info import add_config_command, add_data_command, cmd_strategies
+from n1v1.cli.kube import add_kube_command
 from n1v1.cli.ml import add_models_command, add_train_command
 from n1v1.cli.paper import add_paper_command
 from n1v1.cli.sweep import add_sweep_command
@@ -96,4 +97,5 @@ def build_parser() -> argparse.ArgumentParser:
     add_paper_command(sub)
     add_sweep_command(sub)
     add_walkforward_command(sub)
+    add_kube_command(sub)
     return parser
