@@ -25,6 +25,7 @@ from n1v1.cli.evaluate import add_evaluate_command
 from n1v1.cli.info import add_config_command, add_data_command, cmd_strategies
 from n1v1.cli.ml import add_models_command, add_train_command
 from n1v1.cli.paper import add_paper_command
+from n1v1.cli.retrain import add_retrain_command
 from n1v1.cli.sweep import add_sweep_command
 from n1v1.cli.walkforward import add_walkforward_command
 
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=cmd_demo)
     add_evaluate_command(sub)
     add_train_command(sub)
+    add_retrain_command(sub)
     add_models_command(sub)
     add_paper_command(sub)
     add_sweep_command(sub)
