@@ -33,12 +33,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from test_ml_signal import register_tiny
 from test_store import _postgres_url
 
 from n1v1.cli import main
 from n1v1.cli.local_ray import processes_in_session
 from n1v1.config import ConfigError
-from n1v1.ml.registry import ModelRegistry
+from n1v1.ml.models import read_state_dict
+from n1v1.ml.registry import MODEL_FILE, SCALER_FILE, ModelRegistry, read_json
 from n1v1.ml.schedule import parse_schedule
 from n1v1.store import (
     LeaseLostError,
@@ -262,6 +264,46 @@ def test_a_tick_already_done_exits_0_without_training(
     assert "by 'pod-a:41:0badcafe' (attempt 1): m/v0001 promoted (was none)" in out
     assert current_lease(store, lease_resource("m")).holder == "pod-a:41:0badcafe"  # not taken
     assert not (tmp_path / "models").exists()
+
+
+def test_a_retry_after_a_crash_between_registering_and_promoting_goes_straight_to_the_gate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Attempt 1 registered tiny/v0002 and died before the gate; attempt 2 must not train and
+    register the same tick again, only run the gate on v0002 (which fails it: the tiny model's
+    card has no validation class counts, so the chance check cannot pass)."""
+    root = tmp_path / "models"
+    first = register_tiny(root)  # v0001, promoted (forced) long ago
+    registry = ModelRegistry(root)
+    weights = read_state_dict(registry.files("tiny", first) / MODEL_FILE)
+    scaler = read_json(registry.files("tiny", first) / SCALER_FILE)
+    second = registry.register(
+        "tiny", state_dict=weights, scaler=scaler, card=registry.card("tiny", first)
+    )
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    store = create_store(url)
+    died = pd.Timestamp.now(tz=UTC) - pd.Timedelta(minutes=10)
+    held = acquire(store, lease_resource("tiny"), "pod-a:7:0dead0ff", ttl_seconds=60, now=died)
+    crashed, _ = claim_run(
+        store, held, model="tiny", scheduled_at=T1, schedule="0 0 * * *", run_name="r", now=died
+    )
+    record_version(store, crashed, second)
+
+    argv = _retrain_argv(url, tmp_path)
+    argv[argv.index("--name") + 1] = "tiny"
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"tiny/{second} was registered by an earlier attempt of this tick: not training again, "
+        "on to the gate"
+    ) in out
+    assert "gate chance: FAIL" in out
+    assert not any(line.startswith(("training ", "epoch ")) for line in out.splitlines())
+    run = get_run(store, "tiny", T1)
+    assert run is not None
+    assert (run.state, run.attempt, run.version, run.promoted) == ("done", 2, second, False)
+    assert [v["version"] for v in registry.list_versions("tiny")] == [first, second]
+    assert registry.promoted_version("tiny") == first
 
 
 def test_a_store_url_with_a_password_on_the_command_line_is_refused(
