@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -27,6 +28,7 @@ import yaml
 
 from n1v1.cli.local_ray import free_port, processes_in_session
 from n1v1.cli.paper import RUN_FILE, _already_running, _run_lock
+from n1v1.store import create_store
 
 BIN = Path(sys.executable).parent
 CONFIG = Path(__file__).resolve().parents[1] / "serve_config.yaml"
@@ -84,6 +86,33 @@ def tiny_config(tmp: Path, http_port: int) -> Path:
     path = tmp / "tiny.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
+
+
+def test_a_store_of_another_schema_version_is_refused_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    """A `var/n1v1.db` written by the previous release (schema version 3): said at once, with the
+    file to move, instead of Engine replicas failing on it in a loop under Serve."""
+    config = tiny_config(tmp_path, free_port())
+    db = tmp_path / "var" / "n1v1.db"
+    create_store(f"sqlite:///{db}").dispose()
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE schema_version SET version = 3")
+    ports = [f"--{name}-port={free_port()}" for name in ("ray", "dashboard", "metrics")]
+    done = subprocess.run(
+        [str(BIN / "n1v1"), "paper", "--config", str(config), "--no-train", *ports],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, RAY_AUTH_MODE="disabled"),
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr == (
+        f"n1v1: error: the store {db}: database is at schema version 3, this code needs version "
+        f"4; no automatic migration is done. This release does not migrate stores: move or "
+        f"delete {db} to start a new one (docs/store.md)\n"
+    )
+    assert "Starting a Ray head" not in done.stdout
 
 
 def kill_session(sid: int) -> None:

@@ -26,6 +26,7 @@ from n1v1.cli.info import add_config_command, add_data_command, cmd_strategies
 from n1v1.cli.kube import add_kube_command
 from n1v1.cli.ml import add_models_command, add_train_command
 from n1v1.cli.paper import add_paper_command
+from n1v1.cli.retrain import add_retrain_command
 from n1v1.cli.sweep import add_sweep_command
 from n1v1.cli.walkforward import add_walkforward_command
 
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=cmd_demo)
     add_evaluate_command(sub)
     add_train_command(sub)
+    add_retrain_command(sub)
     add_models_command(sub)
     add_paper_command(sub)
     add_sweep_command(sub)

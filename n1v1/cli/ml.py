@@ -180,8 +180,23 @@ def _settings(args: argparse.Namespace, **flags: Any) -> Settings:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from n1v1.ml.train import TrainingError
+
     spec = load_train_spec(args)
-    settings = _settings(
+    settings = train_settings(args)
+    try:
+        result = train_model(args, spec, settings, run_name=args.run_name)
+    except TrainingError as exc:
+        print_training_error(exc)
+        return EXIT_ERROR
+    result["promotion"] = promote_trained(args, settings, result)
+    write_result_json(args, result)
+    return EXIT_OK
+
+
+def train_settings(args: argparse.Namespace) -> Settings:
+    """The settings of a training command: --config, N1V1_*, --set and the ml flags."""
+    return _settings(
         args,
         **{
             "ml.num_workers": args.num_workers,
@@ -190,11 +205,18 @@ def cmd_train(args: argparse.Namespace) -> int:
             "ml.model_root": args.model_root,
         },
     )
-    from n1v1.ml.registry import validate_name
-    from n1v1.ml.train import TrainingError, prepare_data, run_training
 
-    if args.run_name is not None:
-        validate_name(args.run_name)  # it names a directory under the storage path
+
+def train_model(
+    args: argparse.Namespace, spec: TrainSpec, settings: Settings, *, run_name: str | None
+) -> dict[str, Any]:
+    """Train (and register unless --no-register) on the Ray that `ensure_ray` finds or starts;
+    `n1v1 train` and `n1v1 retrain` both train through here. Raises TrainingError."""
+    from n1v1.ml.registry import validate_name
+    from n1v1.ml.train import prepare_data, run_training
+
+    if run_name is not None:
+        validate_name(run_name)  # it names a directory under the storage path
     data = prepare_data(spec, settings)  # bad data fails here, before a Ray cluster starts
     from n1v1.cluster import ensure_ray
 
@@ -204,35 +226,40 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = run_training(
             spec,
             settings,
-            run_name=args.run_name,
+            run_name=run_name,
             register=not args.no_register,
             progress=print_progress,
             max_failures=args.max_failures,
             data=data,
         )
-    except TrainingError as exc:
-        for line in str(exc).splitlines():
-            print(f"n1v1: error: {line}", file=sys.stderr)
-        return EXIT_ERROR
     finally:
         if started:
             import ray
 
             ray.shutdown()
     print(f"best checkpoint: {result['checkpoint_path']}")
-    result["promotion"] = _promote_trained(args, settings, result)
+    return result
+
+
+def print_training_error(exc: Exception) -> None:
+    for line in str(exc).splitlines():
+        print(f"n1v1: error: {line}", file=sys.stderr)
+
+
+def write_result_json(args: argparse.Namespace, result: dict[str, Any]) -> None:
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
         print(f"Wrote {args.json}")
-    return EXIT_OK
 
 
-def _promote_trained(
+def promote_trained(
     args: argparse.Namespace, settings: Settings, result: dict[str, Any]
 ) -> dict[str, Any]:
     """Run the promotion gate on the version just registered and promote it if it passes (unless
-    --no-promote); print the verdict either way. Returns {"promoted": bool, "gate": [...]}."""
+    --no-promote); print the verdict either way. Returns {"promoted": bool, "gate": [...]}, plus
+    "previous" (the version it replaced) when promoted, or "rejected" (the gate's message),
+    "reason" and "serving" (the version still promoted) when the gate said no."""
     from n1v1.ml.gate import baseline_checks, failures
     from n1v1.ml.registry import ModelRegistry, PromotionRejected
 
@@ -261,6 +288,7 @@ def _promote_trained(
         reason = "it fails the baseline gate" if failures(checks) else str(exc)
         serving = registry.promoted_version(name)
         still = f"{name}/{serving} stays promoted" if serving else f"{name} has no promoted version"
+        outcome.update(reason=reason, serving=serving)
         print(
             f"NOT PROMOTED: {reason}. {still}.\n"
             f"  To serve {version} anyway: n1v1 models promote {name} {version} --force "
@@ -269,7 +297,7 @@ def _promote_trained(
         return outcome
     previous = f" (was {record['previous']})" if record["previous"] else ""
     print(f"promoted {name}/{version}{previous}: it passed the gate")
-    outcome["promoted"] = True
+    outcome.update(promoted=True, previous=record["previous"])
     return outcome
 
 

@@ -85,6 +85,26 @@ def _ensure_models(args_doc: dict[str, Any], allow_train: bool) -> list[str]:
     return ensure_slot_models(args_doc, allow_train, dataset=TRAIN_DATASET, end=TRAIN_END)
 
 
+def _store_problem(app_args: dict[str, Any]) -> str:
+    """Why the app's store cannot be opened (a store written by another schema version), said
+    before anything starts: otherwise every Engine replica fails on it and Serve restarts them in
+    a loop. Empty when the store opens (it is created if absent, as the app would)."""
+    from n1v1.serve.args import AppArgs
+    from n1v1.store import SchemaVersionError, create_store
+
+    url = AppArgs.model_validate(app_args).resolved_store_url()
+    try:
+        create_store(url).dispose()
+    except SchemaVersionError as exc:
+        if url.startswith("sqlite:///"):  # a PostgreSQL URL may hold a password: never shown
+            path = url.removeprefix("sqlite:///")
+            where, fix = f"the store {path}", f"move or delete {path} to start a new one"
+        else:
+            where, fix = "the PostgreSQL store", "point the app at a new database"
+        return f"{where}: {exc}. This release does not migrate stores: {fix} (docs/store.md)"
+    return ""
+
+
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -184,6 +204,10 @@ def _run(
             "run from another folder: stop it, or choose other ports",
             file=sys.stderr,
         )
+        return EXIT_ERROR
+    problem = _store_problem(app_args)
+    if problem:
+        print(f"n1v1: error: {problem}", file=sys.stderr)
         return EXIT_ERROR
     model_lines = _ensure_models(app_args, allow_train=not args.no_train)
 

@@ -18,6 +18,7 @@ import pandas as pd
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Connection,
     DateTime,
@@ -28,6 +29,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -41,7 +43,8 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 
 # 2: bars, commands, positions and backtests tables. 3: orders.strategy is text (the strategies
 # whose targets caused the order, "+"-joined); manual orders replay under the strict rules.
-SCHEMA_VERSION = 3
+# 4: the retrain_runs table (scheduled retraining, one row per model and scheduled time).
+SCHEMA_VERSION = 4
 
 
 class SchemaVersionError(RuntimeError):
@@ -255,6 +258,28 @@ backtests = Table(
     Column("actor", String(128), nullable=False),
     Column("created_at", UtcTimestamp, nullable=False),
     Column("finished_at", UtcTimestamp),
+)
+
+# Scheduled retraining (`n1v1 retrain`, n1v1/store/retrain_runs.py): one row per model and scheduled
+# time, claimed under the lease `retrain:<model>`; a row in state `done` makes a later run for the
+# same tick exit without training.
+retrain_runs = Table(
+    "retrain_runs",
+    metadata,
+    Column("model", String(64), nullable=False),
+    Column("scheduled_at", UtcTimestamp, nullable=False),
+    Column("schedule", String(256), nullable=False),
+    Column("state", String(16), nullable=False),  # running | done | failed | abandoned
+    Column("holder", String(256), nullable=False),
+    Column("lease_token", BigInteger, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("run_name", String(128), nullable=False),
+    Column("started_at", UtcTimestamp, nullable=False),
+    Column("finished_at", UtcTimestamp),
+    Column("version", String(16)),
+    Column("promoted", Boolean),
+    Column("outcome", Text, nullable=False),
+    PrimaryKeyConstraint("model", "scheduled_at", name="pk_retrain_runs"),
 )
 
 
