@@ -24,6 +24,7 @@ from n1v1.cli.common import EXIT_ERROR
 from n1v1.cli.evaluate import add_evaluate_command
 from n1v1.cli.info import add_config_command, add_data_command, cmd_strategies
 from n1v1.cli.ml import add_models_command, add_train_command
+from n1v1.cli.observe import add_observe_command
 from n1v1.cli.paper import add_paper_command
 from n1v1.cli.sweep import add_sweep_command
 from n1v1.cli.walkforward import add_walkforward_command
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_command(sub)
     add_models_command(sub)
     add_paper_command(sub)
+    add_observe_command(sub)
     add_sweep_command(sub)
     add_walkforward_command(sub)
     return parser
