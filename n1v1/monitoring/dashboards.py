@@ -400,20 +400,16 @@ def _training() -> Dashboard:
                 "Training runs",
                 (
                     Panel(
-                        "Runs by outcome (24 h)",
-                        "Training runs that registered a version (succeeded) or raised (failed).",
-                        (
-                            Target(
-                                f"sum by (model, outcome) ({recent(runs, '1d')})",
-                                "{{model}} {{outcome}}",
-                            ),
-                        ),
+                        "Runs by outcome",
+                        "Training runs that ended (succeeded: trained and registered; failed: "
+                        "raised), counted since the Ray node of their driver started.",
+                        (Target(f"sum by (model, outcome) ({runs})", "{{model}} {{outcome}}"),),
                         width=8,
                     ),
                     Panel(
-                        "Epochs trained (1 h)",
-                        "Epochs reported by the runs of each model.",
-                        (Target(f"sum by (model) ({recent(epochs, '1h')})", "{{model}}"),),
+                        "Epochs trained",
+                        "Epochs reported by the runs of each model, since the Ray node started.",
+                        (Target(f"sum by (model) ({epochs})", "{{model}}"),),
                         width=8,
                     ),
                     Panel(

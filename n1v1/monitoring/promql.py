@@ -4,7 +4,10 @@
 a counter's series at its first increment, so a series can appear already at 1 (the first failed
 training run, the first rejected order), and `increase()` alone never counts that first value: it
 only sees differences between samples. A series that did not exist one window ago contributes its
-whole value instead; every other series contributes its `increase()`.
+whole value instead; every other series contributes its `increase()`. That whole value is only
+trusted while Prometheus itself has a window of history (`up`, which Prometheus records for every
+target, existed one window ago): a Prometheus that just started sees every old counter as new,
+and would otherwise count a week of rejections as a burst.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ def max_by(labels: str, expr: str) -> str:
 
 
 def recent(selector: str, window: str) -> str:
-    """Per series: the whole value of a series born within `window`, else its increase."""
-    return f"({selector} unless {selector} offset {window}) or increase({selector}[{window}])"
+    """Per series: the whole value of a series born within `window` (once Prometheus has that
+    much history), else its increase."""
+    born = f"({selector} unless {selector} offset {window})"
+    return f"({born} and on () (count(up offset {window}) > 0)) or increase({selector}[{window}])"
 
 
 def series_names(expr: str) -> set[str]:
