@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: run test bench lint clean
+.PHONY: run observe test bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,12 @@ $(STAMP): pyproject.toml
 # Other ports or options: make run ARGS="--ray-port 6390 --dashboard-port 8266 --metrics-port 8090"
 run: $(STAMP)
 	$(BIN)/n1v1 paper --config serve_config.yaml $(ARGS)
+
+# Prometheus (Debian's `prometheus` package) with N1V1's alert rules, scraping the Ray of a running
+# `make run` (found through var/paper.json); prints its URL; Ctrl-C stops it. Another port:
+# make observe ARGS="--port 9091"
+observe: $(STAMP)
+	$(BIN)/n1v1 observe --config serve_config.yaml $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

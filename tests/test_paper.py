@@ -28,6 +28,7 @@ import yaml
 
 from n1v1.cli.local_ray import free_port, processes_in_session
 from n1v1.cli.paper import RUN_FILE, _already_running, _run_lock
+from n1v1.monitoring.prometheus import SERVICE_DISCOVERY_FILE
 from n1v1.store import create_store
 
 BIN = Path(sys.executable).parent
@@ -209,6 +210,10 @@ def test_ctrl_c_stops_papers_own_ray_and_leaves_another_ray_running(
         ray_session = run["ray_session"]
         own = processes_in_session(ray_session)
         assert len(own) >= 3, "paper's Ray: gcs_server, raylet, dashboard, workers"
+        # where `n1v1 observe` (make observe) finds this Ray's metrics targets
+        assert run["metrics_port"] == int(command[command.index("--metrics-port") + 1])
+        discovery = Path(run["ray_temp_dir"]) / "session_latest" / SERVICE_DISCOVERY_FILE
+        assert discovery.is_file()
 
         token_file = tmp_path / "var" / "api_token"
         assert run["token_file"] == str(token_file)

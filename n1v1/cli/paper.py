@@ -260,6 +260,8 @@ def _run(
             "token_file": str(token.path or token.source),
             "ray": address,
             "ray_session": head.session_id,
+            "ray_temp_dir": str(head.temp_dir),  # `n1v1 observe` finds Ray's metrics targets here
+            "metrics_port": args.metrics_port,
         }
         (state / RUN_FILE).write_text(json.dumps(run))
         print(

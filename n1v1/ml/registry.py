@@ -27,6 +27,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -238,6 +239,32 @@ class ModelRegistry(PromotionMixin):
         if not _VERSION.fullmatch(value):
             raise RegistryError(f"{pointer}: invalid version {value!r}")
         return value
+
+    def stats(self, name: str) -> dict[str, float | None]:
+        """What the Model deployment exports per model (n1v1/serve/metrics.py): complete versions,
+        promotions in the history, and the promoted version's number and training time (its
+        card's created_at; both None while none is promoted). Cheap enough for every health
+        check: it counts directories and reads one card, without computing a checksum."""
+        model_dir = self._model_dir(name)
+        versions = [
+            v for v in self._version_dirs(model_dir) if (model_dir / v / COMPLETE_FILE).exists()
+        ]
+        promoted = self.promoted_version(name)
+        trained_at = None
+        if promoted is not None:
+            created = read_json(model_dir / promoted / CARD_FILE).get("created_at")
+            try:
+                trained_at = datetime.fromisoformat(str(created)).timestamp()
+            except ValueError:
+                raise RegistryError(
+                    f"{name}/{promoted}/{CARD_FILE}: created_at {created!r} is not an ISO time"
+                ) from None
+        return {
+            "versions": float(len(versions)),
+            "promotions": float(sum(1 for r in self.history(name) if r["action"] == "promote")),
+            "promoted_version": None if promoted is None else float(_version_number(promoted)),
+            "promoted_trained_at": trained_at,
+        }
 
     # ---- writing ---------------------------------------------------------------------------
 

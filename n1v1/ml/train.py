@@ -64,6 +64,7 @@ from n1v1.ml.prepare import (
 )
 from n1v1.ml.registry import ModelRegistry, validate_name
 from n1v1.ml.spec import TrainSpec
+from n1v1.ml.train_metrics import TrainingMetrics
 
 __all__ = [
     "TrainSpec",
@@ -235,7 +236,37 @@ def run_training(
     settings)` (the CLI runs it first, so bad data fails before Ray starts). Returns version,
     metrics, threshold, checkpoint_path (best epoch), resumed_from_epoch (the first epoch this call
     trained when it continued a run, else None), epochs_trained, history, card.
+
+    Every run is counted in the training metrics (`n1v1.ml.train_metrics`): its epochs and
+    losses as they are reported, and its outcome, `failed` when this raises.
     """
+    tracked = TrainingMetrics(spec.name)
+
+    def tee(event: dict[str, Any]) -> None:
+        tracked.on_epoch(event)
+        _emit(progress, event)
+
+    try:
+        result = _run_training(
+            spec, settings, run_name, register, tee, fail_at_epoch, max_failures, data
+        )
+    except Exception:
+        tracked.finished("failed")
+        raise
+    tracked.finished("succeeded")
+    return result
+
+
+def _run_training(
+    spec: TrainSpec,
+    settings: Settings,
+    run_name: str | None,
+    register: bool,
+    progress: Progress,
+    fail_at_epoch: int | None,
+    max_failures: int,
+    data: PreparedData | None,
+) -> dict[str, Any]:
     run_name = validate_name(run_name or spec.name)
     storage = resolve_storage_path(settings.ml.storage_path)
     data = prepare_data(spec, settings) if data is None else data

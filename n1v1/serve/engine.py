@@ -14,9 +14,16 @@ from typing import Any
 from ray import serve
 from sqlalchemy import text
 
+from n1v1.data.resample import parse_timeframe
 from n1v1.live.session import CommandError, TradingSession
 from n1v1.serve.args import AppArgs, CcxtFeedArgs, parse_user_config, replay_feed
-from n1v1.serve.metrics import MetricsJournal, observe_state, observe_step
+from n1v1.serve.metrics import (
+    MetricsJournal,
+    observe_engine,
+    observe_feed_interval,
+    observe_step,
+    refresh_gauges,
+)
 from n1v1.store import create_store
 
 
@@ -35,8 +42,14 @@ def make_feed(args: AppArgs) -> Any:
     return replay_feed(feed)
 
 
-def _observe(latency_s: float, engine: Any) -> None:
-    observe_step(latency_s, sum(1 for p in engine.portfolio.positions.values() if p.is_open))
+def feed_interval_s(args: AppArgs) -> float:
+    """Wall-clock seconds expected between two feed steps: a live feed's timeframe, a replay's
+    1 / bars_per_second (0 for a replay without pacing). The stalled-feed alert compares the
+    time since the last step with a multiple of it (docs/monitoring.md)."""
+    feed = args.feed
+    if isinstance(feed, CcxtFeedArgs):
+        return parse_timeframe(feed.timeframe).total_seconds()
+    return 1.0 / feed.bars_per_second if feed.bars_per_second > 0 else 0.0
 
 
 @serve.deployment(
@@ -59,8 +72,9 @@ class Engine:
             window=self.args.engine.window,
             lease_ttl=self.args.engine.lease_ttl_s,
             journal_wrapper=MetricsJournal,
-            on_step=_observe,
+            on_step=observe_step,
         )
+        observe_feed_interval(feed_interval_s(self.args))
         self.session.start()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -69,7 +83,8 @@ class Engine:
 
     def check_health(self) -> None:
         session = self.session
-        observe_state(session.state)  # every health check (2 s): the state gauge stays current
+        observe_engine(session.snapshot)  # every health check (2 s): state, lease, halts, P&L
+        refresh_gauges()  # and every gauge set at the last step (metrics module docstring)
         with self.store.engine.connect() as conn:
             conn.execute(text("SELECT 1"))  # raises when the store is unreachable
         if session.state == "failed" or not session.alive:

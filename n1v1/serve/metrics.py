@@ -1,79 +1,71 @@
 """Application metrics through `ray.util.metrics`, exported by Ray's Prometheus endpoint.
 
-Created once per process (Ray registers each name once), tagged with low-cardinality keys only:
-symbol, side, strategy, rule, route, method, status, model, state. Engine metrics come from the
-journal, which already sees every order, fill, signal and risk decision as it happens
-(`MetricsJournal`), so nothing is counted twice or missed on a code path that forgot to count.
+Each metric is created once per process (Ray registers each name once) from its entry in the
+catalogue, `n1v1/monitoring/catalog.py`, which holds every name, type and tag key. Engine metrics
+come from the journal, which already sees every order, fill, signal and risk decision as it happens
+(`MetricsJournal`), so nothing is counted twice or missed on a code path that forgot to count; the
+engine's state, lease and halts are read from the session's published snapshot at every health
+check (`observe_engine`), so they stay current while no bar arrives.
+
+Ray 2.60 drops a gauge that its process has not set for two export intervals (20 s by default):
+a gauge set only when something happens (a bar of a 1-minute feed, a promotion) would blink in
+and out of Prometheus. Every gauge is therefore set through `_set`, which remembers its last value,
+and the replicas' health checks call `refresh_gauges` to set them all again (the Engine every 2 s,
+the Model every 10 s).
 """
 
 from __future__ import annotations
 
 import functools
+import threading
+import time
+from collections.abc import Mapping
 from typing import Any
 
 from ray.util.metrics import Counter, Gauge, Histogram
 
 from n1v1.domain import EquityPoint, Fill, Order, OrderStatus, RiskDecision, Signal
 from n1v1.engine.journal import Journal
+from n1v1.engine.shadows import shadow_pnl
+from n1v1.live.session import READY_STATES
+from n1v1.monitoring.catalog import METRICS, MetricSpec
 
-_LATENCY_S = [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
+ENGINE_STATES = ("starting", "standby", "running", "replay_finished", "failed", "stopped")
+HALT_RULES = ("kill_switch", "circuit_breaker", "max_daily_loss", "paused")
+
+
+def _create(spec: MetricSpec) -> Any:
+    if spec.kind == "counter":
+        return Counter(spec.name, spec.help, tag_keys=spec.tags)
+    if spec.kind == "gauge":
+        return Gauge(spec.name, spec.help, tag_keys=spec.tags)
+    return Histogram(spec.name, spec.help, boundaries=list(spec.boundaries), tag_keys=spec.tags)
 
 
 @functools.cache
 def metrics() -> dict[str, Any]:
-    return {
-        "orders_submitted": Counter(
-            "n1v1_orders_submitted", "orders accepted by the venue", tag_keys=("symbol", "side")
-        ),
-        "orders_filled": Counter(
-            "n1v1_orders_filled", "orders completely filled", tag_keys=("symbol", "side")
-        ),
-        "orders_rejected": Counter(
-            "n1v1_orders_rejected", "orders rejected by the venue", tag_keys=("symbol", "side")
-        ),
-        "fees": Counter("n1v1_fees_paid", "fees paid, quote currency", tag_keys=("symbol",)),
-        "signals": Counter(
-            "n1v1_signals", "strategy target changes", tag_keys=("strategy", "symbol")
-        ),
-        "risk_rejections": Counter(
-            "n1v1_risk_rejections", "entries refused by a risk rule", tag_keys=("rule",)
-        ),
-        "equity": Gauge("n1v1_equity", "account equity, quote currency"),
-        "drawdown": Gauge("n1v1_drawdown", "fraction below the equity peak"),
-        "open_positions": Gauge("n1v1_open_positions", "symbols with an open position"),
-        "bars": Counter("n1v1_bars_processed", "feed steps the engine processed"),
-        "engine_state": Gauge(
-            "n1v1_engine_state",
-            "1 for the engine's current state, 0 for the others",
-            tag_keys=("state",),
-        ),
-        "decision_latency": Histogram(
-            "n1v1_decision_latency_seconds",
-            "from a bar's arrival to the engine's decisions on it",
-            boundaries=_LATENCY_S,
-        ),
-        "inference_latency": Histogram(
-            "n1v1_inference_latency_seconds",
-            "one batched model forward pass",
-            boundaries=_LATENCY_S,
-            tag_keys=("model",),
-        ),
-        "batch_size": Histogram(
-            "n1v1_inference_batch_size",
-            "requests per batched forward pass",
-            boundaries=[1, 2, 4, 8, 16, 32, 64, 128, 256],
-            tag_keys=("model",),
-        ),
-        "api_requests": Counter(
-            "n1v1_api_requests", "HTTP requests", tag_keys=("route", "method", "status")
-        ),
-        "api_latency": Histogram(
-            "n1v1_api_latency_seconds",
-            "HTTP request handling time in the gateway",
-            boundaries=_LATENCY_S,
-            tag_keys=("route",),
-        ),
-    }
+    """The serving metrics of the catalogue (not the training ones), keyed by name."""
+    return {m.name: _create(m) for m in METRICS if m.source != "training"}
+
+
+_gauges: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+_gauges_lock = threading.Lock()  # the engine loop and the health check both set gauges
+
+
+def _set(name: str, value: float, tags: Mapping[str, str] | None = None) -> None:
+    """Set a gauge and remember the value for `refresh_gauges`."""
+    metrics()[name].set(value, tags=dict(tags) if tags else None)
+    with _gauges_lock:
+        _gauges[(name, tuple(sorted((tags or {}).items())))] = value
+
+
+def refresh_gauges() -> None:
+    """Set every gauge this process has set again, with its last value (module docstring)."""
+    with _gauges_lock:
+        last = list(_gauges.items())
+    m = metrics()
+    for (name, tags), value in last:
+        m[name].set(value, tags=dict(tags) if tags else None)
 
 
 class MetricsJournal:
@@ -88,57 +80,106 @@ class MetricsJournal:
         self.inner.record_order(order)
         tags = {"symbol": order.symbol, "side": order.side.value}
         if order.status is OrderStatus.SUBMITTED:
-            self._m["orders_submitted"].inc(1, tags=tags)
+            self._m["n1v1_orders_submitted"].inc(1, tags=tags)
         elif order.status is OrderStatus.FILLED:
-            self._m["orders_filled"].inc(1, tags=tags)
+            self._m["n1v1_orders_filled"].inc(1, tags=tags)
         elif order.status is OrderStatus.REJECTED:
-            self._m["orders_rejected"].inc(1, tags=tags)
+            self._m["n1v1_orders_rejected"].inc(1, tags=tags)
 
     def record_fill(self, fill: Fill) -> None:
         self.inner.record_fill(fill)
         if fill.fee > 0:
-            self._m["fees"].inc(fill.fee, tags={"symbol": fill.symbol})
+            self._m["n1v1_fees_paid"].inc(fill.fee, tags={"symbol": fill.symbol})
 
     def record_signal(self, signal: Signal) -> None:
         self.inner.record_signal(signal)
-        self._m["signals"].inc(1, tags={"strategy": signal.strategy, "symbol": signal.symbol})
+        tags = {"strategy": signal.strategy, "symbol": signal.symbol}
+        self._m["n1v1_signals"].inc(1, tags=tags)
 
     def record_risk_decision(self, decision: RiskDecision) -> None:
         self.inner.record_risk_decision(decision)
         if decision.action == "reject":
-            self._m["risk_rejections"].inc(1, tags={"rule": decision.rule})
+            self._m["n1v1_risk_rejections"].inc(1, tags={"rule": decision.rule})
 
     def record_equity(self, point: EquityPoint) -> None:
         self.inner.record_equity(point)
         self._peak = max(self._peak, point.equity)
-        self._m["equity"].set(point.equity)
-        self._m["drawdown"].set(1.0 - point.equity / self._peak if self._peak > 0 else 0.0)
+        _set("n1v1_equity", point.equity)
+        _set("n1v1_drawdown", 1.0 - point.equity / self._peak if self._peak > 0 else 0.0)
 
 
-def observe_step(latency_s: float, open_positions: int) -> None:
+def observe_step(latency_s: float, engine: Any) -> None:
+    """After each step: its decision latency, the open positions, the account's P&L split (by
+    `shadow_pnl`, the one formula for it) and the wall-clock time the step finished."""
     m = metrics()
-    m["decision_latency"].observe(latency_s)
-    m["open_positions"].set(open_positions)
-    m["bars"].inc(1)
+    m["n1v1_decision_latency_seconds"].observe(latency_s)
+    m["n1v1_bars_processed"].inc(1)
+    _set("n1v1_last_step_timestamp_seconds", time.time())
+    pnl = shadow_pnl(engine)
+    _set("n1v1_open_positions", len(pnl["positions"]))
+    _set("n1v1_pnl", pnl["realized_pnl"], {"kind": "realized"})
+    _set("n1v1_pnl", pnl["unrealized_pnl"], {"kind": "unrealized"})
 
 
-ENGINE_STATES = ("starting", "standby", "running", "replay_finished", "failed", "stopped")
+def observe_feed_interval(seconds: float) -> None:
+    _set("n1v1_feed_interval_seconds", seconds)
 
 
-def observe_state(state: str) -> None:
-    """`n1v1_engine_state{state=...}`: 1 for the current state, 0 for every other one."""
-    gauge = metrics()["engine_state"]
+def observe_engine(snapshot: Mapping[str, Any]) -> None:
+    """From the session's published snapshot (every health check): `n1v1_engine_state{state}`
+    (1 for the current state, 0 for every other), `n1v1_engine_lease_held` (1 in a state that holds
+    the lease: running or replay_finished; the sum over replicas is the number of engines acting),
+    `n1v1_trading_halted{rule}` and each strategy's net P&L."""
+    state = str(snapshot.get("state", "starting"))
     for name in ENGINE_STATES:
-        gauge.set(1.0 if name == state else 0.0, tags={"state": name})
+        _set("n1v1_engine_state", 1.0 if name == state else 0.0, {"state": name})
+    _set("n1v1_engine_lease_held", 1.0 if state in READY_STATES else 0.0)
+    risk = snapshot.get("risk")
+    if isinstance(risk, Mapping):
+        halted = {
+            "kill_switch": risk["kill_switch"]["engaged"],
+            "circuit_breaker": risk["breaker"]["tripped"],
+            "max_daily_loss": risk["daily_loss_halted"],
+            "paused": risk["paused"],
+        }
+        for rule in HALT_RULES:
+            _set("n1v1_trading_halted", 1.0 if halted[rule] else 0.0, {"rule": rule})
+    for strategy in snapshot.get("strategies") or []:
+        pnl = strategy.get("pnl")
+        if isinstance(pnl, Mapping):
+            _set("n1v1_strategy_pnl", pnl["net_pnl"], {"strategy": strategy["id"]})
 
 
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
     m = metrics()
-    m["api_requests"].inc(1, tags={"route": route, "method": method, "status": str(status)})
-    m["api_latency"].observe(seconds, tags={"route": route})
+    tags = {"route": route, "method": method, "status": str(status)}
+    m["n1v1_api_requests"].inc(1, tags=tags)
+    m["n1v1_api_latency_seconds"].observe(seconds, tags={"route": route})
 
 
 def observe_inference(model: str, seconds: float, requests: int) -> None:
     m = metrics()
-    m["inference_latency"].observe(seconds, tags={"model": model})
-    m["batch_size"].observe(requests, tags={"model": model})
+    m["n1v1_inference_latency_seconds"].observe(seconds, tags={"model": model})
+    m["n1v1_inference_batch_size"].observe(requests, tags={"model": model})
+
+
+def observe_inference_error(model: str, reason: str) -> None:
+    """`reason`: invalid (rows of the wrong width) or failed (the forward pass raised). Only for
+    a model the registry resolved, so the tag never holds a caller-chosen name."""
+    metrics()["n1v1_inference_errors"].inc(1, tags={"model": model, "reason": reason})
+
+
+def observe_registry(models: Mapping[str, Mapping[str, float | None]]) -> None:
+    """The registry's state per model (`n1v1.ml.registry_stats`): versions, promotions, the
+    promoted version's number and training time (absent while none is promoted)."""
+    for model, stats in models.items():
+        tags = {"model": model}
+        for key, name in (
+            ("versions", "n1v1_model_versions"),
+            ("promotions", "n1v1_model_promotions"),
+            ("promoted_version", "n1v1_model_promoted_version"),
+            ("promoted_trained_at", "n1v1_model_promoted_trained_timestamp_seconds"),
+        ):
+            value = stats.get(key)
+            if value is not None:
+                _set(name, float(value), tags)

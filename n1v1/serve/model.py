@@ -9,6 +9,7 @@ Requests for the same model that arrive together are stacked into one forward pa
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -17,7 +18,14 @@ from ray import serve
 
 from n1v1.ml.registry import ModelRegistry, RegistryError
 from n1v1.ml.serving import PromotedModel, split_model_id
-from n1v1.serve.metrics import observe_inference
+from n1v1.serve.metrics import (
+    observe_inference,
+    observe_inference_error,
+    observe_registry,
+    refresh_gauges,
+)
+
+log = logging.getLogger(__name__)
 
 
 @serve.deployment(
@@ -58,6 +66,7 @@ class Model:
         loaded = served.current()
         if any(len(r) != loaded.n_features for r in rows):
             bad = next(i for i, r in enumerate(rows) if len(r) != loaded.n_features)
+            observe_inference_error(loaded.name, "invalid")
             message = (
                 f"rows.{bad}: expected {loaded.n_features} features for "
                 f"{loaded.name}/{loaded.version}, got {len(rows[bad])}"
@@ -88,7 +97,11 @@ class Model:
             name = loaded.name
             stacked = np.asarray([r for i in members for r in rows[i]], dtype=np.float64)
             started = time.perf_counter()
-            probs = loaded.predict_proba(stacked)
+            try:
+                probs = loaded.predict_proba(stacked)
+            except Exception:
+                observe_inference_error(name, "failed")
+                raise
             observe_inference(name, time.perf_counter() - started, len(members))
             at = 0
             for i in members:
@@ -122,3 +135,21 @@ class Model:
 
     async def ping(self) -> bool:
         return True
+
+    async def check_health(self) -> None:
+        """Serve's periodic health check (every 10 s) also refreshes the registry metrics:
+        versions, promotions, the promoted version and its training time, read off the event loop.
+        A registry that cannot be read is logged, never a failed check: the replica can still
+        serve the models it holds."""
+
+        def stats() -> dict[str, dict[str, float | None]]:
+            out = {}
+            for name in self.registry.list_models():
+                try:
+                    out[name] = self.registry.stats(name)
+                except (RegistryError, OSError) as exc:
+                    log.warning("registry metrics of %s: %s", name, exc)
+            return out
+
+        observe_registry(await asyncio.to_thread(stats))
+        refresh_gauges()
