@@ -13,16 +13,14 @@ field at all. CEL rules (`x-kubernetes-validations`) are not evaluated: no API s
 from __future__ import annotations
 
 import copy
-import os
-import shutil
 import subprocess
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import pytest
 import yaml
+from project import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBERAY = ROOT / "kuberay"
@@ -34,17 +32,6 @@ BUILDS = {  # kustomization -> namespace it sets
     "overlays/dev/jobs": "n1v1-dev",
     "overlays/prod/jobs": "n1v1",
 }
-
-
-def require_tool(name: str) -> str:
-    """The tool's path; fails in CI (CI_REQUIRE_SHARED=1), skips with a reason elsewhere."""
-    path = shutil.which(name)
-    if path:
-        return path
-    message = f"{name} is not on PATH: the kuberay/ manifests cannot be built here"
-    if os.environ.get("CI_REQUIRE_SHARED") == "1":
-        pytest.fail(f"{message} (CI must install it)")
-    pytest.skip(message)
 
 
 @cache
@@ -121,6 +108,17 @@ def crd_errors(obj: dict[str, Any], schema: dict[str, Any]) -> list[str]:
         path = ".".join(str(p) for p in error.absolute_path) or "(top)"
         found.append(f"{path}: {error.message}")
     return found
+
+
+def problems(obj: dict[str, Any], schemas: dict[tuple[str, str, str], dict[str, Any]]) -> list[str]:
+    """`crd_errors` of `obj` against its CRD among `schemas` (from `load_crds`), each as
+    `Kind name: path: message`; a kind without a CRD is one problem."""
+    group, version = group_version(obj)
+    kind, name = obj.get("kind"), (obj.get("metadata") or {}).get("name")
+    schema = schemas.get((group, version, str(kind)))
+    if schema is None:
+        return [f"{kind} {name}: no CRD for {obj.get('apiVersion')} {kind}"]
+    return [f"{kind} {name}: {found}" for found in crd_errors(obj, schema)]
 
 
 def builtin_errors(obj: dict[str, Any]) -> list[str]:

@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tomllib
-from pathlib import Path
+from project import ROOT, pin, require_tool
 
-import pytest
+__all__ = ["MONITORING", "ROOT", "ray_pin", "require_tool"]
 
-ROOT = Path(__file__).resolve().parents[1]
 MONITORING = ROOT / "kuberay" / "monitoring"
-
-
-def require_tool(name: str) -> str:
-    """The tool's path; fails in CI (CI_REQUIRE_SHARED=1), skips with the reason elsewhere."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"`{name}` is not installed (.ci/run installs what CI needs)"
-        if os.environ.get("CI_REQUIRE_SHARED") == "1":
-            pytest.fail(message + " but CI_REQUIRE_SHARED=1")
-        pytest.skip(message)
-    return path
 
 
 def ray_pin() -> str:
     """The Ray version pyproject.toml pins."""
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    (pin,) = [d for d in deps if d.startswith("ray[")]
-    return pin.split("==")[1]
+    return pin("ray")

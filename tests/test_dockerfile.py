@@ -15,23 +15,12 @@ import re
 import subprocess
 import sys
 import sysconfig
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
 from dockerfile import DOCKERFILE, ROOT, Replay, base_versions, parse, pinned_torch
-
-PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-
-
-def pin(name: str) -> str:
-    """The exact version pyproject pins `name` at (extras ignored)."""
-    for requirement in PYPROJECT["project"]["dependencies"]:
-        match = re.fullmatch(rf"{name}(\[[\w,]+\])?==(\S+)", requirement)
-        if match:
-            return match.group(2)
-    raise AssertionError(f"pyproject.toml pins no {name}==")
+from project import PYPROJECT, pin
 
 
 def python_pin() -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +32,9 @@ from kube import (
     ray_cluster_specs,
     ray_job_specs,
 )
+from project import VERSION, pin
 
-PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-VERSION = PYPROJECT["project"]["version"]
-RAY = next(r.split("==")[1] for r in PYPROJECT["project"]["dependencies"] if r.startswith("ray["))
+RAY = pin("ray")
 IMAGES = {"dev": f"n1v1:{VERSION}", "prod": f"registry.example.com/n1v1:{VERSION}"}
 # The named Ray ports of the shared contract (docs/deploy.md); every Ray pod exports metrics
 # on 8080.

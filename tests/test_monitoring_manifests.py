@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from crd_schema import CRD_DIR_ENV, load_crds, problems
+from kube import CRD_DIR_ENV, load_crds, problems
 from monitoring_support import MONITORING, ray_pin, require_tool
 
 from n1v1 import __version__
@@ -42,7 +42,7 @@ def built() -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def schemas(request: pytest.FixtureRequest) -> dict[tuple[str, str], dict[str, Any]]:
+def schemas(request: pytest.FixtureRequest) -> dict[tuple[str, str, str], dict[str, Any]]:
     """The CRDs in $CRD_DIR, else ../shared's prometheus-operator v0.93.0 CRDs."""
     directory = os.environ.get(CRD_DIR_ENV)
     if directory:
@@ -50,8 +50,8 @@ def schemas(request: pytest.FixtureRequest) -> dict[tuple[str, str], dict[str, A
     else:
         shared: Path = request.getfixturevalue("shared_dir")
         where = shared / "crds" / "prometheus-operator-v0.93.0"
-    found = load_crds([where])
-    assert ("monitoring.coreos.com/v1", "PodMonitor") in found, f"no PodMonitor CRD in {where}"
+    found = load_crds(where)
+    assert ("monitoring.coreos.com", "v1", "PodMonitor") in found, f"no PodMonitor CRD in {where}"
     return found
 
 
@@ -60,7 +60,7 @@ def of_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any
 
 
 def test_every_custom_resource_validates_strictly_against_the_crds(
-    built: list[dict[str, Any]], schemas: dict[tuple[str, str], dict[str, Any]]
+    built: list[dict[str, Any]], schemas: dict[tuple[str, str, str], dict[str, Any]]
 ) -> None:
     custom = [o for o in built if o["apiVersion"].startswith("monitoring.coreos.com/")]
     assert sorted(o["kind"] for o in custom) == ["PodMonitor", "PodMonitor", "PrometheusRule"]
@@ -68,7 +68,7 @@ def test_every_custom_resource_validates_strictly_against_the_crds(
 
 
 def test_the_validation_rejects_an_unknown_field_and_a_wrong_type(
-    built: list[dict[str, Any]], schemas: dict[tuple[str, str], dict[str, Any]]
+    built: list[dict[str, Any]], schemas: dict[tuple[str, str, str], dict[str, Any]]
 ) -> None:
     """What a real API server would prune silently is an error here."""
     head = copy.deepcopy(of_kind(built, "PodMonitor")["n1v1-ray-head"])
