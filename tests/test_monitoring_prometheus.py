@@ -131,7 +131,10 @@ def app_args(tmp: Path, models: Path, tiny: str) -> AppArgs:
             "strategies": [
                 {"name": "ema_cross", "params": {"fast": 3, "slow": 8}},
                 {"name": "rsi", "params": {"period": 5}},
-                {"name": "ml_signal", "params": {"model": "tiny", "version": tiny}},
+                {
+                    "name": "ml_signal",
+                    "params": {"model": "tiny", "version": tiny, "shadow": "latest"},
+                },
             ],
             # one position at a time over two symbols: the other symbol's entries are refused
             "risk": {"max_open_positions": 1},

@@ -1,8 +1,9 @@
 """A trading session: the TradingEngine driven by a feed, its every input and outcome in the store.
 
 Restart safety is by construction, not by snapshot. The store logs the engine's inputs (each bar
-step and each operator command, with the step it applied before) next to its outputs (orders,
-fills, signals, risk decisions, equity, positions), and each step is one fenced transaction. The
+step, the model answers its ml_signal slots traded on (n1v1/live/predictions.py) and each operator
+command, with the step it applied before) next to its outputs (orders, fills, signals, risk
+decisions, equity, positions), and each step is one fenced transaction. The
 engine is deterministic, so a new session rebuilds the exact state of the old one by replaying the
 logged inputs, checks that the replay reproduces the stored orders and fills (a mismatch means the
 code or data changed underneath it: it refuses to trade and says where), and resumes the feed after
@@ -50,6 +51,14 @@ from n1v1.engine.shadows import StrategyShadows
 from n1v1.execution.instruments import account_currency
 from n1v1.live.config import LiveConfig, StrategySlot, build_strategies, effective_settings
 from n1v1.live.history import BarHistory, RollingTargets
+from n1v1.live.predictions import (
+    Fallback,
+    LocalPredictor,
+    ModelTargets,
+    PredictionRecord,
+    PredictionRequest,
+    Predictor,
+)
 from n1v1.store import (
     LeaseHeldError,
     SqlJournal,
@@ -61,6 +70,7 @@ from n1v1.store import (
 )
 from n1v1.store.journal import DEFAULT_RESOURCE, order_row
 from n1v1.strategies.base import Strategy, StrategyError
+from n1v1.strategies.ml_signal import MLSignal
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +127,10 @@ class TradingSession:
         holder: str | None = None,
         journal_wrapper: Callable[[Journal], Journal] | None = None,
         on_step: Callable[[float, TradingEngine], None] | None = None,
+        predictor: Predictor | None = None,
+        prediction_timeout_s: float = 0.5,
+        on_prediction_failure: Fallback = "hold",
+        on_predictions: Callable[[list[PredictionRecord]], None] | None = None,
     ) -> None:
         if not slots:
             raise ConfigError("strategies: a session needs at least one strategy")
@@ -134,6 +148,12 @@ class TradingSession:
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._journal_wrapper = journal_wrapper
         self._on_step = on_step
+        # ml_signal slots: their models answer through the predictor (n1v1/live/predictions.py);
+        # without one (no Ray Serve), the models run in this process on the same code path.
+        self._predictor = predictor
+        self.prediction_timeout_s = prediction_timeout_s
+        self.on_prediction_failure: Fallback = on_prediction_failure
+        self._on_predictions = on_predictions
         self._commands: queue.Queue[_Pending] = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -154,7 +174,7 @@ class TradingSession:
         self.live = LiveConfig()
         self.settings = effective_settings(self.base_settings, self.live)
         self.aside: dict[str, str] = {}  # slot id -> why it stands aside (as logged so far)
-        strategies = build_strategies(self.slots, self.live, self.settings)
+        strategies = self._live_strategies()
         warmups = [w for s in strategies.values() if (w := _warmup(s)) is not None]
         self.history = BarHistory(max(self.window, 4 * max(warmups, default=1) + 1))
         self.engine = TradingEngine(self.settings, journal=InMemoryJournal(keep_equity=True))
@@ -169,19 +189,40 @@ class TradingSession:
     def _install_strategies(self, strategies: Mapping[str, Strategy] | None = None) -> None:
         """The engine's signal sources: every slot's strategy except those standing aside."""
         if strategies is None:
-            strategies = build_strategies(self.slots, self.live, self.settings)
-        self.engine.sources = [
-            RollingTargets(s, self.history, self.settings.risk.allow_short, name=slot_id)
-            for slot_id, s in strategies.items()
-            if slot_id not in self.aside
-        ]
+            strategies = self._live_strategies()
+        previous = {s.name: s for s in self.engine.sources if isinstance(s, ModelTargets)}
+        allow_short = self.settings.risk.allow_short
+        sources: list[RollingTargets | ModelTargets] = []
+        for slot_id, strategy in strategies.items():
+            if slot_id in self.aside:
+                continue
+            if isinstance(strategy, MLSignal):
+                source = ModelTargets(
+                    strategy, self.history, allow_short, slot_id, self.on_prediction_failure
+                )
+                if slot_id in previous:  # new parameters; the version in use and held targets stay
+                    source.carry_over(previous[slot_id])
+                source.on_switch = _log_switch
+                sources.append(source)
+            else:
+                sources.append(RollingTargets(strategy, self.history, allow_short, name=slot_id))
+        self.engine.sources = sources
         if self.shadows is not None:
             self.shadows.set_sources(self.engine.sources)
+
+    def _live_strategies(self) -> dict[str, Strategy]:
+        """The slots' strategies; an ml_signal reads its model's card only: the predictor runs
+        the model."""
+        strategies = build_strategies(self.slots, self.live, self.settings)
+        for strategy in strategies.values():
+            if isinstance(strategy, MLSignal):
+                strategy.use_card_only()
+        return strategies
 
     # -- strategies that stand aside ---------------------------------------------------------------
     def _slot_problems(self, slot_ids: list[str]) -> dict[str, str]:
         """Why each of these slots cannot start now (a slot that can is left out)."""
-        strategies = build_strategies(self.slots, self.live, self.settings)
+        strategies = self._live_strategies()
         problems = {}
         for slot in self.slots:
             if slot.slot_id not in slot_ids:
@@ -243,6 +284,9 @@ class TradingSession:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        close = getattr(self._predictor, "close", None)
+        if callable(close):
+            close()
 
     @property
     def alive(self) -> bool:
@@ -317,6 +361,7 @@ class TradingSession:
         reader = SqlJournal(self.store, -1)  # reads only; a write would fail the fence
         bar_log = reader.bar_log()
         commands = reader.commands()
+        logged = reader.predictions()
         self._reset_engine()
         by_step: dict[int, list[dict[str, Any]]] = {}
         for command in commands:
@@ -327,7 +372,10 @@ class TradingSession:
             for command in by_step.pop(step, []):
                 self._replay_command(command)
             try:
-                self._advance(ts, bars)
+                indexed = self._append_bars(bars)
+                records = [PredictionRecord.from_row(r) for r in logged.pop(step, [])]
+                self._receive_predictions(indexed, records)
+                self._advance(ts, bars, indexed)
             except StrategyError as exc:
                 raise RebuildError(
                     f"step {step}: {exc}. The stored session traded with this strategy, so it "
@@ -362,13 +410,64 @@ class TradingSession:
             raise RebuildError(f"replay does not reproduce the stored orders (e.g. {diff})")
 
     # -- the step ----------------------------------------------------------------------------------
-    def _advance(self, ts: pd.Timestamp, bars: Mapping[str, Bar]) -> None:
+    def _append_bars(self, bars: Mapping[str, Bar]) -> dict[Symbol, tuple[int, Bar]]:
         indexed: dict[Symbol, tuple[int, Bar]] = {}
         for symbol, bar in bars.items():
             index = self.history.append(symbol, bar)
             if self.settings.risk.uses_atr:
                 self._extend_atr(symbol, index)
             indexed[Symbol(symbol)] = (index, bar)
+        return indexed
+
+    def _model_sources(self) -> list[ModelTargets]:
+        return [s for s in self.engine.sources if isinstance(s, ModelTargets)]
+
+    def _predict(self, indexed: Mapping[Symbol, tuple[int, Bar]]) -> list[PredictionRecord]:
+        """Ask the models of every ml_signal slot about this bar in one go, compute the other
+        strategies while they answer, and return every slot's record (module predictions)."""
+        sources = self._model_sources()
+        if not sources:
+            return []
+        records: list[PredictionRecord] = []
+        requests: list[tuple[ModelTargets, PredictionRequest]] = []
+        for source in sources:
+            for symbol in indexed:
+                try:
+                    asked, not_ready = source.requests(symbol)
+                except Exception as exc:  # no features: an input too, never a crashed engine
+                    records.append(source.failed(symbol, exc))
+                    continue
+                requests.extend((source, r) for r in asked)
+                if not_ready is not None:
+                    records.append(not_ready)
+        if not requests:
+            return records
+        if self._predictor is None:
+            self._predictor = LocalPredictor(self.settings.ml.model_root)
+        started = time.perf_counter()
+        pending = self._predictor.submit([r for _, r in requests])
+        for source in self.engine.sources:  # the rule strategies' targets, meanwhile
+            if not isinstance(source, ModelTargets):
+                for symbol, (index, _) in indexed.items():
+                    source.target(symbol, index)
+        answers = pending.wait(self.prediction_timeout_s)
+        ms = (time.perf_counter() - started) * 1000.0
+        for (source, request), answer in zip(requests, answers, strict=True):
+            records.append(source.record_for(request, answer, ms))
+        return records
+
+    def _receive_predictions(
+        self, indexed: Mapping[Symbol, tuple[int, Bar]], records: list[PredictionRecord]
+    ) -> None:
+        by_slot = {s.name: s for s in self._model_sources()}
+        for record in records:
+            source = by_slot.get(record.slot)
+            if source is not None:
+                source.receive(indexed[Symbol(record.symbol)][0], record, self.steps_done)
+
+    def _advance(
+        self, ts: pd.Timestamp, bars: Mapping[str, Bar], indexed: dict[Symbol, tuple[int, Bar]]
+    ) -> None:
         self.engine.on_bar(ts, indexed)
         assert self.shadows is not None
         self.shadows.on_bar(ts, indexed)
@@ -392,14 +491,22 @@ class TradingSession:
         if self.last_ts is not None and ts <= self.last_ts:
             return  # already processed (a feed re-delivering after a restart)
         started = time.perf_counter()
+        indexed = self._append_bars(bars)
+        # outside the transaction: waiting for the replicas holds no database lock; a failure
+        # from here on fails the loop, and the rebuild starts over from the store
+        records = self._predict(indexed)
+        self._receive_predictions(indexed, records)
         with self._sql.atomic():
             self._sql.record_bars(self.steps_done, bars)
-            self._advance(ts, bars)
+            self._sql.record_predictions(self.steps_done, [r.to_row() for r in records])
+            self._advance(ts, bars, indexed)
             decided = time.perf_counter()
             self._sql.write_positions(self.engine.portfolio, ts)
             self._sql.set_state("last_step", {"step": self.steps_done, "time": ts.isoformat()})
         if self._on_step is not None:
             self._on_step(decided - started, self.engine)
+        if self._on_predictions is not None and records:
+            self._on_predictions(records)
         self._publish()
 
     # -- commands ----------------------------------------------------------------------------------
@@ -619,6 +726,7 @@ class TradingSession:
             lease = current_lease(self.store, DEFAULT_RESOURCE)
         halt = risk.halt
         pnl = self.shadows.summary() if self.shadows is not None else {}
+        models = {s.name: s.status() for s in self._model_sources()}
         return {
             "state": self.state,
             "failure": self.failure,
@@ -643,6 +751,7 @@ class TradingSession:
                     "pnl": pnl.get(s.slot_id),
                     "state": "standing_aside" if s.slot_id in self.aside else "active",
                     "note": self.aside.get(s.slot_id, ""),
+                    **({"model": models[s.slot_id]} if s.slot_id in models else {}),
                 }
                 for s in self.slots
             ],
@@ -658,6 +767,11 @@ class TradingSession:
             "risk": risk_state(engine),
             "live_config": self.live.model_dump(),
         }
+
+
+def _log_switch(slot: str, previous: str | None, version: str) -> None:
+    if previous is not None:
+        log.info("strategy %s: model version %s replaces %s from this bar", slot, version, previous)
 
 
 def flatten_dict(report: FlattenReport) -> dict[str, Any]:

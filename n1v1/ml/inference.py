@@ -12,7 +12,6 @@ first `window - 1` rows, which have no full window.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +19,7 @@ import numpy as np
 import pydantic
 import torch
 
+from n1v1.ml.card import ModelCard
 from n1v1.ml.models import ModelSpec, build_model, load_state_dict
 from n1v1.ml.registry import (
     CARD_FILE,
@@ -53,6 +53,15 @@ class LoadedModel:
     @property
     def n_features(self) -> int:
         return self.scaler.n_features
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    @property
+    def window(self) -> int:
+        """Rows per input: 1 for an MLP, the sequence window otherwise (as `ModelCard`)."""
+        return 1 if self.spec.kind == "mlp" else self.spec.window
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         """Probabilities [n, n_classes] (float64, rows sum to 1) for raw, unscaled features
@@ -140,24 +149,9 @@ def load_model(registry: ModelRegistry, name: str, version: str = "promoted") ->
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         raise RegistryError(f"{card_file}: 'model_spec': {problems}") from None
-    n_features = _card_int(card, "n_features", 1, card_file)
-    n_classes = _card_int(card, "n_classes", 2, card_file)
-    feature_spec = card.get("feature_spec")
-    if not isinstance(feature_spec, dict):
-        raise RegistryError(f"{card_file}: 'feature_spec' must be an object, got {feature_spec!r}")
-    names = card.get("feature_names")
-    if names is not None and (not isinstance(names, list) or len(names) != n_features):
-        raise RegistryError(f"{card_file}: 'feature_names' must list {n_features} names")
-    threshold = card.get("threshold")
-    threshold = 0.5 if threshold is None else threshold
-    if (
-        isinstance(threshold, bool)
-        or not isinstance(threshold, int | float)
-        or not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0)
-    ):
-        raise RegistryError(
-            f"{card_file}: 'threshold' must be a number in [0, 1], got {threshold!r}"
-        )
+    described = ModelCard.from_card(name, concrete, card, card_file)  # one reading of a card
+    n_features, n_classes = described.n_features, described.n_classes
+    feature_spec, threshold = described.feature_spec_dict, described.threshold
 
     scaler_file = directory / SCALER_FILE
     try:
@@ -185,10 +179,3 @@ def load_model(registry: ModelRegistry, name: str, version: str = "promoted") ->
         n_classes=n_classes,
         threshold=float(threshold),
     )
-
-
-def _card_int(card: dict[str, Any], key: str, minimum: int, card_file: object) -> int:
-    value = card.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise RegistryError(f"{card_file}: {key!r} must be an int >= {minimum}, got {value!r}")
-    return value

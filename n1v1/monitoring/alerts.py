@@ -31,6 +31,7 @@ ORDER_REJECTIONS_10M = 3  # orders the venue rejected in 10 minutes
 RISK_REJECTIONS_10M = 30  # entries a risk rule refused in 10 minutes
 TRAINING_FAILED_WINDOW = "1h"  # how long a failed training run keeps its alert firing
 MODEL_MAX_AGE_DAYS = 7  # a week of daily retraining (the RayCronJob) without a promotion
+PREDICTION_FAILURE_RATIO = 0.05  # an ml_signal slot's model calls that failed, over 10 minutes
 
 Severity = Literal["critical", "warning"]
 
@@ -97,6 +98,13 @@ def _alerts() -> tuple[Alert, ...]:
     risk_rejections = f"sum by (namespace) ({recent('ray_n1v1_risk_rejections_total', '10m')})"
     inference_errors = (
         f"sum by (namespace, model, reason) ({recent('ray_n1v1_inference_errors_total', '10m')})"
+    )
+    predictions = "ray_n1v1_model_predictions_total"
+    called = sel(predictions, 'outcome!="not_ready"')
+    asked = f"sum by (namespace, strategy) (rate({called}[10m]))"
+    failed_predictions = sel(predictions, 'outcome=~"timeout|error|mismatch"')
+    prediction_failures = (
+        f"(sum by (namespace, strategy) (rate({failed_predictions}[10m])) or {asked} * 0) / {asked}"
     )
     deployment_status = (
         "min by (namespace, ray_io_cluster, application, deployment) (ray_serve_deployment_status)"
@@ -231,6 +239,18 @@ def _alerts() -> tuple[Alert, ...]:
             "Within 10 minutes the model server could not answer {{ $value }} prediction "
             "requests for {{ $labels.model }}: {{ $labels.reason }} (invalid: rows of the "
             "wrong width for the served version; failed: the forward pass raised).",
+        ),
+        Alert(
+            "N1V1ModelPredictionsFailing",
+            f"{prediction_failures} > {PREDICTION_FAILURE_RATIO}",
+            (prediction_failures,),
+            "5m",
+            "warning",
+            "{{ $value | humanizePercentage }} of {{ $labels.strategy }}'s model calls fail",
+            f"Over 10 minutes {{{{ $value | humanizePercentage }}}} of the model calls of the "
+            f"ml_signal slot {{{{ $labels.strategy }}}} got no usable answer (timeout, error or "
+            f"mismatch; threshold {PREDICTION_FAILURE_RATIO:.0%}): the slot holds its last "
+            "target or goes flat (engine.on_prediction_failure) instead of following its model.",
         ),
         Alert(
             "N1V1ServeReplicaUnhealthy",

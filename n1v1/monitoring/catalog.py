@@ -93,6 +93,23 @@ METRICS: tuple[MetricSpec, ...] = (
         "paused), else 0",
         ("rule",),
     ),
+    _c(
+        "n1v1_model_predictions",
+        "an ml_signal slot's model inputs per bar and symbol, by outcome: ok, not_ready "
+        "(features warming up: no call), timeout, error, mismatch (the replica's version reads "
+        "other features)",
+        ("strategy", "outcome"),
+    ),
+    _g(
+        "n1v1_strategy_model_version",
+        "the model version an ml_signal slot trades now (2 for v0002)",
+        ("strategy", "model"),
+    ),
+    _g(
+        "n1v1_model_shadow_agreement",
+        "share of bars on which an ml_signal slot's shadow version wanted the traded target",
+        ("strategy",),
+    ),
     _h(
         "n1v1_decision_latency_seconds",
         "from a bar's arrival to the engine's decisions on it",

@@ -212,6 +212,44 @@ def _trading() -> Dashboard:
                         width=8,
                     ),
                     Panel(
+                        "Model version in use",
+                        "The version each ml_signal slot trades (it follows a promotion at the "
+                        "next bar after the Model replicas swap).",
+                        (
+                            Target(
+                                f"max by (strategy, model) "
+                                f"({c('ray_n1v1_strategy_model_version')})",
+                                "{{strategy}}: {{model}}",
+                            ),
+                        ),
+                        width=8,
+                    ),
+                    Panel(
+                        "Model inputs by outcome",
+                        "An ml_signal slot's model answers per bar and symbol over 5 minutes: "
+                        "ok, not_ready (warming up), timeout, error, mismatch.",
+                        (
+                            Target(
+                                f"sum by (strategy, outcome) "
+                                f"(increase({c('ray_n1v1_model_predictions_total')}[5m]))",
+                                "{{strategy}} {{outcome}}",
+                            ),
+                        ),
+                        width=8,
+                    ),
+                    Panel(
+                        "Shadow agreement",
+                        "Share of bars on which a slot's shadow version wanted the traded target.",
+                        (
+                            Target(
+                                f"max by (strategy) ({c('ray_n1v1_model_shadow_agreement')})",
+                                "{{strategy}}",
+                            ),
+                        ),
+                        unit="percentunit",
+                        width=8,
+                    ),
+                    Panel(
                         "Time since the last step",
                         "Against the feed's interval; the stalled-feed alert fires at "
                         f"{STALL_INTERVALS} intervals (at least {STALL_FLOOR_S} s).",

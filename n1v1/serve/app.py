@@ -49,7 +49,6 @@ def api_token_hash(args: AppArgs, env: "dict[str, str] | None" = None) -> str:
 def build_app(args: AppArgs) -> Application:
     read_token = os.environ.get(READ_TOKEN_ENV, "").strip()
     data: dict[str, Any] = args.model_dump(mode="json")
-    engine = Engine.bind(data)
     model = Model.options(
         autoscaling_config={
             "min_replicas": 1,
@@ -62,6 +61,7 @@ def build_app(args: AppArgs) -> Application:
         args.model.batch_wait_timeout_s,
         args.model.refresh_s,
     )
+    engine = Engine.bind(data, model)  # its ml_signal slots ask the Model replicas
     gateway = Gateway.options(
         autoscaling_config={
             "min_replicas": 1,

@@ -70,6 +70,14 @@ class EngineArgs(StrictModel):
     lease_ttl_s: float = Field(15.0, gt=0, le=600, description="lease time-to-live")
     stall_timeout_s: float = Field(30.0, gt=0, description="check_health fails after this")
     window: int = Field(500, ge=10, le=100_000, description="bars a live strategy sees")
+    prediction_timeout_s: float = Field(
+        0.5, gt=0, le=30, description="how long a bar waits for the Model replicas' answers"
+    )
+    on_prediction_failure: Literal["hold", "flat"] = Field(
+        "hold",
+        description="an ml_signal slot without an answer (timeout, error): keep its last "
+        "target (hold) or go flat",
+    )
 
 
 class ApiArgs(StrictModel):

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 from sqlalchemy import text
 
 from n1v1.data.resample import parse_timeframe
@@ -21,9 +22,11 @@ from n1v1.serve.metrics import (
     MetricsJournal,
     observe_engine,
     observe_feed_interval,
+    observe_predictions,
     observe_step,
     refresh_gauges,
 )
+from n1v1.serve.predictor import ServePredictor
 from n1v1.store import create_store
 
 
@@ -61,8 +64,9 @@ def feed_interval_s(args: AppArgs) -> float:
     ray_actor_options={"num_cpus": 0},
 )
 class Engine:
-    def __init__(self, args: dict[str, Any]) -> None:
+    def __init__(self, args: dict[str, Any], model: DeploymentHandle | None = None) -> None:
         self.args = AppArgs.model_validate(args)
+        engine = self.args.engine
         self.store = create_store(self.args.resolved_store_url())
         self.session = TradingSession(
             self.args.settings(),
@@ -73,6 +77,11 @@ class Engine:
             lease_ttl=self.args.engine.lease_ttl_s,
             journal_wrapper=MetricsJournal,
             on_step=observe_step,
+            # ml_signal slots ask the Model deployment's replicas (n1v1/live/predictions.py)
+            predictor=None if model is None else ServePredictor(model),
+            prediction_timeout_s=engine.prediction_timeout_s,
+            on_prediction_failure=engine.on_prediction_failure,
+            on_predictions=observe_predictions,
         )
         observe_feed_interval(feed_interval_s(self.args))
         self.session.start()

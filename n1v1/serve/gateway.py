@@ -57,7 +57,18 @@ class ServeBackend:
         return result
 
     async def models(self) -> dict[str, Any]:
-        return await self.model.models.remote()
+        """The registry, and which version each ml_signal slot of the engine trades now."""
+        listing, status = await asyncio.gather(
+            self.model.models.remote(), self.engine.status.remote()
+        )
+        in_use: dict[str, list[dict[str, Any]]] = {}
+        for slot in status.get("strategies") or []:
+            model = slot.get("model")
+            if isinstance(model, dict):
+                in_use.setdefault(model["model"], []).append({"strategy": slot["id"], **model})
+        for entry in listing["models"]:
+            entry["in_use"] = in_use.get(entry["name"], [])
+        return listing
 
     async def submit_backtest(self, request: dict[str, Any], actor: str) -> str:
         job_id = "bt_" + secrets.token_hex(8)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ray.util.metrics import Counter, Gauge, Histogram
@@ -148,6 +148,22 @@ def observe_engine(snapshot: Mapping[str, Any]) -> None:
         pnl = strategy.get("pnl")
         if isinstance(pnl, Mapping):
             _set("n1v1_strategy_pnl", pnl["net_pnl"], {"strategy": strategy["id"]})
+        model = strategy.get("model")
+        if isinstance(model, Mapping) and model.get("version"):
+            tags = {"strategy": strategy["id"], "model": model["model"]}
+            _set("n1v1_strategy_model_version", float(model["version"].lstrip("v")), tags)
+            shadow = model.get("shadow")
+            if isinstance(shadow, Mapping) and shadow.get("agreement") is not None:
+                tags = {"strategy": strategy["id"]}
+                _set("n1v1_model_shadow_agreement", float(shadow["agreement"]), tags)
+
+
+def observe_predictions(records: Sequence[Any]) -> None:
+    """After each step, the ml_signal slots' model inputs by outcome (PredictionRecord)."""
+    counter = metrics()["n1v1_model_predictions"]
+    for record in records:
+        if record.role == "trade":
+            counter.inc(1, tags={"strategy": record.slot, "outcome": record.status})
 
 
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 from ray import serve
 
+from n1v1.live.predictions import answers_for
 from n1v1.ml.registry import ModelRegistry, RegistryError
 from n1v1.ml.serving import PromotedModel, split_model_id
 from n1v1.serve.metrics import (
@@ -84,6 +86,32 @@ class Model:
             }
         return await self._batched(served, rows)
 
+    async def predict_last(self, sets: list[list[list[float]]]) -> dict[str, Any]:
+        """The Engine's call (n1v1/serve/predictor.py): for each set of rows (one symbol's: one
+        row for an MLP, the window for a sequence model) the probabilities of its last row, with
+        the version that computed them and its feature hash and threshold. One call carries
+        every symbol of a bar, so it is one forward pass already: no `serve.batch` wait."""
+        model_id = serve.get_multiplexed_model_id()
+        try:
+            split_model_id(model_id)
+            served = await self.get_model(model_id)
+        except (RegistryError, ValueError) as exc:
+            return {"error": {"code": "not_found", "message": str(exc), "details": {}}}
+        loaded = served.current()
+        bad = next((i for i, rows in enumerate(sets) if _width(rows) != loaded.n_features), None)
+        if bad is not None:
+            observe_inference_error(loaded.name, "invalid")
+            message = f"sets.{bad}: expected rows of {loaded.n_features} features"
+            return {"error": {"code": "invalid", "message": message, "details": {}}}
+        started = time.perf_counter()
+        try:
+            answers = await asyncio.to_thread(answers_for, loaded, [np.asarray(s) for s in sets])
+        except Exception:
+            observe_inference_error(loaded.name, "failed")
+            raise
+        observe_inference(loaded.name, time.perf_counter() - started, len(sets))
+        return {"answers": [asdict(a) for a in answers]}
+
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
     async def _batched(
         self, served: list[PromotedModel], rows: list[list[list[float]]]
@@ -95,10 +123,18 @@ class Model:
         for members in groups.values():
             loaded = served[members[0]].current()
             name = loaded.name
-            stacked = np.asarray([r for i in members for r in rows[i]], dtype=np.float64)
             started = time.perf_counter()
             try:
-                probs = loaded.predict_proba(stacked)
+                if loaded.kind == "mlp":  # rows of all requests in one forward pass
+                    stacked = np.asarray([r for i in members for r in rows[i]], dtype=np.float64)
+                    probs = loaded.predict_proba(stacked)
+                else:  # a sequence model's window must not span two requests
+                    probs = np.concatenate(
+                        [
+                            loaded.predict_proba(np.asarray(rows[i], dtype=np.float64))
+                            for i in members
+                        ]
+                    )
             except Exception:
                 observe_inference_error(name, "failed")
                 raise
@@ -153,3 +189,9 @@ class Model:
 
         observe_registry(await asyncio.to_thread(stats))
         refresh_gauges()
+
+
+def _width(rows: list[list[float]]) -> int | None:
+    """The common width of a set's rows, None when empty or ragged."""
+    widths = {len(r) for r in rows}
+    return widths.pop() if len(widths) == 1 else None

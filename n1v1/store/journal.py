@@ -233,6 +233,16 @@ class StoreReader:
             bars[r.symbol] = Bar(r.timestamp, r.open, r.high, r.low, r.close, r.volume)
         return [(step, ts, bars) for step, (ts, bars) in sorted(steps.items())]
 
+    def predictions(self, after_step: int = -1) -> dict[int, list[dict[str, Any]]]:
+        """The model answers the engine used, by step (those after `after_step`), in order."""
+        p = t.predictions
+        query = select(p).where(p.c.step > after_step).order_by(p.c.id)
+        out: dict[int, list[dict[str, Any]]] = {}
+        for r in self._rows(query):
+            row = dict(r._mapping)
+            out.setdefault(row.pop("step"), []).append(row)
+        return out
+
     def commands(self) -> list[dict[str, Any]]:
         """Operator commands in the order they applied, each with the step it applied before."""
         rows = self._rows(select(t.commands).order_by(t.commands.c.id))
@@ -373,6 +383,12 @@ class SqlJournal(StoreReader):
                 t.bars.insert(),
                 [{"step": step, "symbol": s, **b._asdict()} for s, b in bars.items()],
             )
+
+    def record_predictions(self, step: int, rows: list[dict[str, Any]]) -> None:
+        """Log the model answers of one step (PredictionRecord.to_row()): inputs, like its bars."""
+        if rows:
+            with self._tx() as conn:
+                conn.execute(t.predictions.insert(), [{"step": step, **row} for row in rows])
 
     def record_command(
         self, step: int, kind: str, payload: Mapping[str, Any], actor: str, at: pd.Timestamp

@@ -44,7 +44,8 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 # 2: bars, commands, positions and backtests tables. 3: orders.strategy is text (the strategies
 # whose targets caused the order, "+"-joined); manual orders replay under the strict rules.
 # 4: the retrain_runs table (scheduled retraining, one row per model and scheduled time).
-SCHEMA_VERSION = 4
+# 5: the predictions table (an ml_signal slot's model answers, inputs of the engine).
+SCHEMA_VERSION = 5
 
 
 class SchemaVersionError(RuntimeError):
@@ -221,6 +222,29 @@ bars = Table(
     Column("volume", Double, nullable=False),
     UniqueConstraint("symbol", "timestamp", name="uq_bars_symbol_time"),
     Index("ix_bars_step", "step"),
+)
+
+# What the Model deployment answered an ml_signal slot (or why it did not), per step, slot, symbol
+# and role: an input like the bars, replayed instead of asking a model (n1v1/live/predictions.py).
+predictions = Table(
+    "predictions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("step", Integer, nullable=False),
+    Column("slot", String(64), nullable=False),
+    Column("symbol", String(64), nullable=False),
+    Column("role", String(16), nullable=False),  # trade | shadow
+    Column("status", String(16), nullable=False),  # ok | not_ready | timeout | error | mismatch
+    Column("model", String(128), nullable=False),
+    Column("version", String(16)),
+    Column("row_hash", String(16)),
+    Column("probabilities", JSON),
+    Column("threshold", Double),
+    Column("short_threshold", Double),
+    Column("fallback", String(8), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("latency_ms", Double),
+    Index("ix_predictions_step", "step"),
 )
 
 commands = Table(

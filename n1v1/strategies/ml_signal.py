@@ -41,6 +41,7 @@ from n1v1.strategies.base import Strategy, StrategyError, StrategyParams
 
 if TYPE_CHECKING:
     from n1v1.config import Settings
+    from n1v1.ml.card import ModelCard
     from n1v1.ml.inference import LoadedModel
 
 VERSION_ALIASES = ("promoted", "latest")
@@ -55,6 +56,11 @@ class MLSignalParams(StrategyParams):
     short_threshold: float | None = pydantic.Field(
         None, ge=0.0, le=1.0, description="ternary: short when P(short) > this; None = threshold"
     )
+    shadow: str | None = pydantic.Field(
+        None,
+        description="live only: a candidate version ('latest' or 'vNNNN') scored on the same "
+        "rows beside the traded one, logged, never traded",
+    )
     allow_in_sample: bool = pydantic.Field(
         False, description="trade bars the model was trained or validated on (result is noted)"
     )
@@ -65,6 +71,13 @@ class MLSignalParams(StrategyParams):
         from n1v1.ml.registry import validate_name  # no torch: the registry imports it lazily
 
         return validate_name(value)  # RegistryError is a ValueError: pydantic reports it
+
+    @pydantic.field_validator("shadow")
+    @classmethod
+    def _shadow(cls, value: str | None) -> str | None:
+        from n1v1.ml.registry import validate_version
+
+        return value if value in (None, "latest") else validate_version(value)
 
     @pydantic.field_validator("version")
     @classmethod
@@ -101,7 +114,8 @@ class MLSignal(Strategy):
         self._in_memory = False  # built by from_loaded: no registry behind it
         self.notes: list[str] = []  # for the result: e.g. "traded in-sample bars"
         self._window: tuple[pd.Timestamp, pd.Timestamp] | None = None
-        self._window_of: LoadedModel | None = None
+        self._window_of: LoadedModel | ModelCard | None = None
+        self._card_only = False  # live: the replicas run the model, this reads its card
 
     def bind_settings(self, settings: Settings) -> None:
         """Use the run's settings (ml.model_root); a different root drops the cached model.
@@ -140,23 +154,48 @@ class MLSignal(Strategy):
     def loaded_model(self) -> LoadedModel:
         """The model, loaded (and checked) on first use, then cached for this instance."""
         if self._loaded is None:
-            from n1v1.config import load_settings
-            from n1v1.ml.inference import load_model
-            from n1v1.ml.registry import ModelRegistry, RegistryError
+            self._load(self.params.version)
+        assert self._loaded is not None
+        return self._loaded  # type: ignore[return-value]  # a ModelCard when card-only
 
-            settings = self._settings or load_settings()
-            root = settings.ml.model_root
-            try:
-                loaded = load_model(ModelRegistry(root), self.params.model, self.params.version)
-            except RegistryError as err:
-                raise StrategyError(
-                    f"ml_signal: cannot load model {self.params.model!r} version "
-                    f"{self.params.version!r} from the registry at {root} (ml.model_root): {err}"
-                ) from None
-            self._feature_spec = _checked_feature_spec(loaded)
-            self._loaded = loaded
-            self._note_gate(ModelRegistry(root), settings)
-        return self._loaded
+    def use_card_only(self) -> None:
+        """Read the card instead of loading the weights (a live session: the Model deployment's
+        replicas run the forward pass; this computes the features and applies the threshold)."""
+        if not self._card_only:
+            self._card_only, self._loaded = True, None
+
+    def model_card(self) -> ModelCard:
+        """The card of the version in use (card-only mode)."""
+        assert self._card_only, "model_card() is for a card-only (live) ml_signal"
+        return self.loaded_model()  # type: ignore[return-value]
+
+    def switch_version(self, version: str) -> None:
+        """Use this concrete version from now on (the replicas answered with it: a promotion)."""
+        self._load(version)
+
+    def _load(self, version: str) -> None:
+        from n1v1.config import load_settings
+        from n1v1.ml.registry import ModelRegistry, RegistryError
+
+        settings = self._settings or load_settings()
+        root = settings.ml.model_root
+        try:
+            if self._card_only:
+                from n1v1.ml.card import ModelCard
+
+                loaded: Any = ModelCard.read(ModelRegistry(root), self.params.model, version)
+            else:
+                from n1v1.ml.inference import load_model
+
+                loaded = load_model(ModelRegistry(root), self.params.model, version)
+        except RegistryError as err:
+            raise StrategyError(
+                f"ml_signal: cannot load model {self.params.model!r} version "
+                f"{version!r} from the registry at {root} (ml.model_root): {err}"
+            ) from None
+        self._feature_spec = _checked_feature_spec(loaded)
+        self._loaded = loaded
+        self._note_gate(ModelRegistry(root), settings)
 
     def _note_gate(self, registry: Any, settings: Settings) -> None:
         """A note when the loaded version did not pass the promotion gate (it can still be
@@ -182,8 +221,7 @@ class MLSignal(Strategy):
 
         loaded = self.loaded_model()
         assert self._feature_spec is not None
-        extra = 0 if loaded.spec.kind == "mlp" else loaded.spec.window - 1
-        return feature_warmup(self._feature_spec) + extra
+        return feature_warmup(self._feature_spec) + loaded.window - 1
 
     @property
     def threshold(self) -> float:
@@ -213,6 +251,49 @@ class MLSignal(Strategy):
         if isinstance(bars.index, pd.DatetimeIndex) and len(bars) > 1:
             proba[session_warmup_mask(bars.index, self.warmup)] = np.nan
         return proba
+
+    def live_rows(self, bars: pd.DataFrame) -> np.ndarray | None:
+        """The rows the model needs for a decision at the last bar ([window, n_features]: one row
+        for an MLP), or None while that decision is "not ready" (features still warming up, or
+        within `warmup` bars of a session break): the same rows and the same readiness as
+        `probabilities` gives the last bar, without running the model."""
+        loaded = self.loaded_model()
+        assert self._feature_spec is not None
+        self._check_bar_size(bars)
+        self._check_training_overlap(bars)
+        window = loaded.window
+        if len(bars) <= self.warmup or len(bars) < window:  # `finish` zeroes those bars
+            return None
+        dated = isinstance(bars.index, pd.DatetimeIndex) and len(bars) > 1
+        if dated and session_warmup_mask(bars.index, self.warmup)[-1]:
+            return None
+        try:
+            features = build_features(bars, self._feature_spec)
+        except ValueError as err:
+            raise StrategyError(f"ml_signal: cannot build features: {err}") from None
+        rows = features.to_numpy(dtype=np.float64)[-window:]
+        return rows if np.isfinite(rows).all() else None
+
+    def decide(
+        self,
+        proba: np.ndarray,
+        allow_short: bool,
+        threshold: float | None = None,
+        short_threshold: float | None = None,
+    ) -> np.ndarray:
+        """The rule: target positions from class probabilities [n, n_classes] (NaN rows: 0, a
+        short only where allowed); thresholds default to this strategy's (its parameters, else
+        the card's). No warm-up zeroing: `target_positions` adds it, `live_rows` refuses it."""
+        long_at = self.threshold if threshold is None else threshold
+        short_at = self.short_threshold if short_threshold is None else short_threshold
+        n_classes = proba.shape[1]
+        with np.errstate(invalid="ignore"):  # NaN rows compare False: flat while not ready
+            long = proba[:, n_classes - 1] > long_at
+            if n_classes == 3 and allow_short:
+                short = proba[:, 0] > short_at
+            else:
+                short = np.zeros(len(proba), dtype=np.bool_)
+        return np.where(long & ~short, 1, np.where(short & ~long, -1, 0)).astype(np.int8)
 
     def _check_bar_size(self, bars: pd.DataFrame) -> None:
         """StrategyError if the bars are not the size the model was trained on: its features
@@ -271,16 +352,7 @@ class MLSignal(Strategy):
             self.notes.append(note)
 
     def target_positions(self, bars: pd.DataFrame, allow_short: bool = False) -> np.ndarray:
-        proba = self.probabilities(bars)
-        n_classes = proba.shape[1]
-        with np.errstate(invalid="ignore"):  # NaN rows compare False: flat while not ready
-            long = proba[:, n_classes - 1] > self.threshold
-            if n_classes == 3 and allow_short:
-                short = proba[:, 0] > self.short_threshold
-            else:
-                short = np.zeros(len(proba), dtype=np.bool_)
-        target = np.where(long & ~short, 1, np.where(short & ~long, -1, 0))
-        return self.finish(target, allow_short)
+        return self.finish(self.decide(self.probabilities(bars), allow_short), allow_short)
 
 
 def _duration(delta: pd.Timedelta) -> str:
