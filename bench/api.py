@@ -17,8 +17,8 @@ bare uvicorn, and the paper engine's bar-to-decision time.
    Each cell also reports the CPU time every process spent per request (from /proc), and a
    trivial Serve deployment ("floor") shows what Serve itself costs per request on this machine.
 2. The engine's bar-to-decision latency with 10 symbols and 3 strategies on synthetic bars: (a)
-   the decision alone (`TradingSession._advance`: bar history + `TradingEngine.on_bar` with
-   `RollingTargets`, in-memory journal) and (b) a whole step of a running session over SQLite
+   the decision alone (`TradingSession.step_without_store`: bar history + `TradingEngine.on_bar`
+   with `RollingTargets`, in-memory journal) and (b) a whole step of a running session over SQLite
    (the `on_step` decision latency, and `_process_step` including the transaction and snapshot).
 
 Targets (printed as PASS/FAIL): status p99 < 25 ms at 16 clients (Serve); Serve throughput >= 50 %
@@ -584,7 +584,7 @@ def summary(seconds: list[float], cpu: list[float] | None = None) -> dict[str, f
 
 
 def decision_only(frames: dict[str, pd.DataFrame], tmp: Path) -> dict[str, Any]:
-    """(a) `_advance` of an unstarted session (its journal is the InMemoryJournal), per step."""
+    """(a) `step_without_store` of an unstarted session (its InMemoryJournal), per step."""
     session, store = engine_session(frames, f"sqlite:///{tmp / 'decide.db'}")
     warm = session.history.window
     wall: list[float] = []
@@ -592,7 +592,7 @@ def decision_only(frames: dict[str, pd.DataFrame], tmp: Path) -> dict[str, Any]:
     try:
         for i, (ts, bars) in enumerate(all_steps(frames)):
             c0, t0 = time.thread_time(), time.perf_counter()
-            session._advance(ts, bars)
+            session.step_without_store(ts, bars)
             t1, c1 = time.perf_counter(), time.thread_time()
             if i >= warm:
                 wall.append(t1 - t0)
@@ -710,11 +710,11 @@ def profile_decisions(frames: dict[str, pd.DataFrame], tmp: Path, steps: int) ->
     todo = all_steps(frames)[: warm + steps]
     try:
         for ts, bars in todo[:warm]:
-            session._advance(ts, bars)
+            session.step_without_store(ts, bars)
         profiler = cProfile.Profile()
         profiler.enable()
         for ts, bars in todo[warm:]:
-            session._advance(ts, bars)
+            session.step_without_store(ts, bars)
         profiler.disable()
     finally:
         store.dispose()
@@ -723,7 +723,8 @@ def profile_decisions(frames: dict[str, pd.DataFrame], tmp: Path, steps: int) ->
 
 # (label, file suffix, function name, "cum" or "own") of the profile's breakdown, in print order
 PROFILE_PARTS = [
-    ("the whole decision (`_advance`)", "n1v1/live/session.py", "_advance", "cum"),
+    ("the whole decision (`step_without_store`)", "n1v1/live/session.py", "step_without_store",
+     "cum"),
     ("  RollingTargets.target (all strategies, all symbols)", "n1v1/live/history.py", "target",
      "cum"),
     ("    BarHistory.frame: a new DataFrame per symbol per bar", "n1v1/live/history.py", "frame",
@@ -893,7 +894,7 @@ def engine_part(tmp: Path, a: argparse.Namespace, report: dict[str, Any]) -> Non
     )
     decide = decision_only(frames, tmp)
     print(
-        f"(a) decision only (`_advance`: history append + on_bar, in-memory journal), "
+        f"(a) decision only (`step_without_store`: history append + on_bar, in-memory journal), "
         f"{decide['steps']:,} steps: p50 {decide['p50_ms']:.2f} ms, p99 {decide['p99_ms']:.2f} ms, "
         f"mean {decide['mean_ms']:.2f} ms, max {decide['max_ms']:.2f} ms; CPU time of the step "
         f"p50 {decide['cpu_p50_ms']:.2f} ms, p99 {decide['cpu_p99_ms']:.2f} ms "

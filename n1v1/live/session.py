@@ -154,6 +154,8 @@ class TradingSession:
         self.prediction_timeout_s = prediction_timeout_s
         self.on_prediction_failure: Fallback = on_prediction_failure
         self._on_predictions = on_predictions
+        self._predict_phases: tuple[float, float, float] = (0.0, 0.0, 0.0)
+        self.step_phases: dict[str, float] = {}  # the last step's seconds per phase
         self._commands: queue.Queue[_Pending] = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -428,6 +430,7 @@ class TradingSession:
         sources = self._model_sources()
         if not sources:
             return []
+        began = time.perf_counter()
         records: list[PredictionRecord] = []
         requests: list[tuple[ModelTargets, PredictionRequest]] = []
         for source in sources:
@@ -441,6 +444,7 @@ class TradingSession:
                 if not_ready is not None:
                     records.append(not_ready)
         if not requests:
+            self._predict_phases = (began, time.perf_counter() - began, 0.0)
             return records
         if self._predictor is None:
             self._predictor = LocalPredictor(self.settings.ml.model_root)
@@ -450,8 +454,12 @@ class TradingSession:
             if not isinstance(source, ModelTargets):
                 for symbol, (index, _) in indexed.items():
                     source.target(symbol, index)
+        waiting = time.perf_counter()
         answers = pending.wait(self.prediction_timeout_s)
-        ms = (time.perf_counter() - started) * 1000.0
+        answered = time.perf_counter()
+        # (start, features + requests, the wait beyond the other strategies' time)
+        self._predict_phases = (began, started - began, answered - waiting)
+        ms = (answered - started) * 1000.0
         for (source, request), answer in zip(requests, answers, strict=True):
             records.append(source.record_for(request, answer, ms))
         return records
@@ -464,6 +472,13 @@ class TradingSession:
             source = by_slot.get(record.slot)
             if source is not None:
                 source.receive(indexed[Symbol(record.symbol)][0], record, self.steps_done)
+
+    def step_without_store(self, ts: pd.Timestamp, bars: Mapping[str, Bar]) -> None:
+        """A step's decisions alone, on an unstarted session (its in-memory journal): history,
+        model answers, engine. What benchmarks time as "the decision"."""
+        indexed = self._append_bars(bars)
+        self._receive_predictions(indexed, self._predict(indexed))
+        self._advance(ts, bars, indexed)
 
     def _advance(
         self, ts: pd.Timestamp, bars: Mapping[str, Bar], indexed: dict[Symbol, tuple[int, Bar]]
@@ -496,13 +511,25 @@ class TradingSession:
         # from here on fails the loop, and the rebuild starts over from the store
         records = self._predict(indexed)
         self._receive_predictions(indexed, records)
+        predicted = time.perf_counter()
         with self._sql.atomic():
             self._sql.record_bars(self.steps_done, bars)
             self._sql.record_predictions(self.steps_done, [r.to_row() for r in records])
+            logged = time.perf_counter()
             self._advance(ts, bars, indexed)
             decided = time.perf_counter()
             self._sql.write_positions(self.engine.portfolio, ts)
             self._sql.set_state("last_step", {"step": self.steps_done, "time": ts.isoformat()})
+        # where the step's time went (bench/decisions.py reads it from on_step)
+        self.step_phases = {
+            "history": self._predict_phases[0] - started if records else 0.0,
+            "features": self._predict_phases[1] if records else 0.0,
+            "model_wait": self._predict_phases[2] if records else 0.0,
+            "journal_inputs": logged - predicted,
+            "decide": decided - logged,
+            "store_commit": time.perf_counter() - decided,
+            "step": time.perf_counter() - started,
+        }
         if self._on_step is not None:
             self._on_step(decided - started, self.engine)
         if self._on_predictions is not None and records:

@@ -180,6 +180,18 @@ def build_features(bars: pd.DataFrame, spec: FeatureSpec | None = None) -> pd.Da
     `build_features(bars)` exactly (tests/test_ml_features.py checks this on random cuts).
     """
     spec = FeatureSpec() if spec is None else spec
+    block = _feature_block(bars, spec)
+    return pd.DataFrame(block.T, index=bars.index, columns=feature_names(spec), copy=False)
+
+
+def feature_matrix(bars: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:
+    """`build_features(bars, spec).to_numpy()` without building the frame: a live engine asks
+    for the last rows of every symbol on every bar, where the frame costs more than the maths."""
+    return _feature_block(bars, spec).T
+
+
+def _feature_block(bars: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:
+    """The features as a (features, n) block: each feature contiguous."""
     if not isinstance(spec, FeatureSpec):
         raise ValueError(f"spec: expected a FeatureSpec, got {type(spec).__name__}")
     high, low, close, volume = _bar_arrays(bars)
@@ -220,4 +232,4 @@ def build_features(bars: pd.DataFrame, spec: FeatureSpec | None = None) -> pd.Da
         next(columns)[:] = cos
     if next(columns, None) is not None:  # pragma: no cover - names and code out of step
         raise AssertionError("feature_names and build_features disagree on the column count")
-    return pd.DataFrame(block.T, index=bars.index, columns=names, copy=False)
+    return block

@@ -36,7 +36,13 @@ import pandas as pd
 import pydantic
 
 from n1v1.ml.dataset import session_warmup_mask
-from n1v1.ml.features import FeatureSpec, build_features, feature_hash, feature_names
+from n1v1.ml.features import (
+    FeatureSpec,
+    build_features,
+    feature_hash,
+    feature_matrix,
+    feature_names,
+)
 from n1v1.strategies.base import Strategy, StrategyError, StrategyParams
 
 if TYPE_CHECKING:
@@ -268,10 +274,9 @@ class MLSignal(Strategy):
         if dated and session_warmup_mask(bars.index, self.warmup)[-1]:
             return None
         try:
-            features = build_features(bars, self._feature_spec)
+            rows = feature_matrix(bars, self._feature_spec)[-window:]
         except ValueError as err:
             raise StrategyError(f"ml_signal: cannot build features: {err}") from None
-        rows = features.to_numpy(dtype=np.float64)[-window:]
         return rows if np.isfinite(rows).all() else None
 
     def decide(
