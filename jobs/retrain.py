@@ -7,7 +7,9 @@ This is `n1v1 retrain` (n1v1/cli/retrain.py): every option of `n1v1 train`, plus
 It trains once per tick of the schedule: a run for a tick that is done, or while another run holds
 the lock in the store (the file named by N1V1_STORE_URL_FILE, N1V1_STORE_URL, or --store-url),
 exits 0 without training. The new version is promoted only through the promotion gate. Ray is
-found as every command finds it (`RAY_ADDRESS`, set by the RayJob). See docs/ml/training.md.
+found as every command finds it (`RAY_ADDRESS`, set by the RayJob). As a job, the model root,
+the storage path and a SQLite store must be absolute (n1v1/locations.py). See
+docs/ml/training.md.
 """
 
 from __future__ import annotations

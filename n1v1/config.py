@@ -195,6 +195,7 @@ class BacktestSettings(StrictModel):
 class MLSettings(StrictModel):
     """Where models live and how training is scaled; model details are in the training spec."""
 
+    # Relative to the folder a command runs in; a Ray job needs them absolute (n1v1/locations.py)
     model_root: str = Field("models", min_length=1, description="model registry directory")
     storage_path: str = Field(
         "ray_results", min_length=1, description="Ray Train storage: a local directory or a URI"

@@ -448,6 +448,34 @@ def test_a_retried_training_job_resumes_under_its_run_name() -> None:
     assert sweep[sweep.index("--out") + 1].startswith("/mnt/n1v1/research/")
 
 
+def test_every_job_writes_only_to_the_shared_volume_by_the_jobs_own_rule(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What each entry point writes, parsed as it parses it and checked as a job checks it
+    (n1v1/locations.py, with Ray's job marker set): absolute, on the shared volume. A template
+    that left out --model-root, --storage-path or --out would fall back to a relative default,
+    which the job refuses."""
+    from n1v1.cli import build_parser
+    from n1v1.cli.ml import train_settings
+    from n1v1.locations import RAY_JOB_ENV, persistent_locations
+
+    monkeypatch.setenv(RAY_JOB_ENV, "{}")
+    for name, _, argv in entrypoints():
+        command = argv[1].rsplit("/", 1)[1].removesuffix(".py")
+        args = build_parser().parse_args([command, *argv[2:]])
+        written = {
+            f"--{flag.replace('_', '-')}": getattr(args, flag)
+            for flag in ("out", "report", "json", "model_root", "storage_path")
+            if getattr(args, flag, None) is not None
+        }
+        assert written, name
+        where = persistent_locations(written)
+        assert all(path.startswith("/mnt/n1v1/") for path in where.values()), (name, where)
+        if command in ("train", "retrain"):
+            ml = train_settings(args).ml
+            assert (ml.model_root, ml.storage_path) == ("/mnt/n1v1/models", "/mnt/n1v1/ray_results")
+
+
 def test_the_retraining_schedule_is_the_one_its_entry_point_is_told() -> None:
     (cron,) = [o for o in objects("overlays/prod") if o["kind"] == "RayCronJob"]
     argv = shlex.split(cron["spec"]["jobTemplate"]["entrypoint"])

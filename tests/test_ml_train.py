@@ -23,12 +23,12 @@ import pytest
 import ray
 import torch
 
-from n1v1.config import Settings, parse_settings
+from n1v1.config import MLSettings, Settings, parse_settings
 from n1v1.data import generate_bars
 from n1v1.ml.inference import load_model
 from n1v1.ml.metrics import choose_threshold, macro_auc
 from n1v1.ml.models import build_model, read_state_dict
-from n1v1.ml.prepare import prepare_data, resolve_storage_path
+from n1v1.ml.prepare import persistent_ml_paths, prepare_data
 from n1v1.ml.registry import ModelRegistry
 from n1v1.ml.scaling import Standardizer
 from n1v1.ml.spec import TrainSpec
@@ -100,8 +100,13 @@ def test_ternary_threshold_adds_the_long_and_the_short_side():
 
 def test_storage_path_local_is_made_absolute_and_a_uri_is_kept(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert resolve_storage_path("ray_results") == str(tmp_path.resolve() / "ray_results")
-    assert resolve_storage_path("s3://bucket/runs") == "s3://bucket/runs"
+    local = MLSettings(storage_path="ray_results", model_root="models")
+    assert persistent_ml_paths(local) == (
+        str(tmp_path.resolve() / "ray_results"),
+        str(tmp_path.resolve() / "models"),
+    )
+    bucket = MLSettings(storage_path="s3://bucket/runs", model_root="/mnt/models")
+    assert persistent_ml_paths(bucket) == ("s3://bucket/runs", "/mnt/models")
 
 
 def test_train_spec_rejects_a_name_that_could_leave_the_registry():

@@ -29,10 +29,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from builders import momentum_bars
 from test_ml_signal import register_tiny
 from test_store import _postgres_url
 
@@ -324,29 +324,6 @@ def test_a_time_in_the_future_is_refused(tmp_path: Path, capsys: pytest.CaptureF
 
 
 # -- the entry point as processes (Ray Train) -----------------------------------------------------
-def momentum_bars(n: int = 3000, phi: float = 0.5, sigma: float = 0.004) -> pd.DataFrame:
-    """One-minute bars whose log returns are AR(1): r[t] = phi r[t-1] + noise (seeded)."""
-    rng = np.random.default_rng(11)
-    noise = rng.normal(0.0, sigma, n)
-    returns = np.empty(n)
-    returns[0] = noise[0]
-    for i in range(1, n):
-        returns[i] = phi * returns[i - 1] + noise[i]
-    close = 100.0 * np.exp(np.cumsum(returns))
-    open_ = np.concatenate([[100.0], close[:-1]])
-    index = pd.date_range("2024-01-01", periods=n, freq="1min", tz=UTC, name="timestamp")
-    return pd.DataFrame(
-        {
-            "open": open_,
-            "high": np.maximum(open_, close) * (1 + rng.uniform(0.0, 5e-4, n)),
-            "low": np.minimum(open_, close) * (1 - rng.uniform(0.0, 5e-4, n)),
-            "close": close,
-            "volume": rng.uniform(1.0, 9.0, n),
-        },
-        index=index,
-    )
-
-
 @dataclass
 class Job:
     process: subprocess.Popen[str]

@@ -195,8 +195,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def train_settings(args: argparse.Namespace) -> Settings:
-    """The settings of a training command: --config, N1V1_*, --set and the ml flags."""
-    return _settings(
+    """The settings of a training command: --config, N1V1_*, --set and the ml flags. Where the
+    run writes (checkpoints, registry, --json) is checked here, before data is read or Ray
+    starts: under a Ray job it must be persistent (`n1v1.locations`), else this refuses."""
+    from n1v1.ml.prepare import persistent_ml_paths
+
+    settings = _settings(
         args,
         **{
             "ml.num_workers": args.num_workers,
@@ -205,6 +209,8 @@ def train_settings(args: argparse.Namespace) -> Settings:
             "ml.model_root": args.model_root,
         },
     )
+    persistent_ml_paths(settings.ml, {"--json": args.json})
+    return settings
 
 
 def train_model(
@@ -379,9 +385,11 @@ def _number(value: float | None, digits: int = 4) -> str:
 
 # -- models ----------------------------------------------------------------------------------------
 def _registry(args: argparse.Namespace) -> tuple[ModelRegistry, Settings]:
+    from n1v1.locations import persistent_locations
     from n1v1.ml.registry import ModelRegistry
 
     settings = _settings(args, **{"ml.model_root": args.model_root})
+    persistent_locations({"ml.model_root": settings.ml.model_root})  # promote writes there
     return ModelRegistry(settings.ml.model_root), settings
 
 

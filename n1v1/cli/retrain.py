@@ -123,7 +123,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from n1v1.config import ConfigError
     from n1v1.ml.schedule import parse_schedule
     from n1v1.store import create_store
-    from n1v1.store.location import check_store_url, resolve_store_url
+    from n1v1.store.location import check_store_url
 
     if not args.lease_ttl > 0:
         raise ConfigError(f"--lease-ttl: must be > 0 seconds, got {args.lease_ttl}")
@@ -137,12 +137,29 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     run_name = tick_run_name(args.run_name or spec.name, tick)
     if spec.end is None:  # the bars that opened before the tick: the same bars on every retry
         spec = spec.model_copy(update={"end": (tick - pd.Timedelta(microseconds=1)).isoformat()})
-    store = create_store(resolve_store_url(args.store_url))
+    store = create_store(_persistent_store_url(args.store_url))
     try:
         run = _Retrain(args, settings, store, spec.name, tick, schedule.expression, run_name)
         return run.execute(spec, clock)
     finally:
         store.dispose()
+
+
+def _persistent_store_url(configured: str | None) -> str:
+    """The store URL (n1v1.store.location); a SQLite file must be persistent like every location
+    a job writes (n1v1.locations): the lock and the run log must outlive the job."""
+    from sqlalchemy.engine import make_url
+
+    from n1v1.locations import persistent_locations
+    from n1v1.store.location import STORE_URL_ENV, STORE_URL_FILE_ENV, resolve_store_url
+
+    url = resolve_store_url(configured)
+    database = make_url(url).database if url.startswith("sqlite") else None
+    if database and database != ":memory:":
+        sources = (name for name in (STORE_URL_FILE_ENV, STORE_URL_ENV) if os.environ.get(name))
+        key = next(sources, "--store-url")  # where the URL came from, as resolve_store_url
+        persistent_locations({key: database}, spelled={key: "sqlite:///{}"})
+    return url
 
 
 def _clock(at: str | None) -> pd.Timestamp:

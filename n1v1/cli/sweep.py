@@ -140,8 +140,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    from n1v1.locations import persistent_locations
     from n1v1.research.sweep import check_out_dir, parse_sweep_spec, run_parameter_sweep
 
+    persistent_locations({"--out": args.out})  # a job's --out must outlive it (and resume)
     method = "bayes" if args.bayes is not None else "random" if args.random is not None else "grid"
     spec = parse_sweep_spec(
         {

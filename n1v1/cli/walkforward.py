@@ -81,11 +81,13 @@ def cmd_walkforward(args: argparse.Namespace) -> int:
     from n1v1.cli.backtest import parse_set_options
     from n1v1.cli.sweep import load_frames
     from n1v1.config import load_settings
+    from n1v1.locations import persistent_locations
     from n1v1.research.evaluate import check_sweepable
     from n1v1.research.space import SweepError, grid_sets, random_sets
     from n1v1.research.walkforward import align_frames, walk_forward_optimise, walk_forward_windows
     from n1v1.strategies import get_strategy
 
+    persistent_locations({"--report": args.report, "--json": args.json})
     overrides = parse_set_options(args.set)
     flags = {
         "data.timeframe": args.timeframe,

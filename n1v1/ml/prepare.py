@@ -2,13 +2,15 @@
 
 `prepare_data` loads and windows the bars, assembles features and labels, splits them in time
 order with a purge of one label horizon and fits the scaler on training rows only; `model_card`
-records everything needed to reproduce or audit the model.
+records everything needed to reproduce or audit the model; `persistent_ml_paths` says where the
+run may write.
 """
 
 from __future__ import annotations
 
 import math
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,8 +20,9 @@ import numpy as np
 import pandas as pd
 
 import n1v1
-from n1v1.config import Settings
+from n1v1.config import MLSettings, Settings
 from n1v1.data import DataError, infer_timeframe, load_market
+from n1v1.locations import persistent_locations
 from n1v1.ml.dataset import Dataset, assemble
 from n1v1.ml.features import feature_hash
 from n1v1.ml.metrics import THRESHOLD_RULE
@@ -82,9 +85,19 @@ def prepare_data(spec: TrainSpec, settings: Settings) -> PreparedData:
     return PreparedData(bars, dataset, scaler, scaler.transform(dataset.X), train, val, info)
 
 
-def resolve_storage_path(path: str) -> str:
-    """A URI (s3://, gs://, ...) as is; a local directory made absolute (Ray requires it)."""
-    return path if "://" in path else str(Path(path).expanduser().resolve())
+def persistent_ml_paths(
+    ml: MLSettings, outputs: Mapping[str, Path | None] | None = None
+) -> tuple[str, str]:
+    """(storage, model_root): Ray Train's storage (a URI as is, a local directory made absolute,
+    which Ray requires) and the registry directory, both persistent by the rule of
+    `n1v1.locations` (refused, naming the setting, when a Ray job would write them into its
+    temporary working dir). `outputs`: the command's own output files, checked in the same pass
+    (`{"--json": path}`), so one error lists every location to fix."""
+    where = persistent_locations(
+        {"ml.storage_path": ml.storage_path, "ml.model_root": ml.model_root, **(outputs or {})},
+        uris={"ml.storage_path"},
+    )
+    return str(where["ml.storage_path"]), str(where["ml.model_root"])
 
 
 def model_card(

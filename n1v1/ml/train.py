@@ -59,8 +59,8 @@ from n1v1.ml.prepare import (
     PreparedData,
     finite_or_none,
     model_card,
+    persistent_ml_paths,
     prepare_data,
-    resolve_storage_path,
 )
 from n1v1.ml.registry import ModelRegistry, validate_name
 from n1v1.ml.spec import TrainSpec
@@ -71,8 +71,8 @@ __all__ = [
     "TrainingError",
     "choose_threshold",
     "macro_auc",
+    "persistent_ml_paths",
     "prepare_data",
-    "resolve_storage_path",
     "run_training",
     "train_loop_per_worker",
 ]
@@ -268,7 +268,7 @@ def _run_training(
     data: PreparedData | None,
 ) -> dict[str, Any]:
     run_name = validate_name(run_name or spec.name)
-    storage = resolve_storage_path(settings.ml.storage_path)
+    storage, model_root = persistent_ml_paths(settings.ml)  # before any work: nothing to lose
     data = prepare_data(spec, settings) if data is None else data
     counts = np.asarray(data.info["class_counts"], dtype=np.float64)
     weights = None  # "balanced": n / (k count_c), so every class carries the same total weight
@@ -356,7 +356,7 @@ def _run_training(
     )
     version = None
     if register:
-        version = ModelRegistry(settings.ml.model_root).register(
+        version = ModelRegistry(model_root).register(
             spec.name, state_dict=state_dict, scaler=data.scaler.to_dict(), card=card
         )
     _emit(
