@@ -139,6 +139,35 @@ def test_a_job_killed_mid_training_resumes_on_retry_and_ends_like_an_uninterrupt
     run_dir = storage / "syn_mlp"  # the run name defaults to --name: stable across retries
     command = train_command(data, storage, models, tmp_path / "retry.json")
 
+    # 3. (started first, it runs beside 1 and 2) the uninterrupted reference: the same command
+    # with its own storage and registry
+    ref_storage, ref_models = tmp_path / "ref_results", tmp_path / "ref_models"
+    reference = subprocess.Popen(
+        train_command(data, ref_storage, ref_models, tmp_path / "reference.json"),
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # so a failure below can stop it and its private Ray
+    )
+    try:
+        check_resume_against(reference, tmp_path, data, command, storage, models, run_dir, env)
+    finally:
+        if reference.poll() is None:
+            kill_job(reference)
+
+
+def check_resume_against(
+    reference: subprocess.Popen[str],
+    tmp_path: Path,
+    data: Path,
+    command: list[str],
+    storage: Path,
+    models: Path,
+    run_dir: Path,
+    env: dict[str, str],
+) -> None:
     # 1. the job, killed with SIGKILL once two epochs are checkpointed
     log = tmp_path / "killed.log"
     with log.open("w") as out:
@@ -179,20 +208,12 @@ def test_a_job_killed_mid_training_resumes_on_retry_and_ends_like_an_uninterrupt
     assert epochs_printed(retry.stdout) == list(range(first, EPOCHS + 1))
     assert f"training syn_mlp (run syn_mlp in {storage})" in retry.stdout
 
-    # 3. the uninterrupted reference: the same command with its own storage and registry
-    ref_storage, ref_models = tmp_path / "ref_results", tmp_path / "ref_models"
-    reference = subprocess.run(
-        train_command(data, ref_storage, ref_models, tmp_path / "reference.json"),
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert reference.returncode == 0, reference.stdout[-3000:] + reference.stderr[-3000:]
+    # 3. the reference's outcome
+    reference_out, _ = reference.communicate(timeout=600)
+    assert reference.returncode == 0, reference_out[-3000:]
     expected = json.loads((tmp_path / "reference.json").read_text())
     assert expected["resumed_from_epoch"] is None
-    assert epochs_printed(reference.stdout) == list(range(1, EPOCHS + 1))
+    assert epochs_printed(reference_out) == list(range(1, EPOCHS + 1))
 
     # the same epochs with the same losses, the same final and best weights, the same model
     def losses(result: dict) -> list[tuple[int, float, float]]:
@@ -208,5 +229,6 @@ def test_a_job_killed_mid_training_resumes_on_retry_and_ends_like_an_uninterrupt
         for name in got:
             assert torch.equal(got[name], want[name]), (key, name)
     registered = ModelRegistry(models).files("syn_mlp", resumed["version"]) / "model.pt"
+    ref_models = tmp_path / "ref_models"
     ref_registered = ModelRegistry(ref_models).files("syn_mlp", expected["version"]) / "model.pt"
     assert registered.read_bytes() == ref_registered.read_bytes()
