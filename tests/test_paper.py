@@ -29,7 +29,7 @@ import yaml
 from n1v1.cli.local_ray import free_port, processes_in_session
 from n1v1.cli.paper import RUN_FILE, _already_running, _run_lock
 from n1v1.monitoring.prometheus import SERVICE_DISCOVERY_FILE
-from n1v1.store import create_store
+from n1v1.store import SCHEMA_VERSION, create_store
 
 BIN = Path(sys.executable).parent
 CONFIG = Path(__file__).resolve().parents[1] / "serve_config.yaml"
@@ -110,8 +110,9 @@ def test_a_store_of_another_schema_version_is_refused_before_anything_starts(
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr == (
         f"n1v1: error: the store {db}: database is at schema version 3, this code needs version "
-        f"4; no automatic migration is done. This release does not migrate stores: move or "
-        f"delete {db} to start a new one (docs/store.md)\n"
+        f"{SCHEMA_VERSION}; no migration exists from version 3 (its journal cannot be replayed by "
+        f"this code): start a new store. To start afresh: move or delete {db} to start a new one "
+        "(docs/store.md)\n"
     )
     assert "Starting a Ray head" not in done.stdout
 
