@@ -70,6 +70,14 @@ class EngineArgs(StrictModel):
     lease_ttl_s: float = Field(15.0, gt=0, le=600, description="lease time-to-live")
     stall_timeout_s: float = Field(30.0, gt=0, description="check_health fails after this")
     window: int = Field(500, ge=10, le=100_000, description="bars a live strategy sees")
+    snapshot_every: int = Field(
+        1000,
+        ge=0,
+        le=10_000_000,
+        description="steps between snapshots of the engine's state (0: none); a recovery "
+        "replays at most this many steps (docs/serve.md, Recovery)",
+    )
+    snapshots_kept: int = Field(3, ge=1, le=100, description="newest snapshots kept in the store")
 
 
 class ApiArgs(StrictModel):
