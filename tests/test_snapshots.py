@@ -260,7 +260,7 @@ def test_with_every_snapshot_unusable_it_replays_everything_and_says_why(
     errors = [f["error"] for f in session.recovery["fallbacks"]]
     assert len(errors) == 3
     assert "corrupt" in errors[0] or "cannot decompress" in errors[0]
-    assert f"this code reads format {FORMAT}" in errors[1]
+    assert f"is of format {FORMAT + 1}; this code reads format {FORMAT}" in errors[1]
     assert "its document says step 175" in errors[2]
     logged = [r.getMessage() for r in caplog.records if "not restoring snapshot" in r.getMessage()]
     assert len(logged) == 3

@@ -56,7 +56,7 @@ from n1v1.engine.shadows import StrategyShadows
 from n1v1.execution.instruments import account_currency
 from n1v1.live.config import LiveConfig, StrategySlot, build_strategies, effective_settings
 from n1v1.live.history import BarHistory, RollingTargets
-from n1v1.live.snapshot import FORMAT, TradeRows, encode, restore
+from n1v1.live.snapshot import FORMAT, TradeRows, check_format, encode, restore
 from n1v1.store import (
     LeaseHeldError,
     SqlJournal,
@@ -387,6 +387,7 @@ class TradingSession:
         if stored is None:
             self._reset_engine()
             return JournalMarks()
+        check_format(stored)  # before reading a document this code cannot use
         return restore(self, load_document(self.store, stored), stored)
 
     def _replay(self, reader: SqlJournal, marks: JournalMarks) -> int:

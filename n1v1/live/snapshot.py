@@ -406,17 +406,27 @@ def encode(session: TradingSession, marks: JournalMarks, trades: TradeRows | Non
     return orjson.dumps(document)
 
 
+def check_format(stored: StoredSnapshot) -> None:
+    """SnapshotError unless this code reads the snapshot's format (checked before loading it)."""
+    if stored.format != FORMAT:
+        raise SnapshotError(
+            f"snapshot {stored.id} (step {stored.step}) is of format {stored.format}; this code "
+            f"reads format {FORMAT}"
+        )
+
+
 def restore(session: TradingSession, document: bytes, stored: StoredSnapshot) -> JournalMarks:
     """Set `session` to the snapshot's state; returns its journal marks. SnapshotError when it is
     of another format or configuration, does not parse, or does not encode back to itself."""
     where = f"snapshot {stored.id} (step {stored.step})"
+    check_format(stored)
     try:
         doc = orjson.loads(document)
     except orjson.JSONDecodeError as exc:
         raise SnapshotError(f"{where}: not JSON ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT or stored.format != FORMAT:
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         found = doc.get("format") if isinstance(doc, dict) else None
-        raise SnapshotError(f"{where}: format {found!r}; this code reads format {FORMAT}")
+        raise SnapshotError(f"{where}: its document is of format {found!r}, not {FORMAT}")
     if doc.get("step") != stored.step:
         raise SnapshotError(f"{where}: its document says step {doc.get('step')!r}")
     if doc.get("config") != fingerprint(session):
