@@ -339,7 +339,7 @@ class TradingSession:
         )
         return True
 
-    # -- rebuild ---------------------------------------------------------------------------------
+    # -- rebuild -----------------------------------------------------------------------------------
     def _rebuild(self) -> None:
         """Restore the newest snapshot that loads and checks out (none: a fresh engine), replay
         the stored inputs after it, and check the replay reproduces the stored outputs. A snapshot
@@ -373,8 +373,11 @@ class TradingSession:
         if self.steps_done == 0:
             return
         for source in self.engine.sources:
+            strategy = getattr(source, "strategy", None)
+            if strategy is None:
+                continue
             try:
-                getattr(source, "strategy", None) and source.strategy.warmup  # type: ignore[attr-defined]
+                strategy.warmup  # noqa: B018 (loads what the strategy needs)
             except Exception as exc:
                 raise RebuildError(
                     f"strategy {source.name}: {exc}. The stored session traded with this "

@@ -119,7 +119,7 @@ def _trade_row(t: Trade) -> list[Any]:
         raise ValueError(f"{t.symbol} trade: entry_fills are not kept by format {FORMAT}")
     return [
         t.symbol,
-        t.side.value,
+        "buy" if t.side is Side.BUY else "sell",  # not `.value`: a long session has many trades
         _num(t.qty),
         _ns(t.entry_time),
         _num(t.entry_price),
