@@ -75,6 +75,7 @@ def make_session(
     holder: str | None = None,
     on_step: Callable[[int], None] | None = None,
     slots: list[StrategySlot] | None = None,
+    snapshot_every: int = 1000,
 ) -> TradingSession:
     """A session over `feed` with the shared strategies; `schedule` commands apply by step."""
     session: TradingSession | None = None
@@ -98,6 +99,7 @@ def make_session(
         lease_ttl=lease_ttl,
         holder=holder,
         on_step=step_done,
+        snapshot_every=snapshot_every,
     )
     return session
 

@@ -22,6 +22,8 @@ import pytest
 from dockerfile import DOCKERFILE, ROOT, Replay, base_versions, parse, pinned_torch
 from project import PYPROJECT, pin
 
+from n1v1.store.migrate import HEAD
+
 
 def python_pin() -> str:
     """`>=3.11,<3.12` -> 3.11: the one minor version the project runs on."""
@@ -159,6 +161,8 @@ def test_the_installed_wheel_imports_outside_the_source_tree(
         "print(n1v1.__file__)\n"
         "print(build_app.__module__, len(dataset_names()))\n"
         "print((importlib.resources.files('n1v1.serve') / 'static/dashboard.html').is_file())\n"
+        "from n1v1.store.migrate import script_head\n"
+        "print(script_head())\n"
     )
     out = subprocess.run(
         [str(python), "-c", code],
@@ -169,12 +173,13 @@ def test_the_installed_wheel_imports_outside_the_source_tree(
         timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    where, builder, dashboard = out.stdout.split("\n")[:3]
+    where, builder, dashboard, migrations_head = out.stdout.split("\n")[:4]
     venv = python.parents[1]
     assert Path(where).is_relative_to(venv), f"n1v1 came from {where}, not the installed wheel"
     assert not Path(where).is_relative_to(ROOT)
     assert builder == "n1v1.serve.app 7"  # the seven bundled datasets, read from the wheel
     assert dashboard == "True"
+    assert migrations_head == HEAD  # the store's migrations ship in the wheel and load from it
 
 
 @pytest.mark.slow

@@ -354,8 +354,10 @@ def test_a_session_killed_with_sigkill_is_carried_on_exactly(tmp_path: Path) -> 
 def test_a_tampered_store_fails_the_rebuild_and_the_session_refuses_to_trade(
     store: Store,
 ) -> None:
+    """Without snapshots the rebuild replays and checks every step (with them, the steps after
+    the snapshot: tests/test_snapshots.py)."""
     feed = PacedReplay(market(150), 0)
-    first = make_session(store, feed)
+    first = make_session(store, feed, snapshot_every=0)
     first.start()
     try:
         run_to_end(first, feed, len(feed))

@@ -110,8 +110,9 @@ def test_a_store_of_another_schema_version_is_refused_before_anything_starts(
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr == (
         f"n1v1: error: the store {db}: database is at schema version 3, this code needs version "
-        f"{SCHEMA_VERSION}; no automatic migration is done. This release does not migrate stores: "
-        f"move or delete {db} to start a new one (docs/store.md)\n"
+        f"{SCHEMA_VERSION}; no migration exists from version 3 (its journal cannot be replayed by "
+        f"this code): start a new store. To start afresh: move or delete {db} to start a new one "
+        "(docs/store.md)\n"
     )
     assert "Starting a Ray head" not in done.stdout
 

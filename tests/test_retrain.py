@@ -43,6 +43,7 @@ from n1v1.ml.models import read_state_dict
 from n1v1.ml.registry import MODEL_FILE, SCALER_FILE, ModelRegistry, read_json
 from n1v1.ml.schedule import parse_schedule
 from n1v1.store import (
+    SCHEMA_VERSION,
     LeaseLostError,
     Store,
     acquire,
@@ -570,15 +571,14 @@ def test_after_a_crashed_holder_the_next_run_proceeds_and_the_gate_keeps_the_pro
     assert [r["version"] for r in registry.history("mom")] == ["v0001"]  # no promotion recorded
 
 
-def test_a_v3_store_is_refused_until_it_is_migrated(tmp_path: Path) -> None:
-    """Schema version 4 added retrain_runs; this code does not migrate (docs/store.md)."""
+def test_a_v3_store_is_refused(tmp_path: Path) -> None:
+    """Schema version 4 added retrain_runs; no migration starts before version 4 (docs/store.md)."""
     url = f"sqlite:///{tmp_path / 'old.db'}"
     create_store(url).dispose()
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         conn.exec_driver_sql("UPDATE schema_version SET version = 3")
     engine.dispose()
-    with pytest.raises(
-        RuntimeError, match="database is at schema version 3, this code needs version 4"
-    ):
+    needs = f"database is at schema version 3, this code needs version {SCHEMA_VERSION}"
+    with pytest.raises(RuntimeError, match=needs):
         create_store(url)

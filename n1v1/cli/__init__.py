@@ -28,6 +28,7 @@ from n1v1.cli.ml import add_models_command, add_train_command
 from n1v1.cli.observe import add_observe_command
 from n1v1.cli.paper import add_paper_command
 from n1v1.cli.retrain import add_retrain_command
+from n1v1.cli.store import add_store_command
 from n1v1.cli.sweep import add_sweep_command
 from n1v1.cli.walkforward import add_walkforward_command
 
@@ -102,4 +103,5 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep_command(sub)
     add_walkforward_command(sub)
     add_kube_command(sub)
+    add_store_command(sub)
     return parser

@@ -91,6 +91,7 @@ def _store_problem(app_args: dict[str, Any]) -> str:
     a loop. Empty when the store opens (it is created if absent, as the app would)."""
     from n1v1.serve.args import AppArgs
     from n1v1.store import SchemaVersionError, create_store
+    from n1v1.store.migrate import UPGRADE_COMMAND
 
     url = AppArgs.model_validate(app_args).resolved_store_url()
     try:
@@ -101,7 +102,9 @@ def _store_problem(app_args: dict[str, Any]) -> str:
             where, fix = f"the store {path}", f"move or delete {path} to start a new one"
         else:
             where, fix = "the PostgreSQL store", "point the app at a new database"
-        return f"{where}: {exc}. This release does not migrate stores: {fix} (docs/store.md)"
+        if UPGRADE_COMMAND in str(exc):  # it names the command that migrates it
+            return f"{where}: {exc}"
+        return f"{where}: {exc}. To start afresh: {fix} (docs/store.md)"
     return ""
 
 

@@ -34,9 +34,16 @@ class ReplayFeed:
         return len(self.timeline)
 
     def __iter__(self) -> Iterator[Step]:
-        positions = {s: f.index.get_indexer(self.timeline) for s, f in self.frames.items()}
-        stamps = list(self.timeline)
-        for step, ts in enumerate(stamps):
+        return self.steps_after(None)
+
+    def steps_after(self, last: pd.Timestamp | None) -> Iterator[Step]:
+        """The steps strictly after `last` (None: every step). The ones before are skipped by a
+        binary search, not built: a restarted paper session resumes a long replay at once."""
+        start = 0 if last is None else int(self.timeline.searchsorted(last, side="right"))
+        timeline = self.timeline[start:]
+        positions = {s: f.index.get_indexer(timeline) for s, f in self.frames.items()}
+        for step in range(len(timeline)):
+            ts = timeline[step]
             bars: dict[Symbol, tuple[int, Bar]] = {}
             for symbol, where in positions.items():
                 i = int(where[step])

@@ -9,7 +9,7 @@ hand. A live source recomputes on a trailing window as each bar arrives.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,21 @@ class SignalSource(Protocol):
 
     def target(self, symbol: str, index: int) -> int:
         """Target position (-1, 0, +1) of `symbol` at the close of its bar number `index`."""
+
+
+class StatefulSource(SignalSource, Protocol):
+    """A live source that remembers more than the bars show (say, the model version it uses).
+
+    A session snapshot (n1v1/live/snapshot.py) keeps `snapshot_state()` per source, as plain JSON
+    data, and hands it back to the same source by name through `restore_state` before the next
+    bar; a source without these methods keeps nothing of its own. The state must be exactly what
+    the source would hold had it seen every bar since the start, or a restored engine and a
+    replayed one part ways.
+    """
+
+    def snapshot_state(self) -> dict[str, Any]: ...
+
+    def restore_state(self, state: dict[str, Any]) -> None: ...
 
 
 class PrecomputedTargets:

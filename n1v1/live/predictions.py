@@ -429,6 +429,49 @@ class ModelTargets:
         threshold, short = record.threshold, record.short_threshold
         return int(self.strategy.decide(proba, self.allow_short, threshold, short)[0])
 
+    # -- snapshots (n1v1/engine/signals.py StatefulSource) -----------------------------------------
+    def snapshot_state(self) -> dict[str, Any]:
+        """What this slot remembers beyond the bars: the targets a failure holds, the version in
+        use and since when, and the shadow's score (JSON data; floats round-trip exactly)."""
+        state: dict[str, Any] = {
+            "last_target": dict(sorted(self.last_target.items())),
+            "version_in_use": self.version_in_use,
+            "since_step": self.since_step,
+        }
+        if self.shadow is not None:
+            sh = self.shadow
+            state["shadow"] = {
+                "version": sh.version,
+                "compared": sh.compared,
+                "agreed": sh.agreed,
+                "scored": sh.scored,
+                "hits": dict(sorted(sh.hits.items())),
+                "pending": {k: list(v) for k, v in sorted(sh.pending.items())},
+            }
+        return state
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        self.last_target = {str(k): int(v) for k, v in state["last_target"].items()}
+        self.version_in_use, self.since_step = state["version_in_use"], state["since_step"]
+        shadow = state.get("shadow")
+        if self.shadow is not None and shadow is not None:
+            self.shadow = ShadowScore(
+                version=shadow["version"],
+                compared=shadow["compared"],
+                agreed=shadow["agreed"],
+                scored=shadow["scored"],
+                hits=dict(shadow["hits"]),
+                pending={
+                    k: (float(v[0]), int(v[1]), int(v[2])) for k, v in shadow["pending"].items()
+                },
+            )
+        if self.version_in_use is not None and self.strategy.params.version == "promoted":
+            try:  # compute the features of the version in use from the next bar
+                if self.strategy.model_card().version != self.version_in_use:
+                    self.strategy.switch_version(self.version_in_use)
+            except Exception:  # no card to read: the next bar records an error, the fallback holds
+                pass
+
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "model": self.model,

@@ -118,8 +118,7 @@ class PacedReplay:
         """Continue with the first step strictly after `last` (None: from the beginning)."""
         recorded = (
             (ts, {str(s): bar for s, (_, bar) in bars.items()})
-            for ts, bars in self._feed
-            if last is None or ts > last
+            for ts, bars in self._feed.steps_after(last)
         )
         steps: Iterator[Step] = iter(recorded)
         if self._synthetic is not None:

@@ -1,14 +1,20 @@
 """A trading session: the TradingEngine driven by a feed, its every input and outcome in the store.
 
-Restart safety is by construction, not by snapshot. The store logs the engine's inputs (each bar
-step, the model answers its ml_signal slots traded on (n1v1/live/predictions.py) and each operator
-command, with the step it applied before) next to its outputs (orders, fills, signals, risk
-decisions, equity, positions), and each step is one fenced transaction. The
-engine is deterministic, so a new session rebuilds the exact state of the old one by replaying the
-logged inputs, checks that the replay reproduces the stored orders and fills (a mismatch means the
-code or data changed underneath it: it refuses to trade and says where), and resumes the feed after
-the last stored step. A crash between two steps loses nothing; a crash inside one loses that whole
-step, which the feed then hands over again.
+Restart safety is by construction. The store logs the engine's inputs (each bar step, the model
+answers its ml_signal slots traded on (n1v1/live/predictions.py) and each operator command, with
+the step it applied before) next to its outputs (orders, fills, signals, risk decisions, equity,
+positions), and each step is one fenced transaction. The engine is deterministic, so a new
+session rebuilds the exact state of the old one by replaying the logged inputs, checks that the
+replay reproduces the stored orders and fills (a mismatch means the code or data changed
+underneath it: it refuses to trade and says where), and resumes the feed after the last stored
+step. A crash between two steps loses nothing; a crash inside one loses that whole step, which
+the feed then hands over again.
+
+Snapshots bound the replay. Every `snapshot_every` steps, in that step's transaction, and at a
+clean stop, the session stores its whole state (n1v1/live/snapshot.py); recovery restores the
+newest one that loads and checks out and replays only the inputs logged after it, checking those
+steps' outputs as above. A snapshot that fails is reported (`recovery` in the status) and the next
+older one is tried, then a full replay.
 
 Threads: one loop thread owns the engine. API calls never touch it directly: they queue commands,
 which the loop applies between bars, and read the `snapshot` (and the trade list) the loop publishes
@@ -59,6 +65,7 @@ from n1v1.live.predictions import (
     PredictionRequest,
     Predictor,
 )
+from n1v1.live.snapshot import FORMAT, TradeRows, check_format, encode, restore
 from n1v1.store import (
     LeaseHeldError,
     SqlJournal,
@@ -69,6 +76,13 @@ from n1v1.store import (
     renew,
 )
 from n1v1.store.journal import DEFAULT_RESOURCE, order_row
+from n1v1.store.snapshots import (
+    JournalMarks,
+    SnapshotError,
+    StoredSnapshot,
+    list_snapshots,
+    load_document,
+)
 from n1v1.strategies.base import Strategy, StrategyError
 from n1v1.strategies.ml_signal import MLSignal
 
@@ -131,7 +145,14 @@ class TradingSession:
         prediction_timeout_s: float = 0.5,
         on_prediction_failure: Fallback = "hold",
         on_predictions: Callable[[list[PredictionRecord]], None] | None = None,
+        snapshot_every: int = 1000,
+        snapshots_kept: int = 3,
     ) -> None:
+        if snapshot_every < 0 or snapshots_kept < 1:
+            raise ConfigError(
+                f"snapshots: every {snapshot_every} steps (>= 0, 0: none) keeping "
+                f"{snapshots_kept} (>= 1)"
+            )
         if not slots:
             raise ConfigError("strategies: a session needs at least one strategy")
         ids = [s.slot_id for s in slots]
@@ -169,6 +190,11 @@ class TradingSession:
         self._trades_open: list[dict[str, Any]] = []  # published; replaced every step
         self._trades_engine: TradingEngine | None = None
         self._slots_checked = 0.0
+        self.snapshot_every, self.snapshots_kept = snapshot_every, snapshots_kept
+        self._trade_rows = TradeRows()  # closed trades encoded once for the snapshots
+        self._snapshot_marks: JournalMarks | None = None  # of the newest snapshot we know of
+        self.recovery: dict[str, Any] = {}  # how the last rebuild went (the status shows it)
+        self.last_snapshot: dict[str, Any] = {}  # the newest snapshot this session wrote
         self._reset_engine()
 
     # -- building the engine -----------------------------------------------------------------------
@@ -318,6 +344,8 @@ class TradingSession:
                         log.info("replay finished at step %d (%s)", self.steps_done, self.last_ts)
                         self._publish()
                     self._stop.wait(0.05)
+            if self._lease is not None:
+                self._snapshot_at_stop()
             self.state = "stopped"
             if self._lease is not None:
                 release(self.store, self._lease)
@@ -359,14 +387,72 @@ class TradingSession:
 
     # -- rebuild -----------------------------------------------------------------------------------
     def _rebuild(self) -> None:
-        """Replay the stored inputs into a fresh engine; check it reproduces the stored outputs."""
+        """Restore the newest snapshot that loads and checks out (none: a fresh engine), replay
+        the stored inputs after it, and check the replay reproduces the stored outputs. A snapshot
+        failing any of it is reported and the next older one tried, then a full replay, whose
+        failure (RebuildError) stops the session."""
+        started = time.perf_counter()
         reader = SqlJournal(self.store, -1)  # reads only; a write would fail the fence
-        bar_log = reader.bar_log()
-        commands = reader.commands()
-        logged = reader.predictions()
-        self._reset_engine()
+        fallbacks: list[dict[str, Any]] = []
+        for stored in [*list_snapshots(self.store), None]:
+            try:
+                marks = self._restore(stored)
+                replayed = self._replay(reader, marks)
+                self._verify(reader, marks)
+            except (SnapshotError, RebuildError) as exc:
+                if stored is None:
+                    self.recovery = _recovery(None, 0, started, fallbacks)
+                    raise
+                log.error("not restoring snapshot %d (step %d): %s", stored.id, stored.step, exc)
+                fallbacks.append({"snapshot_id": stored.id, "step": stored.step, "error": str(exc)})
+                continue
+            self._snapshot_marks = marks if stored is not None else None
+            self.recovery = _recovery(stored, replayed, started, fallbacks)
+            log.info("recovered: %s", self.recovery)
+            self._check_trading_slots()
+            return
+
+    def _check_trading_slots(self) -> None:
+        """Each slot trading in the rebuilt state can go on (a snapshot restores it without
+        asking its strategy anything; without this a missing input would fail the next bar).
+        Before the first step no slot has traded: `_refresh_slots` sets aside those that cannot.
+        An ml_signal slot is not asked: a model it cannot read is an input like any other, an
+        `error` record from the next bar, and its fallback decides (n1v1/live/predictions.py)."""
+        if self.steps_done == 0:
+            return
+        for source in self.engine.sources:
+            strategy = getattr(source, "strategy", None)
+            if strategy is None or isinstance(source, ModelTargets):
+                continue
+            try:
+                strategy.warmup  # noqa: B018 (loads what the strategy needs)
+            except Exception as exc:
+                raise RebuildError(
+                    f"strategy {source.name}: {exc}. The stored session traded with this "
+                    "strategy, so it cannot be replayed without it: restore what it needs, or "
+                    "start a new store"
+                ) from None
+
+    def _restore(self, stored: StoredSnapshot | None) -> JournalMarks:
+        """Set the session to a stored snapshot's state (None: the empty start)."""
+        if stored is None:
+            self._reset_engine()
+            return JournalMarks()
+        check_format(stored)  # before reading a document this code cannot use
+        return restore(self, load_document(self.store, stored), stored)
+
+    def _replay(self, reader: SqlJournal, marks: JournalMarks) -> int:
+        """Replay the inputs logged after `marks` (the bar steps from its step, the commands
+        after its command); returns the number of steps replayed."""
+        bar_log = reader.bar_log(marks.step)
+        commands = reader.commands(marks.command_id)
+        logged = reader.predictions(after_step=marks.step - 1)  # model answers: inputs too
         by_step: dict[int, list[dict[str, Any]]] = {}
         for command in commands:
+            if command["step"] < marks.step:
+                raise RebuildError(
+                    f"a command logged after the snapshot applies before its step {marks.step}"
+                )
             by_step.setdefault(command["step"], []).append(command)
         for step, ts, bars in bar_log:
             if step != self.steps_done:
@@ -387,12 +473,15 @@ class TradingSession:
             self._replay_command(command)
         if by_step:
             raise RebuildError(f"commands logged for steps {sorted(by_step)} beyond the bar log")
-        self._verify(reader)
+        return len(bar_log)
 
-    def _verify(self, reader: SqlJournal) -> None:
+    def _verify(self, reader: SqlJournal, marks: JournalMarks) -> None:
+        """The replayed steps' fills and orders are the stored ones (those after `marks`)."""
         journal = self.engine.journal
         assert isinstance(journal, InMemoryJournal)
-        stored_fills = [(f.client_order_id, f.seq, f.qty, f.price, f.fee) for f in reader.fills()]
+        stored_fills = [
+            (f.client_order_id, f.seq, f.qty, f.price, f.fee) for f in reader.fills(marks.fill_id)
+        ]
         replayed = [(f.client_order_id, f.seq, f.qty, f.price, f.fee) for f in journal.fills]
         if stored_fills != replayed:
             first = next(
@@ -405,7 +494,10 @@ class TradingSession:
                 f"{len(replayed)} replayed, first difference at fill #{first} "
                 f"({where[0]}#{where[1]}); refusing to trade"
             )
-        stored = {k: (o.status, o.filled_qty) for k, o in reader.latest_orders().items()}
+        stored = {
+            k: (o.status, o.filled_qty)
+            for k, o in reader.orders_changed_after(marks.order_event_id).items()
+        }
         rebuilt = {k: (o.status, o.filled_qty) for k, o in journal.latest_orders().items()}
         if stored != rebuilt:
             diff = sorted(set(stored.items()) ^ set(rebuilt.items()))[:3]
@@ -520,6 +612,8 @@ class TradingSession:
             decided = time.perf_counter()
             self._sql.write_positions(self.engine.portfolio, ts)
             self._sql.set_state("last_step", {"step": self.steps_done, "time": ts.isoformat()})
+            if self.snapshot_every and self.steps_done % self.snapshot_every == 0:
+                self._write_snapshot("periodic")
         # where the step's time went (bench/decisions.py reads it from on_step)
         self.step_phases = {
             "history": self._predict_phases[0] - started if records else 0.0,
@@ -535,6 +629,41 @@ class TradingSession:
         if self._on_predictions is not None and records:
             self._on_predictions(records)
         self._publish()
+
+    # -- snapshots ---------------------------------------------------------------------------------
+    def _write_snapshot(self, reason: str) -> None:
+        """Store the session's state in the open step's transaction (or one of its own)."""
+        started = time.perf_counter()
+        with self._sql.atomic():
+            marks = self._sql.journal_marks(self.steps_done)
+            try:
+                document = encode(self, marks, self._trade_rows)
+            except Exception as exc:  # a bug in the encoder must not stop trading; shown, logged
+                self.last_snapshot = {**self.last_snapshot, "error": f"{type(exc).__name__}: {exc}"}
+                log.exception("no snapshot at step %d", self.steps_done)
+                return
+            stored = self._sql.record_snapshot(
+                self.steps_done, FORMAT, reason, document, self.snapshots_kept
+            )
+        self._snapshot_marks = marks
+        self.last_snapshot = {
+            "step": stored.step,
+            "reason": reason,
+            "bytes": stored.size,
+            "seconds": round(time.perf_counter() - started, 4),
+            "error": "",
+        }
+
+    def _snapshot_at_stop(self) -> None:
+        """A clean stop leaves a snapshot of the last step, so the next engine replays nothing
+        (unless the newest snapshot already is of this very point)."""
+        if not self.snapshot_every or self.steps_done == 0:
+            return
+        try:
+            if self._sql.journal_marks(self.steps_done) != self._snapshot_marks:
+                self._write_snapshot("shutdown")
+        except Exception:  # the next engine replays from an older snapshot instead
+            log.exception("no snapshot at stop (step %d)", self.steps_done)
 
     # -- commands ----------------------------------------------------------------------------------
     def submit(self, kind: str, payload: Mapping[str, Any], actor: str) -> Future[dict[str, Any]]:
@@ -793,6 +922,12 @@ class TradingSession:
             "working_orders": [order_dict(o) for o in engine.venue.working_orders()],
             "risk": risk_state(engine),
             "live_config": self.live.model_dump(),
+            "recovery": self.recovery,
+            "snapshots": {
+                "every": self.snapshot_every,
+                "kept": self.snapshots_kept,
+                "last": self.last_snapshot or None,
+            },
         }
 
 
@@ -827,6 +962,20 @@ def manual_order_dict(result: ManualOrderResult) -> dict[str, Any]:
     if not result.accepted:
         out.update(rule=result.rule, reason=result.reason, details=result.details)
     return out
+
+
+def _recovery(
+    stored: StoredSnapshot | None, replayed: int, started: float, fallbacks: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """How a rebuild went, for the status: the snapshot it started from (None: a full replay),
+    the steps replayed after it, how long it took and each snapshot it could not use, and why."""
+    return {
+        "from_snapshot_step": None if stored is None else stored.step,
+        "snapshot_reason": None if stored is None else stored.reason,
+        "replayed_steps": replayed,
+        "seconds": round(time.perf_counter() - started, 3),
+        "fallbacks": fallbacks,
+    }
 
 
 def _warmup(strategy: Strategy) -> int | None:

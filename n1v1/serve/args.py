@@ -78,6 +78,14 @@ class EngineArgs(StrictModel):
         description="an ml_signal slot without an answer (timeout, error): keep its last "
         "target (hold) or go flat",
     )
+    snapshot_every: int = Field(
+        1000,
+        ge=0,
+        le=10_000_000,
+        description="steps between snapshots of the engine's state (0: none); a recovery "
+        "replays at most this many steps (docs/serve.md, Recovery)",
+    )
+    snapshots_kept: int = Field(3, ge=1, le=100, description="newest snapshots kept in the store")
 
 
 class ApiArgs(StrictModel):

@@ -75,6 +75,8 @@ class Engine:
             self.store,
             window=self.args.engine.window,
             lease_ttl=self.args.engine.lease_ttl_s,
+            snapshot_every=self.args.engine.snapshot_every,
+            snapshots_kept=self.args.engine.snapshots_kept,
             journal_wrapper=MetricsJournal,
             on_step=observe_step,
             # ml_signal slots ask the Model deployment's replicas (n1v1/live/predictions.py)

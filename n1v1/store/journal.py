@@ -35,6 +35,7 @@ from n1v1.domain import (
 from n1v1.engine.portfolio import Portfolio
 from n1v1.store import schema as t
 from n1v1.store.schema import Store
+from n1v1.store.snapshots import JournalMarks, StoredSnapshot, insert_snapshot, journal_marks
 
 DEFAULT_RESOURCE = "engine"
 
@@ -138,9 +139,20 @@ class StoreReader:
         q = select(ev.c.at, ev.c.status).where(ev.c.client_order_id == client_order_id)
         return [(r.at, OrderStatus(r.status)) for r in self._rows(q.order_by(ev.c.id))]
 
-    def fills(self) -> list[Fill]:
-        """All fills in the order they were recorded (the order the portfolio booked them)."""
-        return [_fill_from(r) for r in self._rows(select(t.fills).order_by(t.fills.c.id))]
+    def fills(self, after_id: int = 0) -> list[Fill]:
+        """All fills in the order they were recorded (the order the portfolio booked them); those
+        recorded after the fill `after_id` (a snapshot's mark) only, when given."""
+        q = select(t.fills).where(t.fills.c.id > after_id).order_by(t.fills.c.id)
+        return [_fill_from(r) for r in self._rows(q)]
+
+    def orders_changed_after(self, order_event_id: int) -> dict[str, Order]:
+        """The last known state of each order with an event after `order_event_id` (a snapshot's
+        mark; 0: every order), by client order id."""
+        ev = t.order_events
+        changed = select(ev.c.client_order_id).where(ev.c.id > order_event_id)
+        q = select(t.orders).where(t.orders.c.client_order_id.in_(changed))
+        rows = self._rows(q.order_by(t.orders.c.created_at))
+        return {r.client_order_id: _order_from(r) for r in rows}
 
     def signals(self) -> list[Signal]:
         rows = self._rows(select(t.signals).order_by(t.signals.c.id))
@@ -224,11 +236,12 @@ class StoreReader:
         rows = self._rows(select(t.positions).order_by(t.positions.c.symbol))
         return [dict(r._mapping) for r in rows]
 
-    def bar_log(self) -> list[tuple[int, pd.Timestamp, dict[str, Bar]]]:
-        """The engine's input bars, grouped into the steps it processed, in order."""
+    def bar_log(self, from_step: int = 0) -> list[tuple[int, pd.Timestamp, dict[str, Bar]]]:
+        """The engine's input bars, grouped into the steps it processed, in order (from the step
+        numbered `from_step`: a snapshot's)."""
         b = t.bars
         steps: dict[int, tuple[pd.Timestamp, dict[str, Bar]]] = {}
-        for r in self._rows(select(b).order_by(b.c.id)):
+        for r in self._rows(select(b).where(b.c.step >= from_step).order_by(b.c.id)):
             _, bars = steps.setdefault(r.step, (r.timestamp, {}))
             bars[r.symbol] = Bar(r.timestamp, r.open, r.high, r.low, r.close, r.volume)
         return [(step, ts, bars) for step, (ts, bars) in sorted(steps.items())]
@@ -243,9 +256,19 @@ class StoreReader:
             out.setdefault(row.pop("step"), []).append(row)
         return out
 
-    def commands(self) -> list[dict[str, Any]]:
-        """Operator commands in the order they applied, each with the step it applied before."""
-        rows = self._rows(select(t.commands).order_by(t.commands.c.id))
+    def bars_before(self, symbol: str, before: pd.Timestamp, count: int) -> list[Bar]:
+        """The `count` bars of `symbol` just before `before`, oldest first (a restored bar
+        history that must show more of the past: n1v1/live/history.py)."""
+        b = t.bars
+        q = select(b).where(b.c.symbol == symbol, b.c.timestamp < before)
+        rows = self._rows(q.order_by(b.c.timestamp.desc()).limit(count))
+        return [Bar(r.timestamp, r.open, r.high, r.low, r.close, r.volume) for r in rows[::-1]]
+
+    def commands(self, after_id: int = 0) -> list[dict[str, Any]]:
+        """Operator commands in the order they applied, each with the step it applied before
+        (those logged after the command `after_id`, a snapshot's mark, only, when given)."""
+        c = t.commands
+        rows = self._rows(select(c).where(c.c.id > after_id).order_by(c.c.id))
         return [
             {"step": r.step, "kind": r.kind, "payload": r.payload, "actor": r.actor, "at": r.at}
             for r in rows
@@ -414,6 +437,21 @@ class SqlJournal(StoreReader):
                 key = t.positions.c.symbol == symbol
                 if conn.execute(update(t.positions).where(key).values(**row)).rowcount == 0:
                     conn.execute(t.positions.insert().values(symbol=symbol, **row))
+
+    def journal_marks(self, step: int) -> JournalMarks:
+        """Where the journal stands now (in the open transaction: a snapshot's marks)."""
+        with self._tx() as conn:
+            return journal_marks(conn, step)
+
+    def record_snapshot(
+        self, step: int, format: int, reason: str, document: bytes, keep: int
+    ) -> StoredSnapshot:
+        """Store a snapshot of the engine, fenced like every write; keep the newest `keep`."""
+        at = pd.Timestamp.now(tz="UTC").floor("us")
+        with self._tx() as conn:
+            return insert_snapshot(
+                conn, step=step, format=format, reason=reason, document=document, keep=keep, at=at
+            )
 
     def _insert(self, table: Any, values: Mapping[str, Any]) -> None:
         with self._tx() as conn:

@@ -1,8 +1,12 @@
 """Table definitions, the UTC timestamp type and opening a store at a known schema version.
 
-The schema is versioned by a one-row `schema_version` table. An empty database is created at the
-current version; a database at any other version is refused with both versions named, because a
-silent migration of a trading journal is how history gets lost.
+The schema is versioned twice over: Alembic's `alembic_version` names the revision (the
+migrations in n1v1/store/migrations), and the one-row `schema_version` table keeps the number, so
+a release from before the migrations still refuses a newer store by name. An empty database is
+created at the current version; a database at an older one is refused with both versions named
+and the command that migrates it (`n1v1 store upgrade`, n1v1/store/migrate.py), because a silent
+migration of a trading journal, at the start of a replica that cannot trade yet, is how history
+gets lost.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -44,8 +49,10 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 # 2: bars, commands, positions and backtests tables. 3: orders.strategy is text (the strategies
 # whose targets caused the order, "+"-joined); manual orders replay under the strict rules.
 # 4: the retrain_runs table (scheduled retraining, one row per model and scheduled time).
-# 5: the predictions table (an ml_signal slot's model answers, inputs of the engine).
-SCHEMA_VERSION = 5
+# 5: the snapshots table (bounded recovery). From 4 on, each version is an Alembic revision named
+# by its number (n1v1/store/migrations/versions, docs/store.md "Migrations").
+# 6: the predictions table (an ml_signal slot's model answers, inputs of the engine).
+SCHEMA_VERSION = 6
 
 
 class SchemaVersionError(RuntimeError):
@@ -307,6 +314,24 @@ retrain_runs = Table(
 )
 
 
+# The engine's whole state every `snapshot_every` steps and at a clean shutdown, written in the
+# step's fenced transaction, so recovery replays only the steps after it (n1v1/live/snapshot.py:
+# the format; docs/store.md "Snapshots"). Only the newest `snapshots_kept` rows are kept.
+snapshots = Table(
+    "snapshots",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("step", Integer, nullable=False),  # steps done when it was taken
+    Column("format", Integer, nullable=False),  # n1v1.live.snapshot.FORMAT
+    Column("reason", String(16), nullable=False),  # periodic | shutdown
+    Column("created_at", UtcTimestamp, nullable=False),
+    Column("size", Integer, nullable=False),  # bytes of the JSON document
+    Column("sha256", String(64), nullable=False),  # of the JSON document
+    Column("payload", LargeBinary, nullable=False),  # the JSON document, zlib-compressed
+    Index("ix_snapshots_step", "step"),
+)
+
+
 @dataclass(frozen=True)
 class Store:
     """An opened, version-checked database. `transaction()` is the only way writes happen."""
@@ -358,6 +383,18 @@ def create_store(url: str) -> Store:
     `sqlite:///path/to/n1v1.db` or `postgresql+psycopg://user@host:5432/db`. Raises
     SchemaVersionError when the database holds another schema version.
     """
+    engine = open_engine(url)
+    try:
+        _check_or_create(engine)
+    except Exception:
+        engine.dispose()
+        raise
+    return Store(engine)
+
+
+def open_engine(url: str) -> Engine:
+    """The SQLAlchemy engine of the store at `url`, configured but not version-checked (for
+    `create_store` and for the migrations, which must open an old store)."""
     if not url.startswith(("sqlite", "postgresql")):
         raise ValueError(
             f"store url {url!r}: only sqlite:/// and postgresql+psycopg:// are supported"
@@ -366,12 +403,7 @@ def create_store(url: str) -> Store:
     if engine.dialect.name == "sqlite":
         _make_sqlite_dir(engine)
         _sqlite_pragmas(engine)
-    try:
-        _check_or_create(engine)
-    except Exception:
-        engine.dispose()
-        raise
-    return Store(engine)
+    return engine
 
 
 def _make_sqlite_dir(engine: Engine) -> None:
@@ -384,6 +416,9 @@ def _make_sqlite_dir(engine: Engine) -> None:
 
 
 def _check_or_create(engine: Engine) -> None:
+    # The migrations read this module's tables: imported here, not at the top, to avoid a cycle.
+    from n1v1.store.migrate import check_revision, stamp_head, version_gap
+
     with engine.begin() as conn:
         tables = set(inspect(conn).get_table_names())
         if "schema_version" not in tables:
@@ -395,11 +430,9 @@ def _check_or_create(engine: Engine) -> None:
                 )
             metadata.create_all(conn)
             conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
+            stamp_head(conn)
             return
         versions = conn.execute(select(schema_version.c.version)).scalars().all()
         if versions != [SCHEMA_VERSION]:
-            found = versions[0] if len(versions) == 1 else versions
-            raise SchemaVersionError(
-                f"database is at schema version {found}, this code needs version "
-                f"{SCHEMA_VERSION}; no automatic migration is done"
-            )
+            raise SchemaVersionError(version_gap(versions))
+        check_revision(conn)
