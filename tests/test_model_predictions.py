@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 from session_worker import GatedFeed, market, run_to, run_to_end, wait_until
+from sqlalchemy import delete
 from test_ml_signal import BARS, FEATURES, register_tiny
 
 from n1v1.config import Settings
@@ -34,6 +35,7 @@ from n1v1.ml.features import build_features
 from n1v1.ml.inference import load_model
 from n1v1.ml.registry import ModelRegistry
 from n1v1.store import StoreReader, create_store
+from n1v1.store import schema as t
 
 SLOTS = [
     StrategySlot(name="sma_cross", params={"fast": 5, "slow": 20}),
@@ -316,3 +318,53 @@ def test_a_shadow_version_is_scored_on_the_same_rows_and_never_traded(tmp_path: 
     assert shadow["version"] == "v0002" and shadow["compared"] == len(trade)
     assert shadow["agreement"] == 1.0  # the same weights, the same threshold: always agree
     assert {r["version"] for r in trade} == {"v0001"}  # the shadow never trades
+
+
+def test_a_recovery_from_a_snapshot_keeps_the_ml_slots_state_and_needs_no_model(
+    tmp_path: Path,
+) -> None:
+    """Snapshots every 40 steps: the recovered session restores the slot's held targets, version
+    and shadow score from the newest snapshot, replays the logged answers after it, and ends where
+    the original did, with the registry gone."""
+    root = tmp_path / "models"
+    register_tiny(root)
+    register_tiny(root)  # v0002 (the same weights): the shadow
+    ModelRegistry(root).promote("tiny", "v0001", force=True)
+    shadowed = {**SLOTS[1].params, "shadow": "v0002"}
+    slots = [SLOTS[0], SLOTS[1].model_copy(update={"params": shadowed})]
+    store = create_store(f"sqlite:///{tmp_path / 'a.db'}")
+    broken = Wrapped(LocalPredictor(str(root)), "raise", set(range(60, 150, 7)))
+
+    def session(feed: Any, **kwargs: Any) -> TradingSession:
+        return TradingSession(
+            settings(root), slots, feed, store, window=100, snapshot_every=40, **kwargs
+        )
+
+    feed = GatedFeed(market(STEPS))
+    first = session(feed, predictor=broken)  # some error records: held targets matter
+    first.start()
+    try:
+        wait_until(lambda: first.state == "running", "the lease")
+        run_to(first, feed, 130)  # the newest snapshot is at step 120: 10 steps to replay
+        model, trades = first.snapshot["strategies"][1]["model"], first.trades_page(None, 1000, 0)
+        cash = first.snapshot["cash"]
+    finally:
+        first.stop()
+    # as if it had crashed after step 130: without the snapshot its clean stop wrote
+    with store.transaction() as conn:
+        conn.execute(delete(t.snapshots).where(t.snapshots.c.step == 130))
+    assert model["shadow"]["compared"] > 0
+    shutil.rmtree(root)
+    feed = GatedFeed(market(STEPS))
+    second = session(feed)
+    second.start()
+    try:
+        wait_until(lambda: second.state in ("running", "failed"), "the recovery")
+        assert second.state == "running", second.failure
+        recovery = second.snapshot["recovery"]
+        assert recovery["from_snapshot_step"] == 120 and recovery["replayed_steps"] == 10
+        assert second.snapshot["strategies"][1]["model"] == model
+        assert second.trades_page(None, 1000, 0) == trades
+        assert second.snapshot["cash"] == cash
+    finally:
+        second.stop()
