@@ -12,9 +12,9 @@ checkout's `models/` nonetheless, where `n1v1 models list` run in the checkout f
 `n1v1 models promote` promotes it. The same command without the two locations is refused,
 naming the setting, and writes nothing into the copy.
 
-The fixtures build on each other (`cluster` -> `trained` -> `promoted`) and are module-scoped, so
-a later test can take `promoted` (cluster address, model root, data, promoted version) and serve
-the model on the same cluster.
+The fixtures build on each other (`cluster` -> `trained` -> `promoted`) and are module-scoped; the
+last test deploys the Serve app on the same cluster, its model root the checkout's registry, and
+watches its ml_signal slot trade the promoted version through the Model replicas.
 
 The checkout is a copy of the project's `n1v1/`, `jobs/` and `.gitignore`: the job imports N1V1
 from its working dir only (the head's PYTHONPATH is cleared), and `.gitignore` keeps `models/`
@@ -29,6 +29,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,3 +220,62 @@ def test_a_job_that_would_write_into_its_working_dir_copy_is_refused(
     for copy in copies:
         assert not {"models", "ray_results"} & {p.name for p in copy.iterdir()}, copy
     assert not (cluster.checkout / "models" / "lost").exists()
+
+
+def test_the_running_serve_app_trades_with_the_promoted_model(
+    promoted: TrainedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last step of the loop: the Serve app, deployed on the same cluster with the checkout's
+    registry as its model root, trades the model the job trained and the checkout promoted (its
+    ml_signal slot names no version: it follows the promoted one through the Model replicas)."""
+    import ray
+    from ray import serve
+
+    from n1v1.serve.app import build_app
+    from n1v1.serve.args import AppArgs
+    from n1v1.store import StoreReader, create_store
+
+    cluster = promoted.cluster
+    args = AppArgs.model_validate(
+        {
+            "store_url": f"sqlite:///{tmp_path / 'app.db'}",
+            "model_root": str(promoted.model_root),
+            "feed": {
+                "kind": "replay",
+                "datasets": ["coinbase_BTC-USD_1m"],
+                "start": "2018-04-04 00:00",
+                "end": "2018-04-04 08:00",
+                "bars_per_second": 100,
+            },
+            "strategies": [{"name": "ml_signal", "id": "ml", "params": {"model": NAME}}],
+            "api": {"max_replicas": 1},
+            "model": {"max_replicas": 1},
+        }
+    )
+    monkeypatch.setenv("N1V1_API_TOKEN", "job-registry-" + "x" * 24)
+    # the app's code comes from the checkout, as the jobs' did (the head has no PYTHONPATH)
+    ray.init(address=cluster.address, runtime_env={"working_dir": str(cluster.checkout)})
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
+        serve.run(build_app(args), name="jobs_app", route_prefix="/jobs_app")
+        engine = serve.get_deployment_handle("Engine", app_name="jobs_app")
+        deadline = time.monotonic() + 120
+        while True:
+            status = engine.status.remote().result(timeout_s=30)
+            if status.get("feed_exhausted") or status.get("state") == "failed":
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(0.5)
+        assert status["state"] == "replay_finished", status.get("failure")
+        (ml,) = status["strategies"]
+        assert ml["model"]["model"] == NAME and ml["model"]["version"] == promoted.version
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    reader = StoreReader(create_store(args.store_url))
+    answers = [r for rows in reader.predictions().values() for r in rows]
+    ok = [r for r in answers if r["status"] == "ok"]
+    assert ok and {r["version"] for r in ok} == {promoted.version}
+    assert len(ok) > len(answers) // 2, {r["status"] for r in answers}
+    assert any(s.strategy == "ml" for s in reader.signals()), "the slot never traded"
+    assert reader.fills(), "no fill: the app did not trade with the model"
