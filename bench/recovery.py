@@ -2,8 +2,8 @@
 full replay next to snapshot + replay.
 
     python bench/recovery.py [--sizes 10000,100000,1000000] [--every 1000] [--work DIR]
-                             [--full-max 1000000] [--build-only | --measure-only] [--json PATH]
-                             [--quick]
+                             [--full-max 1000000] [--build-only | --measure-only]
+                             [--postgres URL] [--json PATH] [--quick]
 
 1. Build: one real paper session (`TradingSession` over SQLite, `PacedReplay` flat out, one
    symbol of seeded synthetic 1-minute bars, sma_cross + ema_cross at their defaults, 50 % of
@@ -22,6 +22,8 @@ full replay next to snapshot + replay.
      `--every` steps since replayed and checked (a crash just before a snapshot);
    - `full`: every snapshot deleted: the whole history replayed and checked (the code before
      snapshots). Skipped above `--full-max` steps, and said so.
+3. With `--postgres URL`, the same restarts on PostgreSQL: each history is copied row for row
+   (COPY) into a fresh schema of that database, then measured as above.
 
 Target (printed as PASS/FAIL): snapshot + replay under 10 s at 10^6 steps, and flat as history
 grows. BENCHMARKS.md ("Recovery") copies the output.
@@ -30,6 +32,7 @@ grows. BENCHMARKS.md ("Recovery") copies the output.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import shutil
@@ -47,6 +50,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import machine as bench_machine  # noqa: E402
 import pandas as pd  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+from sqlalchemy import delete, select, update  # noqa: E402
 
 from n1v1.config import Settings  # noqa: E402
 from n1v1.data.synthetic import generate_bars  # noqa: E402
@@ -55,6 +60,8 @@ from n1v1.live.config import StrategySlot  # noqa: E402
 from n1v1.live.replay import PacedReplay  # noqa: E402
 from n1v1.live.session import TradingSession  # noqa: E402
 from n1v1.store import StoreReader, create_store  # noqa: E402
+from n1v1.store import schema as t  # noqa: E402
+from n1v1.store.schema import UtcTimestamp  # noqa: E402
 
 SYMBOL = "BTC/USD"
 SLOTS = [StrategySlot(name="sma_cross"), StrategySlot(name="ema_cross")]
@@ -153,19 +160,28 @@ def build(work: Path, sizes: list[int], every: int) -> dict[str, Any]:
     return built
 
 
-def measure_one(work: Path, n: int, mode: str, every: int, bars: int) -> dict[str, Any]:
+def measure_one(
+    work: Path, n: int, mode: str, every: int, bars: int, postgres: str | None
+) -> dict[str, Any]:
     """One restart (module docstring), in this process; returns its figures."""
+    history = work / f"history_{n}.db"
     path = work / f"run_{n}_{mode}.db"
-    _copy(work / f"history_{n}.db", path)
-    with closing(sqlite3.connect(path)) as conn, conn:
-        expired = (pd.Timestamp.now(tz="UTC") - pd.Timedelta(seconds=1)).value
-        conn.execute("UPDATE lease SET expires_at = ?", (expired,))
-        ids = [r[0] for r in conn.execute("SELECT id FROM snapshots ORDER BY id DESC")]
+    schema = f"bench_recovery_{n}_{mode}_{os.getpid()}"
+    if postgres is None:
+        _copy(history, path)
+        url = f"sqlite:///{path}"
+    else:
+        url = _postgres_copy(history, postgres, schema)
+    store = create_store(url)
+    with store.transaction() as conn:  # the holder died; start from the snapshot asked for
+        expired = pd.Timestamp.now(tz="UTC").floor("us") - pd.Timedelta(seconds=1)
+        conn.execute(update(t.lease).values(expires_at=expired))
+        ids = conn.execute(select(t.snapshots.c.id).order_by(t.snapshots.c.id.desc()))
+        newest = ids.scalars().first()
         if mode == "worst":
-            conn.execute("DELETE FROM snapshots WHERE id = ?", (ids[0],))
+            conn.execute(delete(t.snapshots).where(t.snapshots.c.id == newest))
         elif mode == "full":
-            conn.execute("DELETE FROM snapshots")
-    store = create_store(f"sqlite:///{path}")
+            conn.execute(delete(t.snapshots))
     feed = PacedReplay({SYMBOL: market(bars)[SYMBOL].iloc[: n + EXTRA]}, 0)  # the history's bars
     session = new_session(store, feed, every, f"restart-{mode}")
     started = time.perf_counter()
@@ -189,9 +205,66 @@ def measure_one(work: Path, n: int, mode: str, every: int, bars: int) -> dict[st
     session.stop()
     assert len(StoreReader(store).bar_log(n)) >= 1  # the first new step is stored
     store.dispose()
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    if postgres is None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    else:
+        _drop_schema(postgres, schema)
+    out["backend"] = "sqlite" if postgres is None else "postgresql"
     return out
+
+
+def _postgres_copy(history: Path, base: str, schema: str) -> str:
+    """A new schema on PostgreSQL holding every row of the SQLite `history` (COPY); its URL."""
+    admin = sa.create_engine(base)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    admin.dispose()
+    url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+    create_store(url).dispose()  # the tables, at the head
+    target = sa.create_engine(url)
+    raw = target.raw_connection()
+    try:
+        cursor = raw.cursor()
+        with closing(sqlite3.connect(history)) as source:
+            for table in t.metadata.sorted_tables:
+                if table.name in ("schema_version",):
+                    continue
+                names = [c.name for c in table.columns]
+                times = [isinstance(c.type, UtcTimestamp) for c in table.columns]
+                rows = source.execute(f"SELECT {', '.join(names)} FROM {table.name}")
+                with cursor.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(
+                            [
+                                _utc(v) if is_time and v is not None else v
+                                for v, is_time in zip(row, times, strict=True)
+                            ]
+                        )
+                if "id" in table.c and isinstance(table.c.id.type, sa.Integer):
+                    cursor.execute(
+                        f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
+                        f"GREATEST((SELECT max(id) FROM {table.name}), 1))"
+                    )
+        raw.commit()
+    finally:
+        raw.close()
+        target.dispose()
+    return url
+
+
+def _utc(ns: int) -> dt.datetime:
+    """A time as the SQLite store keeps it (ns since the epoch), as PostgreSQL keeps it (us)."""
+    if ns % 1000:
+        raise ValueError(f"time {ns} has nanoseconds; PostgreSQL keeps microseconds")
+    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=ns // 1000)
+
+
+def _drop_schema(base: str, schema: str) -> None:
+    admin = sa.create_engine(base)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+    admin.dispose()
 
 
 def _copy(source: Path, target: Path) -> None:
@@ -209,7 +282,9 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def measure(work: Path, sizes: list[int], every: int, full_max: int) -> list[dict[str, Any]]:
+def measure(
+    work: Path, sizes: list[int], every: int, full_max: int, postgres: str | None
+) -> list[dict[str, Any]]:
     bars = max(sizes) + EXTRA
     rows = []
     for n in sizes:
@@ -217,9 +292,10 @@ def measure(work: Path, sizes: list[int], every: int, full_max: int) -> list[dic
             if mode == "full" and n > full_max:
                 print(f"  {n:>9,} {mode:8}: skipped (--full-max {full_max:,})", flush=True)
                 continue
+            pg = [] if postgres is None else ["--postgres", postgres]
             done = subprocess.run(
                 [sys.executable, __file__, "--measure-one", f"{n}:{mode}:{bars}",
-                 "--work", str(work), "--every", str(every)],
+                 "--work", str(work), "--every", str(every), *pg],
                 capture_output=True, text=True, check=False,
             )  # fmt: skip
             if done.returncode != 0:
@@ -245,13 +321,15 @@ def main() -> None:
     ap.add_argument("--full-max", type=int, default=1_000_000, help="largest full replay to run")
     ap.add_argument("--build-only", action="store_true")
     ap.add_argument("--measure-only", action="store_true", help="reuse the histories in --work")
+    ap.add_argument("--postgres", metavar="URL", help="measure on PostgreSQL (module docstring)")
     ap.add_argument("--json", type=Path, help="also write every figure to this file")
     ap.add_argument("--quick", action="store_true", help="smoke run: 2,000 and 5,000 steps")
     ap.add_argument("--measure-one", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.measure_one:
         n, mode, bars = a.measure_one.split(":")
-        print(json.dumps(measure_one(a.work, int(n), mode, a.every, int(bars))))
+        figures = measure_one(a.work, int(n), mode, a.every, int(bars), a.postgres)
+        print(json.dumps(figures))
         return
     sizes = [2000, 5000] if a.quick else sorted(int(s) for s in a.sizes.split(","))
     every = 500 if a.quick else a.every
@@ -267,8 +345,9 @@ def main() -> None:
         print("build (one session; copies at each size):")
         report["build"] = build(a.work, sizes, every)
     if not a.build_only:
-        print("restart to trading:")
-        rows = measure(a.work, sizes, every, a.full_max)
+        where = "SQLite" if a.postgres is None else "PostgreSQL"
+        print(f"restart to trading ({where}):")
+        rows = measure(a.work, sizes, every, a.full_max, a.postgres)
         report["restarts"] = rows
         worst = [r for r in rows if r["mode"] == "worst"]
         largest = max(worst, key=lambda r: r["steps"])
