@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -126,8 +127,6 @@ class FuturePredictions:
         self.groups, self.n = groups, n
 
     def wait(self, timeout_s: float) -> list[ModelAnswer | BaseException]:
-        import time
-
         deadline = time.monotonic() + max(0.0, timeout_s)
         out: list[ModelAnswer | BaseException] = [TimeoutError("no answer")] * self.n
         for members, future in self.groups:

@@ -57,14 +57,20 @@ class Model:
             PromotedModel, self.registry, name, self.refresh_s, version=version
         )
 
-    async def predict(self, rows: list[list[float]]) -> dict[str, Any]:
-        """{"model", "version", "probabilities"} or {"error": {...}} naming what was wrong."""
+    async def _requested_model(self) -> PromotedModel | dict[str, Any]:
+        """The model this request's multiplexed id names, or the API's not_found error."""
         model_id = serve.get_multiplexed_model_id()
         try:
             split_model_id(model_id)
-            served = await self.get_model(model_id)
+            return await self.get_model(model_id)
         except (RegistryError, ValueError) as exc:
             return {"error": {"code": "not_found", "message": str(exc), "details": {}}}
+
+    async def predict(self, rows: list[list[float]]) -> dict[str, Any]:
+        """{"model", "version", "probabilities"} or {"error": {...}} naming what was wrong."""
+        served = await self._requested_model()
+        if isinstance(served, dict):
+            return served
         loaded = served.current()
         if any(len(r) != loaded.n_features for r in rows):
             bad = next(i for i, r in enumerate(rows) if len(r) != loaded.n_features)
@@ -91,12 +97,9 @@ class Model:
         row for an MLP, the window for a sequence model) the probabilities of its last row, with
         the version that computed them and its feature hash and threshold. One call carries
         every symbol of a bar, so it is one forward pass already: no `serve.batch` wait."""
-        model_id = serve.get_multiplexed_model_id()
-        try:
-            split_model_id(model_id)
-            served = await self.get_model(model_id)
-        except (RegistryError, ValueError) as exc:
-            return {"error": {"code": "not_found", "message": str(exc), "details": {}}}
+        served = await self._requested_model()
+        if isinstance(served, dict):
+            return served
         loaded = served.current()
         bad = next((i for i, rows in enumerate(sets) if _width(rows) != loaded.n_features), None)
         if bad is not None:
