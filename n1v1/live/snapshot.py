@@ -90,10 +90,6 @@ def _opt(x: float | None) -> float | str | None:
     return None if x is None else _num(x)
 
 
-def _float(v: float | str) -> float:
-    return float(v)
-
-
 def _opt_float(v: float | str | None) -> float | None:
     return None if v is None else float(v)
 
