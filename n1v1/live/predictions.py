@@ -31,6 +31,7 @@ import hashlib
 import math
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -43,7 +44,6 @@ from n1v1.strategies.ml_signal import MLSignal
 
 Status = Literal["ok", "not_ready", "timeout", "error", "mismatch"]
 Fallback = Literal["hold", "flat"]
-FAILURES = ("timeout", "error", "mismatch")
 
 
 @dataclass(frozen=True)
@@ -120,30 +120,49 @@ class Predictor(Protocol):
     def submit(self, requests: Sequence[PredictionRequest]) -> PendingPredictions: ...
 
 
-class FuturePredictions:
-    """Answers arriving on `concurrent.futures` futures, one per group of requests."""
+class GroupedAnswers(ABC):
+    """Answers arriving per group of requests (one call per model id), all within one budget: a
+    group that has not answered when the budget is spent is a timeout for each of its requests
+    (and is cancelled), a group whose call failed is that failure for each. Subclasses say how
+    to wait for one group's answers and how to give up on it."""
 
-    def __init__(self, groups: list[tuple[list[int], Future[list[ModelAnswer]]]], n: int) -> None:
+    def __init__(self, groups: list[tuple[list[int], Any]], n: int) -> None:
         self.groups, self.n = groups, n
+
+    @abstractmethod
+    def _answers(self, handle: Any, n: int, remaining_s: float) -> list[Any]:
+        """The group's `n` answers, waiting at most `remaining_s` (TimeoutError past it)."""
+
+    @abstractmethod
+    def _cancel(self, handle: Any) -> None:
+        """Give up on a group that did not answer in time."""
 
     def wait(self, timeout_s: float) -> list[ModelAnswer | BaseException]:
         deadline = time.monotonic() + max(0.0, timeout_s)
         out: list[ModelAnswer | BaseException] = [TimeoutError("no answer")] * self.n
-        for members, future in self.groups:
+        for members, handle in self.groups:
             try:
-                answers = future.result(timeout=max(0.0, deadline - time.monotonic()))
+                remaining = max(0.0, deadline - time.monotonic())
+                answers = self._answers(handle, len(members), remaining)
             except TimeoutError:
-                exc: BaseException = TimeoutError(f"no answer within {timeout_s:g} s")
-                for i in members:
-                    out[i] = exc
-                continue
-            except Exception as err:  # the model failed: an input like any other
-                for i in members:
-                    out[i] = err
-                continue
+                self._cancel(handle)
+                answers = [TimeoutError(f"no answer within {timeout_s:g} s")] * len(members)
+            except Exception as err:  # the model failed, a replica died: an input, not a crash
+                answers = [err] * len(members)
             for i, answer in zip(members, answers, strict=True):
                 out[i] = answer
         return out
+
+
+class FuturePredictions(GroupedAnswers):
+    """Answers arriving on `concurrent.futures` futures, one per group of requests."""
+
+    def _answers(self, handle: Any, n: int, remaining_s: float) -> list[Any]:
+        future: Future[list[ModelAnswer]] = handle
+        return future.result(timeout=remaining_s)
+
+    def _cancel(self, handle: Any) -> None:
+        """Nothing: the computation in this process runs to its end, its late answer unread."""
 
 
 def group_by_model(requests: Sequence[PredictionRequest]) -> dict[str, list[int]]:
@@ -288,11 +307,7 @@ class ModelTargets:
         if self.shadow is not None and old.shadow is not None:
             self.shadow = old.shadow
         if old.version_in_use is not None and self.strategy.params.version == "promoted":
-            try:
-                if self.strategy.model_card().version != old.version_in_use:
-                    self.strategy.switch_version(old.version_in_use)
-            except Exception:  # a record-driven rebuild needs no card
-                pass
+            self._read_features_of(old.version_in_use)
 
     def model_id(self) -> str:
         version = self.strategy.params.version
@@ -391,10 +406,16 @@ class ModelTargets:
         previous, self.version_in_use, self.since_step = self.version_in_use, version, step
         if self.on_switch is not None:
             self.on_switch(self.name, previous, version)
+        self._read_features_of(version)
+
+    def _read_features_of(self, version: str) -> None:
+        """Compute `version`'s features from the next bar on (its card). A card that cannot be
+        read (a rebuild of a version since deleted) changes nothing: the records decide, and a
+        live bar without features is an `error` record."""
         try:
             if self.strategy.model_card().version != version:
                 self.strategy.switch_version(version)
-        except Exception:  # a rebuild of a version since deleted: its records still decide
+        except Exception:
             pass
 
     def target(self, symbol: str, index: int) -> int:
@@ -465,11 +486,7 @@ class ModelTargets:
                 },
             )
         if self.version_in_use is not None and self.strategy.params.version == "promoted":
-            try:  # compute the features of the version in use from the next bar
-                if self.strategy.model_card().version != self.version_in_use:
-                    self.strategy.switch_version(self.version_in_use)
-            except Exception:  # no card to read: the next bar records an error, the fallback holds
-                pass
+            self._read_features_of(self.version_in_use)
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {

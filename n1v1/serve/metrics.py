@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
+from collections import Counter as Tally
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -160,10 +161,10 @@ def observe_engine(snapshot: Mapping[str, Any]) -> None:
 
 def observe_predictions(records: Sequence[Any]) -> None:
     """After each step, the ml_signal slots' model inputs by outcome (PredictionRecord)."""
+    counts = Tally((r.slot, r.status) for r in records if r.role == "trade")
     counter = metrics()["n1v1_model_predictions"]
-    for record in records:
-        if record.role == "trade":
-            counter.inc(1, tags={"strategy": record.slot, "outcome": record.status})
+    for (slot, status), n in counts.items():  # one call per slot and outcome, not per symbol
+        counter.inc(n, tags={"strategy": slot, "outcome": status})
 
 
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:

@@ -8,39 +8,32 @@ thread waits on the responses for at most its budget, then cancels what has not 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
-from n1v1.live.predictions import ModelAnswer, PredictionRequest, group_by_model
+from n1v1.live.predictions import (
+    GroupedAnswers,
+    ModelAnswer,
+    PredictionRequest,
+    group_by_model,
+)
 
 
 class ModelError(RuntimeError):
     """The Model deployment refused the call (an unknown model, rows of the wrong width)."""
 
 
-class ServePredictions:
-    def __init__(self, calls: list[tuple[list[int], DeploymentResponse]], n: int) -> None:
-        self.calls, self.n = calls, n
+class ServePredictions(GroupedAnswers):
+    """One DeploymentResponse per model id; an answer too late is cancelled."""
 
-    def wait(self, timeout_s: float) -> list[ModelAnswer | BaseException]:
-        deadline = time.monotonic() + max(0.0, timeout_s)
-        out: list[ModelAnswer | BaseException] = [TimeoutError("no answer")] * self.n
-        for members, response in self.calls:
-            try:
-                reply = response.result(timeout_s=max(0.001, deadline - time.monotonic()))
-                answers = parse_reply(reply, len(members))
-            except TimeoutError:
-                response.cancel()
-                exc: BaseException = TimeoutError(f"no answer within {timeout_s:g} s")
-                answers = [exc] * len(members)
-            except Exception as err:  # a replica died, the model raised: an input, not a crash
-                answers = [err] * len(members)
-            for i, answer in zip(members, answers, strict=True):
-                out[i] = answer
-        return out
+    def _answers(self, handle: Any, n: int, remaining_s: float) -> list[Any]:
+        response: DeploymentResponse = handle
+        return parse_reply(response.result(timeout_s=max(0.001, remaining_s)), n)
+
+    def _cancel(self, handle: Any) -> None:
+        handle.cancel()
 
 
 def parse_reply(reply: Any, n: int) -> list[ModelAnswer | BaseException]:
