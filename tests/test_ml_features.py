@@ -204,6 +204,22 @@ def test_no_lookahead_on_random_truncations(spec: FeatureSpec) -> None:
         np.testing.assert_array_equal(part.to_numpy(), expected.to_numpy(), err_msg=f"k={k}")
 
 
+def test_feature_matrix_from_handed_over_columns_equals_the_frame() -> None:
+    """The live path (columns the window already holds) gives the frame's numbers, bit for bit,
+    and still refuses a bad close, naming the row."""
+    from n1v1.ml.features import feature_matrix
+
+    bars = generate_bars(800, seed=3)
+    columns = [bars[c].to_numpy(dtype=np.float64) for c in ("high", "low", "close", "volume")]
+    expected = build_features(bars).to_numpy()
+    np.testing.assert_array_equal(feature_matrix(bars, FeatureSpec(), columns), expected)
+    np.testing.assert_array_equal(feature_matrix(bars, FeatureSpec()), expected)
+    columns[2] = columns[2].copy()
+    columns[2][17] = 0.0
+    with pytest.raises(ValueError, match=r"close must be finite and > 0.*row 17"):
+        feature_matrix(bars, FeatureSpec(), columns)
+
+
 def test_hash_is_sha256_of_the_documented_canonical_json() -> None:
     # Written out by hand from the definition: sorted keys, no spaces, the spec's JSON dump.
     spec_json = (

@@ -155,6 +155,25 @@ def test_a_hole_longer_than_60_bars_starts_a_new_session() -> None:
     np.testing.assert_array_equal(session_ids(index), [0, 0, 0, 0, 0, 1, 1])
 
 
+def test_the_newest_bars_session_warm_up_agrees_with_the_mask() -> None:
+    # The live engine asks only about the newest bar: every prefix of an index with holes of
+    # every kind (none, fillable, session breaks, in the warm-up and after it) must agree.
+    from n1v1.ml.dataset import last_bar_in_session_warmup, session_warmup_mask
+
+    rng = np.random.default_rng(7)
+    steps = rng.choice([1, 1, 1, 1, 2, 30, 61, 62, 500], size=400)
+    minutes = np.concatenate([[0], np.cumsum(steps)])
+    index = pd.DatetimeIndex(pd.Timestamp("2024-01-01", tz="UTC") + pd.to_timedelta(minutes, "m"))
+    seen = set()
+    for warmup in (0, 1, 5, 20):
+        for end in range(1, len(index) + 1):
+            prefix = index[:end]
+            expected = bool(session_warmup_mask(prefix, warmup)[-1])
+            assert last_bar_in_session_warmup(prefix, warmup) is expected, (warmup, end)
+            seen.add(expected)
+    assert seen == {True, False}  # both answers were exercised
+
+
 def test_no_label_or_feature_reaches_across_a_session_break(bars: pd.DataFrame) -> None:
     # bars 1500.. a day later: a break. Each session keeps rows warm-up .. its end - h - 1:
     # session 0: rows 60 .. 1484, session 1: rows 1560 .. 2984; 1425 each, 3000 - 2 (60 + 15) in all

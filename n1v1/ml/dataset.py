@@ -67,12 +67,32 @@ def session_ids(index: pd.DatetimeIndex) -> np.ndarray:
     n = len(index)
     if n < 2:
         return np.zeros(n, dtype=np.int64)
-    diffs = np.diff(index.as_unit("ns").asi8)
+    breaks = _session_breaks(index)
+    return np.concatenate([[0], np.cumsum(breaks)]).astype(np.int64)
+
+
+def _session_breaks(index: pd.DatetimeIndex) -> np.ndarray:
+    """Per gap between consecutive bars (len(index) - 1 of them, len(index) >= 2): does a new
+    session start after it?"""
+    ns = index.asi8 if index.unit == "ns" else index.as_unit("ns").asi8
+    diffs = np.diff(ns)
     step = int(np.median(diffs))  # the spacing `infer_timeframe` reports, without a frame
     if step <= 0:
         infer_timeframe(pd.DataFrame(index=index))  # raises the DataError that names the fault
     missing = -(-diffs // step) - 1  # bar open times strictly between two present bars
-    return np.concatenate([[0], np.cumsum(missing > MAX_SESSION_GAP_BARS)]).astype(np.int64)
+    return missing > MAX_SESSION_GAP_BARS
+
+
+def last_bar_in_session_warmup(index: pd.DatetimeIndex, warmup: int) -> bool:
+    """`session_warmup_mask(index, warmup)[-1]` without the mask: a live engine asks this of
+    the newest bar of every symbol on every bar."""
+    if len(index) < 2:
+        return False
+    breaks = np.flatnonzero(_session_breaks(index))
+    if breaks.size == 0:
+        return False
+    session_start = int(breaks[-1]) + 1  # the first bar of the last session
+    return len(index) - 1 - session_start < warmup
 
 
 def session_warmup_mask(index: pd.DatetimeIndex, warmup: int) -> np.ndarray:

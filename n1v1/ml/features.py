@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from typing import Annotated
 
 import numpy as np
@@ -125,6 +126,17 @@ def feature_hash(spec: FeatureSpec) -> str:
 
 def _bar_arrays(bars: pd.DataFrame) -> tuple[np.ndarray, ...]:
     """(high, low, close, volume) float64 arrays after the checks the indicators cannot make."""
+    _check_frame(bars)
+    arrays = []
+    for name in _PRICE_COLUMNS:
+        try:
+            arrays.append(np.asarray(bars[name], dtype=np.float64))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"bars: column {name!r} is not numeric ({exc})") from exc
+    return tuple(arrays)
+
+
+def _check_frame(bars: pd.DataFrame) -> None:
     if not isinstance(bars, pd.DataFrame):
         raise ValueError(f"bars: expected a pandas DataFrame, got {type(bars).__name__}")
     missing = [c for c in _PRICE_COLUMNS if c not in bars.columns]
@@ -134,21 +146,16 @@ def _bar_arrays(bars: pd.DataFrame) -> tuple[np.ndarray, ...]:
         raise ValueError(f"bars: index must be a DatetimeIndex, got {type(bars.index).__name__}")
     if not (bars.index.is_monotonic_increasing and bars.index.is_unique):
         raise ValueError("bars: index must be strictly increasing (sort and de-duplicate first)")
-    arrays = []
-    for name in _PRICE_COLUMNS:
-        try:
-            arrays.append(np.asarray(bars[name], dtype=np.float64))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"bars: column {name!r} is not numeric ({exc})") from exc
-    close = arrays[2]
+
+
+def _check_close(close: np.ndarray, index: pd.DatetimeIndex) -> None:
     bad = ~(close > 0.0)  # also catches NaN
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(
             f"bars: close must be finite and > 0 (log returns), found {close[i]} "
-            f"at row {i} ({bars.index[i]})"
+            f"at row {i} ({index[i]})"
         )
-    return tuple(arrays)
 
 
 def _log_return(log_close: np.ndarray, h: int) -> np.ndarray:
@@ -168,7 +175,8 @@ def _ratio(num: np.ndarray, den: np.ndarray, flat: float) -> np.ndarray:
 
 def _time_of_day(index: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
     """sin and cos of 2*pi*(UTC time of day / 24 h); for minute bars, minute-of-day / 1440."""
-    ns = index.as_unit("ns").asi8  # UTC nanoseconds for tz-aware and (assumed UTC) naive indexes
+    # UTC nanoseconds for tz-aware and (assumed UTC) naive indexes
+    ns = index.asi8 if index.unit == "ns" else index.as_unit("ns").asi8
     angle = (ns % _NS_PER_DAY) * (2.0 * math.pi / _NS_PER_DAY)
     return np.sin(angle), np.cos(angle)
 
@@ -184,17 +192,30 @@ def build_features(bars: pd.DataFrame, spec: FeatureSpec | None = None) -> pd.Da
     return pd.DataFrame(block.T, index=bars.index, columns=feature_names(spec), copy=False)
 
 
-def feature_matrix(bars: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:
+def feature_matrix(
+    bars: pd.DataFrame, spec: FeatureSpec, columns: Sequence[np.ndarray] | None = None
+) -> np.ndarray:
     """`build_features(bars, spec).to_numpy()` without building the frame: a live engine asks
-    for the last rows of every symbol on every bar, where the frame costs more than the maths."""
-    return _feature_block(bars, spec).T
+    for the last rows of every symbol on every bar, where the frame costs more than the maths.
+
+    `columns`: the frame's (high, low, close, volume) as float64 arrays when the caller holds
+    them already (the live window does): pandas' column lookups cost as much as the indicators.
+    """
+    return _feature_block(bars, spec, columns).T
 
 
-def _feature_block(bars: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:
+def _feature_block(
+    bars: pd.DataFrame, spec: FeatureSpec, columns: Sequence[np.ndarray] | None = None
+) -> np.ndarray:
     """The features as a (features, n) block: each feature contiguous."""
     if not isinstance(spec, FeatureSpec):
         raise ValueError(f"spec: expected a FeatureSpec, got {type(spec).__name__}")
-    high, low, close, volume = _bar_arrays(bars)
+    if columns is None:
+        high, low, close, volume = _bar_arrays(bars)
+    else:
+        _check_frame(bars)
+        high, low, close, volume = columns
+    _check_close(close, bars.index)
     n = close.shape[0]
     names = feature_names(spec)
     # One (features, n) block whose transpose is the frame: each column is contiguous, no copy.

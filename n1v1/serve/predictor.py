@@ -58,11 +58,20 @@ def parse_reply(reply: Any, n: int) -> list[ModelAnswer | BaseException]:
 class ServePredictor:
     def __init__(self, handle: DeploymentHandle) -> None:
         self.handle = handle
+        # One handle per model id, made once: `options()` copies the handle on every call.
+        self._by_model: dict[str, DeploymentHandle] = {}
+
+    def _handle_for(self, model_id: str) -> DeploymentHandle:
+        handle = self._by_model.get(model_id)
+        if handle is None:
+            handle = self.handle.options(multiplexed_model_id=model_id)
+            self._by_model[model_id] = handle
+        return handle
 
     def submit(self, requests: Sequence[PredictionRequest]) -> ServePredictions:
         calls = []
         for model_id, members in group_by_model(requests).items():
             sets = [requests[i].rows.tolist() for i in members]
-            response = self.handle.options(multiplexed_model_id=model_id).predict_last.remote(sets)
+            response = self._handle_for(model_id).predict_last.remote(sets)
             calls.append((members, response))
         return ServePredictions(calls, len(requests))

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, Row, func, select, update
+from sqlalchemy import Connection, Row, bindparam, func, select, update
 
 from n1v1.domain import (
     Bar,
@@ -285,6 +285,21 @@ class StoreReader:
         return portfolio
 
 
+# The engine writes these on every bar. Built once with bound parameters, so SQLAlchemy compiles
+# each once and a write only binds values: `.values(**row)` per call spent more time building and
+# hashing the statement than the database spent on the row.
+_LEASE_ROW = select(t.lease.c.holder, t.lease.c.token).where(
+    t.lease.c.resource == bindparam("b_resource")
+)
+_LEASE_ROW_SHARED = _LEASE_ROW.with_for_update(read=True)
+_UPDATE_ORDER = update(t.orders).where(t.orders.c.client_order_id == bindparam("b_key"))
+_UPDATE_POSITION = update(t.positions).where(t.positions.c.symbol == bindparam("b_key"))
+_UPDATE_STATE = update(t.engine_state).where(t.engine_state.c.key == bindparam("b_key"))
+_FILL_BY_KEY = select(t.fills).where(
+    t.fills.c.client_order_id == bindparam("b_order"), t.fills.c.seq == bindparam("b_seq")
+)
+
+
 class SqlJournal(StoreReader):
     """Implements n1v1.engine.journal.Journal against the store, fenced by a lease token."""
 
@@ -322,11 +337,9 @@ class SqlJournal(StoreReader):
             yield conn
 
     def _fence(self, conn: Connection) -> None:
-        q = select(t.lease.c.holder, t.lease.c.token).where(t.lease.c.resource == self.resource)
-        if conn.dialect.name == "postgresql":
-            # Hold the lease row shared until commit, so a takeover waits for this write.
-            q = q.with_for_update(read=True)
-        row = conn.execute(q).first()
+        # On PostgreSQL, hold the lease row shared until commit, so a takeover waits for this write.
+        q = _LEASE_ROW_SHARED if conn.dialect.name == "postgresql" else _LEASE_ROW
+        row = conn.execute(q, {"b_resource": self.resource}).first()
         if row is None:
             raise FencingError(f"no lease on {self.resource!r}: acquire it before writing")
         if int(row.token) != self.fencing_token:
@@ -340,22 +353,23 @@ class SqlJournal(StoreReader):
         """Upsert the latest state and append an order_events row, in one transaction."""
         row = order_row(order)
         with self._tx() as conn:
-            key = t.orders.c.client_order_id == order.client_order_id
-            if conn.execute(update(t.orders).where(key).values(**row)).rowcount == 0:
-                conn.execute(t.orders.insert().values(**row))
+            key = {"b_key": order.client_order_id}
+            if conn.execute(_UPDATE_ORDER, {**row, **key}).rowcount == 0:
+                conn.execute(t.orders.insert(), row)
             self._append_event(conn, order)
 
     def _append_event(self, conn: Connection, order: Order) -> None:
         conn.execute(
-            t.order_events.insert().values(
-                client_order_id=order.client_order_id,
-                status=order.status.value,
-                filled_qty=order.filled_qty,
-                avg_fill_price=order.avg_fill_price,
-                price=order.price,
-                reason=order.reason,
-                at=order.updated_at if order.updated_at is not None else order.created_at,
-            )
+            t.order_events.insert(),
+            {
+                "client_order_id": order.client_order_id,
+                "status": order.status.value,
+                "filled_qty": order.filled_qty,
+                "avg_fill_price": order.avg_fill_price,
+                "price": order.price,
+                "reason": order.reason,
+                "at": order.updated_at if order.updated_at is not None else order.created_at,
+            },
         )
 
     def record_fill(self, fill: Fill) -> None:
@@ -363,14 +377,10 @@ class SqlJournal(StoreReader):
         raises FillConflictError (a venue or engine bug that must not be papered over)."""
         new = _fill_row(fill)
         with self._tx() as conn:
-            existing = conn.execute(
-                select(t.fills).where(
-                    t.fills.c.client_order_id == fill.client_order_id,
-                    t.fills.c.seq == fill.seq,
-                )
-            ).first()
+            key = {"b_order": fill.client_order_id, "b_seq": fill.seq}
+            existing = conn.execute(_FILL_BY_KEY, key).first()
             if existing is None:
-                conn.execute(t.fills.insert().values(**new))
+                conn.execute(t.fills.insert(), new)
                 return
             old = _fill_row(_fill_from(existing))
             diff = {k: (old[k], v) for k, v in new.items() if old[k] != v}
@@ -395,9 +405,8 @@ class SqlJournal(StoreReader):
         at = now if now is not None else pd.Timestamp.now(tz="UTC").floor("us")
         values = {"value": value, "updated_at": at}
         with self._tx() as conn:
-            key_match = t.engine_state.c.key == key
-            if conn.execute(update(t.engine_state).where(key_match).values(**values)).rowcount == 0:
-                conn.execute(t.engine_state.insert().values(key=key, **values))
+            if conn.execute(_UPDATE_STATE, {**values, "b_key": key}).rowcount == 0:
+                conn.execute(t.engine_state.insert(), {"key": key, **values})
 
     def record_bars(self, step: int, bars: Mapping[str, Bar]) -> None:
         """Log the bars of one step: the input a restarted engine replays."""
@@ -434,9 +443,8 @@ class SqlJournal(StoreReader):
                     "realized_pnl": pos.realized_pnl,
                     "updated_at": at,
                 }
-                key = t.positions.c.symbol == symbol
-                if conn.execute(update(t.positions).where(key).values(**row)).rowcount == 0:
-                    conn.execute(t.positions.insert().values(symbol=symbol, **row))
+                if conn.execute(_UPDATE_POSITION, {**row, "b_key": symbol}).rowcount == 0:
+                    conn.execute(t.positions.insert(), {"symbol": symbol, **row})
 
     def journal_marks(self, step: int) -> JournalMarks:
         """Where the journal stands now (in the open transaction: a snapshot's marks)."""
@@ -455,7 +463,7 @@ class SqlJournal(StoreReader):
 
     def _insert(self, table: Any, values: Mapping[str, Any]) -> None:
         with self._tx() as conn:
-            conn.execute(table.insert().values(**values))
+            conn.execute(table.insert(), dict(values))
 
 
 def record_audit(

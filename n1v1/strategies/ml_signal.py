@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import pydantic
 
-from n1v1.ml.dataset import session_warmup_mask
+from n1v1.ml.dataset import last_bar_in_session_warmup, session_warmup_mask
 from n1v1.ml.features import (
     FeatureSpec,
     build_features,
@@ -271,10 +271,11 @@ class MLSignal(Strategy):
         if len(bars) <= self.warmup or len(bars) < window:  # `finish` zeroes those bars
             return None
         dated = isinstance(bars.index, pd.DatetimeIndex) and len(bars) > 1
-        if dated and session_warmup_mask(bars.index, self.warmup)[-1]:
+        if dated and last_bar_in_session_warmup(bars.index, self.warmup):
             return None
         try:
-            rows = feature_matrix(bars, self._feature_spec)[-window:]
+            columns = self.columns(bars, "high", "low", "close", "volume")
+            rows = feature_matrix(bars, self._feature_spec, columns)[-window:]
         except ValueError as err:
             raise StrategyError(f"ml_signal: cannot build features: {err}") from None
         return rows if np.isfinite(rows).all() else None
