@@ -9,13 +9,14 @@ newer one took over, even if its clock or its lease renewal lagged.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, Row, bindparam, func, select, update
+from sqlalchemy import Connection, Row, bindparam, func, select
 
 from n1v1.domain import (
     Bar,
@@ -304,17 +305,8 @@ _LEASE_ROW = select(t.lease.c.holder, t.lease.c.token).where(
     t.lease.c.resource == bindparam("b_resource")
 )
 _LEASE_ROW_SHARED = _LEASE_ROW.with_for_update(read=True)
-_UPDATE_ORDER = update(t.orders).where(t.orders.c.client_order_id == bindparam("b_key"))
-_UPDATE_POSITION = update(t.positions).where(t.positions.c.symbol == bindparam("b_key"))
-_UPDATE_STATE = update(t.engine_state).where(t.engine_state.c.key == bindparam("b_key"))
 _FILL_BY_KEY = select(t.fills).where(
     t.fills.c.client_order_id == bindparam("b_order"), t.fills.c.seq == bindparam("b_seq")
-)
-_STORED_ORDERS = select(t.orders.c.client_order_id).where(
-    t.orders.c.client_order_id.in_(bindparam("b_keys", expanding=True))
-)
-_STORED_POSITIONS = select(t.positions.c.symbol).where(
-    t.positions.c.symbol.in_(bindparam("b_keys", expanding=True))
 )
 _FILLS_OF_ORDERS = select(t.fills).where(
     t.fills.c.client_order_id.in_(bindparam("b_orders", expanding=True))
@@ -341,8 +333,8 @@ class _PendingWrites:
         self.rows.setdefault(table, []).append(row)
 
     def flush(self, conn: Connection) -> None:
-        _upsert(conn, self.orders, _STORED_ORDERS, _UPDATE_ORDER, t.orders)
-        _upsert(conn, self.positions, _STORED_POSITIONS, _UPDATE_POSITION, t.positions)
+        _upsert(conn, t.orders, list(self.orders.values()))
+        _upsert(conn, t.positions, list(self.positions.values()))
         if self.fills:
             orders = sorted({k[0] for k in self.fills})
             for existing in conn.execute(_FILLS_OF_ORDERS, {"b_orders": orders}):
@@ -357,19 +349,24 @@ class _PendingWrites:
         self.orders, self.positions, self.fills, self.rows = {}, {}, {}, {}
 
 
-def _upsert(
-    conn: Connection, latest: dict[str, dict[str, Any]], stored_q: Any, update_q: Any, table: Any
-) -> None:
-    """Update the rows whose key is stored, insert the others: three statements for any count."""
-    if not latest:
-        return
-    stored = {r[0] for r in conn.execute(stored_q, {"b_keys": list(latest)})}
-    updates = [{**row, "b_key": key} for key, row in latest.items() if key in stored]
-    inserts = [row for key, row in latest.items() if key not in stored]
-    if updates:
-        conn.execute(update_q, updates)
-    if inserts:
-        conn.execute(table.insert(), inserts)
+def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
+    """Insert `rows`, or update the row already stored under the same primary key: one
+    statement (INSERT ... ON CONFLICT DO UPDATE, SQLite and PostgreSQL alike) for any count."""
+    if rows:
+        conn.execute(_upsert_statement(conn.dialect.name, table, tuple(rows[0])), rows)
+
+
+@functools.cache
+def _upsert_statement(dialect: str, table: Any, columns: tuple[str, ...]) -> Any:
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:  # create_store admits only sqlite and postgresql
+        from sqlalchemy.dialects.sqlite import insert
+    key = [c.name for c in table.primary_key]
+    stmt = insert(table)
+    return stmt.on_conflict_do_update(
+        index_elements=key, set_={c: stmt.excluded[c] for c in columns if c not in key}
+    )
 
 
 def _check_same_fill(old: dict[str, Any], new: dict[str, Any]) -> None:
@@ -445,9 +442,7 @@ class SqlJournal(StoreReader):
             self._pending.append(t.order_events, _event_row(order))
             return
         with self._tx() as conn:
-            key = {"b_key": order.client_order_id}
-            if conn.execute(_UPDATE_ORDER, {**row, **key}).rowcount == 0:
-                conn.execute(t.orders.insert(), row)
+            _upsert(conn, t.orders, [row])
             self._append_event(conn, order)
 
     def _append_event(self, conn: Connection, order: Order) -> None:
@@ -484,8 +479,7 @@ class SqlJournal(StoreReader):
         at = now if now is not None else pd.Timestamp.now(tz="UTC").floor("us")
         values = {"value": value, "updated_at": at}
         with self._tx() as conn:
-            if conn.execute(_UPDATE_STATE, {**values, "b_key": key}).rowcount == 0:
-                conn.execute(t.engine_state.insert(), {"key": key, **values})
+            _upsert(conn, t.engine_state, [{"key": key, **values}])
 
     def record_bars(self, step: int, bars: Mapping[str, Bar]) -> None:
         """Log the bars of one step: the input a restarted engine replays."""
@@ -523,7 +517,7 @@ class SqlJournal(StoreReader):
             self._pending.positions.update(rows)
             return
         with self._tx() as conn:
-            _upsert(conn, rows, _STORED_POSITIONS, _UPDATE_POSITION, t.positions)
+            _upsert(conn, t.positions, list(rows.values()))
 
     def journal_marks(self, step: int) -> JournalMarks:
         """Where the journal stands now (in the open transaction: a snapshot's marks)."""
