@@ -762,8 +762,9 @@ def test_a_promotion_reaches_trading_at_the_next_bar_and_a_kill_9_rebuild_needs_
 
         wait_for(lambda: (slot().get("model") or {}).get("version") == first, 60, first)
         second = register_reseeded(root, first, seed=2)
-        ModelRegistry(root).promote("tiny", second, force=True)
+        # read before the promotion: a step in flight while it happens may already ask for v2
         promoted_at = status(cluster, prefix)["step"]
+        ModelRegistry(root).promote("tiny", second, force=True)
         wait_for(lambda: slot()["model"]["version"] == second, REFRESH_S + 20, second)
         listing = call(cluster, "GET", f"{prefix}/api/v1/models").json()["models"]
         (in_use,) = [m["in_use"] for m in listing if m["name"] == "tiny"]
