@@ -71,6 +71,9 @@ class Client:
 
 @contextmanager
 def served(live: Live, **options: Any) -> Iterator[Client]:
+    """The app over `live`; every request of these tests comes from 127.0.0.1, so the limit on
+    requests without a valid token is lifted unless a test sets it (tests/test_api_hostile.py)."""
+    options = {"anonymous_rate_per_s": 1000.0, "anonymous_burst": 1000, **options}
     app = create_api(
         LocalBackend(live.session),
         live.store,
@@ -225,8 +228,11 @@ def test_a_misspelt_risk_key_in_config_is_a_422_naming_it(api: Client, live: Liv
     response = api.call("PUT", "/api/v1/config", json={"risk": {"max_drawdwn": 0.2}})
     assert response.status_code == 422
     error = _error(response)
-    assert error["code"] == "invalid"
-    assert "risk.max_drawdwn" in error["message"]
+    assert error["code"] == "invalid_request"
+    assert "body.risk.max_drawdwn" in error["message"]
+    (field,) = error["details"]["fields"]
+    assert field["field"] == "body.risk.max_drawdwn"
+    assert field["message"] == "unknown key; did you mean max_drawdown?"
     assert live.session.snapshot["live_config"]["risk"] == {}
 
 
@@ -328,24 +334,31 @@ def test_the_fourth_quick_request_over_a_burst_of_three_is_a_429_with_retry_afte
 
 # -- the audit log ---------------------------------------------------------------------------------
 def test_every_change_request_is_audited_with_actor_and_status_but_never_the_token(
-    api: Client, live: Live
+    live: Live,
 ) -> None:
-    assert api.call("POST", "/api/v1/pause", json={"reason": "audit"}).status_code == 200
-    assert api.call("POST", "/api/v1/pause", token=None, json={}).status_code == 401
-    assert api.call("POST", "/api/v1/pause", token=WRONG, json={}).status_code == 401
-    assert api.call("POST", "/api/v1/pause", token=READ, json={}).status_code == 403
-    assert api.call("POST", "/api/v1/orders", json={"qty": "x"}).status_code == 422
-    assert api.call("GET", "/api/v1/status").status_code == 200  # a read: not audited
+    # Refused requests are summarised per caller and window (0.3 s here, a minute by default).
+    with served(live, refusal_window_s=0.3) as api:
+        assert api.call("POST", "/api/v1/pause", json={"reason": "audit"}).status_code == 200
+        assert api.call("POST", "/api/v1/pause", token=None, json={}).status_code == 401
+        assert api.call("POST", "/api/v1/pause", token=WRONG, json={}).status_code == 401
+        assert api.call("POST", "/api/v1/pause", token=READ, json={}).status_code == 403
+        assert api.call("POST", "/api/v1/orders", json={"qty": "x"}).status_code == 422
+        assert api.call("GET", "/api/v1/status").status_code == 200  # a read: not audited
+        wait_until(lambda: len(StoreReader(live.store).audit_log()) == 4, "the summaries")
 
     log = StoreReader(live.store).audit_log()
     admin, read = f"admin:{hash_token(ADMIN)[:8]}", f"read:{hash_token(READ)[:8]}"
-    assert [(e["actor"], e["action"], e["details"]["status"]) for e in log] == [
+    assert [(e["actor"], e["action"], e["details"]["status"]) for e in log[:2]] == [
         (admin, "POST /api/v1/pause", 200),
-        ("anonymous", "POST /api/v1/pause", 401),
-        ("anonymous", "POST /api/v1/pause", 401),
-        (read, "POST /api/v1/pause", 403),
         (admin, "POST /api/v1/orders", 422),
     ]
+    summaries = {e["actor"]: e for e in log[2:]}
+    assert set(summaries) == {"anonymous", read}
+    anonymous = summaries["anonymous"]
+    assert anonymous["action"] == "POST /api/v1/pause"
+    assert (anonymous["details"]["refused"], anonymous["details"]["client"]) == (2, "127.0.0.1")
+    assert anonymous["details"]["attempts"] == {"POST /api/v1/pause 401 unauthorized": 2}
+    assert summaries[read]["details"]["attempts"] == {"POST /api/v1/pause 403 forbidden": 1}
     for token in (ADMIN, READ, WRONG):
         assert token not in repr(log)
 

@@ -91,6 +91,13 @@ class EngineArgs(StrictModel):
 class ApiArgs(StrictModel):
     rate_limit_per_s: float = Field(50.0, gt=0, description="per token, per gateway replica")
     rate_burst: int = Field(100, ge=1)
+    anonymous_rate_per_s: float = Field(
+        2.0,
+        gt=0,
+        description="requests without a valid token (and /readyz), per client address and "
+        "gateway replica; past it 429",
+    )
+    anonymous_burst: int = Field(20, ge=1)
     max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
     max_replicas: int = Field(2, ge=1, le=64)
 
