@@ -22,7 +22,7 @@ from dashboard_api import LocalBackend, serve_app
 from session_worker import GatedFeed, make_session, market, run_to, wait_until
 from test_api import ADMIN, READ, WRONG, Client, Live, _error, running_session, served
 
-from n1v1.serve.api import API, create_api, hash_token
+from n1v1.serve.api import API, READY_EVERY_S, create_api, hash_token
 from n1v1.serve.guard import page_csp
 from n1v1.store import StoreReader, create_store
 from n1v1.store import schema as t
@@ -324,6 +324,28 @@ def test_a_flood_without_a_token_is_limited_and_audited_as_a_few_summaries(live:
         "POST /api/v1/pause 429 rate_limited": answers.count(429),
         "POST /api/v1/kill-switch 429 rate_limited": 1,
     }
+
+
+class CountingBackend(LocalBackend):
+    """Counts how often the components are asked whether they are ready."""
+
+    checks = 0
+
+    async def ready(self) -> dict[str, bool]:
+        self.checks += 1
+        return await super().ready()
+
+
+def test_a_flood_of_readiness_checks_asks_the_components_about_once_a_second(held: Live) -> None:
+    backend = CountingBackend(held.session)
+    app = create_api(backend, held.store, admin_token_hash=hash_token(ADMIN))
+    with serve_app(app) as base_url, requests.Session() as http:
+        started = time.monotonic()
+        answers = [http.get(f"{base_url}/readyz", timeout=10) for _ in range(200)]
+        elapsed = time.monotonic() - started
+    # the local backend has no model server: not ready, and every caller is told so
+    assert {(a.status_code, a.json()["checks"]["model"]) for a in answers} == {(503, False)}
+    assert 1 <= backend.checks <= math.ceil(elapsed / READY_EVERY_S) + 1
 
 
 class BodyCounter:

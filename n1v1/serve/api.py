@@ -93,6 +93,7 @@ MAX_OFFSET = 1_000_000_000  # of a paged list (the store's integers are 64-bit; 
 # a query bound beyond them asks for "from the beginning" or "to the end", and is clamped.
 TIME_MIN = pd.Timestamp("1677-09-22", tz="UTC")
 TIME_MAX = pd.Timestamp("2262-04-11", tz="UTC")
+READY_EVERY_S = 1.0  # /readyz answers from a check at most this old
 _AUDIT_TEXT = 128  # the audit log's actor and action columns hold 128 characters
 
 
@@ -183,12 +184,13 @@ def create_api(
     refusal_window_s: float = 60.0,
 ) -> FastAPI:
     """The app. `anonymous_rate_per_s`/`anonymous_burst`: the token bucket of each client address
-    for requests without a valid token (and /readyz); `refusal_window_s`: how long refused
-    requests are counted before their summary row is written."""
+    for requests without a valid token; `refusal_window_s`: how long refused requests are counted
+    before their summary row is written."""
     reader = StoreReader(store)
     limiter = TokenBucket(rate_limit_per_s, rate_burst)
     anonymous = TokenBucket(anonymous_rate_per_s, anonymous_burst)
-    readiness = TokenBucket(anonymous_rate_per_s, anonymous_burst)  # its own: see _guarded
+    readiness: dict[str, Any] = {"at": -math.inf, "checks": {}}
+    readiness_lock = asyncio.Lock()
     refusals = RefusalLog(functools.partial(_write_audit, store), refusal_window_s)
     dashboard = resources.files("n1v1.serve").joinpath("static/dashboard.html").read_text()
     dashboard_csp = page_csp(dashboard)
@@ -260,12 +262,6 @@ def create_api(
         request: Request, call_next: Callable[[Request], Awaitable[Response]], path: str
     ) -> Response:
         if not path.startswith(API):
-            # /readyz asks every component and needs no token: limited, in a bucket of its own
-            # so that a flood of bad tokens from an address does not also make it look unready
-            if path == "/readyz":
-                allowed, retry_after = readiness.allow(_client(request), time.monotonic())
-                if not allowed:
-                    raise _rate_limited(retry_after, "too many readiness checks from this address")
             return await call_next(request)
         client = _client(request)
         changes = _changes_state(request.method, path)
@@ -328,6 +324,12 @@ def create_api(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not even decode the body: the field is body
+            problem = _undecodable(await request.body())
+            field = {"field": "body", "message": problem, "type": "body_undecodable"}
+            return _err(
+                422, "invalid_request", f"invalid request: body: {problem}", {"fields": [field]}
+            )
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         headers = dict(exc.headers or {})
         if exc.status_code == 405:  # every method of the path, not only the first route's
@@ -380,7 +382,14 @@ def create_api(
         responses={503: {"model": Readiness, "description": "a component is not reachable"}},
     )
     async def readyz() -> JSONResponse:
-        checks = await backend.ready()
+        """Needs no token and asks every component, so the components are asked at most once
+        every READY_EVERY_S seconds per gateway replica, however many callers ask: a flood of
+        /readyz costs them nothing more, and no prober is refused."""
+        async with readiness_lock:
+            if time.monotonic() - readiness["at"] >= READY_EVERY_S:
+                readiness["checks"] = await backend.ready()
+                readiness["at"] = time.monotonic()
+            checks = readiness["checks"]
         ok = all(checks.values())
         return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
@@ -655,6 +664,14 @@ async def _body_problem(request: Request, errors: Any) -> tuple[str, str] | None
     if "missing" in kinds and not raw.strip():
         return "missing", "a JSON object is required (send {} for no options)"
     return None
+
+
+def _undecodable(raw: bytes) -> str:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+    return "cannot be read as JSON"
 
 
 def _route_path(request: Request) -> str:

@@ -94,8 +94,8 @@ class ApiArgs(StrictModel):
     anonymous_rate_per_s: float = Field(
         2.0,
         gt=0,
-        description="requests without a valid token (and /readyz), per client address and "
-        "gateway replica; past it 429",
+        description="requests without a valid token, per client address and gateway replica; "
+        "past it 429",
     )
     anonymous_burst: int = Field(20, ge=1)
     max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)

@@ -26,6 +26,8 @@ from pydantic import (
 )
 
 from n1v1.config import MAX_AMOUNT, MAX_QUANTITY, RiskSettings
+from n1v1.data.datasets import dataset_names
+from n1v1.strategies.registry import list_strategies
 
 # Printable text: no C0 control characters but tab, newline and carriage return, no DEL.
 TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
@@ -96,15 +98,26 @@ def _patch_of(model: type[BaseModel], name: str) -> type[Body]:
 RiskPatch = _patch_of(RiskSettings, "RiskPatch")
 
 
+def _examples(*examples: dict[str, Any]) -> ConfigDict:
+    """Bodies shown in /docs (and tried first by the API fuzzer, tests/test_api_fuzz.py)."""
+    return ConfigDict(json_schema_extra={"examples": list(examples)})
+
+
 class PauseBody(Body):
+    model_config = _examples({"reason": "maintenance"})
+
     reason: str = Field("", max_length=500, pattern=TEXT)
 
 
 class ResumeBody(Body):
+    model_config = _examples({}, {"reset_kill_switch": True})
+
     reset_kill_switch: bool = False
 
 
 class KillSwitchBody(Body):
+    model_config = _examples({"reason": "drill"})
+
     reason: str = Field(
         min_length=1, max_length=500, pattern=TEXT, description="why, for the journal"
     )
@@ -112,6 +125,11 @@ class KillSwitchBody(Body):
 
 class OrderBody(Body):
     """A manual market order (docs/execution.md, "Manual orders")."""
+
+    model_config = _examples(
+        {"symbol": "BTC/USD", "side": "buy", "qty": 0.01},
+        {"symbol": "BTC/USD", "side": "sell", "qty": 0.01, "resize": True},
+    )
 
     symbol: str = Field(min_length=1, max_length=64, pattern=SYMBOL)
     side: Literal["buy", "sell"]
@@ -126,6 +144,12 @@ class OrderBody(Body):
 
 class ConfigBody(Body):
     """A partial update of the live-tunable settings (merged into the current ones)."""
+
+    model_config = _examples(
+        {"risk": {"max_drawdown": 0.25, "max_open_positions": 2, "stop_loss_pct": None}},
+        {"strategies": {"rsi": {"period": 10}}},
+        {"paused": False},
+    )
 
     paused: bool | None = Field(None, json_schema_extra=_no_default)
     risk: RiskPatch | None = Field(None, json_schema_extra=_no_default)  # type: ignore[valid-type]
@@ -161,9 +185,28 @@ class PredictBody(Body):
     )
 
 
+def _choices(names: list[str]) -> Any:
+    """Document the names a field takes (the route checks them and says which are valid)."""
+    return lambda schema: schema.update(enum=names)
+
+
 class BacktestBody(Body):
-    dataset: str = Field(min_length=1, max_length=128, description="bundled dataset name")
-    strategy: str = Field(min_length=1, max_length=64, description="built-in strategy name")
+    model_config = _examples(
+        {"dataset": "coinbase_BTC-USD_1d", "strategy": "sma_cross", "params": {"fast": 10}}
+    )
+
+    dataset: str = Field(
+        min_length=1,
+        max_length=128,
+        description="bundled dataset name",
+        json_schema_extra=_choices(dataset_names()),
+    )
+    strategy: str = Field(
+        min_length=1,
+        max_length=64,
+        description="built-in strategy name",
+        json_schema_extra=_choices(list_strategies()),
+    )
     params: Params = Field(default_factory=dict, max_length=64)
     timeframe: str | None = Field(
         None, pattern=r"^[1-9][0-9]{0,5}[smhd]$", description="resample to, e.g. 15m, 1h, 1d"
@@ -201,7 +244,7 @@ def strict_param_errors(strategy: str, params: dict[str, Any], where: str) -> li
     Names and ranges are left to the strategy, which names them itself."""
     from n1v1.strategies.registry import get_strategy
 
-    model = get_strategy(strategy).Params
+    model = get_strategy(strategy).Params  # a built-in: the callers checked the name
     errors = []
     for name, value in params.items():
         adapter = _field_adapter(model, name)
