@@ -27,10 +27,7 @@ import asyncio
 import functools
 import hashlib
 import hmac
-import json
-import logging
 import math
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -47,8 +44,18 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from n1v1.config import suggest_key
 from n1v1.live.session import CommandError
+from n1v1.serve.errors import (
+    ApiError,
+    body_problem,
+    error_response,
+    field_error,
+    internal_error,
+    invalid_field,
+    printable,
+    rate_limited,
+    undecodable,
+)
 from n1v1.serve.guard import (
     DATA_CSP,
     SECURITY_HEADERS,
@@ -73,8 +80,6 @@ from n1v1.store import StoreReader, record_audit
 from n1v1.store.schema import Store
 
 __all__ = ["API", "ApiError", "Backend", "TokenBucket", "create_api", "downsample", "hash_token"]
-
-log = logging.getLogger(__name__)
 
 API = "/api/v1"
 SWAGGER_UI = "/static/swagger-ui"
@@ -101,23 +106,6 @@ def _changes_state(method: str, path: str) -> bool:
     return method in _MUTATING and path not in _READ_ONLY_POSTS
 
 
-class ApiError(Exception):
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        details: Any = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.details = status, code, message, details
-        self.headers = headers
-
-    def response(self) -> JSONResponse:
-        return _err(self.status, self.code, self.message, self.details, self.headers)
-
-
 class Backend(Protocol):
     """What the API needs from the engine, the models and the backtest runner."""
 
@@ -138,35 +126,6 @@ class Backend(Protocol):
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "details": details or {}}}
-
-
-def _err(
-    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
-
-
-def _invalid_field(field: str, message: str) -> ApiError:
-    return ApiError(
-        422,
-        "invalid_request",
-        f"invalid request: {field}",
-        {"fields": [{"field": field, "message": message}]},
-    )
-
-
-def _rate_limited(retry_after: float, message: str) -> ApiError:
-    return ApiError(
-        429,
-        "rate_limited",
-        message,
-        {"retry_after_s": round(retry_after, 3)},
-        headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
-    )
 
 
 def create_api(
@@ -246,7 +205,7 @@ def create_api(
         except ApiError as exc:
             response = exc.response()
         except Exception:  # a bug or an unreachable dependency: the envelope, never a traceback
-            response = _internal_error(request)
+            response = internal_error(request)
         _secure(response, path)
         if observe_request is not None:
             route = request.scope.get("route")
@@ -268,7 +227,7 @@ def create_api(
 
         def refused(actor: str, status: int, code: str) -> None:
             if changes:
-                refusals.add(actor, client, request.method, _printable(path), status, code)
+                refusals.add(actor, client, request.method, printable(path), status, code)
 
         try:
             role, actor = authenticate(request)
@@ -276,7 +235,7 @@ def create_api(
             allowed, retry_after = anonymous.allow(client, time.monotonic())
             if not allowed:
                 refused("anonymous", 429, "rate_limited")
-                raise _rate_limited(
+                raise rate_limited(
                     retry_after, "too many requests without a valid token from this address"
                 ) from None
             refused("anonymous", exc.status, exc.code)
@@ -287,7 +246,7 @@ def create_api(
         allowed, retry_after = limiter.allow(actor, time.monotonic())
         if not allowed:
             refused(actor, 429, "rate_limited")
-            raise _rate_limited(retry_after, "too many requests for this token")
+            raise rate_limited(retry_after, "too many requests for this token")
         if request.method in _MUTATING:
             try:
                 await _read_body(request, max_body_bytes)
@@ -298,8 +257,8 @@ def create_api(
         request.state.role = role
         response = await call_next(request)
         if changes:
-            details = {"status": response.status_code, "path": _printable(request.url.path)}
-            action = _printable(f"{request.method} {request.url.path}")
+            details = {"status": response.status_code, "path": printable(request.url.path)}
+            action = printable(f"{request.method} {request.url.path}")
             await asyncio.to_thread(_write_audit, store, [(actor, action, details)])
         return response
 
@@ -309,36 +268,38 @@ def create_api(
 
     @app.exception_handler(CommandError)
     async def _command_error(_: Request, exc: CommandError) -> JSONResponse:
-        return _err(_STATUS_FOR.get(exc.code, 500), exc.code, exc.message, exc.details)
+        return error_response(_STATUS_FOR.get(exc.code, 500), exc.code, exc.message, exc.details)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        body_problem = await _body_problem(request, exc.errors())
-        if body_problem is not None:
-            field = {"field": "body", "message": body_problem[1], "type": body_problem[0]}
-            message = f"invalid request: body: {body_problem[1]}"
-            return _err(422, "invalid_request", message, {"fields": [field]})
-        fields = [_field_error(request, e) for e in exc.errors()]
+        whole = await body_problem(request, exc.errors())
+        if whole is not None:
+            field = {"field": "body", "message": whole[1], "type": whole[0]}
+            message = f"invalid request: body: {whole[1]}"
+            return error_response(422, "invalid_request", message, {"fields": [field]})
+        fields = [field_error(request, e) for e in exc.errors()]
         names = ", ".join(f["field"] for f in fields)
-        return _err(422, "invalid_request", f"invalid request: {names}", {"fields": fields})
+        return error_response(
+            422, "invalid_request", f"invalid request: {names}", {"fields": fields}
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400:  # FastAPI could not even decode the body: the field is body
-            problem = _undecodable(await request.body())
+            problem = undecodable(await request.body())
             field = {"field": "body", "message": problem, "type": "body_undecodable"}
-            return _err(
+            return error_response(
                 422, "invalid_request", f"invalid request: body: {problem}", {"fields": [field]}
             )
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         headers = dict(exc.headers or {})
         if exc.status_code == 405:  # every method of the path, not only the first route's
             headers["Allow"] = _allowed_methods(app, request)
-        return _err(exc.status_code, code, str(exc.detail), headers=headers or None)
+        return error_response(exc.status_code, code, str(exc.detail), headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, _: Exception) -> JSONResponse:
-        return _internal_error(request)  # what escaped the guard itself
+        return internal_error(request)  # what escaped the guard itself
 
     # -- unauthenticated -------------------------------------------------------------------------
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -365,7 +326,7 @@ def create_api(
     async def swagger_asset(name: str) -> Response:
         media_type = _SWAGGER_FILES.get(name)
         if media_type is None:
-            raise ApiError(404, "not_found", f"no such documentation asset {_printable(name)!r}")
+            raise ApiError(404, "not_found", f"no such documentation asset {printable(name)!r}")
         return Response(
             _swagger_asset(name),
             media_type=media_type,
@@ -466,7 +427,7 @@ def create_api(
         low = None if start is None else parse_time("query.start", start)
         high = None if end is None else parse_time("query.end", end)
         if low is not None and high is not None and high < low:
-            raise _invalid_field("query.end", f"before query.start ({start})")
+            raise invalid_field("query.end", f"before query.start ({start})")
         points = await asyncio.to_thread(reader.equity, low, high)
         sampled = downsample(points, max_points)
         return {
@@ -505,7 +466,7 @@ def create_api(
 
         job = await asyncio.to_thread(load, store, job_id)
         if job is None:
-            raise ApiError(404, "not_found", f"no backtest {_printable(job_id)!r}")
+            raise ApiError(404, "not_found", f"no backtest {printable(job_id)!r}")
         return job
 
     # -- actions ---------------------------------------------------------------------------------
@@ -586,7 +547,7 @@ def parse_time(field: str, text: str) -> pd.Timestamp:
     try:
         parsed = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise _invalid_field(
+        raise invalid_field(
             field, "not an ISO-8601 date or time, e.g. 2018-04-04 or 2018-04-04T12:30:00Z"
         ) from None
     if parsed.year <= TIME_MIN.year:  # compared by year: an offset cannot overflow the date
@@ -604,11 +565,9 @@ def _check_backtest(body: BacktestBody) -> None:
     from n1v1.strategies.registry import create_strategy, list_strategies
 
     if body.dataset not in dataset_names():
-        raise _invalid_field(
-            "body.dataset", f"not a bundled dataset; choose from {dataset_names()}"
-        )
+        raise invalid_field("body.dataset", f"not a bundled dataset; choose from {dataset_names()}")
     if body.strategy not in list_strategies():
-        raise _invalid_field(
+        raise invalid_field(
             "body.strategy", f"not a built-in strategy; choose from {list_strategies()}"
         )
     problems = strict_param_errors(body.strategy, body.params, "body.params")
@@ -619,7 +578,7 @@ def _check_backtest(body: BacktestBody) -> None:
     try:
         create_strategy(body.strategy, body.params)
     except StrategyError as exc:
-        raise _invalid_field("body.params", str(exc)) from None
+        raise invalid_field("body.params", str(exc)) from None
     for name in ("start", "end"):
         text = getattr(body, name)
         if text is not None:
@@ -629,49 +588,6 @@ def _check_backtest(body: BacktestBody) -> None:
 @functools.cache
 def _swagger_asset(name: str) -> bytes:
     return resources.files("n1v1.serve").joinpath(f"static/swagger-ui/{name}").read_bytes()
-
-
-def _is_json(content_type: str) -> bool:
-    """application/json or application/<anything>+json, as FastAPI itself decides."""
-    media = content_type.split(";", 1)[0].strip().lower()
-    kind, _, subtype = media.partition("/")
-    return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
-
-
-async def _body_problem(request: Request, errors: Any) -> tuple[str, str] | None:
-    """(type, message) when the body as a whole is unusable: not JSON, sent without the JSON
-    content type, or missing. None when the errors are about fields of a JSON body."""
-    whole_body = [e for e in errors if tuple(e["loc"])[:1] == ("body",) and len(e["loc"]) <= 2]
-    if not whole_body:
-        return None
-    raw = await request.body()
-    content_type = request.headers.get("content-type")
-    if raw.strip() and (content_type is None or not _is_json(content_type)):
-        got = "no Content-Type header" if content_type is None else f"Content-Type {content_type}"
-        return "content_type", f"send Content-Type: application/json (got {got})"
-    kinds = {e["type"] for e in whole_body}
-    if "json_invalid" in kinds:
-        try:
-            json.loads(raw)
-        except ValueError as exc:
-            where = (
-                f"line {exc.lineno}, column {exc.colno}: {exc.msg}"
-                if isinstance(exc, json.JSONDecodeError)
-                else str(exc)
-            )
-            return "json_invalid", f"not valid JSON ({where})"
-        return "json_invalid", "not valid JSON"
-    if "missing" in kinds and not raw.strip():
-        return "missing", "a JSON object is required (send {} for no options)"
-    return None
-
-
-def _undecodable(raw: bytes) -> str:
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
-    return "cannot be read as JSON"
 
 
 def _route_path(request: Request) -> str:
@@ -689,13 +605,6 @@ def _client(request: Request) -> str:
     return request.client.host if request.client is not None else "unknown"
 
 
-def _printable(text: str, limit: int = 200) -> str:
-    """`text` for a log or an audit row: control characters (a NUL cannot be stored in
-    PostgreSQL) replaced, at most `limit` characters."""
-    clean = "".join(c if c.isprintable() else "\ufffd" for c in text[:limit])
-    return clean if len(text) <= limit else clean + "..."
-
-
 def _secure(response: Response, path: str) -> None:
     """The security headers (n1v1/serve/guard.py) on every answer; a page sets its own CSP."""
     for name, value in SECURITY_HEADERS.items():
@@ -705,40 +614,15 @@ def _secure(response: Response, path: str) -> None:
         response.headers.setdefault("Cache-Control", "no-store")  # account data: not cached
 
 
-def _internal_error(request: Request) -> JSONResponse:
-    """A 500 in the envelope; the traceback goes to the log under an id the answer carries."""
-    error_id = secrets.token_hex(6)
-    log.exception(
-        "unhandled error %s on %s %s", error_id, request.method, _printable(request.url.path)
-    )
-    return _err(
-        500,
-        "internal_error",
-        f"internal error; the gateway's log has it under {error_id}",
-        {"error_id": error_id},
-    )
-
-
 def _allowed_methods(app: FastAPI, request: Request) -> str:
+    """Every method some route of the request's path takes (Starlette names only the first
+    matching route's, so `PUT /api/v1/orders` would say GET alone)."""
     methods: set[str] = set()
     for route in app.router.routes:
         match, _ = route.matches(request.scope)
         if match is not Match.NONE:
             methods |= set(getattr(route, "methods", None) or ())
     return ", ".join(sorted(methods))
-
-
-def _field_error(request: Request, error: Any) -> dict[str, Any]:
-    """One bad field: its dotted path and what is wrong (an unknown key with the closest valid
-    one). Never the value sent: it may be huge, or not JSON at all (NaN)."""
-    loc = [str(p) for p in error["loc"]]
-    message = error["msg"]
-    if error["type"] == "extra_forbidden":
-        body = getattr(getattr(request.scope.get("route"), "body_field", None), "field_info", None)
-        model = getattr(body, "annotation", None)
-        suggestion = suggest_key(model, loc[1:]) if loc[:1] == ["body"] and model else None
-        message = "unknown key" + (f"; did you mean {suggestion}?" if suggestion else "")
-    return {"field": ".".join(loc), "message": message, "type": error["type"]}
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
