@@ -6,22 +6,46 @@ child process in a new session with its own temp dir. On SIGTERM it shuts down w
 (GCS, raylet, dashboard, ...); whatever is still alive in that session after a grace period (its
 workers inherit the session) is killed by PID. No process outside that session is touched.
 
+Every port of that head listens on 127.0.0.1 only. On Linux `ray start` takes the machine's
+routable IP as the node's, and its GCS, raylet (node and object manager), Ray Client server,
+dashboard agent, runtime-env agent, autoscaler metrics and every worker listen there or on all
+interfaces, with Ray's own authentication off: anyone on the network could run code in it. Ray's
+single-machine mode (its default on macOS and Windows, `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`)
+makes 127.0.0.1 the node's IP, which each of those servers binds (`--node-ip-address=127.0.0.1`
+alone is turned back into the routable IP by `ray start`). One server escapes it: Ray Serve
+2.60 starts each replica's inter-deployment gRPC server on `[::]:0`, hard-coded, with no option.
+Behind it are the replicas' methods (the Engine's commands among them), so `require_token` turns
+Ray's own token authentication on as well, which that server (like every other Ray endpoint but
+the Prometheus one) then demands. `listening_sockets` reads what the kernel says each process
+listens on, for the tests that check all this.
+
 It drives the `ray` CLI as a subprocess, so this module imports nothing from Ray.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+# Ray's single-machine mode: the node's IP is 127.0.0.1, so every Ray server (and the core worker
+# of every worker and driver) binds loopback only. A driver of this head needs it too.
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+RAY_TOKEN_FILE = "ray_token"
+# Ray's own authentication (Ray >= 2.52): set for the head and for every process that talks to it.
+_RAY_AUTH_VARIABLES = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 
 
 class RayHeadError(RuntimeError):
@@ -58,16 +82,36 @@ class LocalRayHead:
         self, ray_bin: str, ports: HeadPorts, num_cpus: int, env: Mapping[str, str]
     ) -> None:
         self.ray_bin, self.ports, self.num_cpus = ray_bin, ports, num_cpus
-        # The head has nothing to drain on SIGTERM (the Serve app is shut down first): no wait.
-        self.env = {**env, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+        self.client_env = {**env, **LOOPBACK_ENV}
         # Short and private: Ray's socket paths live under it (Unix sockets allow ~100 bytes).
         self.temp_dir = Path(tempfile.mkdtemp(prefix="n1v1-ray-"))
         self.log_path = self.temp_dir / "head.log"
+        self.token_path: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
+    def env(self) -> dict[str, str]:
+        """The head's environment: what its clients get, and no drain wait on SIGTERM (the Serve
+        app is shut down first, so the head has nothing to drain)."""
+        return {**self.client_env, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+
+    def require_token(self) -> Path:
+        """Turn Ray's token authentication on for this head (call before `start`): a new random
+        token in an owner-only file of its temp dir. `client_env`, which every process that talks
+        to the head must use, names the file; the token itself is in no environment."""
+        path = self.temp_dir / RAY_TOKEN_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))
+        for name in _RAY_AUTH_VARIABLES:
+            self.client_env.pop(name, None)
+        self.client_env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(path))
+        self.token_path = path
+        return path
+
+    @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.ports.gcs}"
+        return f"{LOOPBACK}:{self.ports.gcs}"
 
     @property
     def session_id(self) -> int | None:
@@ -81,9 +125,10 @@ class LocalRayHead:
             "start",
             "--head",
             "--block",
+            f"--node-ip-address={LOOPBACK}",
             f"--port={p.gcs}",
             f"--num-cpus={self.num_cpus}",
-            "--dashboard-host=127.0.0.1",
+            f"--dashboard-host={LOOPBACK}",
             f"--dashboard-port={p.dashboard}",
             f"--dashboard-agent-listen-port={p.agent}",
             f"--ray-client-server-port={p.client}",
@@ -146,6 +191,94 @@ class LocalRayHead:
 
     def remove_temp_dir(self) -> None:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class ListeningSocket:
+    """A socket that takes connections (TCP, listening) or datagrams (UDP, bound, unconnected)."""
+
+    pid: int
+    process: str  # the process's name (/proc/<pid>/comm)
+    protocol: str  # tcp, tcp6, udp, udp6
+    host: str
+    port: int
+
+    @property
+    def on_loopback(self) -> bool:
+        address = ipaddress.ip_address(self.host)
+        mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is IPv4 loopback
+        return (mapped or address).is_loopback
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.process} (pid {self.pid}) on {self.protocol} {host}:{self.port}"
+
+
+_TCP_LISTEN, _UDP_UNCONNECTED = "0A", "07"
+
+
+def listening_sockets(pids: Iterable[int]) -> list[ListeningSocket] | None:
+    """The sockets `pids` listen on, as the kernel lists them (/proc/net/*); None where there is
+    no /proc (not Linux). A socket shared by several of them is listed once."""
+    if not Path("/proc/net/tcp").is_file():
+        return None
+    owner: dict[int, int] = {}
+    for pid in pids:
+        for inode in _socket_inodes(pid):
+            owner.setdefault(inode, pid)
+    found = []
+    for protocol in ("tcp", "tcp6", "udp", "udp6"):
+        state = _TCP_LISTEN if protocol.startswith("tcp") else _UDP_UNCONNECTED
+        for host, port, inode in _proc_net_sockets(protocol, state):
+            if inode in owner and port:
+                pid = owner[inode]
+                found.append(ListeningSocket(pid, _process_name(pid), protocol, host, port))
+    return found
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:  # gone, or not ours
+        return inodes
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(int(target[len("socket:[") : -1]))
+    return inodes
+
+
+def _proc_net_sockets(protocol: str, state: str) -> list[tuple[str, int, int]]:
+    """(host, port, inode) of the sockets in `state` from /proc/net/<protocol>."""
+    try:
+        lines = Path(f"/proc/net/{protocol}").read_text().splitlines()[1:]
+    except OSError:
+        return []
+    rows = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 10 or fields[3] != state:
+            continue
+        address, port = fields[1].rsplit(":", 1)
+        rows.append((_kernel_address(address), int(port, 16), int(fields[9])))
+    return rows
+
+
+def _kernel_address(hex_address: str) -> str:
+    """The kernel writes an address as 32-bit words in host byte order."""
+    raw = bytes.fromhex(hex_address)
+    if sys.byteorder == "little":
+        raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(raw))
+
+
+def _process_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
 
 
 def processes_in_session(sid: int) -> list[int]:
