@@ -75,7 +75,7 @@ def test_an_ipv4_mapped_loopback_address_counts_as_loopback() -> None:
 def test_a_head_with_ray_token_auth_keeps_the_token_in_an_owner_only_file() -> None:
     ports = HeadPorts(free_port(), free_port(), free_port(), free_port(), free_port())
     inherited = {"PATH": "/usr/bin", "RAY_AUTH_MODE": "disabled", "RAY_AUTH_TOKEN": "x" * 64}
-    head = LocalRayHead(str(BIN / "ray"), ports, 1, inherited)
+    head = LocalRayHead(str(BIN / "ray"), ports, 1, inherited, loopback_only=True)
     try:
         path = head.require_token()
         token = path.read_text()

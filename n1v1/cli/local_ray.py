@@ -6,18 +6,19 @@ child process in a new session with its own temp dir. On SIGTERM it shuts down w
 (GCS, raylet, dashboard, ...); whatever is still alive in that session after a grace period (its
 workers inherit the session) is killed by PID. No process outside that session is touched.
 
-Every port of that head listens on 127.0.0.1 only. On Linux `ray start` takes the machine's
-routable IP as the node's, and its GCS, raylet (node and object manager), Ray Client server,
-dashboard agent, runtime-env agent, autoscaler metrics and every worker listen there or on all
-interfaces, with Ray's own authentication off: anyone on the network could run code in it. Ray's
-single-machine mode (its default on macOS and Windows, `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`)
-makes 127.0.0.1 the node's IP, which each of those servers binds (`--node-ip-address=127.0.0.1`
-alone is turned back into the routable IP by `ray start`). One server escapes it: Ray Serve
-2.60 starts each replica's inter-deployment gRPC server on `[::]:0`, hard-coded, with no option.
-Behind it are the replicas' methods (the Engine's commands among them), so `require_token` turns
-Ray's own token authentication on as well, which that server (like every other Ray endpoint but
-the Prometheus one) then demands. `listening_sockets` reads what the kernel says each process
-listens on, for the tests that check all this.
+With `loopback_only` (what `n1v1 paper` asks for), every port of that head listens on 127.0.0.1.
+On Linux `ray start` takes the machine's routable IP as the node's, and its GCS, raylet (node and
+object manager), Ray Client server, dashboard agent, runtime-env agent, autoscaler metrics and
+every worker listen there or on all interfaces: with Ray's own authentication off, anyone on the
+network could run code in it. Ray's single-machine mode (its default on macOS and Windows,
+`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`) makes 127.0.0.1 the node's IP, which each of those servers
+binds (`--node-ip-address=127.0.0.1` alone is turned back into the routable IP by `ray start`). A
+driver attaching to it needs the same mode, or it looks for the head at the routable IP: hence
+`client_env`. One server escapes it: Ray Serve 2.60 starts each replica's inter-deployment gRPC
+server on `[::]:0`, hard-coded. Behind it are the replicas' methods (the Engine's commands among
+them), so `require_token` turns Ray's own token authentication on as well, which that server
+(like every other Ray endpoint but the Prometheus one) then demands. `listening_sockets` reads
+what the kernel says each process listens on, for the tests that check all this.
 
 It drives the `ray` CLI as a subprocess, so this module imports nothing from Ray.
 """
@@ -79,10 +80,19 @@ class LocalRayHead:
     session and returns the PIDs it had to kill after the grace period."""
 
     def __init__(
-        self, ray_bin: str, ports: HeadPorts, num_cpus: int, env: Mapping[str, str]
+        self,
+        ray_bin: str,
+        ports: HeadPorts,
+        num_cpus: int,
+        env: Mapping[str, str],
+        *,
+        loopback_only: bool = False,
     ) -> None:
         self.ray_bin, self.ports, self.num_cpus = ray_bin, ports, num_cpus
-        self.client_env = {**env, **LOOPBACK_ENV}
+        # Loopback only: a driver must be in the same mode to connect (it resolves the address
+        # 127.0.0.1 to the node IP it would have), so `client_env` carries it too.
+        self.loopback_only = loopback_only
+        self.client_env = {**env, **(LOOPBACK_ENV if loopback_only else {})}
         # Short and private: Ray's socket paths live under it (Unix sockets allow ~100 bytes).
         self.temp_dir = Path(tempfile.mkdtemp(prefix="n1v1-ray-"))
         self.log_path = self.temp_dir / "head.log"
@@ -125,7 +135,7 @@ class LocalRayHead:
             "start",
             "--head",
             "--block",
-            f"--node-ip-address={LOOPBACK}",
+            *([f"--node-ip-address={LOOPBACK}"] if self.loopback_only else []),
             f"--port={p.gcs}",
             f"--num-cpus={self.num_cpus}",
             f"--dashboard-host={LOOPBACK}",

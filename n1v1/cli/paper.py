@@ -268,7 +268,7 @@ def _run(
         client=free_port(),
         agent=free_port(),
     )
-    head = LocalRayHead(ray_bin, ports, args.num_cpus, env)
+    head = LocalRayHead(ray_bin, ports, args.num_cpus, env, loopback_only=True)
     head.require_token()  # Ray's own auth: Serve's replica gRPC servers listen on every interface
     serve: subprocess.Popen[bytes] | None = None
     failed = False
@@ -357,6 +357,12 @@ def _signals_ignored() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def _exports(head: LocalRayHead) -> str:
+    """The variables a Ray client of this head needs (loopback mode, Ray's token file)."""
+    names = [*LOOPBACK_ENV, "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"]
+    return " ".join(f"{name}={head.client_env[name]}" for name in names)
+
+
 def _feed_label(base: str, token: str) -> str:
     """What the engine trades on, from its status (the same words the dashboard shows)."""
     request = urllib.request.Request(
@@ -392,9 +398,9 @@ def _banner(
         f"  API docs:  {base}/docs",
         f"  Try:       curl -H 'Authorization: Bearer {token.value}' {base}/api/v1/status",
         f"  Metrics:   http://127.0.0.1:{args.metrics_port}/metrics (Prometheus)",
-        f"  Ray:       RAY_ADDRESS={head.address} RAY_AUTH_MODE=token "
-        f"RAY_AUTH_TOKEN_PATH={head.token_path} serve status",
-        "             (Ray's own token, owner-only, valid for this run; also for serve deploy)",
+        f"  Ray:       export RAY_ADDRESS={head.address} {_exports(head)}",
+        "             then serve status, serve deploy, ray.init() (this Ray's own token, "
+        "owner-only, for this run)",
         "",
     ]
     return "\n".join(line for line in lines if line is not None)
