@@ -18,16 +18,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from process_checks import ListeningSocket, listening_sockets
 from test_paper import tiny_config
 
-from n1v1.cli.local_ray import (
-    LOOPBACK_ENV,
-    HeadPorts,
-    ListeningSocket,
-    LocalRayHead,
-    free_port,
-    listening_sockets,
-)
+from n1v1.cli.local_ray import LOOPBACK_ENV, HeadPorts, LocalRayHead, free_port
 
 BIN = Path(sys.executable).parent
 

@@ -17,8 +17,8 @@ driver attaching to it needs the same mode, or it looks for the head at the rout
 `client_env`. One server escapes it: Ray Serve 2.60 starts each replica's inter-deployment gRPC
 server on `[::]:0`, hard-coded. Behind it are the replicas' methods (the Engine's commands among
 them), so `require_token` turns Ray's own token authentication on as well, which that server
-(like every other Ray endpoint but the Prometheus one) then demands. `listening_sockets` reads
-what the kernel says each process listens on, for the tests that check all this.
+(like every other Ray endpoint but the Prometheus one) then demands. tests/test_paper.py checks
+all this from the kernel's socket tables while `n1v1 paper` runs.
 
 It drives the `ray` CLI as a subprocess, so this module imports nothing from Ray.
 """
@@ -26,17 +26,15 @@ It drives the `ray` CLI as a subprocess, so this module imports nothing from Ray
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,94 +199,6 @@ class LocalRayHead:
 
     def remove_temp_dir(self) -> None:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-
-@dataclass(frozen=True)
-class ListeningSocket:
-    """A socket that takes connections (TCP, listening) or datagrams (UDP, bound, unconnected)."""
-
-    pid: int
-    process: str  # the process's name (/proc/<pid>/comm)
-    protocol: str  # tcp, tcp6, udp, udp6
-    host: str
-    port: int
-
-    @property
-    def on_loopback(self) -> bool:
-        address = ipaddress.ip_address(self.host)
-        mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is IPv4 loopback
-        return (mapped or address).is_loopback
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.process} (pid {self.pid}) on {self.protocol} {host}:{self.port}"
-
-
-_TCP_LISTEN, _UDP_UNCONNECTED = "0A", "07"
-
-
-def listening_sockets(pids: Iterable[int]) -> list[ListeningSocket] | None:
-    """The sockets `pids` listen on, as the kernel lists them (/proc/net/*); None where there is
-    no /proc (not Linux). A socket shared by several of them is listed once."""
-    if not Path("/proc/net/tcp").is_file():
-        return None
-    owner: dict[int, int] = {}
-    for pid in pids:
-        for inode in _socket_inodes(pid):
-            owner.setdefault(inode, pid)
-    found = []
-    for protocol in ("tcp", "tcp6", "udp", "udp6"):
-        state = _TCP_LISTEN if protocol.startswith("tcp") else _UDP_UNCONNECTED
-        for host, port, inode in _proc_net_sockets(protocol, state):
-            if inode in owner and port:
-                pid = owner[inode]
-                found.append(ListeningSocket(pid, _process_name(pid), protocol, host, port))
-    return found
-
-
-def _socket_inodes(pid: int) -> set[int]:
-    inodes = set()
-    try:
-        fds = list(Path(f"/proc/{pid}/fd").iterdir())
-    except OSError:  # gone, or not ours
-        return inodes
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            target = os.readlink(fd)
-            if target.startswith("socket:["):
-                inodes.add(int(target[len("socket:[") : -1]))
-    return inodes
-
-
-def _proc_net_sockets(protocol: str, state: str) -> list[tuple[str, int, int]]:
-    """(host, port, inode) of the sockets in `state` from /proc/net/<protocol>."""
-    try:
-        lines = Path(f"/proc/net/{protocol}").read_text().splitlines()[1:]
-    except OSError:
-        return []
-    rows = []
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 10 or fields[3] != state:
-            continue
-        address, port = fields[1].rsplit(":", 1)
-        rows.append((_kernel_address(address), int(port, 16), int(fields[9])))
-    return rows
-
-
-def _kernel_address(hex_address: str) -> str:
-    """The kernel writes an address as 32-bit words in host byte order."""
-    raw = bytes.fromhex(hex_address)
-    if sys.byteorder == "little":
-        raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-    return str(ipaddress.ip_address(raw))
-
-
-def _process_name(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return "?"
 
 
 def processes_in_session(sid: int) -> list[int]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
 import os
 import shutil
@@ -180,8 +181,7 @@ def _busy_ports(ports: dict[str, int]) -> list[str]:
 
 
 def _not_loopback(host: str) -> bool:
-    import ipaddress
-
+    """Whether other machines could reach a server bound to `host`."""
     try:
         return not ipaddress.ip_address(host).is_loopback
     except ValueError:
