@@ -91,7 +91,9 @@ def _state_dir(app_args: dict[str, Any]) -> Path:
     return AppArgs.model_validate(app_args).state_dir or Path("var")
 
 
-def _ensure_models(args_doc: dict[str, Any], allow_train: bool, env: dict[str, str]) -> list[str]:
+def _ensure_models(
+    args_doc: dict[str, Any], allow_train: bool, env: dict[str, str] | None = None
+) -> list[str]:
     """Train each ml_signal model the config names that the registry lacks (promoted only if it
     passes the gate) and say plainly which version each ml_signal slot trades and whether it
     passed the gate; returns those lines (`n1v1.cli.ml.ensure_slot_models`)."""
