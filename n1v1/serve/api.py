@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import hmac
 import math
 import time
@@ -45,6 +44,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from n1v1.live.session import CommandError
+from n1v1.serve.auth import hash_token  # one definition: the app hashes with it too
 from n1v1.serve.errors import (
     ApiError,
     body_problem,
@@ -122,10 +122,6 @@ class Backend(Protocol):
     async def submit_backtest(self, request: dict[str, Any], actor: str) -> str: ...
 
     async def ready(self) -> dict[str, bool]: ...
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def create_api(
