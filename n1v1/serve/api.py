@@ -14,10 +14,12 @@ that the Content-Type header is missing, instead of naming a character position 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import hmac
 import json
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -29,6 +31,8 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from n1v1.live.session import CommandError
@@ -42,7 +46,10 @@ from n1v1.serve.schemas import (
     ResumeBody,
 )
 from n1v1.store import StoreReader, record_audit
+from n1v1.store.availability import RETRY_AFTER_S, is_unreachable, unreachable_reason
 from n1v1.store.schema import Store
+
+log = logging.getLogger(__name__)
 
 API = "/api/v1"
 SWAGGER_UI = "/static/swagger-ui"
@@ -219,6 +226,20 @@ def create_api(
     async def _command_error(_: Request, exc: CommandError) -> JSONResponse:
         return _err(_STATUS_FOR.get(exc.code, 500), exc.code, exc.message, exc.details)
 
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(PoolTimeoutError)
+    async def _store_unreachable(_: Request, exc: Exception) -> JSONResponse:
+        """A read of the store during a database outage: 503, try again later (not a 500)."""
+        response = _err(
+            503,
+            "store_unavailable",
+            f"the store cannot be reached: {unreachable_reason(exc)}",
+            {"retry_after_s": RETRY_AFTER_S},
+        )
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         body_problem = await _body_problem(request, exc.errors())
@@ -275,7 +296,10 @@ def create_api(
     async def readyz() -> JSONResponse:
         checks = await backend.ready()
         ok = all(checks.values())
-        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+        body: dict[str, Any] = {"ready": ok, "checks": checks}
+        if not ok:  # why: the engine's state and reason (a lost store, a lease held elsewhere)
+            body["engine"] = await _engine_state(backend)
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     # -- reads -----------------------------------------------------------------------------------
     @app.get(f"{API}/status")
@@ -517,8 +541,31 @@ def _route_path(request: Request) -> str:
 
 
 def _audit(store: Store, actor: str, request: Request, status: int, extra: dict[str, Any]) -> None:
+    """Write the audit row; with the store unreachable, log it instead (the answer the caller
+    gets must stay the one its request earned: a 503 here could make it retry a done order)."""
     details = {"status": status, "path": request.url.path, **extra}
-    record_audit(store, actor, f"{request.method} {request.url.path}", details)
+    action = f"{request.method} {request.url.path}"
+    try:
+        record_audit(store, actor, action, details)
+    except Exception as exc:
+        if not is_unreachable(exc):
+            raise
+        log.error(
+            "audit row not written, the store is unreachable (%s): actor=%s action=%s details=%s",
+            unreachable_reason(exc),
+            actor,
+            action,
+            json.dumps(details, default=str),
+        )
+
+
+async def _engine_state(backend: Backend) -> dict[str, Any]:
+    """The engine's state and why, for a /readyz that says not ready."""
+    try:
+        snap = await asyncio.wait_for(backend.status(), 2.0)
+    except Exception as exc:
+        return {"state": None, "reason": f"status not available: {type(exc).__name__}"}
+    return {"state": snap.get("state"), "reason": snap.get("failure") or ""}
 
 
 def downsample(points: list[Any], max_points: int) -> list[Any]:

@@ -16,7 +16,7 @@ from n1v1.live.session import READY_STATES, CommandError
 from n1v1.serve.api import create_api
 from n1v1.serve.backtests import run_backtest_job
 from n1v1.serve.metrics import observe_request
-from n1v1.store import create_store
+from n1v1.store.availability import open_store
 from n1v1.store.backtests import create_backtest
 
 _STATUS_TIMEOUT_S = 5.0
@@ -119,7 +119,7 @@ class Gateway:
         read_token_hash: str | None,
         api: dict[str, Any],
     ) -> None:
-        self.store = create_store(store_url)
+        self.store = open_store(store_url)  # may start during a database outage
         self.backend = ServeBackend(engine, model, store_url, self.store)
         self.admin_token_hash, self.read_token_hash = admin_token_hash, read_token_hash
         self.api = api
