@@ -48,9 +48,9 @@ def invariant_problems(served: dict[str, Any], expected: dict[str, Any], steps: 
     commands) that differs. Empty when the invariant holds."""
     problems = []
     logged = [row[0] for row in served["bars"]]
+    fills = Counter((f.client_order_id, f.seq) for f in served["fills"])
     if sorted(set(logged)) != list(range(steps)) or logged != sorted(logged):
         problems.append(f"bar log: not steps 0..{steps - 1} each once in order")
-    fills = Counter((f.client_order_id, f.seq) for f in served["fills"])
     twice = [key for key, n in fills.items() if n > 1]
     if twice:
         problems.append(f"fills recorded more than once: {twice[:3]}")
@@ -62,3 +62,23 @@ def invariant_problems(served: dict[str, Any], expected: dict[str, Any], steps: 
             missing = sorted(set(map(str, expected[key])) - set(map(str, served[key])))[:2]
             problems.append(f"{key} differ (extra e.g. {extra}, missing e.g. {missing})")
     return problems
+
+
+def journal_prefix(run: dict[str, Any], steps: int, last: Any) -> dict[str, Any]:
+    """The part of an `outcome` written by its first `steps` steps, whose last bar is at `last`:
+    every journal row is stamped with its step's bar time, so a run still trading can be held
+    against the first steps of a finished one. The orders' latest states and the positions are
+    current values, not history: their histories and the equity curve stand for them here."""
+    return {
+        "bars": [row for row in run["bars"] if row[0] < steps],
+        "histories": {
+            cid: kept
+            for cid, events in run["histories"].items()
+            if (kept := [(at, status) for at, status in events if at <= last])
+        },
+        "fills": [f for f in run["fills"] if f.timestamp <= last],
+        "signals": [s for s in run["signals"] if s.timestamp <= last],
+        "risk_decisions": [d for d in run["risk_decisions"] if d.timestamp <= last],
+        "equity": [p for p in run["equity"] if p.timestamp <= last],
+        "commands": [c for c in run["commands"] if c[0] < steps],
+    }

@@ -55,9 +55,18 @@ class LocalRayHead:
     session and returns the PIDs it had to kill after the grace period."""
 
     def __init__(
-        self, ray_bin: str, ports: HeadPorts, num_cpus: int, env: Mapping[str, str]
+        self,
+        ray_bin: str,
+        ports: HeadPorts,
+        num_cpus: int,
+        env: Mapping[str, str],
+        *,
+        block: bool = True,
     ) -> None:
-        self.ray_bin, self.ports, self.num_cpus = ray_bin, ports, num_cpus
+        """`block=False` starts the head daemonised (`ray start --head` returns once it is up):
+        `--block` takes every process down when one of them dies, which a GCS fault-tolerance
+        test must not have (bench/faults.py kills `gcs_server` and starts it again)."""
+        self.ray_bin, self.ports, self.num_cpus, self.block = ray_bin, ports, num_cpus, block
         # The head has nothing to drain on SIGTERM (the Serve app is shut down first): no wait.
         self.env = {**env, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
         # Short and private: Ray's socket paths live under it (Unix sockets allow ~100 bytes).
@@ -80,7 +89,7 @@ class LocalRayHead:
             self.ray_bin,
             "start",
             "--head",
-            "--block",
+            *(["--block"] if self.block else []),
             f"--port={p.gcs}",
             f"--num-cpus={self.num_cpus}",
             "--dashboard-host=127.0.0.1",
@@ -103,7 +112,7 @@ class LocalRayHead:
         ready = self.temp_dir / "ray_current_cluster"  # written once the head is up
         deadline = time.monotonic() + timeout
         while not ready.exists():
-            if self.process.poll() is not None:
+            if self.process.poll() is not None and (self.block or self.process.returncode != 0):
                 raise RayHeadError(
                     f"`ray start --head` exited with status {self.process.returncode}:\n"
                     f"{self.log_tail()}\n(full log: {self.log_path})"
@@ -133,6 +142,10 @@ class LocalRayHead:
             process.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=grace)
+        elif not self.block:  # daemonised: nobody relays the SIGTERM, so each process gets one
+            for pid in processes_in_session(sid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + min(grace, 10.0)
         while processes_in_session(sid) and time.monotonic() < deadline:
             time.sleep(0.2)  # workers notice their raylet is gone and exit on their own
