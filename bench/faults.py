@@ -447,15 +447,21 @@ class FaultCluster:
 
     # -- observing --------------------------------------------------------------------------------
     def status(self) -> dict[str, Any] | None:
-        with contextlib.suppress(requests.RequestException, ValueError):
+        return self.status_or_why()[0]
+
+    def status_or_why(self) -> tuple[dict[str, Any] | None, str]:
+        """The engine's status, or None and why not (a status code or an exception's class)."""
+        try:
             response = requests.get(
                 f"{self.http}/api/v1/status",
                 headers={"Authorization": f"Bearer {TOKEN}"},
                 timeout=5,
             )
-            if response.ok:
-                return response.json()
-        return None
+        except requests.RequestException as exc:
+            return None, type(exc).__name__
+        if not response.ok:
+            return None, str(response.status_code)
+        return response.json(), ""
 
     def ready(self) -> bool:
         return self.readyz_code() == 200
@@ -617,16 +623,17 @@ def _actor(class_name: str) -> Callable[[FaultCluster, random.Random, float], In
 
 
 def _gcs_kill(cluster: FaultCluster, rng: random.Random, _: float) -> Injected:
-    assert cluster.gcs is not None
-    restarts = cluster.gcs.restarts
-    pid = cluster.gcs.kill()
+    gcs = cluster.gcs
+    assert gcs is not None
+    wait_until(lambda: _alive(gcs.pid), 60, "a live gcs_server (the supervisor restarts it)")
+    restarts = gcs.restarts
+    pid = gcs.kill()
     now = time.monotonic()
 
     def back() -> bool:
-        assert cluster.gcs is not None
-        return cluster.gcs.restarts > restarts and bool(cluster.actors("ServeController"))
+        return gcs.restarts > restarts and bool(cluster.actors("ServeController"))
 
-    return Injected(back, now, f"kill -9 gcs_server pid {pid}")
+    return Injected(back, now, f"kill -9 gcs_server pid {pid}, restarted by the supervisor")
 
 
 def _db_cut(cluster: FaultCluster, rng: random.Random, seconds: float) -> Injected:
@@ -640,14 +647,28 @@ def _db_cut(cluster: FaultCluster, rng: random.Random, seconds: float) -> Inject
 
 
 def _redis_cut(cluster: FaultCluster, rng: random.Random, seconds: float) -> Injected:
-    assert cluster.redis_proxy is not None
-    return _cut(
+    gcs = cluster.gcs
+    assert cluster.redis_proxy is not None and gcs is not None
+    restarts = gcs.restarts
+    injected = _cut(
         cluster,
         cluster.redis_proxy,
         seconds,
         "Redis",
-        lambda: bool(cluster.actors("ServeController")),
+        lambda: _alive(gcs.pid) and bool(cluster.actors("ServeController")),
     )
+    back = injected.back
+
+    def back_and_say() -> bool:
+        if not back():
+            return False
+        injected.detail = (
+            f"Redis cut for {seconds:.1f} s; gcs_server restarts: {gcs.restarts - restarts}"
+        )
+        return True
+
+    injected.back = back_and_say
+    return injected
 
 
 FAULTS: dict[str, Fault] = {
@@ -734,8 +755,8 @@ class Witness:
         if time.monotonic() - self._last < 0.5:
             return
         self._last = time.monotonic()
-        status = self.cluster.status()
-        state = "no answer" if status is None else str(status.get("state"))
+        status, why = self.cluster.status_or_why()
+        state = f"no answer ({why})" if status is None else str(status.get("state"))
         if not self.states or self.states[-1] != state:
             self.states.append(state)
         self.readyz.add(self.cluster.readyz_code())
