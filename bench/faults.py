@@ -141,12 +141,14 @@ class LoadReport:
     def summary(self) -> dict[str, Any]:
         outcomes = Counter(r[2] for r in self.records)
         failed = {k: v for k, v in outcomes.items() if k not in ("ok", "503")}
+        where = Counter(f"{r[1]} {r[2]}" for r in self.records if r[2] not in ("ok", "503"))
         return {
             "requests": len(self.records),
             "ok": outcomes["ok"],
             "documented_503": outcomes["503"],
             "failed": sum(failed.values()),
             "failures": dict(sorted(failed.items())),
+            "failures_by_route": dict(sorted(where.items())),
         }
 
 
@@ -204,8 +206,8 @@ class AiohttpLoad:
                     result = classify(name, response.status, body, response.headers)
             except TimeoutError:
                 result = "timeout"
-            except aiohttp.ClientError as exc:
-                result = "connection" if isinstance(exc, aiohttp.ClientConnectionError) else "error"
+            except aiohttp.ClientError as exc:  # refused, reset, disconnected: by name
+                result = type(exc).__name__
             self._records.append((began, name, result, time.monotonic() - began))
 
 
@@ -319,6 +321,7 @@ class FaultCluster:
     replicas: dict[str, int] = field(default_factory=lambda: {"Gateway": 2, "Model": 2})
     lease_ttl_s: float = 3.0
     redis_port: int = 6379
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. Serve's tuning variables
 
     def __post_init__(self) -> None:
         self.schema = f"faults_{uuid.uuid4().hex[:10]}"
@@ -385,6 +388,7 @@ class FaultCluster:
             N1V1_API_TOKEN=TOKEN,  # read where the app is built: a worker of this cluster
             PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
         )
+        env.update(self.extra_env)
         if self.gcs_ft:
             self.redis_proxy = TcpProxy(self.redis_port)
             self.redis_proxy.start()
@@ -717,8 +721,11 @@ class Outcome:
     def row(self) -> str:
         load = self.load
         failed = str(load["failed"])
-        if load["failures"]:
-            failed += " (" + ", ".join(f"{k}: {v}" for k, v in load["failures"].items()) + ")"
+        detail = load["failures_by_route"]
+        if len(detail) > 4:  # too many to list by route: by outcome
+            detail = load["failures"]
+        if detail:
+            failed += " (" + ", ".join(f"{k}: {v}" for k, v in detail.items()) + ")"
         if not self.timed:
             recover = "-"
         else:
@@ -993,7 +1000,14 @@ def main() -> int:
     parser.add_argument("--sequence", type=int, default=6, help="faults in the random sequence")
     parser.add_argument("--cut-s", type=float, default=8.0, help="each cut of the single runs")
     parser.add_argument("--only", default="", help="comma-separated faults (default: all)")
+    parser.add_argument(
+        "--proxy-health-period",
+        type=float,
+        help="RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S for the cluster (Ray's default: 10 s); a "
+        "dead HTTP proxy is replaced after 3 failed checks",
+    )
     parser.add_argument("--doc", type=Path, default=DOC)
+    parser.add_argument("--section", help="the doc's section to replace (default: quick or full)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--work", type=Path, default=Path("/tmp") / f"n1v1-faults-{os.getpid()}")
     opts = parser.parse_args()
@@ -1004,6 +1018,9 @@ def main() -> int:
         gcs_ft=not opts.no_gcs,
         feed_end="2018-04-04 12:00" if opts.quick else "2018-04-06 23:59",
         bars_per_second=opts.bars_per_second,
+        extra_env={}
+        if opts.proxy_health_period is None
+        else {"RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S": str(opts.proxy_health_period)},
     )
     chosen = [f for f in FAULTS.values() if cluster.gcs_ft or not f.needs_gcs_ft]
     if opts.only:
@@ -1022,6 +1039,7 @@ def main() -> int:
         reference = Reference(cluster.args, opts.work / "reference.db")
         cluster.wait_ready()
         print(f"ready after {time.monotonic() - began:.0f} s; {cluster.steps()} steps to trade")
+        reference.outcome()  # the reference finishes first: it shares the CPUs
         load = start_load(cluster.http, TOKEN, rps=opts.rps, seed=opts.seed)
         time.sleep(3.0)
         for fault in chosen:
@@ -1039,17 +1057,23 @@ def main() -> int:
         if load is not None:
             load.stop()
         cluster.stop()
+    tuning = (
+        "Ray's defaults otherwise"
+        if opts.proxy_health_period is None
+        else f"Serve's proxy health check every {opts.proxy_health_period:g} s"
+    )
     notes = [
         machine_note() + "; the machine was shared with other work, so times are upper bounds.",
         f"Load: {opts.rps:g} requests/s from 4 clients over the read-mostly mix "
         f"(bench/faults.py), {whole.summary()['requests']} requests in all. Replay of "
         f"{cluster.steps()} steps at {opts.bars_per_second:g} bars/s on PostgreSQL through a "
         f"TCP proxy; GCS fault tolerance {'on Redis' if cluster.gcs_ft else 'off'}; seed "
-        f"{opts.seed}; cuts {opts.cut_s:g} s; 2 Gateway and 2 Model replicas.",
+        f"{opts.seed}; cuts {opts.cut_s:g} s; 2 Gateway and 2 Model replicas; {tuning}.",
     ]
-    text = render("bench/faults.py" + (" --quick" if opts.quick else ""), rows, notes)
+    shown = [a for a in sys.argv[1:] if not a.startswith(("--json", "--work", "--doc", "/"))]
+    text = render(" ".join(["bench/faults.py", *shown]), rows, notes)
     print(text)
-    write_section(opts.doc, "quick" if opts.quick else "full", text)
+    write_section(opts.doc, opts.section or ("quick" if opts.quick else "full"), text)
     if opts.json:
         opts.json.write_text(
             json.dumps({"rows": [r.__dict__ for r in rows], "by_route": whole.by_route()}, indent=2)

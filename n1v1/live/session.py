@@ -30,7 +30,7 @@ the store fails in the middle of a step no order of that step is in the journal,
 the venue: the simulated venue lives in this engine, whose state is now ahead of the store and is
 thrown away. The session keeps the bar it could not journal, publishes `store_unavailable` with
 why (the status keeps the last committed step's figures), refuses commands with `unavailable`,
-and probes the store with a growing pause (0.5 s to 5 s). Once it answers, the session takes over
+and probes the store with a growing pause (0.5 s to 2 s). Once it answers, the session takes over
 again exactly as a new replica would (the lease, the schema check, the rebuild from the store)
 and processes the kept bar, then the feed's next ones: the journal ends as an uninterrupted run's.
 What counts as an outage is decided by n1v1/store/availability.py; an outage that comes straight
@@ -142,7 +142,7 @@ SLOTS_COMMAND = "strategy_slots"  # logged by the session itself, never submitte
 SLOT_RETRY_S = 5.0  # how often a slot that stands aside is tried again
 READY_STATES = frozenset({"running", "replay_finished"})  # the loop is up and accepts commands
 STORE_UNAVAILABLE = "store_unavailable"
-STORE_RETRY_S = (0.5, 5.0)  # the first and the longest pause between two probes of a lost store
+STORE_RETRY_S = (0.5, 2.0)  # the first and the longest pause between two probes of a lost store
 # An outage that recurs this many times in a row while the store answers its probe, without one
 # step or command getting through in between, is an error in what is asked: the loop fails.
 OUTAGE_REPEATS = 5
