@@ -962,7 +962,8 @@ def progress(row: Outcome) -> str:
 
 
 def render(title: str, rows: list[Outcome], notes: list[str]) -> str:
-    lines = [f"### {title}", "", *notes, "", TABLE_HEAD, *[r.row() for r in rows]]
+    paragraphs = [line for note in notes for line in (note, "")]
+    lines = [f"### {title}", "", *paragraphs, TABLE_HEAD, *[r.row() for r in rows]]
     return "\n".join(lines) + "\n"
 
 
@@ -1070,7 +1071,16 @@ def main() -> int:
         f"TCP proxy; GCS fault tolerance {'on Redis' if cluster.gcs_ft else 'off'}; seed "
         f"{opts.seed}; cuts {opts.cut_s:g} s; 2 Gateway and 2 Model replicas; {tuning}.",
     ]
-    shown = [a for a in sys.argv[1:] if not a.startswith(("--json", "--work", "--doc", "/"))]
+    shown: list[str] = []
+    hidden = ("--json", "--work", "--doc", "--section")  # where it wrote, not what it ran
+    skip = False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg.split("=")[0] in hidden:
+            skip = "=" not in arg
+        else:
+            shown.append(arg)
     text = render(" ".join(["bench/faults.py", *shown]), rows, notes)
     print(text)
     write_section(opts.doc, opts.section or ("quick" if opts.quick else "full"), text)
