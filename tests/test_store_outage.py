@@ -25,14 +25,14 @@ from n1v1.serve.args import AppArgs, replay_feed
 from n1v1.store import StoreReader, create_store
 
 T = TypeVar("T")
-# Two one-minute datasets in one USD account, 8 hours: 481 steps; at 150 bars a second the replay
+# Two one-minute datasets in one USD account, 5 hours: 301 steps; at 100 bars a second the replay
 # takes about 3 s, so an outage of a few seconds lands in its middle.
 FEED = {
     "kind": "replay",
     "datasets": ["coinbase_BTC-USD_1m", "coinbase_LTC-USD_1m"],
     "start": "2018-04-04 00:00",
-    "end": "2018-04-04 08:00",
-    "bars_per_second": 150,
+    "end": "2018-04-04 05:00",
+    "bars_per_second": 100,
 }
 LEASE_TTL = 1.5  # shorter than the outage: the lease expires and is taken again
 
@@ -104,7 +104,7 @@ def check_outage_then_resume(
     cut (reading the journal through `direct`, a path the cut does not touch), restore, and
     return what the outage looked like."""
     session.start()
-    wait_for(lambda: session.steps_done >= 150, 30, "a third of the feed")
+    wait_for(lambda: session.steps_done >= 100, 30, "a third of the feed")
     token = session.snapshot["lease"]["token"]
     cut()
     lost = wait_for(
@@ -189,7 +189,7 @@ def test_a_sqlite_store_locked_past_its_busy_timeout_stops_trading_and_resumes(
 
     try:
         # the engine's writes (and its probes) wait out SQLite's busy timeout (5 s) before failing
-        check_outage_then_resume(session, direct, lock, unlock, outage_s=3.0)
+        check_outage_then_resume(session, direct, lock, unlock, outage_s=1.0)
     finally:
         session.stop()
         holder.close()
