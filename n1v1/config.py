@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -37,17 +38,33 @@ class ConfigError(ValueError):
     """A configuration problem, with every offending key path in the message."""
 
 
+# Upper bounds of quantities and amounts. Every number a setting holds is finite and bounded: an
+# infinity or a 1e308 that slipped in would become an order nobody can fill or cancel, or overflow
+# the integer arithmetic of lot rounding. The bounds are far above any real use.
+MAX_QUANTITY = 1e12  # units of an asset in one order or position (more than any venue's limit)
+MAX_AMOUNT = 1e15  # of the account currency (cash, notional)
+MAX_BARS = 10_000_000  # a count of bars (about 19 years of one-minute bars)
+MAX_COUNT = 1_000_000  # trades, losses or positions
+
+
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Unknown keys are errors; NaN and infinities are refused wherever a float lives (a YAML
+    `.inf`, an `N1V1_*=nan` or an API body with `Infinity` included)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class InstrumentSpec(StrictModel):
     """Exchange trading rules for one symbol. Zero means "no constraint"."""
 
-    lot_size: float = Field(0.0, ge=0, description="quantity step; orders are rounded down to it")
-    tick_size: float = Field(0.0, ge=0, description="price step for limit and stop prices")
+    lot_size: float = Field(
+        0.0, ge=0, le=MAX_QUANTITY, description="quantity step; orders are rounded down to it"
+    )
+    tick_size: float = Field(
+        0.0, ge=0, le=MAX_AMOUNT, description="price step for limit and stop prices"
+    )
     min_notional: float = Field(
-        0.0, ge=0, description="smallest order value (qty x price) accepted"
+        0.0, ge=0, le=MAX_AMOUNT, description="smallest order value (qty x price) accepted"
     )
 
 
@@ -73,7 +90,9 @@ class ExecutionSettings(StrictModel):
     taker_fee: float = Field(0.001, ge=0, lt=0.1)
     slippage_bps: float = Field(0.0, ge=0, le=1000)
     slippage_model: Literal["fixed", "volume"] = "fixed"
-    impact_bps: float = Field(10.0, ge=0, description="volume model: bps x sqrt(qty / bar volume)")
+    impact_bps: float = Field(
+        10.0, ge=0, le=10_000, description="volume model: bps x sqrt(qty / bar volume)"
+    )
     fill: Literal["next_open", "close"] = "next_open"
     participation_cap: float | None = Field(
         None, gt=0, le=1, description="an order fills at most this share of a bar's volume"
@@ -100,32 +119,34 @@ class RiskSettings(StrictModel):
     # sizing
     sizing: Literal["fraction", "fixed", "atr_risk", "kelly"] = "fraction"
     fraction: float = Field(1.0, gt=0, le=10, description="fraction of equity per position")
-    qty: float | None = Field(None, gt=0, description="fixed quantity (sizing: fixed)")
+    qty: float | None = Field(
+        None, gt=0, le=MAX_QUANTITY, description="fixed quantity (sizing: fixed)"
+    )
     risk_per_trade: float = Field(0.01, gt=0, le=1, description="atr_risk: equity risked per trade")
     atr_period: int = Field(14, ge=1, le=1000)
     atr_multiple: float = Field(2.0, gt=0, le=100, description="atr_risk: stop distance in ATRs")
     kelly_fraction: float = Field(0.5, gt=0, le=1)
     kelly_cap: float = Field(0.25, gt=0, le=1)
-    kelly_lookback: int = Field(50, ge=2)
-    kelly_min_trades: int = Field(20, ge=2)
+    kelly_lookback: int = Field(50, ge=2, le=MAX_COUNT)
+    kelly_min_trades: int = Field(20, ge=2, le=MAX_COUNT)
     # exits
     stop_loss_pct: float | None = Field(None, gt=0, lt=1)
     atr_stop_multiple: float | None = Field(None, gt=0, le=100)
-    take_profit_pct: float | None = Field(None, gt=0)
+    take_profit_pct: float | None = Field(None, gt=0, le=100, description="100 = +10,000 %")
     take_profit_r: float | None = Field(None, gt=0, le=100)
     trailing_stop_pct: float | None = Field(None, gt=0, lt=1)
-    time_exit_bars: int | None = Field(None, ge=1)
+    time_exit_bars: int | None = Field(None, ge=1, le=MAX_BARS)
     # portfolio limits
-    max_open_positions: int | None = Field(None, ge=1)
-    max_symbol_exposure: float | None = Field(None, gt=0, description="fraction of equity")
-    max_total_exposure: float | None = Field(None, gt=0, description="fraction of equity")
+    max_open_positions: int | None = Field(None, ge=1, le=MAX_COUNT)
+    max_symbol_exposure: float | None = Field(None, gt=0, le=100, description="fraction of equity")
+    max_total_exposure: float | None = Field(None, gt=0, le=100, description="fraction of equity")
     max_daily_loss: float | None = Field(
         None, gt=0, lt=1, description="fraction of day-start equity"
     )
     # circuit breaker
     max_drawdown: float | None = Field(None, gt=0, lt=1, description="from the equity peak")
-    max_consecutive_losses: int | None = Field(None, ge=1)
-    cooldown_bars: int = Field(0, ge=0, description="0: stay halted until reset")
+    max_consecutive_losses: int | None = Field(None, ge=1, le=MAX_COUNT)
+    cooldown_bars: int = Field(0, ge=0, le=MAX_BARS, description="0: stay halted until reset")
     flatten_on_breach: bool = Field(
         False,
         description="when the circuit breaker or the daily loss limit trips, also cancel every "
@@ -167,7 +188,9 @@ class DataSettings(StrictModel):
 
 
 class BacktestSettings(StrictModel):
-    cash: float = Field(10_000.0, gt=0, description="initial cash, in the account currency")
+    cash: float = Field(
+        10_000.0, gt=0, le=MAX_AMOUNT, description="initial cash, in the account currency"
+    )
     currency: str | None = Field(
         None,
         pattern=r"^[A-Z0-9]{2,10}$",
@@ -252,7 +275,7 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel]) -> str
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
-            suggestion = _suggest(model, list(err["loc"]))
+            suggestion = suggest_key(model, list(err["loc"]))
             hint = f"; did you mean {suggestion}?" if suggestion else ""
             lines.append(f"{path}: unknown key{hint}")
         else:
@@ -264,15 +287,19 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel]) -> str
     return "\n".join(lines)
 
 
-def _suggest(model: type[BaseModel], loc: list[Any]) -> str | None:
-    """Walk the model along loc[:-1] and find the closest field name to loc[-1]."""
+def suggest_key(model: type[BaseModel], loc: list[Any]) -> str | None:
+    """Walk the model along loc[:-1] and find the closest field name to loc[-1] (a field that
+    may be None, `RiskSettings | None`, is walked into too)."""
     current: Any = model
     for part in loc[:-1]:
         fields = getattr(current, "model_fields", None)
         if fields is None or part not in fields:
             return None  # e.g. a dict key such as an instrument symbol
         annotation = fields[part].annotation
-        current = annotation if isinstance(annotation, type) else None
+        candidates = (annotation, *typing.get_args(annotation))
+        current = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
         if current is None:
             return None
     fields = getattr(current, "model_fields", None)

@@ -154,6 +154,12 @@ class WebDriver:
     def quit(self) -> None:
         self._call("DELETE", self.session_url)
 
+    def security_messages(self) -> list[str]:
+        """What the browser reported about security since the last call: a Content-Security-
+        Policy that blocked a script, a style or a fetch of the page shows up here."""
+        entries = self._call("POST", f"{self.session_url}/se/log", {"type": "browser"})
+        return [e["message"] for e in entries if e.get("source") == "security"]
+
     def wait_for(self, ready: str, timeout: float = PAGE_WAIT_S) -> dict[str, Any]:
         """Read the page until the JS expression `ready` (over `page`) holds; the last reading."""
         deadline = time.monotonic() + timeout
@@ -204,6 +210,7 @@ def headless_chromium(tmp: Path) -> Iterator[WebDriver]:
             driver_url,
             {
                 "browserName": "chrome",
+                "goog:loggingPrefs": {"browser": "ALL"},  # CSP violations, for the tests
                 "goog:chromeOptions": {
                     "binary": str(CHROMIUM),
                     "args": [
@@ -292,6 +299,10 @@ def test_dashboard_shows_the_running_session(api: LiveApi, browser: WebDriver) -
     # the token left the address bar but stays for this tab's next refreshes
     assert api.token not in page["hash"] and page["hash"] == ""
     assert page["tokenStored"]
+    # all of it under the page's Content-Security-Policy, which blocked nothing
+    csp = requests.get(api.base_url, timeout=10).headers["Content-Security-Policy"]
+    assert "script-src 'self' 'sha256-" in csp and "frame-ancestors 'none'" in csp
+    assert browser.security_messages() == []
 
 
 def test_a_wrong_token_brings_back_the_token_form(api: LiveApi, browser: WebDriver) -> None:
@@ -328,3 +339,16 @@ def test_the_api_docs_render_every_operation_offline(api: LiveApi, browser: WebD
         time.sleep(0.25)
     assert shown["ops"] == operations, shown
     assert shown["title"].startswith("N1V1")
+    # every operation opened (Swagger UI styles them from script), under the page's CSP
+    browser.execute(
+        "document.querySelectorAll('.opblock-summary-control').forEach((b) => b.click())"
+    )
+    deadline = time.monotonic() + PAGE_WAIT_S
+    opened = 0
+    while opened < operations and time.monotonic() < deadline:
+        time.sleep(0.25)
+        opened = browser.execute("return document.querySelectorAll('.opblock.is-open').length;")
+    assert opened == operations
+    csp = requests.get(f"{api.base_url}/docs", timeout=10).headers["Content-Security-Policy"]
+    assert "'unsafe-inline'" not in csp and "script-src 'self' 'sha256-" in csp
+    assert browser.security_messages() == []

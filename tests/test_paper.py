@@ -5,6 +5,12 @@ ports), then `n1v1 paper` on a tiny config (one dataset, no ML model, so nothing
 that a second `n1v1 paper` names the running one, presses Ctrl-C the way a terminal does (SIGINT to
 the whole process group), and then checks that every process of paper's own Ray is gone while
 every process of the bystander still runs. The old `ray stop` would have killed both.
+
+While it runs, the same test reads from the kernel what paper's processes expose (the checks of
+tests/process_checks.py): every socket they listen on is on loopback, and neither API token (the
+admin one paper keeps in var/api_token, a read-only one given in N1V1_API_READ_TOKEN) is in any of
+their environments or command lines, nor in a Ray log; both tokens still work, so the hashes
+reached the app.
 """
 
 from __future__ import annotations
@@ -25,6 +31,14 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from process_checks import (
+    descendants,
+    exposed_sockets,
+    files_holding,
+    process_title,
+    processes_holding,
+    serve_replica_call_status,
+)
 
 from n1v1.cli.local_ray import free_port, processes_in_session
 from n1v1.cli.paper import RUN_FILE, _already_running, _run_lock
@@ -189,7 +203,10 @@ def test_ctrl_c_stops_papers_own_ray_and_leaves_another_ray_running(
         "--no-train",
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("N1V1_")}
-    env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    read_token = "paper-reader-" + os.urandom(12).hex()
+    env.update(
+        RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", N1V1_API_READ_TOKEN=read_token
+    )
     log = tmp_path / "paper.log"
     paper = subprocess.Popen(
         command,
@@ -227,6 +244,37 @@ def test_ctrl_c_stops_papers_own_ray_and_leaves_another_ray_running(
         ).json()
         assert status["state"] == "running" and status["symbols"] == ["LTC/USD"]
         assert status["feed"]["after_replay"] == "synthetic"
+        read = requests.get(
+            f"http://127.0.0.1:{http_port}/api/v1/status",
+            headers={"Authorization": f"Bearer {read_token}"},
+            timeout=10,
+        )
+        assert read.status_code == 200  # the read-only token's hash reached the gateway
+
+        # What paper started (not paper itself, which holds the token to print it): its Ray
+        # head's session, `serve run`, and every worker and replica below them.
+        started = sorted(set(descendants(paper.pid)) | set(processes_in_session(ray_session)))
+        replicas = [pid for pid in started if "ServeReplica" in process_title(pid)]
+        assert len(replicas) >= 3, [process_title(pid) for pid in started]  # Gateway, Engine, Model
+        # Everything listens on loopback but Serve's inter-deployment gRPC server, which Ray 2.60
+        # binds to [::] in each replica; Ray's token guards it.
+        exposed = exposed_sockets(started)
+        assert {s.pid for s in exposed} <= set(replicas), [str(s) for s in exposed]
+        assert [serve_replica_call_status(s.port) for s in exposed] == ["UNAUTHENTICATED"] * len(
+            exposed
+        )
+        assert processes_holding(started, [token, read_token]) == []
+        # Ray's own token: owner-only, and its dashboard (serve deploy's way in) demands it.
+        ray_token = Path(run["ray_token_file"])
+        assert stat.S_IMODE(ray_token.stat().st_mode) == 0o600
+        dashboard = f"http://127.0.0.1:{command[command.index('--dashboard-port') + 1]}"
+        assert requests.get(f"{dashboard}/api/serve/applications/", timeout=10).status_code == 401
+        authorized = {"Authorization": f"Bearer {ray_token.read_text().strip()}"}
+        assert requests.get(
+            f"{dashboard}/api/serve/applications/", headers=authorized, timeout=10
+        ).ok
+        logs = Path(run["ray_temp_dir"]) / "session_latest" / "logs"
+        assert logs.is_dir() and files_holding(logs, [token, read_token]) == []
 
         second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
         assert second.returncode == 2

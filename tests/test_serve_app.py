@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -761,8 +762,9 @@ def test_a_promotion_reaches_trading_at_the_next_bar_and_a_kill_9_rebuild_needs_
 
         wait_for(lambda: (slot().get("model") or {}).get("version") == first, 60, first)
         second = register_reseeded(root, first, seed=2)
-        ModelRegistry(root).promote("tiny", second, force=True)
+        # read before the promotion: a step in flight while it happens may already ask for v2
         promoted_at = status(cluster, prefix)["step"]
+        ModelRegistry(root).promote("tiny", second, force=True)
         wait_for(lambda: slot()["model"]["version"] == second, REFRESH_S + 20, second)
         listing = call(cluster, "GET", f"{prefix}/api/v1/models").json()["models"]
         (in_use,) = [m["in_use"] for m in listing if m["name"] == "tiny"]
@@ -810,8 +812,11 @@ def test_a_promotion_reaches_trading_at_the_next_bar_and_a_kill_9_rebuild_needs_
     assert any(f.timestamp > before_time(before) for f in fills)  # traded after the kill too
 
     # An in-process rebuild with an empty registry: the logged answers are all it needs.
+    # SQLite's backup, not a file copy: the newest steps may still sit in the WAL file (this
+    # test's own reader keeps a connection open, so nothing checkpointed them into promo.db)
     copy = tmp_path / "copy.db"
-    copy.write_bytes((tmp_path / "promo.db").read_bytes())
+    with sqlite3.connect(tmp_path / "promo.db") as source, sqlite3.connect(copy) as target:
+        source.backup(target)
     empty = tmp_path / "no-models"
     unpaced = args.feed.model_copy(update={"bars_per_second": 0.0})
     rebuild_args = args.model_copy(

@@ -210,6 +210,31 @@ def test_duplicate_fill_is_idempotent_and_a_different_one_is_refused(
     assert [f.qty for f in journal.fills()] == [0.2, 0.3]
 
 
+def test_a_step_block_writes_what_single_writes_would(journal: SqlJournal) -> None:
+    """Inside `atomic` the rows are held and written together before the commit: the same
+    orders (latest state), events, fills and positions as one write at a time; a repeated fill
+    is still a no-op and a conflicting one (held or stored) still refused, nothing written."""
+    order = _order()
+    with journal.atomic():
+        journal.record_order(order)
+        order.transition(OrderStatus.SUBMITTED, T0 + pd.Timedelta(minutes=1))
+        journal.record_order(order)
+        journal.record_fill(_fill(qty=0.2))
+        journal.record_fill(_fill(qty=0.2))  # repeated inside the block
+        with pytest.raises(FillConflictError, match=r"o1#0.*qty"):
+            journal.record_fill(_fill(qty=0.3))  # conflicts with the held one: refused at once
+        assert journal.latest_orders() == {}  # held: nothing is visible outside the block yet
+    assert journal.latest_orders()["o1"].status is OrderStatus.SUBMITTED
+    assert [s for _, s in journal.order_history("o1")] == [OrderStatus.NEW, OrderStatus.SUBMITTED]
+    assert [f.qty for f in journal.fills()] == [0.2]
+    with pytest.raises(FillConflictError, match=r"o1#0.*qty"), journal.atomic():
+        journal.record_order(order)
+        journal.record_fill(_fill(seq=1, qty=0.1))
+        journal.record_fill(_fill(qty=0.4))  # conflicts with the stored fill: found at commit
+    assert [f.qty for f in journal.fills()] == [0.2]  # the whole block rolled back
+    assert len(journal.order_history("o1")) == 2
+
+
 def test_a_failed_write_leaves_nothing_half_written(
     journal: SqlJournal, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,6 +6,20 @@ child process in a new session with its own temp dir. On SIGTERM it shuts down w
 (GCS, raylet, dashboard, ...); whatever is still alive in that session after a grace period (its
 workers inherit the session) is killed by PID. No process outside that session is touched.
 
+With `loopback_only` (what `n1v1 paper` asks for), every port of that head listens on 127.0.0.1.
+On Linux `ray start` takes the machine's routable IP as the node's, and its GCS, raylet (node and
+object manager), Ray Client server, dashboard agent, runtime-env agent, autoscaler metrics and
+every worker listen there or on all interfaces: with Ray's own authentication off, anyone on the
+network could run code in it. Ray's single-machine mode (its default on macOS and Windows,
+`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`) makes 127.0.0.1 the node's IP, which each of those servers
+binds (`--node-ip-address=127.0.0.1` alone is turned back into the routable IP by `ray start`). A
+driver attaching to it needs the same mode, or it looks for the head at the routable IP: hence
+`client_env`. One server escapes it: Ray Serve 2.60 starts each replica's inter-deployment gRPC
+server on `[::]:0`, hard-coded. Behind it are the replicas' methods (the Engine's commands among
+them), so `require_token` turns Ray's own token authentication on as well, which that server
+(like every other Ray endpoint but the Prometheus one) then demands. tests/test_paper.py checks
+all this from the kernel's socket tables while `n1v1 paper` runs.
+
 It drives the `ray` CLI as a subprocess, so this module imports nothing from Ray.
 """
 
@@ -13,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -22,6 +37,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+# Ray's single-machine mode: the node's IP is 127.0.0.1, so every Ray server (and the core worker
+# of every worker and driver) binds loopback only. A driver of this head needs it too.
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+RAY_TOKEN_FILE = "ray_token"
+# Ray's own authentication (Ray >= 2.52): set for the head and for every process that talks to it.
+_RAY_AUTH_VARIABLES = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 
 
 class RayHeadError(RuntimeError):
@@ -61,22 +84,46 @@ class LocalRayHead:
         num_cpus: int,
         env: Mapping[str, str],
         *,
+        loopback_only: bool = False,
         block: bool = True,
     ) -> None:
         """`block=False` starts the head daemonised (`ray start --head` returns once it is up):
         `--block` takes every process down when one of them dies, which a GCS fault-tolerance
         test must not have (bench/faults.py kills `gcs_server` and starts it again)."""
         self.ray_bin, self.ports, self.num_cpus, self.block = ray_bin, ports, num_cpus, block
-        # The head has nothing to drain on SIGTERM (the Serve app is shut down first): no wait.
-        self.env = {**env, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+        # Loopback only: a driver must be in the same mode to connect (it resolves the address
+        # 127.0.0.1 to the node IP it would have), so `client_env` carries it too.
+        self.loopback_only = loopback_only
+        self.client_env = {**env, **(LOOPBACK_ENV if loopback_only else {})}
         # Short and private: Ray's socket paths live under it (Unix sockets allow ~100 bytes).
         self.temp_dir = Path(tempfile.mkdtemp(prefix="n1v1-ray-"))
         self.log_path = self.temp_dir / "head.log"
+        self.token_path: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
+    def env(self) -> dict[str, str]:
+        """The head's environment: what its clients get, and no drain wait on SIGTERM (the Serve
+        app is shut down first, so the head has nothing to drain)."""
+        return {**self.client_env, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+
+    def require_token(self) -> Path:
+        """Turn Ray's token authentication on for this head (call before `start`): a new random
+        token in an owner-only file of its temp dir. `client_env`, which every process that talks
+        to the head must use, names the file; the token itself is in no environment."""
+        path = self.temp_dir / RAY_TOKEN_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))
+        for name in _RAY_AUTH_VARIABLES:
+            self.client_env.pop(name, None)
+        self.client_env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(path))
+        self.token_path = path
+        return path
+
+    @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.ports.gcs}"
+        return f"{LOOPBACK}:{self.ports.gcs}"
 
     @property
     def session_id(self) -> int | None:
@@ -90,9 +137,10 @@ class LocalRayHead:
             "start",
             "--head",
             *(["--block"] if self.block else []),
+            *([f"--node-ip-address={LOOPBACK}"] if self.loopback_only else []),
             f"--port={p.gcs}",
             f"--num-cpus={self.num_cpus}",
-            "--dashboard-host=127.0.0.1",
+            f"--dashboard-host={LOOPBACK}",
             f"--dashboard-port={p.dashboard}",
             f"--dashboard-agent-listen-port={p.agent}",
             f"--ray-client-server-port={p.client}",

@@ -519,7 +519,13 @@ def cmd_models_rollback(args: argparse.Namespace) -> int:
 
 # -- paper: the models of ml_signal slots ------------------------------------------------------
 def ensure_slot_models(
-    args_doc: dict[str, Any], allow_train: bool, *, dataset: str, end: str, epochs: int = 8
+    args_doc: dict[str, Any],
+    allow_train: bool,
+    *,
+    dataset: str,
+    end: str,
+    epochs: int = 8,
+    env: dict[str, str] | None = None,
 ) -> list[str]:
     """`n1v1 paper`: train each ml_signal model the config names that the registry lacks, then
     say plainly, for every ml_signal slot, which version it trades and whether that version
@@ -530,7 +536,8 @@ def ensure_slot_models(
     1-minute bars. `n1v1 train` promotes it only if it passes the gate; nothing is forced. A slot
     that pins a version that failed the gate still trades it in this paper session: that shows
     the ML path (features, inference, orders through the same engine) at work, and the lines
-    printed here say the model is not validated, so nobody mistakes its orders for an edge."""
+    printed here say the model is not validated, so nobody mistakes its orders for an edge.
+    `env` is the training subprocess's environment (paper's: its Ray on loopback, no token)."""
     from n1v1.config import load_settings
     from n1v1.ml.registry import ModelRegistry, RegistryError
 
@@ -551,7 +558,7 @@ def ensure_slot_models(
                 raise RegistryError(
                     f"model {name} {version} is not in {root} (and --no-train)"
                 ) from None
-            _train_slot_model(name, root, timeframe, dataset, end, epochs)
+            _train_slot_model(name, root, timeframe, dataset, end, epochs, env)
         concrete = registry.resolve(name, version)  # the config's pinned version must exist
         status, checks = registry.gate_status(
             name, concrete, margin=ml.promotion_margin, alpha=ml.promotion_alpha
@@ -578,7 +585,13 @@ def ensure_slot_models(
 
 
 def _train_slot_model(
-    name: str, root: str, timeframe: str | None, dataset: str, end: str, epochs: int
+    name: str,
+    root: str,
+    timeframe: str | None,
+    dataset: str,
+    end: str,
+    epochs: int,
+    env: dict[str, str] | None = None,
 ) -> None:
     """`n1v1 train` of the demo model on bars before the replay window (a subprocess: the command
     a user would type, and it starts and stops its own private Ray)."""
@@ -606,7 +619,7 @@ def _train_slot_model(
     ]
     if timeframe:
         command += ["--timeframe", timeframe]
-    code = subprocess.run(command, check=False).returncode
+    code = subprocess.run(command, check=False, env=env).returncode
     if code != 0:
         raise RegistryError(
             f"model {name} is not in {root}: `n1v1 train` exited with status {code} (its error "

@@ -11,12 +11,20 @@ One run at a time per state folder (`var/` beside the SQLite store): a lock file
 second `n1v1 paper` names the running one and its URL instead of colliding with it. The API token
 is generated once into `var/api_token` (mode 0600) and reused, so an open dashboard survives a
 restart; N1V1_API_TOKEN or N1V1_API_TOKEN_FILE override it.
+
+What it starts is closed to the network, and no Ray process holds the API token: the Ray head and
+the app listen on 127.0.0.1, Ray's own token authentication is on (Serve's replicas open one gRPC
+port on every interface, which Ray lets nobody bind elsewhere; without Ray's token it answers
+nothing), and Ray gets the API tokens' SHA-256 hashes in place of every token variable, since a
+Ray process's environment is passed on to every worker and readable by its whole user
+(`n1v1/cli/local_ray.py`, docs/security.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
 import os
 import shutil
@@ -30,7 +38,14 @@ from pathlib import Path
 from typing import Any
 
 from n1v1.cli.common import EXIT_ERROR, EXIT_OK
-from n1v1.cli.local_ray import HeadPorts, LocalRayHead, RayHeadError, free_port, port_in_use
+from n1v1.cli.local_ray import (
+    LOOPBACK_ENV,
+    HeadPorts,
+    LocalRayHead,
+    RayHeadError,
+    free_port,
+    port_in_use,
+)
 
 # The ML strategy's model is trained on bars *before* the replay window, so the paper session never
 # trades on data its model has seen.
@@ -76,13 +91,15 @@ def _state_dir(app_args: dict[str, Any]) -> Path:
     return AppArgs.model_validate(app_args).state_dir or Path("var")
 
 
-def _ensure_models(args_doc: dict[str, Any], allow_train: bool) -> list[str]:
+def _ensure_models(
+    args_doc: dict[str, Any], allow_train: bool, env: dict[str, str] | None = None
+) -> list[str]:
     """Train each ml_signal model the config names that the registry lacks (promoted only if it
     passes the gate) and say plainly which version each ml_signal slot trades and whether it
     passed the gate; returns those lines (`n1v1.cli.ml.ensure_slot_models`)."""
     from n1v1.cli.ml import ensure_slot_models
 
-    return ensure_slot_models(args_doc, allow_train, dataset=TRAIN_DATASET, end=TRAIN_END)
+    return ensure_slot_models(args_doc, allow_train, dataset=TRAIN_DATASET, end=TRAIN_END, env=env)
 
 
 def _store_problem(app_args: dict[str, Any]) -> str:
@@ -165,6 +182,14 @@ def _busy_ports(ports: dict[str, int]) -> list[str]:
     return [f"{port} ({what})" for what, port in ports.items() if port_in_use(port)]
 
 
+def _not_loopback(host: str) -> bool:
+    """Whether other machines could reach a server bound to `host`."""
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host != "localhost"
+
+
 # -- the run ---------------------------------------------------------------------------------------
 def _raise_stop(signum: int, _frame: Any) -> None:
     raise Stop(signal.Signals(signum).name)
@@ -190,9 +215,17 @@ def cmd_paper(args: argparse.Namespace) -> int:
 def _run(
     args: argparse.Namespace, app_args: dict[str, Any], http: dict[str, Any], state: Path
 ) -> int:
-    from n1v1.serve.auth import TOKEN_FILE_ENV, TOKEN_FILE_NAME, resolve_token
+    from n1v1.serve.auth import TOKEN_FILE_NAME, TokenError, hashed_environment, resolve_token
 
-    host, port = http.get("host", "127.0.0.1"), int(http.get("port", 8000))
+    host, port = str(http.get("host", "127.0.0.1")), int(http.get("port", 8000))
+    if _not_loopback(host):
+        print(
+            f"n1v1: error: http_options.host in {args.config} is {host}: `n1v1 paper` serves on "
+            "this machine only (127.0.0.1), as its Ray is. To serve other machines, deploy to a "
+            "cluster (docs/deploy.md)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     busy = _busy_ports(
         {
             f"Serve HTTP, http_options.port in {args.config}": port,
@@ -208,20 +241,21 @@ def _run(
             file=sys.stderr,
         )
         return EXIT_ERROR
+    # The token stays in this process (the banner shows it); Ray gets its hash only.
+    try:
+        token = resolve_token(os.environ, (state / TOKEN_FILE_NAME).resolve())
+        hashed = hashed_environment(os.environ, token)
+    except TokenError as exc:
+        print(f"n1v1: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    # The training run's private Ray binds loopback too; the head below adds its own Ray token.
+    env = dict(hashed, RAY_USAGE_STATS_ENABLED="0", **LOOPBACK_ENV)
     problem = _store_problem(app_args)
     if problem:
         print(f"n1v1: error: {problem}", file=sys.stderr)
         return EXIT_ERROR
-    model_lines = _ensure_models(app_args, allow_train=not args.no_train)
+    model_lines = _ensure_models(app_args, allow_train=not args.no_train, env=env)
 
-    env = dict(
-        os.environ,
-        RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"),
-        RAY_USAGE_STATS_ENABLED="0",
-    )
-    token = resolve_token(env, (state / TOKEN_FILE_NAME).resolve())
-    if token.path is not None:
-        env[TOKEN_FILE_ENV] = str(token.path)  # the app reads it there (not from the environment)
     bin_dir = Path(sys.executable).parent
     ray_bin = shutil.which("ray", path=str(bin_dir))
     serve_bin = shutil.which("serve", path=str(bin_dir))
@@ -236,7 +270,8 @@ def _run(
         client=free_port(),
         agent=free_port(),
     )
-    head = LocalRayHead(ray_bin, ports, args.num_cpus, env)
+    head = LocalRayHead(ray_bin, ports, args.num_cpus, env, loopback_only=True)
+    head.require_token()  # Ray's own auth: Serve's replica gRPC servers listen on every interface
     serve: subprocess.Popen[bytes] | None = None
     failed = False
     print(f"Starting a Ray head of its own at {head.address} ...", flush=True)
@@ -244,7 +279,7 @@ def _run(
         address = head.start()
         serve = subprocess.Popen(
             [serve_bin, "run", str(args.config), "--address", address],
-            env=env,
+            env=head.client_env,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches this command only; it stops `serve run` once
         )
@@ -262,13 +297,14 @@ def _run(
             "dashboard": f"{base}/",
             "token_file": str(token.path or token.source),
             "ray": address,
+            "ray_token_file": str(head.token_path),  # Ray's own token (not the API's)
             "ray_session": head.session_id,
             "ray_temp_dir": str(head.temp_dir),  # `n1v1 observe` finds Ray's metrics targets here
             "metrics_port": args.metrics_port,
         }
         (state / RUN_FILE).write_text(json.dumps(run))
         print(
-            _banner(base, token, args, address, _feed_label(base, token.value), model_lines),
+            _banner(base, token, args, head, _feed_label(base, token.value), model_lines),
             flush=True,
         )
         code = serve.wait()
@@ -323,6 +359,12 @@ def _signals_ignored() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def _exports(head: LocalRayHead) -> str:
+    """The variables a Ray client of this head needs (loopback mode, Ray's token file)."""
+    names = [*LOOPBACK_ENV, "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"]
+    return " ".join(f"{name}={head.client_env[name]}" for name in names)
+
+
 def _feed_label(base: str, token: str) -> str:
     """What the engine trades on, from its status (the same words the dashboard shows)."""
     request = urllib.request.Request(
@@ -343,7 +385,7 @@ def _banner(
     base: str,
     token: Any,
     args: argparse.Namespace,
-    address: str,
+    head: LocalRayHead,
     label: str,
     model_lines: list[str],
 ) -> str:
@@ -358,7 +400,9 @@ def _banner(
         f"  API docs:  {base}/docs",
         f"  Try:       curl -H 'Authorization: Bearer {token.value}' {base}/api/v1/status",
         f"  Metrics:   http://127.0.0.1:{args.metrics_port}/metrics (Prometheus)",
-        f"  Ray:       RAY_ADDRESS={address}; serve status; serve deploy {args.config}",
+        f"  Ray:       export RAY_ADDRESS={head.address} {_exports(head)}",
+        "             then serve status, serve deploy, ray.init() (this Ray's own token, "
+        "owner-only, for this run)",
         "",
     ]
     return "\n".join(line for line in lines if line is not None)

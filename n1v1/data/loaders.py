@@ -75,8 +75,9 @@ def read_csv_handle(
             f"{','.join((TIMESTAMP, *COLUMNS))}",
             source=source,
         ) from exc
-    if not isinstance(raw.index, pd.RangeIndex):
-        # A first data row with more cells than the header makes pandas read column 1 as an index.
+    if not raw.index.equals(pd.RangeIndex(len(raw))):
+        # A first data row with more cells than the header makes pandas read column 1 as an index
+        # (a RangeIndex too, when those cells happen to be evenly spaced integers: epoch times).
         _raise_cell_counts(text, f"{source}: not a readable CSV file (rows longer than the header)")
     checks: list[RowCheck] = []
     if raw.isna().any().any():  # an empty cell, or a record with fewer cells than the header
@@ -281,8 +282,13 @@ def _parse_timestamps(
         text = values.astype(str).str.strip()
         if missing.any():  # "nan" would be reported as unparseable; an empty cell is missing
             text = text.where(~missing, "")
-        parsed = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
-        unparsed = parsed.isna().to_numpy() & ~missing
+        # Text, because some cell is not a number: the integer cells are still epoch ms, as in a
+        # numeric column (one bad cell must not turn every good epoch-ms row into a problem).
+        integer = text.str.fullmatch(r"[+-]?\d+").to_numpy(dtype=bool)
+        parsed = pd.to_datetime(
+            text.where(~integer, ""), utc=True, format="ISO8601", errors="coerce"
+        )
+        unparsed = parsed.isna().to_numpy() & ~missing & ~integer
         checks = [
             RowCheck(TIMESTAMP, missing, lambda i, _: "timestamp is missing"),
             RowCheck(
@@ -293,6 +299,10 @@ def _parse_timestamps(
                 ),
             ),
         ]
+        if integer.any():
+            epoch, epoch_checks = _parse_epoch_ms(pd.to_numeric(text.where(integer, None)))
+            parsed = parsed.where(~integer, epoch)
+            checks += [RowCheck(c.field, c.bad & integer, c.describe) for c in epoch_checks]
     bad = np.zeros(len(values), dtype=bool)
     for check in checks:
         bad |= check.bad

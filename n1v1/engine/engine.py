@@ -518,7 +518,14 @@ class TradingEngine:
         return order.client_order_id
 
     def _place(self, order: Order, ts: pd.Timestamp) -> None:
-        """Journal the order before the venue sees it (durable first), then its acceptance."""
+        """Journal the order before the venue sees it (durable first), then its acceptance. An
+        order of no finite size or price is a bug upstream (settings and requests are finite by
+        validation): it must fail here, before it reaches the journal or the venue."""
+        if not math.isfinite(order.qty) or not math.isfinite(order.price or 0.0):
+            raise ValueError(
+                f"order {order.client_order_id}: qty {order.qty} and price {order.price} must be "
+                "finite"
+            )
         self.journal.record_order(order)
         self.venue.submit(order, ts)
         self.journal.record_order(order)

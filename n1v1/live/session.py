@@ -224,6 +224,7 @@ class TradingSession:
         self._trade_rows = TradeRows()  # closed trades encoded once for the snapshots
         self._snapshot_marks: JournalMarks | None = None  # of the newest snapshot we know of
         self.recovery: dict[str, Any] = {}  # how the last rebuild went (the status shows it)
+        self._skipped_commands: list[dict[str, Any]] = []  # by the last replay, and why
         self.last_snapshot: dict[str, Any] = {}  # the newest snapshot this session wrote
         self._reset_engine()
 
@@ -327,10 +328,26 @@ class TradingSession:
                 log.info("strategy %s starts trading at step %d", source.name, self.steps_done)
 
     def _replay_command(self, command: Mapping[str, Any]) -> None:
-        if command["kind"] == SLOTS_COMMAND:
-            self._set_aside(command["payload"]["aside"])
-        else:
-            self._apply(command["kind"], command["payload"])
+        """Apply a logged input again. A logged settings change that today's settings model
+        refuses (an infinity or an out-of-bounds number an older version let in) is skipped, as
+        it would be refused now, and reported: replaying it would bring the bad value back on
+        every restart. If outputs depended on it, the check of the replay says so."""
+        kind, payload = command["kind"], command["payload"]
+        if kind == SLOTS_COMMAND:
+            self._set_aside(payload["aside"])
+            return
+        if kind in ("config", "user_config"):
+            try:
+                self._validate(kind, payload)
+            except CommandError as exc:
+                log.warning(
+                    "replay: skipping the %s command before step %d: %s", kind, command["step"], exc
+                )
+                self._skipped_commands.append(
+                    {"step": command["step"], "kind": kind, "error": exc.message}
+                )
+                return
+        self._apply(kind, payload)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -548,6 +565,7 @@ class TradingSession:
                 continue
             self._snapshot_marks = marks if stored is not None else None
             self.recovery = _recovery(stored, replayed, started, fallbacks)
+            self.recovery["skipped_commands"] = self._skipped_commands
             log.info("recovered: %s", self.recovery)
             self._check_trading_slots()
             return
@@ -584,6 +602,7 @@ class TradingSession:
     def _replay(self, reader: SqlJournal, marks: JournalMarks) -> int:
         """Replay the inputs logged after `marks` (the bar steps from its step, the commands
         after its command); returns the number of steps replayed."""
+        self._skipped_commands = []
         bar_log = reader.bar_log(marks.step)
         commands = reader.commands(marks.command_id)
         logged = reader.predictions(after_step=marks.step - 1)  # model answers: inputs too

@@ -1,13 +1,22 @@
 """The HTTP API as a plain FastAPI app over a `Backend`: the Serve gateway plugs in deployment
 handles, the benchmark's bare-uvicorn twin plugs in local objects, and both run these handlers.
 
-Security: every /api/v1 route needs a bearer token, compared in constant time against a SHA-256
-hash (the process never holds another token in plain text); a read-only token gets 403 on
-state-changing routes; bodies over the size limit get 413 before they are parsed; each token has
-a token-bucket rate limit (429); every state-changing request, allowed or not, goes to the audit
-log with the caller and the outcome. Errors always look like
-`{"error": {"code", "message", "details"}}`; a body that is not JSON says where it breaks, or
-that the Content-Type header is missing, instead of naming a character position as a field.
+Security (docs/serve.md, "Security"): every /api/v1 route needs a bearer token, compared in
+constant time against a SHA-256 hash (the process never holds another token in plain text). The
+guard middleware checks the token first, before it reads any body: a request without a valid
+token costs a header comparison and a per-address token bucket (429 past it), never a body read
+or a database write; refused state-changing requests are summarised in the audit log, one row per
+caller and minute (n1v1/serve/guard.py). A read-only token gets 403 on state-changing routes;
+each token has its own token bucket (429); bodies over the size limit get 413, a chunked one as
+soon as it passes the limit; every state-changing request that gets through is audited with the
+caller and its outcome. Every answer carries security headers (CSP, no framing, nosniff, no
+referrer).
+
+Errors always look like `{"error": {"code", "message", "details"}}`, an unexpected exception
+included (500, with an id to find it in the log; no traceback leaves the server). A body that is
+not JSON says where it breaks, or that the Content-Type header is missing, instead of naming a
+character position as a field. Every number is finite and bounded, and types are strict
+(n1v1/serve/schemas.py).
 
 `/docs` is Swagger UI served from the package (`static/swagger-ui/`), so it works offline.
 """
@@ -22,20 +31,44 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
 from importlib import resources
 from typing import Any, Protocol
 
 import pandas as pd
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from n1v1.live.session import CommandError
+from n1v1.serve.errors import (
+    ApiError,
+    body_problem,
+    error_response,
+    field_error,
+    internal_error,
+    invalid_field,
+    printable,
+    rate_limited,
+    undecodable,
+)
+from n1v1.serve.guard import (
+    DATA_CSP,
+    SECURITY_HEADERS,
+    AuditRow,
+    RefusalLog,
+    TokenBucket,
+    page_csp,
+)
+from n1v1.serve.openapi import document, errors
 from n1v1.serve.schemas import (
     BacktestBody,
     ConfigBody,
@@ -43,12 +76,15 @@ from n1v1.serve.schemas import (
     OrderBody,
     PauseBody,
     PredictBody,
+    Readiness,
     ResumeBody,
+    strict_param_errors,
 )
 from n1v1.store import StoreReader, record_audit
 from n1v1.store.availability import RETRY_AFTER_S, is_unreachable, unreachable_reason
 from n1v1.store.schema import Store
 
+__all__ = ["API", "ApiError", "Backend", "TokenBucket", "create_api", "downsample", "hash_token"]
 log = logging.getLogger(__name__)
 
 API = "/api/v1"
@@ -63,16 +99,17 @@ _SWAGGER_FILES = {
 _STATUS_FOR = {"not_found": 404, "conflict": 409, "invalid": 422, "unavailable": 503}
 _MUTATING = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 _READ_ONLY_POSTS = frozenset({f"{API}/predict"})  # a computation, not a change: no audit, no 403
+MAX_OFFSET = 1_000_000_000  # of a paged list (the store's integers are 64-bit; this is plenty)
+# The times the store can hold (nanoseconds since 1970 in 64 bits, microseconds in PostgreSQL):
+# a query bound beyond them asks for "from the beginning" or "to the end", and is clamped.
+TIME_MIN = pd.Timestamp("1677-09-22", tz="UTC")
+TIME_MAX = pd.Timestamp("2262-04-11", tz="UTC")
+READY_EVERY_S = 1.0  # /readyz answers from a check at most this old
+_AUDIT_TEXT = 128  # the audit log's actor and action columns hold 128 characters
 
 
 def _changes_state(method: str, path: str) -> bool:
     return method in _MUTATING and path not in _READ_ONLY_POSTS
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.details = status, code, message, details
 
 
 class Backend(Protocol):
@@ -97,31 +134,6 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-class TokenBucket:
-    """`rate` requests per second on average, bursts up to `burst`; one bucket per token."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, burst
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def allow(self, key: str, now: float) -> tuple[bool, float]:
-        tokens, last = self._buckets.get(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
-        if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)
-            return True, 0.0
-        self._buckets[key] = (tokens, now)
-        return False, (1.0 - tokens) / self.rate
-
-
-def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "details": details or {}}}
-
-
-def _err(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
-    return JSONResponse(error_body(code, message, details), status_code=status)
-
-
 def create_api(
     backend: Backend,
     store: Store,
@@ -132,17 +144,48 @@ def create_api(
     rate_burst: int = 100,
     max_body_bytes: int = 1_048_576,
     observe_request: Callable[[str, str, int, float], None] | None = None,
+    anonymous_rate_per_s: float = 2.0,
+    anonymous_burst: int = 20,
+    refusal_window_s: float = 60.0,
 ) -> FastAPI:
+    """The app. `anonymous_rate_per_s`/`anonymous_burst`: the token bucket of each client address
+    for requests without a valid token; `refusal_window_s`: how long refused requests are counted
+    before their summary row is written."""
+    reader = StoreReader(store)
+    limiter = TokenBucket(rate_limit_per_s, rate_burst)
+    anonymous = TokenBucket(anonymous_rate_per_s, anonymous_burst)
+    readiness: dict[str, Any] = {"at": -math.inf, "checks": {}, "engine": None}
+    readiness_lock = asyncio.Lock()
+    refusals = RefusalLog(functools.partial(_write_audit, store), refusal_window_s)
+    dashboard = resources.files("n1v1.serve").joinpath("static/dashboard.html").read_text()
+    dashboard_csp = page_csp(dashboard)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await refusals.close()  # the open windows' summaries, before the replica goes
+
     app = FastAPI(
         title="N1V1",
         version="1",
         description="Paper trading engine, ML models and backtests. Bearer token on /api/v1.",
         docs_url=None,  # replaced below by a page whose assets come from this package
         redoc_url=None,  # ReDoc would load its script from a CDN: not offered
+        lifespan=lifespan,
     )
-    reader = StoreReader(store)
-    limiter = TokenBucket(rate_limit_per_s, rate_burst)
-    dashboard = resources.files("n1v1.serve").joinpath("static/dashboard.html").read_text()
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            app.openapi_schema = document(schema, API, _changes_state)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     def authenticate(request: Request) -> tuple[str, str]:
         """(role, actor) of the caller or ApiError 401 (the 403 of a read-only token is decided
@@ -166,7 +209,10 @@ def create_api(
         try:
             response = await _guarded(request, call_next, path)
         except ApiError as exc:
-            response = _err(exc.status, exc.code, exc.message, exc.details)
+            response = exc.response()
+        except Exception:  # a bug or an unreachable dependency: the envelope, never a traceback
+            response = internal_error(request)
+        _secure(response, path)
         if observe_request is not None:
             route = request.scope.get("route")
             template = getattr(route, "path", None) or (
@@ -180,94 +226,109 @@ def create_api(
     async def _guarded(
         request: Request, call_next: Callable[[Request], Awaitable[Response]], path: str
     ) -> Response:
-        size = request.headers.get("content-length")
-        too_large = size is not None and (not size.isdigit() or int(size) > max_body_bytes)
-        if not too_large and request.method in _MUTATING and size is None:
-            too_large = len(await request.body()) > max_body_bytes  # chunked: count it
-        if too_large:
-            if _changes_state(request.method, path) and path.startswith(API):
-                _audit(store, "anonymous", request, 413, {"error": "payload_too_large"})
-            raise ApiError(413, "payload_too_large", f"request body over {max_body_bytes} bytes")
         if not path.startswith(API):
             return await call_next(request)
+        client = _client(request)
+        changes = _changes_state(request.method, path)
+
+        def refused(actor: str, status: int, code: str) -> None:
+            if changes:
+                refusals.add(actor, client, request.method, printable(path), status, code)
+
         try:
             role, actor = authenticate(request)
         except ApiError as exc:
-            if _changes_state(request.method, path):
-                _audit(store, "anonymous", request, exc.status, {"error": exc.code})
+            allowed, retry_after = anonymous.allow(client, time.monotonic())
+            if not allowed:
+                refused("anonymous", 429, "rate_limited")
+                raise rate_limited(
+                    retry_after, "too many requests without a valid token from this address"
+                ) from None
+            refused("anonymous", exc.status, exc.code)
             raise
-        if role == "read" and _changes_state(request.method, path):
-            _audit(store, actor, request, 403, {"error": "forbidden"})
+        if role == "read" and changes:
+            refused(actor, 403, "forbidden")
             raise ApiError(403, "forbidden", "this token is read-only")
         allowed, retry_after = limiter.allow(actor, time.monotonic())
         if not allowed:
-            response = _err(
-                429,
-                "rate_limited",
-                "too many requests for this token",
-                {"retry_after_s": round(retry_after, 3)},
-            )
-            response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-            if _changes_state(request.method, path):
-                _audit(store, actor, request, 429, {"error": "rate_limited"})
-            return response
+            refused(actor, 429, "rate_limited")
+            raise rate_limited(retry_after, "too many requests for this token")
+        if request.method in _MUTATING:
+            try:
+                await _read_body(request, max_body_bytes)
+            except ApiError as exc:
+                refused(actor, exc.status, exc.code)
+                raise
         request.state.actor = actor
         request.state.role = role
         response = await call_next(request)
-        if _changes_state(request.method, path):
-            _audit(store, actor, request, response.status_code, {})
+        if changes:
+            details = {"status": response.status_code, "path": printable(request.url.path)}
+            action = printable(f"{request.method} {request.url.path}")
+            await asyncio.to_thread(_write_audit, store, [(actor, action, details)])
         return response
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return _err(exc.status, exc.code, exc.message, exc.details)
+        return exc.response()
 
     @app.exception_handler(CommandError)
     async def _command_error(_: Request, exc: CommandError) -> JSONResponse:
-        return _err(_STATUS_FOR.get(exc.code, 500), exc.code, exc.message, exc.details)
+        return error_response(_STATUS_FOR.get(exc.code, 500), exc.code, exc.message, exc.details)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)
     @app.exception_handler(PoolTimeoutError)
     async def _store_unreachable(_: Request, exc: Exception) -> JSONResponse:
         """A read of the store during a database outage: 503, try again later (not a 500)."""
-        response = _err(
+        return error_response(
             503,
             "store_unavailable",
             f"the store cannot be reached: {unreachable_reason(exc)}",
             {"retry_after_s": RETRY_AFTER_S},
+            headers={"Retry-After": str(RETRY_AFTER_S)},
         )
-        response.headers["Retry-After"] = str(RETRY_AFTER_S)
-        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        body_problem = await _body_problem(request, exc.errors())
-        if body_problem is not None:
-            field = {"field": "body", "message": body_problem[1], "type": body_problem[0]}
-            message = f"invalid request: body: {body_problem[1]}"
-            return _err(422, "invalid_request", message, {"fields": [field]})
-        fields = [
-            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"], "type": e["type"]}
-            for e in exc.errors()
-        ]
+        whole = await body_problem(request, exc.errors())
+        if whole is not None:
+            field = {"field": "body", "message": whole[1], "type": whole[0]}
+            message = f"invalid request: body: {whole[1]}"
+            return error_response(422, "invalid_request", message, {"fields": [field]})
+        fields = [field_error(request, e) for e in exc.errors()]
         names = ", ".join(f["field"] for f in fields)
-        return _err(422, "invalid_request", f"invalid request: {names}", {"fields": fields})
+        return error_response(
+            422, "invalid_request", f"invalid request: {names}", {"fields": fields}
+        )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not even decode the body: the field is body
+            problem = undecodable(await request.body())
+            field = {"field": "body", "message": problem, "type": "body_undecodable"}
+            return error_response(
+                422, "invalid_request", f"invalid request: body: {problem}", {"fields": [field]}
+            )
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _err(exc.status_code, code, str(exc.detail))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of the path, not only the first route's
+            headers["Allow"] = _allowed_methods(app, request)
+        return error_response(exc.status_code, code, str(exc.detail), headers=headers or None)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, _: Exception) -> JSONResponse:
+        return internal_error(request)  # what escaped the guard itself
 
     # -- unauthenticated -------------------------------------------------------------------------
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
-        return HTMLResponse(dashboard)
+        return HTMLResponse(dashboard, headers={"Content-Security-Policy": dashboard_csp})
 
     @app.get("/docs", include_in_schema=False)
     async def docs(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "").rstrip("/")
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=f"{root}{app.openapi_url}",
             title="N1V1 API",
             swagger_js_url=f"{root}{SWAGGER_UI}/swagger-ui-bundle.js",
@@ -276,12 +337,15 @@ def create_api(
             # validatorUrl null: Swagger UI would otherwise fetch a badge from its online validator
             swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": False},
         )
+        html = bytes(page.body).decode()
+        page.headers["Content-Security-Policy"] = page_csp(html)
+        return page
 
     @app.get(f"{SWAGGER_UI}/{{name}}", include_in_schema=False)
     async def swagger_asset(name: str) -> Response:
         media_type = _SWAGGER_FILES.get(name)
         if media_type is None:
-            raise ApiError(404, "not_found", f"no such documentation asset {name!r}")
+            raise ApiError(404, "not_found", f"no such documentation asset {printable(name)!r}")
         return Response(
             _swagger_asset(name),
             media_type=media_type,
@@ -292,27 +356,41 @@ def create_api(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get(
+        "/readyz",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "a component is not reachable"}},
+    )
     async def readyz() -> JSONResponse:
-        checks = await backend.ready()
+        """Needs no token and asks every component, so the components are asked at most once
+        every READY_EVERY_S seconds per gateway replica, however many callers ask: a flood of
+        /readyz costs them nothing more, and no prober is refused."""
+        async with readiness_lock:
+            if time.monotonic() - readiness["at"] >= READY_EVERY_S:
+                checks = await backend.ready()
+                readiness["checks"] = checks
+                # why not: the engine's state and reason (a lost store, a lease held elsewhere)
+                readiness["engine"] = None if all(checks.values()) else await _engine_state(backend)
+                readiness["at"] = time.monotonic()
+            checks, engine = readiness["checks"], readiness["engine"]
         ok = all(checks.values())
         body: dict[str, Any] = {"ready": ok, "checks": checks}
-        if not ok:  # why: the engine's state and reason (a lost store, a lease held elsewhere)
-            body["engine"] = await _engine_state(backend)
+        if engine is not None:
+            body["engine"] = engine
         return JSONResponse(body, status_code=200 if ok else 503)
 
     # -- reads -----------------------------------------------------------------------------------
-    @app.get(f"{API}/status")
+    @app.get(f"{API}/status", responses=errors(503))
     async def status() -> dict[str, Any]:
         snap = await backend.status()
         return {k: v for k, v in snap.items() if k not in ("positions", "risk", "working_orders")}
 
-    @app.get(f"{API}/positions")
+    @app.get(f"{API}/positions", responses=errors(503))
     async def positions() -> dict[str, Any]:
         snap = await backend.status()
         return {"positions": snap.get("positions", []), "as_of": snap.get("last_bar_time")}
 
-    @app.get(f"{API}/strategies")
+    @app.get(f"{API}/strategies", responses=errors(503))
     async def strategies() -> dict[str, Any]:
         """Each strategy's own P&L, from its shadow account (docs/execution.md, "Several
         strategies on one symbol"), in the account currency."""
@@ -323,23 +401,23 @@ def create_api(
             "as_of": snap.get("last_bar_time"),
         }
 
-    @app.get(f"{API}/risk")
+    @app.get(f"{API}/risk", responses=errors(503))
     async def risk() -> dict[str, Any]:
         snap = await backend.status()
         return snap.get("risk") or {}
 
-    @app.get(f"{API}/orders")
+    @app.get(f"{API}/orders", responses=errors(503))
     async def orders(
-        symbol: str | None = None,
-        status: str | None = Query(None, pattern=r"^[a-z_]+$"),
+        symbol: str | None = Query(None, max_length=64),
+        status: str | None = Query(None, pattern=r"^[a-z_]{1,32}$"),
         side: str | None = Query(None, pattern=r"^(buy|sell)$"),
         limit: int = Query(100, ge=1, le=1000),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=MAX_OFFSET),
     ) -> dict[str, Any]:
         from n1v1.live.session import order_dict
 
-        rows, total = reader.query_orders(
-            symbol=symbol, status=status, side=side, limit=limit, offset=offset
+        rows, total = await asyncio.to_thread(
+            reader.query_orders, symbol=symbol, status=status, side=side, limit=limit, offset=offset
         )
         return {
             "orders": [order_dict(o) for o in rows],
@@ -348,49 +426,49 @@ def create_api(
             "offset": offset,
         }
 
-    @app.get(f"{API}/trades")
+    @app.get(f"{API}/trades", responses=errors(503))
     async def trades(
-        symbol: str | None = None,
+        symbol: str | None = Query(None, max_length=64),
         limit: int = Query(100, ge=1, le=1000),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=MAX_OFFSET),
     ) -> dict[str, Any]:
         # The engine's own trades (bars held, exit reasons): the store's fills alone cannot say
         # how many bars a position was held under the engine's rules.
         return await backend.trades(symbol, limit, offset)
 
-    @app.get(f"{API}/equity")
+    @app.get(f"{API}/equity", responses=errors(503))
     async def equity(
-        start: str | None = None,
-        end: str | None = None,
+        start: str | None = Query(
+            None, max_length=64, description="ISO-8601 date or time (UTC without an offset)"
+        ),
+        end: str | None = Query(
+            None, max_length=64, description="ISO-8601 date or time (UTC without an offset)"
+        ),
         max_points: int = Query(500, ge=2, le=10_000),
     ) -> dict[str, Any]:
-        bounds = {}
-        for name, text in (("start", start), ("end", end)):
-            if text is not None:
-                try:
-                    ts = pd.Timestamp(text)
-                except ValueError:
-                    raise ApiError(
-                        422,
-                        "invalid_request",
-                        f"invalid request: {name}",
-                        {"fields": [{"field": f"query.{name}", "message": "not an ISO-8601 time"}]},
-                    ) from None
-                bounds[name] = ts.tz_localize("UTC") if ts.tzinfo is None else ts
-        points = reader.equity(bounds.get("start"), bounds.get("end"))
+        """Points from `start` to `end` (both inclusive), downsampled to `max_points`. A bound
+        beyond the times the store can hold (years 1677 to 2262) is clamped to them: 0001-01-01
+        means from the first point, 9999-12-31 to the last."""
+        low = None if start is None else parse_time("query.start", start)
+        high = None if end is None else parse_time("query.end", end)
+        if low is not None and high is not None and high < low:
+            raise invalid_field("query.end", f"before query.start ({start})")
+        points = await asyncio.to_thread(reader.equity, low, high)
         sampled = downsample(points, max_points)
         return {
             "points": [[p.timestamp.isoformat(), p.equity, p.cash] for p in sampled],
             "total": len(points),
         }
 
-    @app.get(f"{API}/signals")
+    @app.get(f"{API}/signals", responses=errors(503))
     async def signals(
-        symbol: str | None = None,
-        strategy: str | None = None,
+        symbol: str | None = Query(None, max_length=64),
+        strategy: str | None = Query(None, max_length=64),
         limit: int = Query(100, ge=1, le=1000),
     ) -> dict[str, Any]:
-        rows = reader.query_signals(symbol=symbol, strategy=strategy, limit=limit)
+        rows = await asyncio.to_thread(
+            reader.query_signals, symbol=symbol, strategy=strategy, limit=limit
+        )
         return {
             "signals": [
                 {
@@ -403,33 +481,33 @@ def create_api(
             ]
         }
 
-    @app.get(f"{API}/models")
+    @app.get(f"{API}/models", responses=errors(503))
     async def models() -> dict[str, Any]:
         return await backend.models()
 
-    @app.get(f"{API}/backtests/{{job_id}}")
-    async def get_backtest(job_id: str) -> dict[str, Any]:
+    @app.get(f"{API}/backtests/{{job_id}}", responses=errors(404, 503))
+    async def get_backtest(job_id: str = Path(max_length=64)) -> dict[str, Any]:
         from n1v1.store.backtests import get_backtest as load
 
-        job = load(store, job_id)
+        job = await asyncio.to_thread(load, store, job_id)
         if job is None:
-            raise ApiError(404, "not_found", f"no backtest {job_id!r}")
+            raise ApiError(404, "not_found", f"no backtest {printable(job_id)!r}")
         return job
 
     # -- actions ---------------------------------------------------------------------------------
-    @app.post(f"{API}/pause")
+    @app.post(f"{API}/pause", responses=errors(503))
     async def pause(body: PauseBody, request: Request) -> dict[str, Any]:
         return await backend.command("pause", body.model_dump(), request.state.actor)
 
-    @app.post(f"{API}/resume")
+    @app.post(f"{API}/resume", responses=errors(409, 503))
     async def resume(body: ResumeBody, request: Request) -> dict[str, Any]:
         return await backend.command("resume", body.model_dump(), request.state.actor)
 
-    @app.post(f"{API}/kill-switch")
+    @app.post(f"{API}/kill-switch", responses=errors(409, 503))
     async def kill_switch(body: KillSwitchBody, request: Request) -> dict[str, Any]:
         return await backend.command("kill_switch", body.model_dump(), request.state.actor)
 
-    @app.post(f"{API}/orders", status_code=201)
+    @app.post(f"{API}/orders", status_code=201, responses=errors(409, 503))
     async def place_order(body: OrderBody, request: Request) -> dict[str, Any]:
         result = await backend.command("order", body.model_dump(), request.state.actor)
         if not result.get("accepted"):
@@ -441,22 +519,45 @@ def create_api(
             )
         return {k: v for k, v in result.items() if k != "accepted"}
 
-    @app.delete(f"{API}/orders/{{client_order_id}}")
-    async def cancel_order(client_order_id: str, request: Request) -> dict[str, Any]:
+    @app.delete(f"{API}/orders/{{client_order_id}}", responses=errors(404, 503))
+    async def cancel_order(
+        request: Request, client_order_id: str = Path(max_length=128)
+    ) -> dict[str, Any]:
         payload = {"client_order_id": client_order_id}
         return (await backend.command("cancel", payload, request.state.actor))["order"]
 
-    @app.put(f"{API}/config")
+    @app.put(f"{API}/config", responses=errors(503))
     async def put_config(body: ConfigBody, request: Request) -> dict[str, Any]:
+        if body.strategies:
+            await _check_strategy_types(body.strategies)
         return await backend.command("config", body.patch(), request.state.actor)
 
-    @app.post(f"{API}/predict")
+    async def _check_strategy_types(overrides: dict[str, dict[str, Any]]) -> None:
+        """Each override of a running strategy has its parameter's JSON type (the strategy's own
+        model, strictly); unknown strategy ids and parameters are the engine's to name."""
+        from n1v1.strategies.registry import list_strategies
+
+        running = {
+            s.get("id"): s.get("name") for s in (await backend.status()).get("strategies") or []
+        }
+        problems = []
+        for slot, params in overrides.items():
+            name = running.get(slot)
+            if name in list_strategies():
+                problems += strict_param_errors(name, params, f"body.strategies.{slot}")
+        if problems:
+            names = ", ".join(p["field"] for p in problems)
+            raise ApiError(
+                422, "invalid_request", f"invalid request: {names}", {"fields": problems}
+            )
+
+    @app.post(f"{API}/predict", responses=errors(404, 503))
     async def predict(body: PredictBody) -> dict[str, Any]:
         # the Model deployment's model id: the name (promoted version) or name@version
         model_id = body.model if body.version is None else f"{body.model}@{body.version}"
         return await backend.predict(model_id, body.rows)
 
-    @app.post(f"{API}/backtests", status_code=202)
+    @app.post(f"{API}/backtests", status_code=202, responses=errors(503))
     async def submit_backtest(body: BacktestBody, request: Request) -> dict[str, Any]:
         _check_backtest(body)
         job_id = await backend.submit_backtest(body.model_dump(), request.state.actor)
@@ -465,70 +566,53 @@ def create_api(
     return app
 
 
+def parse_time(field: str, text: str) -> pd.Timestamp:
+    """An ISO-8601 date or time as a UTC timestamp (no offset: UTC), clamped to the times the
+    store can hold; a 422 naming `field` for anything else (an empty value, "NaT", "now")."""
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise invalid_field(
+            field, "not an ISO-8601 date or time, e.g. 2018-04-04 or 2018-04-04T12:30:00Z"
+        ) from None
+    if parsed.year <= TIME_MIN.year:  # compared by year: an offset cannot overflow the date
+        return TIME_MIN
+    if parsed.year >= TIME_MAX.year:
+        return TIME_MAX
+    stamp = pd.Timestamp(parsed)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
 def _check_backtest(body: BacktestBody) -> None:
     """Refuse at the door what the task would fail on (names the field)."""
     from n1v1.data.datasets import dataset_names
-    from n1v1.strategies.registry import list_strategies
-
-    def invalid(field: str, message: str) -> ApiError:
-        return ApiError(
-            422,
-            "invalid_request",
-            f"invalid request: body.{field}",
-            {"fields": [{"field": f"body.{field}", "message": message}]},
-        )
+    from n1v1.strategies.base import StrategyError
+    from n1v1.strategies.registry import create_strategy, list_strategies
 
     if body.dataset not in dataset_names():
-        raise invalid("dataset", f"not a bundled dataset; choose from {dataset_names()}")
+        raise invalid_field("body.dataset", f"not a bundled dataset; choose from {dataset_names()}")
     if body.strategy not in list_strategies():
-        raise invalid("strategy", f"not a built-in strategy; choose from {list_strategies()}")
-    from n1v1.strategies.base import StrategyError
-    from n1v1.strategies.registry import create_strategy
-
+        raise invalid_field(
+            "body.strategy", f"not a built-in strategy; choose from {list_strategies()}"
+        )
+    problems = strict_param_errors(body.strategy, body.params, "body.params")
+    if problems:
+        raise ApiError(
+            422, "invalid_request", f"invalid request: {problems[0]['field']}", {"fields": problems}
+        )
     try:
         create_strategy(body.strategy, body.params)
     except StrategyError as exc:
-        raise invalid("params", str(exc)) from None
+        raise invalid_field("body.params", str(exc)) from None
+    for name in ("start", "end"):
+        text = getattr(body, name)
+        if text is not None:
+            parse_time(f"body.{name}", text)
 
 
 @functools.cache
 def _swagger_asset(name: str) -> bytes:
     return resources.files("n1v1.serve").joinpath(f"static/swagger-ui/{name}").read_bytes()
-
-
-def _is_json(content_type: str) -> bool:
-    """application/json or application/<anything>+json, as FastAPI itself decides."""
-    media = content_type.split(";", 1)[0].strip().lower()
-    kind, _, subtype = media.partition("/")
-    return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
-
-
-async def _body_problem(request: Request, errors: Any) -> tuple[str, str] | None:
-    """(type, message) when the body as a whole is unusable: not JSON, sent without the JSON
-    content type, or missing. None when the errors are about fields of a JSON body."""
-    whole_body = [e for e in errors if tuple(e["loc"])[:1] == ("body",) and len(e["loc"]) <= 2]
-    if not whole_body:
-        return None
-    raw = await request.body()
-    content_type = request.headers.get("content-type")
-    if raw.strip() and (content_type is None or not _is_json(content_type)):
-        got = "no Content-Type header" if content_type is None else f"Content-Type {content_type}"
-        return "content_type", f"send Content-Type: application/json (got {got})"
-    kinds = {e["type"] for e in whole_body}
-    if "json_invalid" in kinds:
-        try:
-            json.loads(raw)
-        except ValueError as exc:
-            where = (
-                f"line {exc.lineno}, column {exc.colno}: {exc.msg}"
-                if isinstance(exc, json.JSONDecodeError)
-                else str(exc)
-            )
-            return "json_invalid", f"not valid JSON ({where})"
-        return "json_invalid", "not valid JSON"
-    if "missing" in kinds and not raw.strip():
-        return "missing", "a JSON object is required (send {} for no options)"
-    return None
 
 
 def _route_path(request: Request) -> str:
@@ -540,23 +624,70 @@ def _route_path(request: Request) -> str:
     return path
 
 
-def _audit(store: Store, actor: str, request: Request, status: int, extra: dict[str, Any]) -> None:
-    """Write the audit row; with the store unreachable, log it instead (the answer the caller
+def _client(request: Request) -> str:
+    """The peer's address as the server saw it. X-Forwarded-For is not read: any client can
+    write it, so a limit keyed on it would be a limit a client chooses."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+def _secure(response: Response, path: str) -> None:
+    """The security headers (n1v1/serve/guard.py) on every answer; a page sets its own CSP."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    response.headers.setdefault("Content-Security-Policy", DATA_CSP)
+    if path.startswith(API):
+        response.headers.setdefault("Cache-Control", "no-store")  # account data: not cached
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> str:
+    """Every method some route of the request's path takes (Starlette names only the first
+    matching route's, so `PUT /api/v1/orders` would say GET alone)."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, or ApiError 413 as soon as it passes `limit`: a declared Content-Length over
+    it is refused unread, a chunked body is read only up to it."""
+    size = request.headers.get("content-length")
+    if size is not None:
+        if not size.isdigit() or int(size) > limit:
+            raise ApiError(413, "payload_too_large", f"request body over {limit} bytes")
+        return await request.body()
+    chunks, seen = [], 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > limit:
+            raise ApiError(413, "payload_too_large", f"request body over {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    # Starlette's own cache of the body (what `request.body()` fills): the middleware hands it
+    # to the route, whose stream this read has consumed.
+    request._body = body
+    return body
+
+
+def _write_audit(store: Store, rows: list[AuditRow]) -> None:
+    """Write the audit rows; with the store unreachable, log them instead (the answer the caller
     gets must stay the one its request earned: a 503 here could make it retry a done order)."""
-    details = {"status": status, "path": request.url.path, **extra}
-    action = f"{request.method} {request.url.path}"
-    try:
-        record_audit(store, actor, action, details)
-    except Exception as exc:
-        if not is_unreachable(exc):
-            raise
-        log.error(
-            "audit row not written, the store is unreachable (%s): actor=%s action=%s details=%s",
-            unreachable_reason(exc),
-            actor,
-            action,
-            json.dumps(details, default=str),
-        )
+    for actor, action, details in rows:
+        try:
+            record_audit(store, actor[:_AUDIT_TEXT], action[:_AUDIT_TEXT], details)
+        except Exception as exc:
+            if not is_unreachable(exc):
+                raise
+            log.error(
+                "audit row not written, the store is unreachable (%s): actor=%s action=%s "
+                "details=%s",
+                unreachable_reason(exc),
+                actor,
+                action,
+                json.dumps(details, default=str),
+            )
 
 
 async def _engine_state(backend: Backend) -> dict[str, Any]:

@@ -4,9 +4,11 @@ Serve passes the config's `args` here; they are validated into `AppArgs` (typed,
 replica starts, so a bad config fails `serve run`/`serve deploy` with the key that is wrong.
 
 The API token (n1v1/serve/auth.py): from N1V1_API_TOKEN, or the file N1V1_API_TOKEN_FILE names
-(a mounted Kubernetes Secret), else the app's own `api_token` file beside its SQLite store,
-generated once (mode 0600) and reused on later runs. Replicas receive only its SHA-256 hash; the
-token itself is never printed here (this output goes to Ray's log files), only where it is.
+(a mounted Kubernetes Secret), or only its hash in N1V1_API_TOKEN_SHA256 (what `n1v1 paper`
+passes), else the app's own `api_token` file beside its SQLite store, generated once (mode 0600)
+and reused on later runs; with none of these (a PostgreSQL store) the build fails naming the
+variables. Replicas receive only SHA-256 hashes; the token itself is never printed here (this
+output goes to Ray's log files), only where it is.
 """
 
 import os
@@ -15,39 +17,33 @@ from typing import Any
 
 from ray.serve import Application
 
-from n1v1.serve.api import hash_token
 from n1v1.serve.args import AppArgs
 from n1v1.serve.auth import (
     READ_TOKEN_ENV,
     TOKEN_ENV,
     TOKEN_FILE_ENV,
     TOKEN_FILE_NAME,
-    resolve_token,
+    TokenHashes,
+    token_hashes,
 )
 from n1v1.serve.engine import Engine
 from n1v1.serve.gateway import Gateway
 from n1v1.serve.model import Model
 
-__all__ = ["READ_TOKEN_ENV", "TOKEN_ENV", "TOKEN_FILE_ENV", "api_token_hash", "build_app"]
+__all__ = ["READ_TOKEN_ENV", "TOKEN_ENV", "TOKEN_FILE_ENV", "api_token_hashes", "build_app"]
 
 
-def api_token_hash(args: AppArgs, env: "dict[str, str] | None" = None) -> str:
-    """The admin token's hash, saying on stderr where the token is (never what it is)."""
+def api_token_hashes(args: AppArgs, env: "dict[str, str] | None" = None) -> TokenHashes:
+    """The tokens' hashes, saying on stderr where the admin token is (never what it is)."""
     state_dir = args.state_dir
     own_file = None if state_dir is None else state_dir.resolve() / TOKEN_FILE_NAME
-    token = resolve_token(dict(os.environ if env is None else env), own_file)
-    if token.created and token.path is not None:
-        where = f"generated and saved to {token.path} (owner-only; kept for later runs)"
-    elif token.created:
-        where = "generated for this run only: set N1V1_API_TOKEN or N1V1_API_TOKEN_FILE"
-    else:
-        where = f"from {token.source}"
-    print(f"N1V1 API token: {where}", file=sys.stderr, flush=True)
-    return hash_token(token.value)
+    hashes = token_hashes(dict(os.environ if env is None else env), own_file)
+    print(f"N1V1 API token: {hashes.where}", file=sys.stderr, flush=True)
+    return hashes
 
 
 def build_app(args: AppArgs) -> Application:
-    read_token = os.environ.get(READ_TOKEN_ENV, "").strip()
+    hashes = api_token_hashes(args)
     data: dict[str, Any] = args.model_dump(mode="json")
     model = Model.options(
         autoscaling_config={
@@ -73,7 +69,7 @@ def build_app(args: AppArgs) -> Application:
         engine,
         model,
         args.resolved_store_url(),
-        api_token_hash(args),
-        hash_token(read_token) if read_token else None,
+        hashes.admin,
+        hashes.read,
         args.api.model_dump(),
     )

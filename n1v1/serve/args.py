@@ -1,15 +1,22 @@
 """The Serve application's builder arguments: everything `serve_config.yaml` may say, typed.
 
-Strict like the settings model: an unknown key fails `serve run`/`serve deploy` with its path.
-Data sources are bundled dataset names or an exchange id, never file paths, because a config can
-arrive through `serve deploy` from someone who should not choose what this process reads.
+Strict, so that a bad config fails `serve run`/`serve deploy` naming the key, before any replica
+starts, rather than failing a replica in a loop: an unknown key is an error; types are not coerced
+(`"20"`, `true` or `1.5` where an integer belongs are errors, not 20, 1 or a truncation); every
+number is finite and bounded; times, timeframes and strategy parameters are checked here, not when
+a replica first uses them. (The risk and execution sections are the settings model's own,
+n1v1/config.py.) Data sources are bundled dataset names or an exchange id, never file paths,
+because a config can arrive through `serve deploy` from someone who should not choose what this
+process reads.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import pandas as pd
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from n1v1.config import (
@@ -26,7 +33,40 @@ from n1v1.live.config import LiveConfig, StrategySlot
 from n1v1.store.location import check_store_url, resolve_store_url
 
 
-class ReplayFeedArgs(StrictModel):
+class ArgsModel(StrictModel):
+    """No coercion, no infinities or NaN (they would pass `gt=0` and disable a limit)."""
+
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False
+    )
+
+
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _timeframe(value: str | None) -> str | None:
+    from n1v1.data import DataError, parse_timeframe
+
+    if value is not None:
+        try:
+            parse_timeframe(value)
+        except DataError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
+def _unique(values: list[str], what: str) -> list[str]:
+    first: dict[str, int] = {}
+    for i, value in enumerate(values):
+        if value in first:
+            raise ValueError(
+                f"item {i} ({value!r}) repeats item {first[value]}: one {what} per symbol"
+            )
+        first[value] = i
+    return values
+
+
+class ReplayFeedArgs(ArgsModel):
     """Paper trading on history: bundled datasets replayed at `bars_per_second` (0 = flat out)."""
 
     kind: Literal["replay"] = "replay"
@@ -50,25 +90,69 @@ class ReplayFeedArgs(StrictModel):
         for i, name in enumerate(value):
             if name not in known:
                 raise ValueError(f"datasets.{i}: {name!r} is not a bundled dataset ({known})")
+        return _unique(value, "dataset")
+
+    _timeframe = field_validator("timeframe")(_timeframe)
+
+    @field_validator("start", "end")
+    @classmethod
+    def _time(cls, value: str | None) -> str | None:
+        if value is not None:
+            _utc_time(value)
         return value
 
+    @model_validator(mode="after")
+    def _window(self) -> ReplayFeedArgs:
+        """start <= end, where an end given as a date covers that whole day (as the replay cuts)."""
+        if self.start is None or self.end is None:
+            return self
+        end = _utc_time(self.end)
+        if _DATE_ONLY.match(self.end.strip()):
+            end += pd.Timedelta(days=1) - pd.Timedelta(1, "ns")
+        if _utc_time(self.start) > end:
+            raise ValueError(f"start {self.start} is after end {self.end}: no bar to replay")
+        return self
 
-class CcxtFeedArgs(StrictModel):
+
+def _utc_time(text: str) -> pd.Timestamp:
+    """The time `text` names (ISO-8601; naive is UTC), or ValueError saying how to write one."""
+    try:
+        stamp = pd.Timestamp(text)
+    except (ValueError, OverflowError):
+        stamp = pd.NaT
+    if stamp is pd.NaT:
+        raise ValueError(
+            f"cannot read {text!r} as a UTC time; use ISO-8601 such as 2018-04-04 or "
+            "2018-04-04T12:30"
+        )
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+class CcxtFeedArgs(ArgsModel):
     """Live bars from an exchange's public market data through ccxt (no keys needed)."""
 
     kind: Literal["ccxt"]
     exchange: str = Field(min_length=1, max_length=32, pattern=r"^[a-z0-9]+$")
-    symbols: list[str] = Field(min_length=1)
+    symbols: list[
+        Annotated[str, Field(max_length=40, pattern=r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$")]
+    ] = Field(min_length=1, max_length=100, description="BASE/QUOTE, e.g. BTC/USDT")
     timeframe: str = "1m"
     poll_seconds: float = Field(5.0, gt=0, le=3600)
+
+    _timeframe = field_validator("timeframe")(_timeframe)
+
+    @field_validator("symbols")
+    @classmethod
+    def _one_each(cls, value: list[str]) -> list[str]:
+        return _unique(value, "feed")
 
 
 FeedArgs = Annotated[ReplayFeedArgs | CcxtFeedArgs, Field(discriminator="kind")]
 
 
-class EngineArgs(StrictModel):
+class EngineArgs(ArgsModel):
     lease_ttl_s: float = Field(15.0, gt=0, le=600, description="lease time-to-live")
-    stall_timeout_s: float = Field(30.0, gt=0, description="check_health fails after this")
+    stall_timeout_s: float = Field(30.0, gt=0, le=3600, description="check_health fails after this")
     window: int = Field(500, ge=10, le=100_000, description="bars a live strategy sees")
     prediction_timeout_s: float = Field(
         0.5, gt=0, le=30, description="how long a bar waits for the Model replicas' answers"
@@ -88,24 +172,42 @@ class EngineArgs(StrictModel):
     snapshots_kept: int = Field(3, ge=1, le=100, description="newest snapshots kept in the store")
 
 
-class ApiArgs(StrictModel):
-    rate_limit_per_s: float = Field(50.0, gt=0, description="per token, per gateway replica")
-    rate_burst: int = Field(100, ge=1)
+class ApiArgs(ArgsModel):
+    rate_limit_per_s: float = Field(
+        50.0, gt=0, le=1_000_000, description="per token, per gateway replica"
+    )
+    rate_burst: int = Field(100, ge=1, le=1_000_000)
+    anonymous_rate_per_s: float = Field(
+        2.0,
+        gt=0,
+        le=1_000_000,
+        description="requests without a valid token, per client address and gateway replica; "
+        "past it 429",
+    )
+    anonymous_burst: int = Field(20, ge=1, le=1_000_000)
     max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
     max_replicas: int = Field(2, ge=1, le=64)
 
 
-class ModelArgs(StrictModel):
+class ModelArgs(ArgsModel):
     max_replicas: int = Field(2, ge=1, le=256)
     max_batch_size: int = Field(64, ge=1, le=4096)
     batch_wait_timeout_s: float = Field(0.005, ge=0, le=1)
-    refresh_s: float = Field(2.0, gt=0, description="how often a replica checks for a promotion")
+    refresh_s: float = Field(
+        2.0, gt=0, le=3600, description="how often a replica checks for a promotion"
+    )
 
 
-class AppArgs(StrictModel):
+class AppArgs(ArgsModel):
     # A rejected value is not echoed in the error: a store URL may hold a password (Ray prints
     # the error of `serve deploy` to its logs and to the caller).
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        validate_assignment=True,
+        strict=True,
+        allow_inf_nan=False,
+        hide_input_in_errors=True,
+    )
 
     store_url: str = Field(
         "sqlite:///n1v1.db",
@@ -117,7 +219,13 @@ class AppArgs(StrictModel):
     strategies: list[StrategySlot] = Field(
         default_factory=lambda: [StrategySlot(name="sma_cross")], min_length=1
     )
-    cash: float = Field(10_000.0, gt=0, description="initial cash, in the account currency")
+    cash: float = Field(
+        10_000.0,
+        gt=0,
+        le=1e12,
+        description="initial cash, in the account currency (at most 1e12, so that a cent is "
+        "still exact in float64 arithmetic)",
+    )
     currency: str | None = Field(
         None,
         pattern=r"^[A-Z0-9]{2,10}$",
@@ -129,7 +237,7 @@ class AppArgs(StrictModel):
     engine: EngineArgs = EngineArgs()
     api: ApiArgs = ApiArgs()
     model: ModelArgs = ModelArgs()
-    run_id: str = Field("paper", min_length=1, max_length=64)
+    run_id: str = Field("paper", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
 
     @field_validator("store_url")
     @classmethod
@@ -143,6 +251,27 @@ class AppArgs(StrictModel):
         """The URL the app opens: a Secret's (N1V1_STORE_URL_FILE, N1V1_STORE_URL) over
         `store_url` (n1v1/store/location.py)."""
         return resolve_store_url(self.store_url)
+
+    @model_validator(mode="after")
+    def _strategies_start(self) -> AppArgs:
+        """Each slot's parameters build its strategy (`serve deploy` fails here, not a replica)
+        and each slot has its own id."""
+        from n1v1.strategies import StrategyError
+        from n1v1.strategies.registry import create_strategy
+
+        seen: set[str] = set()
+        for i, slot in enumerate(self.strategies):
+            if slot.slot_id in seen:
+                raise ValueError(
+                    f"strategies.{i}: a second slot with id {slot.slot_id!r}; give each slot of "
+                    "the same strategy its own `id`"
+                )
+            seen.add(slot.slot_id)
+            try:
+                create_strategy(slot.name, slot.params)
+            except StrategyError as exc:
+                raise ValueError(f"strategies.{i}.params: {exc}") from None
+        return self
 
     @model_validator(mode="after")
     def _one_currency(self) -> AppArgs:

@@ -1,16 +1,22 @@
 """Where the API token comes from, and keeping a generated one across runs.
 
 In order: `N1V1_API_TOKEN`; the file `N1V1_API_TOKEN_FILE` names (a mounted Kubernetes Secret);
-else the app's own token file (`api_token` beside its SQLite store, e.g. `var/api_token`), created
-once with owner-only permissions and reused by every later run, so an open dashboard keeps working
-after a restart. The token is never logged; the messages name the file it is in.
+`N1V1_API_TOKEN_SHA256`, the token's hash alone (what `n1v1 paper` hands its Ray, so that no Ray
+process ever holds the token); else the app's own token file (`api_token` beside its SQLite
+store, e.g. `var/api_token`), created once with owner-only permissions and reused by every later
+run, so an open dashboard keeps working after a restart. A store with no folder of its own
+(PostgreSQL) has no such file: there the app refuses to start until a token is configured, since a
+token generated where nobody can read it would lock everyone out, and printing it would put a
+secret in a log. The token is never logged; the messages name where it is.
 
 No Ray in here: `n1v1 paper` (the CLI) and `build_app` (in the cluster) share it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import secrets
 import stat
 import time
@@ -23,8 +29,18 @@ TOKEN_ENV, TOKEN_FILE_ENV, READ_TOKEN_ENV = (
     "N1V1_API_TOKEN_FILE",
     "N1V1_API_READ_TOKEN",
 )
+TOKEN_SHA256_ENV, READ_TOKEN_SHA256_ENV = "N1V1_API_TOKEN_SHA256", "N1V1_API_READ_TOKEN_SHA256"
+# Every variable that names a token; a launcher passes its Ray none of them but the hashes.
+TOKEN_VARIABLES = (
+    TOKEN_ENV,
+    TOKEN_FILE_ENV,
+    READ_TOKEN_ENV,
+    TOKEN_SHA256_ENV,
+    READ_TOKEN_SHA256_ENV,
+)
 TOKEN_FILE_NAME = "api_token"
 MIN_TOKEN_LENGTH = 16
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
@@ -43,9 +59,72 @@ class ApiToken:
         return f"ApiToken(source={self.source!r}, created={self.created})"
 
 
+@dataclass(frozen=True)
+class TokenHashes:
+    """What the app is built with: the tokens' SHA-256 hashes, and where the admin token is (for
+    the log: a place, never the token)."""
+
+    admin: str
+    read: str | None
+    where: str
+
+
+def hash_token(token: str) -> str:
+    """The hex SHA-256 of a token: what replicas compare a caller's token against."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_hashes(env: Mapping[str, str], own_file: Path | None) -> TokenHashes:
+    """The admin and read-only tokens' hashes from the environment (`N1V1_API_TOKEN_SHA256` when
+    a launcher passed only the hash), else the admin token of `own_file` (see `resolve_token`)."""
+    hashed = env.get(TOKEN_SHA256_ENV, "").strip()
+    if hashed:
+        plain = [name for name in (TOKEN_ENV, TOKEN_FILE_ENV) if env.get(name, "").strip()]
+        if plain:
+            raise TokenError(
+                f"both {TOKEN_SHA256_ENV} and {' and '.join(plain)} are set: set only one "
+                "(which token is meant?)"
+            )
+        admin = _checked_hash(hashed, TOKEN_SHA256_ENV)
+        where = f"its SHA-256 from {TOKEN_SHA256_ENV}"
+    else:
+        token = resolve_token(env, own_file)
+        admin = hash_token(token.value)
+        if token.created:
+            where = f"generated and saved to {token.path} (owner-only; kept for later runs)"
+        else:
+            where = f"from {token.source}"
+    return TokenHashes(admin, read_token_hash(env), where)
+
+
+def read_token_hash(env: Mapping[str, str]) -> str | None:
+    """The optional read-only token's hash: `N1V1_API_READ_TOKEN_SHA256`, else the hash of
+    `N1V1_API_READ_TOKEN`; None when neither is set."""
+    hashed = env.get(READ_TOKEN_SHA256_ENV, "").strip()
+    plain = env.get(READ_TOKEN_ENV, "").strip()
+    if hashed and plain:
+        raise TokenError(f"both {READ_TOKEN_SHA256_ENV} and {READ_TOKEN_ENV} are set: set only one")
+    if hashed:
+        return _checked_hash(hashed, READ_TOKEN_SHA256_ENV)
+    return hash_token(_checked(plain, READ_TOKEN_ENV)) if plain else None
+
+
+def hashed_environment(env: Mapping[str, str], admin: ApiToken) -> dict[str, str]:
+    """`env` for a Ray cluster this process starts: every token variable removed (a Ray process's
+    environment is readable by its whole user and is passed to every worker), the admin token's
+    hash and the read-only token's (when one is set) in their place."""
+    read = read_token_hash(env)
+    out = {key: value for key, value in env.items() if key not in TOKEN_VARIABLES}
+    out[TOKEN_SHA256_ENV] = hash_token(admin.value)
+    if read is not None:
+        out[READ_TOKEN_SHA256_ENV] = read
+    return out
+
+
 def resolve_token(env: Mapping[str, str], own_file: Path | None) -> ApiToken:
-    """The admin token: from the environment, else from (or into) `own_file`. With no file (a
-    PostgreSQL store has no folder of its own) a token is generated for this run only."""
+    """The admin token: from the environment, else from (or into) `own_file`. With neither (a
+    PostgreSQL store has no folder of its own) it is a `TokenError` naming the variables: a token
+    generated here could only reach its user through a log."""
     value = env.get(TOKEN_ENV, "").strip()
     if value:
         return ApiToken(_checked(value, TOKEN_ENV), TOKEN_ENV)
@@ -57,7 +136,11 @@ def resolve_token(env: Mapping[str, str], own_file: Path | None) -> ApiToken:
             raise TokenError(f"{TOKEN_FILE_ENV}={named}: cannot read it: {exc.strerror}") from None
         return ApiToken(_checked(text.strip(), f"{TOKEN_FILE_ENV} ({named})"), TOKEN_FILE_ENV)
     if own_file is None:
-        return ApiToken(secrets.token_urlsafe(32), "generated for this run only", created=True)
+        raise TokenError(
+            f"no API token configured: set {TOKEN_ENV}, or {TOKEN_FILE_ENV} to a file holding it "
+            f"(a mounted Secret), at least {MIN_TOKEN_LENGTH} characters; with a PostgreSQL store "
+            "the app has no folder of its own to keep a generated one in (docs/serve.md, Security)"
+        )
     value, created = load_or_create(own_file)
     return ApiToken(value, str(own_file), created=created, path=own_file)
 
@@ -100,6 +183,12 @@ def _read_private(path: Path, attempts: int = 20) -> str:
             return _checked(text, str(path))
         time.sleep(0.05)  # another process has just created it and is writing the token
     raise TokenError(f"{path}: the API token file is empty; delete it for a new token")
+
+
+def _checked_hash(value: str, source: str) -> str:
+    if not _SHA256_HEX.match(value):
+        raise TokenError(f"{source}: expected the token's SHA-256 as 64 lower-case hex digits")
+    return value
 
 
 def _checked(token: str, source: str) -> str:

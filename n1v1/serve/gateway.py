@@ -165,5 +165,7 @@ class Gateway:
             rate_limit_per_s=self.api["rate_limit_per_s"],
             rate_burst=self.api["rate_burst"],
             max_body_bytes=self.api["max_body_bytes"],
+            anonymous_rate_per_s=self.api["anonymous_rate_per_s"],
+            anonymous_burst=self.api["anonymous_burst"],
             observe_request=observe_request,
         )

@@ -9,13 +9,14 @@ newer one took over, even if its clock or its lease renewal lagged.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, Row, bindparam, func, select, update
+from sqlalchemy import Connection, Row, bindparam, func, select
 
 from n1v1.domain import (
     Bar,
@@ -86,6 +87,18 @@ def _order_from(row: Row[Any]) -> Order:
         reason=row.reason,
         updated_at=row.updated_at,
     )
+
+
+def _event_row(order: Order) -> dict[str, Any]:
+    return {
+        "client_order_id": order.client_order_id,
+        "status": order.status.value,
+        "filled_qty": order.filled_qty,
+        "avg_fill_price": order.avg_fill_price,
+        "price": order.price,
+        "reason": order.reason,
+        "at": order.updated_at if order.updated_at is not None else order.created_at,
+    }
 
 
 def _fill_row(fill: Fill) -> dict[str, Any]:
@@ -292,12 +305,78 @@ _LEASE_ROW = select(t.lease.c.holder, t.lease.c.token).where(
     t.lease.c.resource == bindparam("b_resource")
 )
 _LEASE_ROW_SHARED = _LEASE_ROW.with_for_update(read=True)
-_UPDATE_ORDER = update(t.orders).where(t.orders.c.client_order_id == bindparam("b_key"))
-_UPDATE_POSITION = update(t.positions).where(t.positions.c.symbol == bindparam("b_key"))
-_UPDATE_STATE = update(t.engine_state).where(t.engine_state.c.key == bindparam("b_key"))
 _FILL_BY_KEY = select(t.fills).where(
     t.fills.c.client_order_id == bindparam("b_order"), t.fills.c.seq == bindparam("b_seq")
 )
+_FILLS_OF_ORDERS = select(t.fills).where(
+    t.fills.c.client_order_id.in_(bindparam("b_orders", expanding=True))
+)
+
+
+class _PendingWrites:
+    """The rows of one `atomic` block, written together just before its commit.
+
+    Why: a bar with a few orders made dozens of single-row statements (order upserts, events,
+    fills, signals, risk decisions), each a round trip to PostgreSQL; held here they become one
+    multi-row statement per table. Orders keep only their latest row (an upsert); fills keep
+    their idempotency check (a repeat within the block is compared here, one already stored is
+    compared at the flush).
+    """
+
+    def __init__(self) -> None:
+        self.orders: dict[str, dict[str, Any]] = {}  # client_order_id -> latest row
+        self.positions: dict[str, dict[str, Any]] = {}  # symbol -> latest row
+        self.fills: dict[tuple[str, int], dict[str, Any]] = {}
+        self.rows: dict[Any, list[dict[str, Any]]] = {}  # table -> appended rows, in order
+
+    def append(self, table: Any, row: dict[str, Any]) -> None:
+        self.rows.setdefault(table, []).append(row)
+
+    def flush(self, conn: Connection) -> None:
+        _upsert(conn, t.orders, list(self.orders.values()))
+        _upsert(conn, t.positions, list(self.positions.values()))
+        if self.fills:
+            orders = sorted({k[0] for k in self.fills})
+            for existing in conn.execute(_FILLS_OF_ORDERS, {"b_orders": orders}):
+                key = (existing.client_order_id, existing.seq)
+                new = self.fills.pop(key, None)
+                if new is not None:
+                    _check_same_fill(_fill_row(_fill_from(existing)), new)
+            if self.fills:
+                conn.execute(t.fills.insert(), list(self.fills.values()))
+        for table, rows in self.rows.items():  # events after their orders (foreign keys)
+            conn.execute(table.insert(), rows)
+        self.orders, self.positions, self.fills, self.rows = {}, {}, {}, {}
+
+
+def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
+    """Insert `rows`, or update the row already stored under the same primary key: one
+    statement (INSERT ... ON CONFLICT DO UPDATE, SQLite and PostgreSQL alike) for any count."""
+    if rows:
+        conn.execute(_upsert_statement(conn.dialect.name, table, tuple(rows[0])), rows)
+
+
+@functools.cache
+def _upsert_statement(dialect: str, table: Any, columns: tuple[str, ...]) -> Any:
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:  # create_store admits only sqlite and postgresql
+        from sqlalchemy.dialects.sqlite import insert
+    key = [c.name for c in table.primary_key]
+    stmt = insert(table)
+    return stmt.on_conflict_do_update(
+        index_elements=key, set_={c: stmt.excluded[c] for c in columns if c not in key}
+    )
+
+
+def _check_same_fill(old: dict[str, Any], new: dict[str, Any]) -> None:
+    """FillConflictError unless `new` repeats the stored fill `old` exactly."""
+    diff = {k: (old[k], v) for k, v in new.items() if old[k] != v}
+    if diff:
+        raise FillConflictError(
+            f"fill {new['client_order_id']}#{new['seq']} already recorded with different "
+            f"values (stored, new): {diff}"
+        )
 
 
 class SqlJournal(StoreReader):
@@ -308,28 +387,34 @@ class SqlJournal(StoreReader):
         self.fencing_token = fencing_token
         self.resource = resource
         self._batch: Connection | None = None
+        self._pending: _PendingWrites | None = None
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
         """Every write inside the block goes into one fenced transaction: all or nothing.
 
         The paper engine wraps each bar in one, so a crash leaves either the whole bar (its input,
-        orders, fills, signals, equity and the step marker) in the store or none of it.
+        orders, fills, signals, equity and the step marker) in the store or none of it. Appends
+        and upserts are held (`_PendingWrites`) and written together before the commit; anything
+        that reads or needs a row id in the block writes them first.
         """
         if self._batch is not None:
             yield
             return
         with self.store.transaction() as conn:
             self._fence(conn)
-            self._batch = conn
+            self._batch, self._pending = conn, _PendingWrites()
             try:
                 yield
+                self._pending.flush(conn)
             finally:
-                self._batch = None
+                self._batch, self._pending = None, None
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
         if self._batch is not None:
+            if self._pending is not None:
+                self._pending.flush(self._batch)  # whatever comes next sees every held row
             yield self._batch
             return
         with self.store.transaction() as conn:
@@ -352,43 +437,32 @@ class SqlJournal(StoreReader):
     def record_order(self, order: Order) -> None:
         """Upsert the latest state and append an order_events row, in one transaction."""
         row = order_row(order)
+        if self._pending is not None:
+            self._pending.orders[order.client_order_id] = row
+            self._pending.append(t.order_events, _event_row(order))
+            return
         with self._tx() as conn:
-            key = {"b_key": order.client_order_id}
-            if conn.execute(_UPDATE_ORDER, {**row, **key}).rowcount == 0:
-                conn.execute(t.orders.insert(), row)
+            _upsert(conn, t.orders, [row])
             self._append_event(conn, order)
 
     def _append_event(self, conn: Connection, order: Order) -> None:
-        conn.execute(
-            t.order_events.insert(),
-            {
-                "client_order_id": order.client_order_id,
-                "status": order.status.value,
-                "filled_qty": order.filled_qty,
-                "avg_fill_price": order.avg_fill_price,
-                "price": order.price,
-                "reason": order.reason,
-                "at": order.updated_at if order.updated_at is not None else order.created_at,
-            },
-        )
+        conn.execute(t.order_events.insert(), _event_row(order))
 
     def record_fill(self, fill: Fill) -> None:
         """Idempotent on (client_order_id, seq): an identical repeat is a no-op, a different one
         raises FillConflictError (a venue or engine bug that must not be papered over)."""
         new = _fill_row(fill)
+        if self._pending is not None:
+            held = self._pending.fills.setdefault((fill.client_order_id, fill.seq), new)
+            _check_same_fill(held, new)
+            return
         with self._tx() as conn:
             key = {"b_order": fill.client_order_id, "b_seq": fill.seq}
             existing = conn.execute(_FILL_BY_KEY, key).first()
             if existing is None:
                 conn.execute(t.fills.insert(), new)
                 return
-            old = _fill_row(_fill_from(existing))
-            diff = {k: (old[k], v) for k, v in new.items() if old[k] != v}
-            if diff:
-                raise FillConflictError(
-                    f"fill {fill.client_order_id}#{fill.seq} already recorded with different "
-                    f"values (stored, new): {diff}"
-                )
+            _check_same_fill(_fill_row(_fill_from(existing)), new)
 
     def record_signal(self, signal: Signal) -> None:
         self._insert(t.signals, dataclasses.asdict(signal))
@@ -405,22 +479,17 @@ class SqlJournal(StoreReader):
         at = now if now is not None else pd.Timestamp.now(tz="UTC").floor("us")
         values = {"value": value, "updated_at": at}
         with self._tx() as conn:
-            if conn.execute(_UPDATE_STATE, {**values, "b_key": key}).rowcount == 0:
-                conn.execute(t.engine_state.insert(), {"key": key, **values})
+            _upsert(conn, t.engine_state, [{"key": key, **values}])
 
     def record_bars(self, step: int, bars: Mapping[str, Bar]) -> None:
         """Log the bars of one step: the input a restarted engine replays."""
-        with self._tx() as conn:
-            conn.execute(
-                t.bars.insert(),
-                [{"step": step, "symbol": s, **b._asdict()} for s, b in bars.items()],
-            )
+        for symbol, bar in bars.items():
+            self._insert(t.bars, {"step": step, "symbol": symbol, **bar._asdict()})
 
     def record_predictions(self, step: int, rows: list[dict[str, Any]]) -> None:
         """Log the model answers of one step (PredictionRecord.to_row()): inputs, like its bars."""
-        if rows:
-            with self._tx() as conn:
-                conn.execute(t.predictions.insert(), [{"step": step, **row} for row in rows])
+        for row in rows:
+            self._insert(t.predictions, {"step": step, **row})
 
     def record_command(
         self, step: int, kind: str, payload: Mapping[str, Any], actor: str, at: pd.Timestamp
@@ -431,20 +500,24 @@ class SqlJournal(StoreReader):
 
     def write_positions(self, portfolio: Portfolio, at: pd.Timestamp) -> None:
         """Upsert every position's current state (derived from fills; kept for readers)."""
+        rows: dict[str, dict[str, Any]] = {}
+        for symbol, pos in portfolio.positions.items():
+            marked = math.isfinite(pos.last_price)
+            rows[symbol] = {
+                "symbol": symbol,
+                "qty": pos.qty,
+                "avg_entry": pos.avg_entry if pos.is_open else 0.0,
+                "last_price": pos.last_price if marked else pos.avg_entry,
+                "market_value": pos.market_value if marked else 0.0,
+                "unrealized_pnl": pos.unrealized_pnl if pos.is_open and marked else 0.0,
+                "realized_pnl": pos.realized_pnl,
+                "updated_at": at,
+            }
+        if self._pending is not None:
+            self._pending.positions.update(rows)
+            return
         with self._tx() as conn:
-            for symbol, pos in portfolio.positions.items():
-                marked = math.isfinite(pos.last_price)
-                row = {
-                    "qty": pos.qty,
-                    "avg_entry": pos.avg_entry if pos.is_open else 0.0,
-                    "last_price": pos.last_price if marked else pos.avg_entry,
-                    "market_value": pos.market_value if marked else 0.0,
-                    "unrealized_pnl": pos.unrealized_pnl if pos.is_open and marked else 0.0,
-                    "realized_pnl": pos.realized_pnl,
-                    "updated_at": at,
-                }
-                if conn.execute(_UPDATE_POSITION, {**row, "b_key": symbol}).rowcount == 0:
-                    conn.execute(t.positions.insert(), {"symbol": symbol, **row})
+            _upsert(conn, t.positions, list(rows.values()))
 
     def journal_marks(self, step: int) -> JournalMarks:
         """Where the journal stands now (in the open transaction: a snapshot's marks)."""
@@ -462,6 +535,9 @@ class SqlJournal(StoreReader):
             )
 
     def _insert(self, table: Any, values: Mapping[str, Any]) -> None:
+        if self._pending is not None:
+            self._pending.append(table, dict(values))
+            return
         with self._tx() as conn:
             conn.execute(table.insert(), dict(values))
 
