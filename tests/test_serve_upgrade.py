@@ -42,15 +42,14 @@ import pandas as pd
 import pytest
 import requests
 import yaml
-from sqlalchemy import select
+from journal_outcome import outcome
 from test_store import PG_ENV, _postgres_url
 
 from n1v1.cli.local_ray import HeadPorts, LocalRayHead, free_port, processes_in_session
 from n1v1.live.session import TradingSession
 from n1v1.serve.args import AppArgs
 from n1v1.serve.engine import make_feed
-from n1v1.store import Store, StoreReader, create_store, current_lease
-from n1v1.store import schema as t
+from n1v1.store import StoreReader, create_store, current_lease
 from n1v1.store.journal import DEFAULT_RESOURCE
 
 pytestmark = pytest.mark.slow
@@ -182,31 +181,6 @@ def store_url(tmp_path: Path) -> Iterator[str]:
     else:
         print(f"{PG_ENV} is not set: both clusters share one SQLite file instead of PostgreSQL")
         yield f"sqlite:///{tmp_path / 'n1v1.db'}"
-
-
-def outcome(store: Store) -> dict[str, Any]:
-    """Everything a run leaves in the store that a second, identical run must reproduce."""
-    reader = StoreReader(store)
-    orders = reader.latest_orders()
-    with store.engine.connect() as conn:
-        bars = [
-            (r.step, r.symbol, r.timestamp, r.open, r.high, r.low, r.close, r.volume)
-            for r in conn.execute(select(t.bars).order_by(t.bars.c.id))
-        ]
-    return {
-        "bars": bars,
-        "orders": {
-            cid: (o.symbol, o.side, o.qty, o.status, o.filled_qty, o.avg_fill_price, o.created_at)
-            for cid, o in orders.items()
-        },
-        "histories": {cid: reader.order_history(cid) for cid in orders},
-        "fills": reader.fills(),
-        "signals": reader.signals(),
-        "risk_decisions": reader.risk_decisions(),
-        "equity": reader.equity(),
-        "positions": reader.positions(),
-        "commands": [(c["step"], c["kind"], c["payload"]) for c in reader.commands()],
-    }
 
 
 def test_a_rayservice_upgrade_hands_the_engine_over_without_a_gap_or_a_duplicate(

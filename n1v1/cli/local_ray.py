@@ -85,8 +85,12 @@ class LocalRayHead:
         env: Mapping[str, str],
         *,
         loopback_only: bool = False,
+        block: bool = True,
     ) -> None:
-        self.ray_bin, self.ports, self.num_cpus = ray_bin, ports, num_cpus
+        """`block=False` starts the head daemonised (`ray start --head` returns once it is up):
+        `--block` takes every process down when one of them dies, which a GCS fault-tolerance
+        test must not have (bench/faults.py kills `gcs_server` and starts it again)."""
+        self.ray_bin, self.ports, self.num_cpus, self.block = ray_bin, ports, num_cpus, block
         # Loopback only: a driver must be in the same mode to connect (it resolves the address
         # 127.0.0.1 to the node IP it would have), so `client_env` carries it too.
         self.loopback_only = loopback_only
@@ -132,7 +136,7 @@ class LocalRayHead:
             self.ray_bin,
             "start",
             "--head",
-            "--block",
+            *(["--block"] if self.block else []),
             *([f"--node-ip-address={LOOPBACK}"] if self.loopback_only else []),
             f"--port={p.gcs}",
             f"--num-cpus={self.num_cpus}",
@@ -156,7 +160,7 @@ class LocalRayHead:
         ready = self.temp_dir / "ray_current_cluster"  # written once the head is up
         deadline = time.monotonic() + timeout
         while not ready.exists():
-            if self.process.poll() is not None:
+            if self.process.poll() is not None and (self.block or self.process.returncode != 0):
                 raise RayHeadError(
                     f"`ray start --head` exited with status {self.process.returncode}:\n"
                     f"{self.log_tail()}\n(full log: {self.log_path})"
@@ -186,6 +190,10 @@ class LocalRayHead:
             process.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=grace)
+        elif not self.block:  # daemonised: nobody relays the SIGTERM, so each process gets one
+            for pid in processes_in_session(sid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + min(grace, 10.0)
         while processes_in_session(sid) and time.monotonic() < deadline:
             time.sleep(0.2)  # workers notice their raylet is gone and exit on their own

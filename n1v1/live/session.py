@@ -22,7 +22,20 @@ after every step.
 
 States: `starting`, `standby` (another engine holds the lease), `running`, `replay_finished` (a
 replay feed handed out its last bar: nothing more will happen until the session is stopped),
-`failed` (the loop died; the replica must be replaced) and `stopped`.
+`store_unavailable` (the database cannot be reached: see below), `failed` (the loop died; the
+replica must be replaced) and `stopped`.
+
+A database outage stops trading and nothing else. A step's transaction is all or nothing, so when
+the store fails in the middle of a step no order of that step is in the journal, and none reached
+the venue: the simulated venue lives in this engine, whose state is now ahead of the store and is
+thrown away. The session keeps the bar it could not journal, publishes `store_unavailable` with
+why (the status keeps the last committed step's figures), refuses commands with `unavailable`,
+and probes the store with a growing pause (0.5 s to 2 s). Once it answers, the session takes over
+again exactly as a new replica would (the lease, the schema check, the rebuild from the store)
+and processes the kept bar, then the feed's next ones: the journal ends as an uninterrupted run's.
+What counts as an outage is decided by n1v1/store/availability.py; an outage that comes straight
+back while the store answers its probe is an error in what was asked, and fails the loop after a
+few tries.
 
 A strategy that cannot start, such as an `ml_signal` slot whose model is not in the registry yet,
 stands aside (target 0, no orders) instead of failing the session; the loop looks for it again every
@@ -75,7 +88,9 @@ from n1v1.store import (
     release,
     renew,
 )
+from n1v1.store.availability import is_unreachable, probe, unreachable_reason
 from n1v1.store.journal import DEFAULT_RESOURCE, order_row
+from n1v1.store.schema import check_store
 from n1v1.store.snapshots import (
     JournalMarks,
     SnapshotError,
@@ -126,6 +141,12 @@ COMMANDS = ("pause", "resume", "kill_switch", "order", "cancel", "config", "user
 SLOTS_COMMAND = "strategy_slots"  # logged by the session itself, never submitted by a caller
 SLOT_RETRY_S = 5.0  # how often a slot that stands aside is tried again
 READY_STATES = frozenset({"running", "replay_finished"})  # the loop is up and accepts commands
+STORE_UNAVAILABLE = "store_unavailable"
+STORE_RETRY_S = (0.5, 2.0)  # the first and the longest pause between two probes of a lost store
+# An outage that recurs this many times in a row while the store answers its probe, without one
+# step or command getting through in between, is an error in what is asked: the loop fails.
+OUTAGE_REPEATS = 5
+OUTAGE_REPEAT_WINDOW_S = 30.0  # "in a row": each within this long of the previous recovery
 
 
 class TradingSession:
@@ -183,7 +204,16 @@ class TradingSession:
         self.state = "starting"  # see the module docstring for every state
         self.failure = ""
         self.heartbeat = time.monotonic()
-        self.snapshot: dict[str, Any] = {"state": self.state}
+        # the store as this session last met it (the status's `store`; see the module docstring)
+        self.store_available = True
+        self.store_outages = 0
+        self._outage_since: pd.Timestamp | None = None
+        self._outage_started = 0.0
+        self.last_outage_s: float | None = None
+        self._outage_repeats = 0
+        self._recovered_at = 0.0
+        self._held_step: Step | None = None  # the bar a lost store could not journal
+        self.snapshot: dict[str, Any] = {"state": self.state, "store": self.store_status()}
         self._lease = None
         self._user_config: dict[str, Any] | None = None
         self._trades_closed: list[dict[str, Any]] = []  # published; append-only per engine
@@ -339,40 +369,149 @@ class TradingSession:
 
     def _run(self) -> None:
         try:
-            while not self._stop.is_set() and not self._try_take_over():
-                self._publish()
-                self._stop.wait(1.0)
-            renew_every = self.lease_ttl / 3
-            last_renew = time.monotonic()
             while not self._stop.is_set():
-                self.heartbeat = time.monotonic()
-                if self.heartbeat - last_renew >= renew_every:
-                    self._lease = renew(self.store, self._lease, self.lease_ttl)
-                    last_renew = self.heartbeat
-                self._drain_commands()
-                if self.aside and self.heartbeat - self._slots_checked >= SLOT_RETRY_S:
-                    self._refresh_slots()
-                step = self.feed.next_step(timeout=0.05)
-                if step is not None:
-                    self._process_step(*step)
-                elif self.feed.exhausted:
-                    if self.state != "replay_finished":
-                        self.state = "replay_finished"
-                        log.info("replay finished at step %d (%s)", self.steps_done, self.last_ts)
+                try:
+                    if self._lease is None and not self._try_take_over():
                         self._publish()
-                    self._stop.wait(0.05)
+                        self._stop.wait(1.0)
+                        continue
+                    self._trade()
+                except Exception as exc:
+                    if not is_unreachable(exc):
+                        raise
+                    self._store_lost(exc)
+                    self._await_store()
             if self._lease is not None:
                 self._snapshot_at_stop()
             self.state = "stopped"
             if self._lease is not None:
-                release(self.store, self._lease)
+                self._release()
         except Exception as exc:  # crash-only: the store is consistent; a new session rebuilds
             self.state = "failed"
             self.failure = f"{type(exc).__name__}: {exc}"
             log.exception("engine loop failed; the replica must be replaced: %s", self.failure)
         finally:
-            self._publish()
+            if self.store_available:
+                self._publish()
+            else:  # the engine is ahead of the store: keep the last committed step's figures
+                self._publish_state()
             self._fail_pending()
+
+    def _release(self) -> None:
+        """Give the lease back at a clean stop; with the store gone, it expires by itself."""
+        assert self._lease is not None
+        try:
+            release(self.store, self._lease)
+        except Exception as exc:
+            if not is_unreachable(exc):
+                raise
+            log.warning(
+                "lease not released, the store is unreachable (%s): it expires at %s",
+                unreachable_reason(exc),
+                self._lease.expires_at.isoformat(),
+            )
+
+    def _trade(self) -> None:
+        """The loop while the lease is held: commands, slots, bars; returns when stopped."""
+        renew_every = self.lease_ttl / 3
+        last_renew = time.monotonic()
+        while not self._stop.is_set():
+            self.heartbeat = time.monotonic()
+            if self.heartbeat - last_renew >= renew_every:
+                assert self._lease is not None
+                self._lease = renew(self.store, self._lease, self.lease_ttl)
+                last_renew = self.heartbeat
+            self._drain_commands()
+            if self.aside and self.heartbeat - self._slots_checked >= SLOT_RETRY_S:
+                self._refresh_slots()
+            step = self._held_step or self.feed.next_step(timeout=0.05)
+            if step is not None:
+                self._held_step = step  # until its transaction commits
+                self._process_step(*step)
+                self._held_step = None
+                self._outage_repeats = 0
+            elif self.feed.exhausted:
+                if self.state != "replay_finished":
+                    self.state = "replay_finished"
+                    log.info("replay finished at step %d (%s)", self.steps_done, self.last_ts)
+                    self._publish()
+                self._stop.wait(0.05)
+
+    # -- a lost store ------------------------------------------------------------------------------
+    def store_status(self) -> dict[str, Any]:
+        """The status's `store`: reachable or not, since when, why, and the outages so far."""
+        return {
+            "available": self.store_available,
+            "unavailable_since": None
+            if self._outage_since is None
+            else self._outage_since.isoformat(),
+            "outages": self.store_outages,
+            "last_outage_s": self.last_outage_s,
+        }
+
+    def _store_lost(self, exc: Exception) -> None:
+        """Stop trading: the lease and the engine's state are unknown until the store answers."""
+        reason = unreachable_reason(exc)
+        if self.store_available:
+            self.store_available = False
+            self.store_outages += 1
+            self._outage_since = pd.Timestamp.now(tz="UTC").floor("us")
+            self._outage_started = time.monotonic()
+            log.warning(
+                "store unreachable: trading stopped at step %d (the bar of %s is kept): %s",
+                self.steps_done,
+                None if self._held_step is None else self._held_step[0],
+                reason,
+            )
+        if time.monotonic() - self._recovered_at > OUTAGE_REPEAT_WINDOW_S:
+            self._outage_repeats = 0
+        self._outage_repeats += 1
+        if self._outage_repeats > OUTAGE_REPEATS:
+            raise RuntimeError(
+                f"the store answers, but the same step failed {OUTAGE_REPEATS} times in a row "
+                f"with: {reason}"
+            ) from exc
+        self._lease = None
+        self.state = STORE_UNAVAILABLE
+        self.failure = self._outage_reason(reason)
+        self._publish_state()
+        self._fail_pending()
+
+    def _outage_reason(self, reason: str) -> str:
+        assert self._outage_since is not None
+        held = "" if self._held_step is None else f"; the bar of {self._held_step[0]} is kept"
+        return (
+            f"the store is unreachable since {self._outage_since.isoformat()} ({reason}): no "
+            f"trading until it answers; the engine then rebuilds from it (last committed step "
+            f"{self.snapshot.get('step', 0)}{held})"
+        )
+
+    def _await_store(self) -> None:
+        """Probe the store, pausing longer each time, until it answers (or the session stops)."""
+        pause = STORE_RETRY_S[0]
+        while not self._stop.wait(pause):
+            self.heartbeat = time.monotonic()
+            problem = probe(self.store)
+            if problem is None:
+                self.store_available = True
+                self.last_outage_s = round(time.monotonic() - self._outage_started, 3)
+                self._outage_since = None
+                self._recovered_at = time.monotonic()
+                log.info("store reachable again after %.1f s: taking over", self.last_outage_s)
+                return
+            self.failure = self._outage_reason(problem)
+            self._publish_state()
+            pause = min(2 * pause, STORE_RETRY_S[1])
+
+    def _publish_state(self) -> None:
+        """Publish the state, why and the store's status over the last published figures, which
+        are those of the last committed step (the engine's own may be ahead of the store)."""
+        self.snapshot = {
+            **self.snapshot,
+            "state": self.state,
+            "failure": self.failure,
+            "store": self.store_status(),
+        }
 
     def _try_take_over(self) -> bool:
         try:
@@ -384,6 +523,7 @@ class TradingSession:
             self.failure = str(exc)
             return False
         self.failure = ""
+        check_store(self.store)  # a store opened during an outage, or restored from a backup
         self._rebuild()
         journal: Journal = SqlJournal(self.store, self._lease.token)
         self._sql = journal
@@ -735,7 +875,17 @@ class TradingSession:
             except CommandError as exc:
                 pending.future.set_exception(exc)
             except Exception as exc:
-                pending.future.set_exception(exc)
+                if is_unreachable(exc):  # the loop stops trading and rebuilds from the store
+                    exc_for_caller: Exception = CommandError(
+                        "unavailable",
+                        f"the store became unreachable while this command was being recorded "
+                        f"({unreachable_reason(exc)}): it took effect only if its transaction "
+                        "committed; the engine rebuilds from the store once it answers, and the "
+                        "status and the audit log show what is recorded",
+                    )
+                else:
+                    exc_for_caller = exc
+                pending.future.set_exception(exc_for_caller)
                 raise
             else:
                 # publish first: a caller that reads the status right after its command's answer
@@ -876,7 +1026,8 @@ class TradingSession:
     def trades_page(self, symbol: str | None, limit: int, offset: int) -> dict[str, Any]:
         """One page of trades, newest first (open trades first, then closed by exit, latest
         first); for GET /api/v1/trades. From the published lists, so safe from any thread."""
-        if self.state not in READY_STATES and self.state != "stopped":
+        # published lists: a lost store leaves those of the last committed step
+        if self.state not in READY_STATES and self.state not in ("stopped", STORE_UNAVAILABLE):
             raise CommandError(
                 "unavailable",
                 f"engine is {self.state}: trades come from the engine, which has not rebuilt "
@@ -942,6 +1093,7 @@ class TradingSession:
             "risk": risk_state(engine),
             "live_config": self.live.model_dump(),
             "recovery": self.recovery,
+            "store": self.store_status(),
             "snapshots": {
                 "every": self.snapshot_every,
                 "kept": self.snapshots_kept,

@@ -26,6 +26,7 @@ API_5XX_RATIO = 0.05  # share of requests answered 5xx over 5 minutes
 API_P99_S = 1.0  # per route, over 10 minutes (/readyz waits on its probes: excluded)
 STALL_INTERVALS = 3  # feed intervals without a step before the feed counts as stalled
 STALL_FLOOR_S = 120  # never sooner: a scrape and Ray's export each lag by up to ~30 s
+STORE_OUTAGE_FOR = "1m"  # an outage shorter than this resumes unseen: the engine retries alone
 STANDBY_MAX = "15m"  # an upgrade's new engine stands by for a minute or two, not this long
 ORDER_REJECTIONS_10M = 3  # orders the venue rejected in 10 minutes
 RISK_REJECTIONS_10M = 30  # entries a risk rule refused in 10 minutes
@@ -71,6 +72,7 @@ def _alerts() -> tuple[Alert, ...]:
     running = max_by("namespace", sel(state, 'state="running"'))
     standby = max_by("namespace", sel(state, 'state="standby"'))
     holders = "sum by (namespace) (ray_n1v1_engine_lease_held)"
+    store_available = "min by (namespace) (ray_n1v1_store_available)"
     step_age = "time() - max by (namespace) (ray_n1v1_last_step_timestamp_seconds)"
     stall_limit = (
         f"clamp_min({STALL_INTERVALS} * max by (namespace) (ray_n1v1_feed_interval_seconds), "
@@ -136,6 +138,17 @@ def _alerts() -> tuple[Alert, ...]:
             "An engine replica has waited for the store's lease for " + STANDBY_MAX + ": "
             "another engine holds it (an old cluster left running after an upgrade, or another "
             "deployment on the same store).",
+        ),
+        Alert(
+            "N1V1StoreUnavailable",
+            f"{store_available} == 0",
+            (store_available,),
+            STORE_OUTAGE_FOR,
+            "critical",
+            "The N1V1 engine cannot reach its database",
+            "The engine has not reached its store for " + STORE_OUTAGE_FOR + ": it trades "
+            "nothing (no order can be journaled) and refuses commands with 503; it resumes by "
+            "itself once the database answers.",
         ),
         Alert(
             "N1V1LeaseHoldersNotOne",

@@ -88,6 +88,10 @@ METRICS: tuple[MetricSpec, ...] = (
     _g("n1v1_engine_state", "1 for the engine's current state, 0 for the others", ("state",)),
     _g("n1v1_engine_lease_held", "1 while this engine holds the lease and trades, else 0"),
     _g(
+        "n1v1_store_available",
+        "1 while the engine reaches its store, 0 during an outage (it does not trade then)",
+    ),
+    _g(
         "n1v1_trading_halted",
         "1 while this rule refuses new entries (kill_switch, circuit_breaker, max_daily_loss, "
         "paused), else 0",

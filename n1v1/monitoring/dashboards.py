@@ -184,6 +184,14 @@ def _trading() -> Dashboard:
                         width=8,
                     ),
                     Panel(
+                        "Store reachable",
+                        "1 while the engine reaches its database; 0 during an outage, when it "
+                        "does not trade and resumes by itself once the store answers.",
+                        (Target(f"min({c('ray_n1v1_store_available')})"),),
+                        type="stat",
+                        width=8,
+                    ),
+                    Panel(
                         "Trading halts",
                         "1 while the rule refuses new entries.",
                         (Target(f"max by (rule) ({c('ray_n1v1_trading_halted')})", "{{rule}}"),),

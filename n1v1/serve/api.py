@@ -26,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import hmac
+import json
+import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -40,6 +42,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -77,9 +81,11 @@ from n1v1.serve.schemas import (
     strict_param_errors,
 )
 from n1v1.store import StoreReader, record_audit
+from n1v1.store.availability import RETRY_AFTER_S, is_unreachable, unreachable_reason
 from n1v1.store.schema import Store
 
 __all__ = ["API", "ApiError", "Backend", "TokenBucket", "create_api", "downsample", "hash_token"]
+log = logging.getLogger(__name__)
 
 API = "/api/v1"
 SWAGGER_UI = "/static/swagger-ui"
@@ -144,7 +150,7 @@ def create_api(
     reader = StoreReader(store)
     limiter = TokenBucket(rate_limit_per_s, rate_burst)
     anonymous = TokenBucket(anonymous_rate_per_s, anonymous_burst)
-    readiness: dict[str, Any] = {"at": -math.inf, "checks": {}}
+    readiness: dict[str, Any] = {"at": -math.inf, "checks": {}, "engine": None}
     readiness_lock = asyncio.Lock()
     refusals = RefusalLog(functools.partial(_write_audit, store), refusal_window_s)
     dashboard = resources.files("n1v1.serve").joinpath("static/dashboard.html").read_text()
@@ -266,6 +272,19 @@ def create_api(
     async def _command_error(_: Request, exc: CommandError) -> JSONResponse:
         return error_response(_STATUS_FOR.get(exc.code, 500), exc.code, exc.message, exc.details)
 
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(PoolTimeoutError)
+    async def _store_unreachable(_: Request, exc: Exception) -> JSONResponse:
+        """A read of the store during a database outage: 503, try again later (not a 500)."""
+        return error_response(
+            503,
+            "store_unavailable",
+            f"the store cannot be reached: {unreachable_reason(exc)}",
+            {"retry_after_s": RETRY_AFTER_S},
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         whole = await body_problem(request, exc.errors())
@@ -344,11 +363,17 @@ def create_api(
         /readyz costs them nothing more, and no prober is refused."""
         async with readiness_lock:
             if time.monotonic() - readiness["at"] >= READY_EVERY_S:
-                readiness["checks"] = await backend.ready()
+                checks = await backend.ready()
+                readiness["checks"] = checks
+                # why not: the engine's state and reason (a lost store, a lease held elsewhere)
+                readiness["engine"] = None if all(checks.values()) else await _engine_state(backend)
                 readiness["at"] = time.monotonic()
-            checks = readiness["checks"]
+            checks, engine = readiness["checks"], readiness["engine"]
         ok = all(checks.values())
-        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+        body: dict[str, Any] = {"ready": ok, "checks": checks}
+        if engine is not None:
+            body["engine"] = engine
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     # -- reads -----------------------------------------------------------------------------------
     @app.get(f"{API}/status", responses=errors(503))
@@ -377,7 +402,7 @@ def create_api(
         snap = await backend.status()
         return snap.get("risk") or {}
 
-    @app.get(f"{API}/orders")
+    @app.get(f"{API}/orders", responses=errors(503))
     async def orders(
         symbol: str | None = Query(None, max_length=64),
         status: str | None = Query(None, pattern=r"^[a-z_]{1,32}$"),
@@ -407,7 +432,7 @@ def create_api(
         # how many bars a position was held under the engine's rules.
         return await backend.trades(symbol, limit, offset)
 
-    @app.get(f"{API}/equity")
+    @app.get(f"{API}/equity", responses=errors(503))
     async def equity(
         start: str | None = Query(
             None, max_length=64, description="ISO-8601 date or time (UTC without an offset)"
@@ -431,7 +456,7 @@ def create_api(
             "total": len(points),
         }
 
-    @app.get(f"{API}/signals")
+    @app.get(f"{API}/signals", responses=errors(503))
     async def signals(
         symbol: str | None = Query(None, max_length=64),
         strategy: str | None = Query(None, max_length=64),
@@ -456,7 +481,7 @@ def create_api(
     async def models() -> dict[str, Any]:
         return await backend.models()
 
-    @app.get(f"{API}/backtests/{{job_id}}", responses=errors(404))
+    @app.get(f"{API}/backtests/{{job_id}}", responses=errors(404, 503))
     async def get_backtest(job_id: str = Path(max_length=64)) -> dict[str, Any]:
         from n1v1.store.backtests import get_backtest as load
 
@@ -643,8 +668,31 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def _write_audit(store: Store, rows: list[AuditRow]) -> None:
+    """Write the audit rows; with the store unreachable, log them instead (the answer the caller
+    gets must stay the one its request earned: a 503 here could make it retry a done order)."""
     for actor, action, details in rows:
-        record_audit(store, actor[:_AUDIT_TEXT], action[:_AUDIT_TEXT], details)
+        try:
+            record_audit(store, actor[:_AUDIT_TEXT], action[:_AUDIT_TEXT], details)
+        except Exception as exc:
+            if not is_unreachable(exc):
+                raise
+            log.error(
+                "audit row not written, the store is unreachable (%s): actor=%s action=%s "
+                "details=%s",
+                unreachable_reason(exc),
+                actor,
+                action,
+                json.dumps(details, default=str),
+            )
+
+
+async def _engine_state(backend: Backend) -> dict[str, Any]:
+    """The engine's state and why, for a /readyz that says not ready."""
+    try:
+        snap = await asyncio.wait_for(backend.status(), 2.0)
+    except Exception as exc:
+        return {"state": None, "reason": f"status not available: {type(exc).__name__}"}
+    return {"state": snap.get("state"), "reason": snap.get("failure") or ""}
 
 
 def downsample(points: list[Any], max_points: int) -> list[Any]:

@@ -2,6 +2,9 @@
 
 The replica is disposable. Its state lives in the store, so when it dies (or `check_health` fails
 and Serve replaces it) the next replica takes the lease, rebuilds from the store and carries on.
+A database outage is not the replica's fault and replacing it would not help: the session stops
+trading and waits for the store (`store_unavailable`), the health check stays green, and the
+replica resumes by itself (n1v1/live/session.py).
 Commands and reads are async methods that never block the replica's event loop on the engine.
 """
 
@@ -13,7 +16,6 @@ from typing import Any
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
-from sqlalchemy import text
 
 from n1v1.data.resample import parse_timeframe
 from n1v1.live.session import CommandError, TradingSession
@@ -27,7 +29,7 @@ from n1v1.serve.metrics import (
     refresh_gauges,
 )
 from n1v1.serve.predictor import ServePredictor
-from n1v1.store import create_store
+from n1v1.store.availability import open_store
 
 
 def make_feed(args: AppArgs) -> Any:
@@ -67,7 +69,7 @@ class Engine:
     def __init__(self, args: dict[str, Any], model: DeploymentHandle | None = None) -> None:
         self.args = AppArgs.model_validate(args)
         engine = self.args.engine
-        self.store = create_store(self.args.resolved_store_url())
+        self.store = open_store(self.args.resolved_store_url())  # may start during an outage
         self.session = TradingSession(
             self.args.settings(),
             self.args.strategies,
@@ -96,8 +98,6 @@ class Engine:
         session = self.session
         observe_engine(session.snapshot)  # every health check (2 s): state, lease, halts, P&L
         refresh_gauges()  # and every gauge set at the last step (metrics module docstring)
-        with self.store.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))  # raises when the store is unreachable
         if session.state == "failed" or not session.alive:
             raise RuntimeError(f"engine loop is down: {session.failure or session.state}")
         stalled = time.monotonic() - session.heartbeat

@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from ray import serve
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 from sqlalchemy import text
 
@@ -16,11 +19,30 @@ from n1v1.live.session import READY_STATES, CommandError
 from n1v1.serve.api import create_api
 from n1v1.serve.backtests import run_backtest_job
 from n1v1.serve.metrics import observe_request
-from n1v1.store import create_store
+from n1v1.store.availability import open_store
 from n1v1.store.backtests import create_backtest
 
 _STATUS_TIMEOUT_S = 5.0
+ENGINE_READ_TIMEOUT_S = 5.0  # a read the engine has not answered by then: 503, not a hang
+_REPLICA_GONE = (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError)
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+async def answer_of(call: Awaitable[T], what: str, timeout: float | None = None) -> T:
+    """A deployment's answer, or CommandError "unavailable" (503) while its replica is replaced:
+    it died under the request, or (reads, with `timeout`) none answered in time. A command is
+    never timed out here: it may still be applied, and a caller told 503 could send it twice."""
+    try:
+        return await asyncio.wait_for(call, timeout)
+    except TimeoutError:
+        raise CommandError(
+            "unavailable", f"{what} did not answer within {timeout:g} s (restarting?)"
+        ) from None
+    except _REPLICA_GONE as exc:
+        raise CommandError(
+            "unavailable", f"{what}: the replica stopped while answering ({type(exc).__name__})"
+        ) from None
 
 
 class ServeBackend:
@@ -33,24 +55,31 @@ class ServeBackend:
         self._jobs: dict[str, Any] = {}  # keeps each task's ref alive until it finishes
 
     async def status(self) -> dict[str, Any]:
-        return await self.engine.status.remote()
+        return await answer_of(self.engine.status.remote(), "the engine", ENGINE_READ_TIMEOUT_S)
 
     async def trades(self, symbol: str | None, limit: int, offset: int) -> dict[str, Any]:
-        result = await self.engine.trades.remote(symbol, limit, offset)
+        result = await answer_of(
+            self.engine.trades.remote(symbol, limit, offset), "the engine", ENGINE_READ_TIMEOUT_S
+        )
         if "error" in result:
             err = result["error"]
             raise CommandError(err["code"], err["message"], err.get("details"))
         return result
 
     async def command(self, kind: str, payload: dict[str, Any], actor: str) -> dict[str, Any]:
-        result = await self.engine.command.remote(kind, payload, actor)
+        result = await answer_of(
+            self.engine.command.remote(kind, payload, actor),
+            "the engine (the command took effect only if the journal shows it)",
+        )
         if "error" in result:
             err = result["error"]
             raise CommandError(err["code"], err["message"], err.get("details"))
         return result
 
     async def predict(self, model: str, rows: list[list[float]]) -> dict[str, Any]:
-        result = await self.model.options(multiplexed_model_id=model).predict.remote(rows)
+        result = await answer_of(
+            self.model.options(multiplexed_model_id=model).predict.remote(rows), "the model"
+        )
         if "error" in result:
             err = result["error"]
             raise CommandError(err["code"], err["message"], err.get("details"))
@@ -59,7 +88,8 @@ class ServeBackend:
     async def models(self) -> dict[str, Any]:
         """The registry, and which version each ml_signal slot of the engine trades now."""
         listing, status = await asyncio.gather(
-            self.model.models.remote(), self.engine.status.remote()
+            answer_of(self.model.models.remote(), "the model", ENGINE_READ_TIMEOUT_S),
+            self.status(),
         )
         in_use: dict[str, list[dict[str, Any]]] = {}
         for slot in status.get("strategies") or []:
@@ -89,18 +119,20 @@ class ServeBackend:
         async def engine_ok() -> bool:
             return (await self.status()).get("state") in READY_STATES
 
-        checks = {}
-        for name, probe in (
-            ("store", asyncio.to_thread(store_ok)),
-            ("engine", engine_ok()),
-            ("model", self.model.ping.remote()),
-        ):
+        async def check(name: str, probe: Awaitable[Any]) -> bool:
             try:
-                checks[name] = bool(await asyncio.wait_for(probe, _STATUS_TIMEOUT_S))
+                return bool(await asyncio.wait_for(probe, _STATUS_TIMEOUT_S))
             except Exception as exc:
                 log.warning("readiness: %s not reachable: %s: %s", name, type(exc).__name__, exc)
-                checks[name] = False
-        return checks
+                return False
+
+        # at once, not one after the other: three timeouts in a row outlast a prober's patience
+        store, engine, model = await asyncio.gather(
+            check("store", asyncio.to_thread(store_ok)),
+            check("engine", engine_ok()),
+            check("model", self.model.ping.remote()),
+        )
+        return {"store": store, "engine": engine, "model": model}
 
 
 @serve.deployment(
@@ -119,7 +151,7 @@ class Gateway:
         read_token_hash: str | None,
         api: dict[str, Any],
     ) -> None:
-        self.store = create_store(store_url)
+        self.store = open_store(store_url)  # may start during a database outage
         self.backend = ServeBackend(engine, model, store_url, self.store)
         self.admin_token_hash, self.read_token_hash = admin_token_hash, read_token_hash
         self.api = api

@@ -31,7 +31,15 @@ from n1v1.engine.shadows import shadow_pnl
 from n1v1.live.session import READY_STATES
 from n1v1.monitoring.catalog import METRICS, MetricSpec
 
-ENGINE_STATES = ("starting", "standby", "running", "replay_finished", "failed", "stopped")
+ENGINE_STATES = (
+    "starting",
+    "standby",
+    "running",
+    "replay_finished",
+    "store_unavailable",
+    "failed",
+    "stopped",
+)
 HALT_RULES = ("kill_switch", "circuit_breaker", "max_daily_loss", "paused")
 
 
@@ -130,11 +138,15 @@ def observe_engine(snapshot: Mapping[str, Any]) -> None:
     """From the session's published snapshot (every health check): `n1v1_engine_state{state}`
     (1 for the current state, 0 for every other), `n1v1_engine_lease_held` (1 in a state that holds
     the lease: running or replay_finished; the sum over replicas is the number of engines acting),
-    `n1v1_trading_halted{rule}` and each strategy's net P&L."""
+    `n1v1_trading_halted{rule}`, `n1v1_store_available` (0 while the engine cannot reach its
+    store) and each strategy's net P&L."""
     state = str(snapshot.get("state", "starting"))
     for name in ENGINE_STATES:
         _set("n1v1_engine_state", 1.0 if name == state else 0.0, {"state": name})
     _set("n1v1_engine_lease_held", 1.0 if state in READY_STATES else 0.0)
+    store = snapshot.get("store")
+    if isinstance(store, Mapping):
+        _set("n1v1_store_available", 1.0 if store.get("available") else 0.0)
     risk = snapshot.get("risk")
     if isinstance(risk, Mapping):
         halted = {

@@ -233,9 +233,17 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+class EngineReadiness(BaseModel):
+    state: str | None = Field(description="the engine's state (None: it did not answer)")
+    reason: str = Field(description="why it is not ready, e.g. the database's error")
+
+
 class Readiness(BaseModel):
     ready: bool
     checks: dict[str, bool] = Field(description="store, engine and model: reachable or not")
+    engine: EngineReadiness | None = Field(
+        None, description="only when not ready: the engine's state and why"
+    )
 
 
 def strict_param_errors(strategy: str, params: dict[str, Any], where: str) -> list[dict[str, str]]:

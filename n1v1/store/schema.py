@@ -42,6 +42,7 @@ from sqlalchemy import (
     create_engine,
     event,
     inspect,
+    make_url,
     select,
 )
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -399,11 +400,38 @@ def open_engine(url: str) -> Engine:
         raise ValueError(
             f"store url {url!r}: only sqlite:/// and postgresql+psycopg:// are supported"
         )
-    engine = create_engine(url)
+    engine = create_engine(url, connect_args=_connect_args(url))
     if engine.dialect.name == "sqlite":
         _make_sqlite_dir(engine)
         _sqlite_pragmas(engine)
     return engine
+
+
+# A PostgreSQL connection that cannot reach its server fails within seconds instead of hanging: a
+# connect gives up after 5 s, data unacknowledged for 15 s fails the socket (a cut network, where
+# no reset ever arrives) and an idle connection is probed after 10 s. The engine then stops
+# trading until the store answers (n1v1/store/availability.py). A URL that sets one keeps its own.
+_PG_TIMEOUTS = {
+    "connect_timeout": 5,
+    "tcp_user_timeout": 15_000,  # milliseconds
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+
+
+def _connect_args(url: str) -> dict[str, Any]:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return {}
+    return {k: v for k, v in _PG_TIMEOUTS.items() if k not in parsed.query}
+
+
+def check_store(store: Store) -> None:
+    """Create the tables of an empty database, or check its schema version (SchemaVersionError);
+    for a store opened before its database could be reached (availability.open_store)."""
+    _check_or_create(store.engine)
 
 
 def _make_sqlite_dir(engine: Engine) -> None:
