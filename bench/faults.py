@@ -54,6 +54,7 @@ import datetime as dt
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -322,6 +323,7 @@ class FaultCluster:
     lease_ttl_s: float = 3.0
     redis_port: int = 6379
     extra_env: dict[str, str] = field(default_factory=dict)  # e.g. Serve's tuning variables
+    keep_logs: bool = False  # copy Ray's logs to work/ray-logs before the head's folder goes
 
     def __post_init__(self) -> None:
         self.schema = f"faults_{uuid.uuid4().hex[:10]}"
@@ -519,6 +521,13 @@ class FaultCluster:
             self.gcs.stop()
         if self.head is not None:
             self.head.stop()
+            if self.keep_logs:
+                shutil.copytree(
+                    self.head.temp_dir / "session_latest" / "logs",
+                    self.work / "ray-logs",
+                    dirs_exist_ok=True,
+                    ignore_dangling_symlinks=True,
+                )
             self.head.remove_temp_dir()
         for proxy in (self.pg_proxy, self.redis_proxy):
             if proxy is not None:
@@ -531,6 +540,18 @@ class FaultCluster:
         admin.dispose()
         if self.gcs_ft:
             _delete_redis_keys(self.redis_port, self.namespace)
+
+
+def unhandled_errors(logs: Path, lines: int = 25) -> list[str]:
+    """The gateway's logged 500s (n1v1/serve/errors.py, `unhandled error <id>`) with the lines
+    of traceback after each, from Ray logs a cluster kept (`keep_logs`)."""
+    found = []
+    for path in sorted(logs.rglob("*.log")):
+        text = path.read_text(errors="replace").splitlines()
+        for i, line in enumerate(text):
+            if "unhandled error" in line:
+                found.append("\n".join([f"{path.name}:", *text[i : i + lines]]))
+    return found
 
 
 def _delete_redis_keys(port: int, namespace: str) -> None:
@@ -1009,6 +1030,8 @@ def main() -> int:
     )
     parser.add_argument("--doc", type=Path, default=DOC)
     parser.add_argument("--section", help="the doc's section to replace (default: quick or full)")
+    parser.add_argument("--repeat", type=int, default=1, help="run each single fault this often")
+    parser.add_argument("--keep-logs", action="store_true", help="Ray's logs to WORK/ray-logs")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--work", type=Path, default=Path("/tmp") / f"n1v1-faults-{os.getpid()}")
     opts = parser.parse_args()
@@ -1022,6 +1045,7 @@ def main() -> int:
         extra_env={}
         if opts.proxy_health_period is None
         else {"RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S": str(opts.proxy_health_period)},
+        keep_logs=opts.keep_logs,
     )
     chosen = [f for f in FAULTS.values() if cluster.gcs_ft or not f.needs_gcs_ft]
     if opts.only:
@@ -1043,7 +1067,7 @@ def main() -> int:
         reference.outcome()  # the reference finishes first: it shares the CPUs
         load = start_load(cluster.http, TOKEN, rps=opts.rps, seed=opts.seed)
         time.sleep(3.0)
-        for fault in chosen:
+        for fault in [f for f in chosen for _ in range(opts.repeat)]:
             rows.append(run_one(cluster, reference, fault, rng, cut_s=opts.cut_s))
             print(progress(rows[-1]), flush=True)
         if sequence:

@@ -46,6 +46,7 @@ def rows(
         feed_end="2018-04-04 05:00",  # 301 steps: about 25 s of trading at 12 bars a second
         bars_per_second=12.0,
         replicas={"Gateway": 2, "Model": 1},
+        keep_logs=True,  # a 500 is explained by the gateway's log (printed below)
     )
     rng = random.Random(7)
     out: list[faults.Outcome] = []
@@ -86,6 +87,8 @@ def rows(
     ]
     table = faults.render("tests/test_faults.py", out, notes)
     print("\n" + table)
+    for error in faults.unhandled_errors(work / "ray-logs"):
+        print(error)
     if os.environ.get("RELIABILITY_DOC") == "1":
         faults.write_section(faults.DOC, "test", table)
     yield {"database": out[0], "engine": out[1], "gateway": out[2], "end": out[3]}, reference

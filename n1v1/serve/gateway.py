@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
+import grpc
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
@@ -24,7 +25,14 @@ from n1v1.store.backtests import create_backtest
 
 _STATUS_TIMEOUT_S = 5.0
 ENGINE_READ_TIMEOUT_S = 5.0  # a read the engine has not answered by then: 503, not a hang
-_REPLICA_GONE = (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError)
+# Serve calls replicas over gRPC: a replica killed mid-call surfaces as an actor error, or, for a
+# status other than UNAVAILABLE (the stream cut while the answer was on its way), as gRPC's own.
+_REPLICA_GONE = (
+    RayActorError,
+    ReplicaUnavailableError,
+    DeploymentUnavailableError,
+    grpc.aio.AioRpcError,
+)
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
