@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 from fastapi import FastAPI, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
@@ -126,6 +127,26 @@ class Backend(Protocol):
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+class RenderedStatus:
+    """The body of GET /status, rendered once per published status and sent as the same bytes to
+    every reader until the next: a backend hands back the very same snapshot object until the
+    engine publishes another (the session replaces its snapshot, never edits it), so the
+    per-request cost is an identity check, not a validation and JSON encoding of the status."""
+
+    HIDDEN = ("positions", "risk", "working_orders")  # each has a route of its own
+
+    def __init__(self) -> None:
+        self._source: Any = None  # held, so its identity cannot be reused by a new object
+        self._body = b""
+
+    def response(self, snapshot: dict[str, Any]) -> Response:
+        if snapshot is not self._source:
+            view = {k: v for k, v in snapshot.items() if k not in self.HIDDEN}
+            self._body = JSONResponse(jsonable_encoder(view)).body  # what FastAPI itself sends
+            self._source = snapshot
+        return Response(self._body, media_type="application/json")
 
 
 def create_api(
@@ -355,10 +376,11 @@ def create_api(
         return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
     # -- reads -----------------------------------------------------------------------------------
-    @app.get(f"{API}/status", responses=errors(503))
-    async def status() -> dict[str, Any]:
-        snap = await backend.status()
-        return {k: v for k, v in snap.items() if k not in ("positions", "risk", "working_orders")}
+    status_body = RenderedStatus()
+
+    @app.get(f"{API}/status", response_model=dict[str, Any], responses=errors(503))
+    async def status() -> Response:
+        return status_body.response(await backend.status())
 
     @app.get(f"{API}/positions", responses=errors(503))
     async def positions() -> dict[str, Any]:
