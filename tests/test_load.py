@@ -154,23 +154,20 @@ def test_a_hung_engine_is_not_reported_running_from_the_gateways_memory(app: App
     pid = _own_engine_pid(before["holder"])
     os.kill(pid, signal.SIGSTOP)
     stopped = time.monotonic()
-    stale, ready_answers = [], []
+    stale: list[float] = []
     try:
-        while time.monotonic() - stopped < STATUS_FRESH_S + 6:
+        while time.monotonic() - stopped < STATUS_FRESH_S + 3:
             started = time.monotonic()
             try:
-                response = requests.get(f"{app.base}/api/v1/status", headers=headers, timeout=3)
+                response = requests.get(f"{app.base}/api/v1/status", headers=headers, timeout=2)
                 body = response.json() if response.status_code == 200 else {}
             except (requests.RequestException, ValueError):
                 body = {}  # no answer from a hung engine: what a direct call gets
             if started - stopped > STATUS_FRESH_S + 0.5 and body.get("holder") == before["holder"]:
                 stale.append(round(started - stopped, 1))
-            try:
-                ready = requests.get(f"{app.base}/readyz", timeout=10)
-                ready_answers.append((ready.status_code, ready.json()["checks"]["engine"]))
-            except (requests.RequestException, ValueError, KeyError):
-                pass
+            time.sleep(max(0.0, 0.5 - (time.monotonic() - started)))
+        ready = requests.get(f"{app.base}/readyz", timeout=15)
     finally:
         os.kill(pid, signal.SIGKILL)
     assert not stale, f"the hung engine's status was still served {stale} s after it stopped"
-    assert (503, False) in ready_answers, ready_answers
+    assert (ready.status_code, ready.json()["checks"]["engine"]) == (503, False), ready.text
