@@ -75,7 +75,7 @@ from n1v1.serve.args import ApiArgs, AppArgs, ReplayFeedArgs, replay_feed  # noq
 
 STATUS, PREDICT = "GET /api/v1/status", "POST /api/v1/predict"
 FLOOR = "GET /floor/ping"
-UNTHROTTLED = ApiArgs(rate_limit_per_s=1e9, rate_burst=1_000_000_000)
+UNTHROTTLED = ApiArgs(rate_limit_per_s=1e6, rate_burst=1_000_000)  # the bounds ApiArgs allows
 REPLAY = ReplayFeedArgs(
     datasets=["coinbase_BTC-USD_1m", "coinbase_LTC-USD_1m"],
     start="2018-04-04",
