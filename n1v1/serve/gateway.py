@@ -140,62 +140,6 @@ class PublishedStatus:
         return await self.engine.wait_status.remote(self.version, STATUS_HOLD_S)
 
 
-class WholeResponses:
-    """ASGI wrapper that hands Serve a response's start and its body in one step.
-
-    Serve ships what the app sends to the proxy in batches: messages sent in one step of the
-    event loop travel together, each batch costs the replica and the proxy an object transfer.
-    The API's middleware (Starlette's BaseHTTPMiddleware) streams every response, start and
-    body chunks from separate steps, which made the proxy spend about 2 ms of CPU more per
-    status request than on a plain FastAPI response. Holding the messages until the body is
-    complete (responses up to `limit` bytes; a larger one streams on as before) sends it as
-    one batch again.
-    """
-
-    def __init__(self, app: Any, limit: int = 1 << 20) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        held: list[dict[str, Any]] = []
-        chunks: list[bytes] = []
-        size = 0
-        streaming = False
-
-        async def send_whole(message: dict[str, Any]) -> None:
-            nonlocal size, streaming
-            kind = message["type"]
-            if streaming or kind not in ("http.response.start", "http.response.body"):
-                for early in held:
-                    await send(early)
-                held.clear()
-                if chunks:
-                    await send({"type": "http.response.body", "body": b"".join(chunks),
-                                "more_body": True})  # fmt: skip
-                    chunks.clear()
-                streaming = True
-                await send(message)
-                return
-            if kind == "http.response.start":
-                held.append(message)
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if message.get("more_body", False) and size <= self.limit:
-                return
-            more = bool(message.get("more_body", False))
-            for early in held:
-                await send(early)
-            held.clear()
-            await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": more})
-            chunks.clear()
-            streaming = more
-
-        await self.app(scope, receive, send_whole)
-
-
 class ServeBackend:
     """The API's Backend over deployment handles (and Ray tasks for backtests)."""
 
@@ -325,7 +269,7 @@ class Gateway:
         await self.backend.published.warm_up(STATUS_WARM_UP_S)
 
     def __serve_build_asgi_app__(self) -> Any:
-        api = create_api(
+        return create_api(
             self.backend,
             self.store,
             admin_token_hash=self.admin_token_hash,
@@ -337,4 +281,3 @@ class Gateway:
             anonymous_burst=self.api["anonymous_burst"],
             observe_request=observe_request,
         )
-        return WholeResponses(api)
