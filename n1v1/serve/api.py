@@ -38,14 +38,17 @@ from typing import Any, Protocol
 
 import pandas as pd
 from fastapi import FastAPI, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from n1v1.live.session import CommandError
 from n1v1.serve.auth import hash_token  # one definition: the app hashes with it too
@@ -130,6 +133,26 @@ class Backend(Protocol):
     async def ready(self) -> dict[str, bool]: ...
 
 
+class RenderedStatus:
+    """The body of GET /status, rendered once per published status and sent as the same bytes to
+    every reader until the next: a backend hands back the very same snapshot object until the
+    engine publishes another (the session replaces its snapshot, never edits it), so the
+    per-request cost is an identity check, not a validation and JSON encoding of the status."""
+
+    HIDDEN = ("positions", "risk", "working_orders")  # each has a route of its own
+
+    def __init__(self) -> None:
+        self._source: Any = None  # held, so its identity cannot be reused by a new object
+        self._body = b""
+
+    def response(self, snapshot: dict[str, Any]) -> Response:
+        if snapshot is not self._source:
+            view = {k: v for k, v in snapshot.items() if k not in self.HIDDEN}
+            self._body = JSONResponse(jsonable_encoder(view)).body  # what FastAPI itself sends
+            self._source = snapshot
+        return Response(self._body, media_type="application/json")
+
+
 def create_api(
     backend: Backend,
     store: Store,
@@ -197,33 +220,32 @@ def create_api(
             return "read", f"read:{digest[:8]}"
         raise ApiError(401, "unauthorized", "invalid token")
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Any:
+    async def guard(inner: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
+        request = Request(scope, receive)
         path = _route_path(request)
-        response: Response
+        answer = _Answer(send, path)
         try:
-            response = await _guarded(request, call_next, path)
+            await _guarded(request, inner, answer, path)
         except ApiError as exc:
-            response = exc.response()
+            await answer.respond(exc.response(), scope, receive)
         except Exception:  # a bug or an unreachable dependency: the envelope, never a traceback
-            response = internal_error(request)
-        _secure(response, path)
+            if answer.status is not None:
+                raise  # the answer has begun: nothing else can be sent
+            await answer.respond(internal_error(request), scope, receive)
         if observe_request is not None:
-            route = request.scope.get("route")
+            route = scope.get("route")
             template = getattr(route, "path", None) or (
                 "/api/v1/*" if path.startswith(API) else "*"
             )
-            observe_request(
-                template, request.method, response.status_code, time.perf_counter() - started
-            )
-        return response
+            status = answer.status if answer.status is not None else 500
+            observe_request(template, request.method, status, time.perf_counter() - started)
 
-    async def _guarded(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]], path: str
-    ) -> Response:
+    async def _guarded(request: Request, inner: ASGIApp, answer: _Answer, path: str) -> None:
+        scope, receive = request.scope, request.receive
         if not path.startswith(API):
-            return await call_next(request)
+            await inner(scope, receive, answer.send)
+            return
         client = _client(request)
         changes = _changes_state(request.method, path)
 
@@ -251,18 +273,19 @@ def create_api(
             raise rate_limited(retry_after, "too many requests for this token")
         if request.method in _MUTATING:
             try:
-                await _read_body(request, max_body_bytes)
+                receive = _replay(await _read_body(request, max_body_bytes), receive)
             except ApiError as exc:
                 refused(actor, exc.status, exc.code)
                 raise
-        request.state.actor = actor
+        request.state.actor = actor  # in scope["state"], where the route's Request finds them
         request.state.role = role
-        response = await call_next(request)
+        await inner(scope, receive, answer.send)
         if changes:
-            details = {"status": response.status_code, "path": printable(request.url.path)}
+            details = {"status": answer.status, "path": printable(request.url.path)}
             action = printable(f"{request.method} {request.url.path}")
             await asyncio.to_thread(_write_audit, store, [(actor, action, details)])
-        return response
+
+    app.add_middleware(GuardMiddleware, guard=guard)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -376,10 +399,11 @@ def create_api(
         return JSONResponse(body, status_code=200 if ok else 503)
 
     # -- reads -----------------------------------------------------------------------------------
-    @app.get(f"{API}/status", responses=errors(503))
-    async def status() -> dict[str, Any]:
-        snap = await backend.status()
-        return {k: v for k, v in snap.items() if k not in ("positions", "risk", "working_orders")}
+    status_body = RenderedStatus()
+
+    @app.get(f"{API}/status", response_model=dict[str, Any], responses=errors(503))
+    async def status() -> Response:
+        return status_body.response(await backend.status())
 
     @app.get(f"{API}/positions", responses=errors(503))
     async def positions() -> dict[str, Any]:
@@ -626,13 +650,60 @@ def _client(request: Request) -> str:
     return request.client.host if request.client is not None else "unknown"
 
 
-def _secure(response: Response, path: str) -> None:
+class GuardMiddleware:
+    """Runs the API's guard (`create_api`) around the routes as plain ASGI.
+
+    Not Starlette's BaseHTTPMiddleware (`@app.middleware("http")`): that one runs the route in a
+    task of its own and streams its answer back through a channel, so every request yields to
+    the event loop; in a Serve replica, that yield lets the replica start fetching the request's
+    further messages from the proxy (an actor call each way, for nothing on a GET), which cost
+    the Gateway and the proxy about as much CPU per status request as all of N1V1's own code."""
+
+    def __init__(self, app: ASGIApp, guard: Callable[..., Awaitable[None]]) -> None:
+        self.app, self.guard = app, guard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await self.guard(self.app, scope, receive, send)
+
+
+class _Answer:
+    """The guard's `send`: the security headers on every answer, and its status kept."""
+
+    def __init__(self, send: Send, path: str) -> None:
+        self._send, self.path = send, path
+        self.status: int | None = None
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            _secure(MutableHeaders(scope=message), self.path)
+        await self._send(message)
+
+    async def respond(self, response: Response, scope: Scope, receive: Receive) -> None:
+        await response(scope, receive, self.send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """`receive` for the routes once the guard has read the body: the body first, then the
+    connection's own messages (a disconnect)."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
+
+
+def _secure(headers: MutableHeaders, path: str) -> None:
     """The security headers (n1v1/serve/guard.py) on every answer; a page sets its own CSP."""
     for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-    response.headers.setdefault("Content-Security-Policy", DATA_CSP)
+        headers.setdefault(name, value)
+    headers.setdefault("Content-Security-Policy", DATA_CSP)
     if path.startswith(API):
-        response.headers.setdefault("Cache-Control", "no-store")  # account data: not cached
+        headers.setdefault("Cache-Control", "no-store")  # account data: not cached
 
 
 def _allowed_methods(app: FastAPI, request: Request) -> str:

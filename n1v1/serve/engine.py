@@ -11,6 +11,7 @@ Commands and reads are async methods that never block the replica's event loop o
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from typing import Any
 
@@ -30,6 +31,8 @@ from n1v1.serve.metrics import (
 )
 from n1v1.serve.predictor import ServePredictor
 from n1v1.store.availability import open_store
+
+STATUS_POLL_S = 0.01  # how often a waiting `wait_status` looks for a newly published status
 
 
 def make_feed(args: AppArgs) -> Any:
@@ -88,6 +91,11 @@ class Engine:
             on_predictions=observe_predictions,
         )
         observe_feed_interval(feed_interval_s(self.args))
+        # The published status's version: this replica's epoch (a successor starts another) and
+        # how many snapshots it has seen published; only the replica's event loop touches them.
+        self._status_epoch = secrets.token_hex(6)
+        self._status_seen: dict[str, Any] | None = None
+        self._status_count = 0
         self.session.start()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -106,6 +114,32 @@ class Engine:
 
     async def status(self) -> dict[str, Any]:
         return self.session.snapshot
+
+    async def wait_status(
+        self, after: str | None, hold_s: float
+    ) -> tuple[str, dict[str, Any]] | None:
+        """(version, status) as soon as the published status is not version `after`, or None
+        when it stayed the same for `hold_s` seconds (which tells the caller this replica is
+        alive). The Gateway's long poll: each replica holds one such call and serves the status
+        it got to every reader, instead of a round trip to this replica per request."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + hold_s
+        while True:
+            version, snapshot = self._published_status()
+            if version != after:
+                return version, snapshot
+            if loop.time() >= deadline:
+                return None
+            await asyncio.sleep(STATUS_POLL_S)
+
+    def _published_status(self) -> tuple[str, dict[str, Any]]:
+        """The session replaces its snapshot whenever it publishes (every step and command, each
+        change of state), never changes one in place: a new object is a new version."""
+        snapshot = self.session.snapshot
+        if snapshot is not self._status_seen:
+            self._status_seen = snapshot
+            self._status_count += 1
+        return f"{self._status_epoch}:{self._status_count}", snapshot
 
     async def trades(self, symbol: str | None, limit: int, offset: int) -> dict[str, Any]:
         """A page of the engine's trades, or {"error": {...}} while it has none to give."""

@@ -1,11 +1,18 @@
 """The Gateway deployment: the FastAPI ingress (n1v1.serve.api) over handles to the Engine and
-Model deployments. Autoscaled, with a small CPU share: it parses, checks and forwards."""
+Model deployments. Autoscaled, with a small CPU share: it parses, checks and forwards.
+
+Reads of the engine's status (status, positions, strategies, risk, the models' `in_use`) are
+served from the status the Engine last published, which each Gateway replica follows with one
+long poll (`PublishedStatus`), not with a round trip per request: a status request then costs
+the Gateway its HTTP handling only, and the Engine nothing (docs/serve.md, "Status reads").
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -33,6 +40,12 @@ _REPLICA_GONE = (
     DeploymentUnavailableError,
     grpc.aio.AioRpcError,
 )
+# The Engine answers a long poll within STATUS_HOLD_S even when nothing changed; a follower that
+# has heard nothing for STATUS_FRESH_S stops serving what it holds (the engine may be gone).
+STATUS_HOLD_S = 1.0
+STATUS_FRESH_S = 3.0
+STATUS_WARM_UP_S = 5.0  # a new replica waits this long at most for the engine's first answer
+_RETRY_S = 0.5
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -53,6 +66,110 @@ async def answer_of(call: Awaitable[T], what: str, timeout: float | None = None)
         ) from None
 
 
+def _newer(version: str, than: str | None) -> bool:
+    """Versions are "<engine replica epoch>:<count>": a count is only comparable within one
+    replica's epoch, and another epoch is a successor replica, whose status wins."""
+    if than is None:
+        return True
+    epoch, _, count = version.partition(":")
+    old_epoch, _, old_count = than.partition(":")
+    return epoch != old_epoch or int(count) > int(old_count)
+
+
+class PublishedStatus:
+    """The newest status the Engine published, as this Gateway replica last heard it.
+
+    A background task holds one `Engine.wait_status` call at a time, which returns as soon as the
+    engine publishes a new status (every step, command and change of state), or after
+    STATUS_HOLD_S with nothing new. `current()` hands out the status it holds while the engine
+    answered within STATUS_FRESH_S; before the first answer, while the follower fails, or once
+    the engine has been silent for STATUS_FRESH_S, it returns None and the caller asks the
+    engine itself: a dead or hung engine is never reported as running from memory. The Gateway
+    waits for the first answer in its constructor (`warm_up`), so a new replica takes traffic
+    with the status in hand. A status is at most one poll round trip behind the engine's
+    publication (milliseconds), which is within one engine step at any paced feed.
+    """
+
+    def __init__(self, engine: DeploymentHandle) -> None:
+        self.engine = engine
+        self.version: str | None = None
+        self.snapshot: dict[str, Any] | None = None
+        self.heard = -float("inf")  # time.monotonic() of the engine's last answer
+        self.failing = False  # the last call to the engine failed
+        self._answered: asyncio.Event | None = None  # set once heard since the last failure
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Follow from now on (again, should the task have ended); in the replica's loop."""
+        if self._task is None or self._task.done():
+            self._answered = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._follow())
+
+    def _fresh(self) -> dict[str, Any] | None:
+        if self.snapshot is not None and time.monotonic() - self.heard <= STATUS_FRESH_S:
+            return self.snapshot
+        return None
+
+    async def warm_up(self, timeout_s: float) -> bool:
+        """Start following and wait up to `timeout_s` for the engine's first answer."""
+        self.start()
+        assert self._answered is not None
+        try:
+            await asyncio.wait_for(self._answered.wait(), timeout_s)
+        except TimeoutError:
+            log.info("status follower: no answer from the engine yet; reads ask it directly")
+            return False
+        return True
+
+    def current(self) -> dict[str, Any] | None:
+        self.start()
+        return self._fresh()
+
+    def take(self, answer: tuple[str, dict[str, Any]] | None) -> None:
+        """Keep an answer of `wait_status` unless it is older than what is held (the long poll
+        and `refresh` can cross)."""
+        self.heard = time.monotonic()
+        if answer is not None and _newer(answer[0], self.version):
+            self.version, self.snapshot = answer
+        if self._answered is not None:
+            self._answered.set()
+
+    def _lost(self) -> None:
+        self.heard = -float("inf")
+        self.failing = True
+        if self._answered is not None:
+            self._answered.clear()
+
+    async def refresh(self) -> None:
+        """Catch up at once (after a command: its caller must see its effect in the next read).
+        Failing that, forget what is held, so the next read asks the engine itself."""
+        try:
+            self.take(await self.engine.wait_status.remote(self.version, 0.0))
+        except Exception as exc:
+            self._lost()
+            log.warning("status refresh after a command: %s: %s", type(exc).__name__, exc)
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                answer = await asyncio.wait_for(self._ask(), STATUS_HOLD_S + _STATUS_TIMEOUT_S)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # engine replica gone or restarting: ask it directly
+                if not self.failing:
+                    log.warning("status follower: %s: %s", type(exc).__name__, exc)
+                self._lost()
+                await asyncio.sleep(_RETRY_S)
+                continue
+            if self.failing:
+                log.info("status follower: the engine answers again")
+            self.failing = False
+            self.take(answer)
+
+    async def _ask(self) -> tuple[str, dict[str, Any]] | None:
+        return await self.engine.wait_status.remote(self.version, STATUS_HOLD_S)
+
+
 class ServeBackend:
     """The API's Backend over deployment handles (and Ray tasks for backtests)."""
 
@@ -60,9 +177,15 @@ class ServeBackend:
         self, engine: DeploymentHandle, model: DeploymentHandle, store_url: str, store: Any
     ) -> None:
         self.engine, self.model, self.store_url, self.store = engine, model, store_url, store
+        self.published = PublishedStatus(engine)
         self._jobs: dict[str, Any] = {}  # keeps each task's ref alive until it finishes
 
     async def status(self) -> dict[str, Any]:
+        """The followed status (the same object until the engine publishes another, which lets
+        the API render it once), else the engine's own answer."""
+        snapshot = self.published.current()
+        if snapshot is not None:
+            return snapshot
         return await answer_of(self.engine.status.remote(), "the engine", ENGINE_READ_TIMEOUT_S)
 
     async def trades(self, symbol: str | None, limit: int, offset: int) -> dict[str, Any]:
@@ -82,6 +205,9 @@ class ServeBackend:
         if "error" in result:
             err = result["error"]
             raise CommandError(err["code"], err["message"], err.get("details"))
+        # The engine published the command's effect before answering: fetch that status now, so
+        # a read through this replica right after the answer sees it (docs/serve.md).
+        await self.published.refresh()
         return result
 
     async def predict(self, model: str, rows: list[list[float]]) -> dict[str, Any]:
@@ -124,8 +250,8 @@ class ServeBackend:
                 conn.execute(text("SELECT 1"))
             return True
 
-        async def engine_ok() -> bool:
-            return (await self.status()).get("state") in READY_STATES
+        async def engine_ok() -> bool:  # the engine itself, never the followed status
+            return (await self.engine.status.remote()).get("state") in READY_STATES
 
         async def check(name: str, probe: Awaitable[Any]) -> bool:
             try:
@@ -143,14 +269,30 @@ class ServeBackend:
         return {"store": store, "engine": engine, "model": model}
 
 
+# Overload sheds, it does not queue into timeouts: each replica works on at most
+# MAX_ONGOING_REQUESTS, each proxy holds at most MAX_QUEUED_REQUESTS more for the Gateway, and
+# Serve's proxy answers any request beyond that at once with 503 and `Retry-After` (docs/serve.md,
+# "Overload"); no request waits behind more than 64 + 64 others per replica. The replica's own
+# limit is the larger one on purpose: a request waiting in the proxy's queue is placed by the
+# proxy polling the replicas' queue lengths, which on this 2-core machine left the Gateway idle
+# half the time (32 ongoing: 59 status requests a second at 64 clients, against 173 with 64),
+# while one waiting inside the replica is served as soon as the event loop gets to it.
+MAX_ONGOING_REQUESTS = 64
+MAX_QUEUED_REQUESTS = 64
+RETRY_AFTER_S = 1
+BACKPRESSURE = {"status_code": 503, "retry_after_s": RETRY_AFTER_S}
+
+
 @serve.deployment(
     autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 32},
-    max_ongoing_requests=256,
+    max_ongoing_requests=MAX_ONGOING_REQUESTS,
+    max_queued_requests=MAX_QUEUED_REQUESTS,
+    backpressure_config=BACKPRESSURE,
     ray_actor_options={"num_cpus": 0.1},
 )
 @serve.ingress()
 class Gateway:
-    def __init__(
+    async def __init__(
         self,
         engine: DeploymentHandle,
         model: DeploymentHandle,
@@ -163,6 +305,10 @@ class Gateway:
         self.backend = ServeBackend(engine, model, store_url, self.store)
         self.admin_token_hash, self.read_token_hash = admin_token_hash, read_token_hash
         self.api = api
+        # Follow the status from the start, and take traffic (Serve routes to a replica once its
+        # constructor returned) with the engine's status in hand, or after STATUS_WARM_UP_S
+        # without it: an engine still starting must not keep the Gateway (and /readyz) down.
+        await self.backend.published.warm_up(STATUS_WARM_UP_S)
 
     def __serve_build_asgi_app__(self) -> Any:
         return create_api(
