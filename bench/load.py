@@ -18,8 +18,8 @@ Locust process against the app on a private Ray, then an overload burst.
 Exits 1 when a gate fails. Locust runs only as a subprocess (it patches the standard library with
 gevent on import); nothing here imports it. The pieces are importable for other harnesses (the
 fault tests run the same locustfile while they kill parts of the cluster): `serve_app`,
-`start_locust` / `run_locust` (-> `LoadRun` with a `RouteStats` per route, failures by status
-code included), `route_table`, `burst`.
+`warm_up`, `start_locust` / `run_locust` (-> `LoadRun` with a `RouteStats` per route, failures
+by status code included), `route_table`, `burst`.
 """
 
 from __future__ import annotations
@@ -325,6 +325,22 @@ def serve_app(app_args: Any, token: str, ready_timeout_s: float = 180.0) -> Iter
             ray.shutdown()
 
 
+def warm_up(base_url: str, token: str, predict_body: Mapping[str, Any] | None = None) -> None:
+    """One status read and one prediction before the load: a Model replica loads its model (and
+    torch) on its first call, a second or more, which is start-up, not what the gates judge."""
+    import requests
+
+    headers = {"Authorization": f"Bearer {token}"}
+    calls = [("GET", "/api/v1/status", None)]
+    if predict_body is not None:
+        calls.append(("POST", "/api/v1/predict", predict_body))
+    for method, path, body in calls:
+        response = requests.request(method, base_url + path, headers=headers, json=body, timeout=60)
+        if response.status_code != 200:
+            raise RuntimeError(f"{method} {path} before the load: {response.status_code} "
+                               f"{response.text[:300]}")  # fmt: skip
+
+
 def load_app_args(tmp: Path, max_replicas: int = 2) -> Any:
     """The benchmark's app: a paced replay that goes on with synthetic bars (so it keeps taking
     orders), three rule strategies, the registry under tmp/models, no practical rate limit, the
@@ -356,10 +372,10 @@ def main() -> int:
     ap.add_argument("--thresholds", default="", help="JSON: per-route overrides of the gates")
     ap.add_argument("--burst-clients", type=int, default=400)
     ap.add_argument("--out", type=Path, help="keep Locust's CSV files here")
-    ap.add_argument("--quick", action="store_true", help="a smoke run: 8 users, 10 s")
+    ap.add_argument("--quick", action="store_true", help="a smoke run: 8 users for 10 s")
     a = ap.parse_args()
     if a.quick:
-        a.users, a.spawn_rate, a.duration, a.burst_clients = 8, 8.0, 10.0, 200
+        a.users, a.spawn_rate, a.duration = 8, 8.0, 10.0
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     sys.path.insert(0, str(ROOT))
@@ -376,9 +392,11 @@ def main() -> int:
         print(f"## load: {a.users} users (spawn rate {a.spawn_rate:g}/s) for {a.duration:g} s; "
               f"load average {os.getloadavg()[0]:.2f} at start", flush=True)  # fmt: skip
         with serve_app(load_app_args(tmp), token) as base:
+            predict_body = {"model": "tiny", "rows": [row]}
+            warm_up(base, token, predict_body)
             run = run_locust(
                 base, token, a.duration, a.users, out, spawn_rate=a.spawn_rate,
-                predict_body={"model": "tiny", "rows": [row]},
+                predict_body=predict_body,
                 thresholds=json.loads(a.thresholds) if a.thresholds else None,
             )  # fmt: skip
             print(route_table(run.routes))

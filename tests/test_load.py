@@ -68,7 +68,9 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     row = raw[np.isfinite(raw).all(axis=1)][-1].tolist()
     # one Gateway and one Model replica: a known capacity, and no replica starting mid-test
     with load.serve_app(load.load_app_args(tmp, max_replicas=1), TOKEN) as base:
-        yield App(base, {"model": "tiny", "rows": [row]}, tmp)
+        predict_body = {"model": "tiny", "rows": [row]}
+        load.warm_up(base, TOKEN, predict_body)  # the model's first load is not load
+        yield App(base, predict_body, tmp)
 
 
 def test_a_mixed_load_passes_every_routes_gate(app: App) -> None:
