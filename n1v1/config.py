@@ -28,6 +28,9 @@ NOT_SETTINGS = frozenset(
         "N1V1_API_TOKEN",
         "N1V1_API_TOKEN_FILE",
         "N1V1_API_READ_TOKEN",
+        # the tokens' hashes `n1v1 paper` hands its Ray and `n1v1 train` in place of the tokens
+        "N1V1_API_TOKEN_SHA256",
+        "N1V1_API_READ_TOKEN_SHA256",
         "N1V1_STORE_URL",
         "N1V1_STORE_URL_FILE",
     }

@@ -184,3 +184,19 @@ def test_building_the_app_writes_no_token_to_any_output_or_log(
     with pytest.raises(TokenError) as refused:  # PostgreSQL: no file, no token, no start
         api_token_hashes(AppArgs(store_url="postgresql+psycopg://n1v1@db/n1v1"), env={})
     assert TOKEN_ENV in str(refused.value) and TOKEN_FILE_ENV in str(refused.value)
+
+
+def test_the_settings_loader_leaves_every_token_variable_alone() -> None:
+    """`n1v1 paper` hands `n1v1 train` (and its Ray) the tokens' hashes: the settings loader
+    must not read them as settings (it refused `api_token_sha256: unknown key`, so `make run`
+    could not train its model on a fresh clone)."""
+    from n1v1.config import NOT_SETTINGS, load_settings
+
+    names = {TOKEN_ENV, TOKEN_FILE_ENV, READ_TOKEN_ENV, TOKEN_SHA256_ENV, READ_TOKEN_SHA256_ENV}
+    assert names <= NOT_SETTINGS
+    admin = resolve_token({TOKEN_ENV: "some-admin-token-0123456789"}, None)
+    env = hashed_environment(
+        {TOKEN_ENV: "some-admin-token-0123456789", READ_TOKEN_ENV: "reader-token-0123456789"}, admin
+    )
+    assert {TOKEN_SHA256_ENV, READ_TOKEN_SHA256_ENV} <= set(env)
+    load_settings(env=env)  # no ConfigError
