@@ -68,6 +68,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import machine as bench_machine  # noqa: E402
 
+from n1v1.cli.local_ray import free_port  # noqa: E402
 from n1v1.config import Settings  # noqa: E402
 from n1v1.live.config import StrategySlot  # noqa: E402
 from n1v1.ml.features import FeatureSpec  # noqa: E402
@@ -348,12 +349,6 @@ def wait_for_quiet(max_load: float, max_wait: float, part: str) -> float:
     note = "" if load <= max_load else f" (still above {max_load:g} after {max_wait:g} s)"
     print(f"[{part}: 1-minute load average {load:.2f} at start{note}]", flush=True)
     return load
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --------------------------------------------------------------------------- bare uvicorn

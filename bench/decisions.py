@@ -13,9 +13,10 @@ Ray round trip costs. Per step (after the 500-bar window has filled), from `sess
 - step: the whole `_process_step`, from taking the bar to the commit of its transaction;
 - decision: bar -> decisions (what `n1v1_decision_latency_seconds` observes);
 - features: the ml_signal slot's feature rows for 10 symbols (and the requests);
-- model_wait: the wait for the replicas beyond the time the other strategies took meanwhile;
-- journal_inputs: writing bars and model answers; decide: the engine (targets, risk, orders,
-  fills); store_commit: positions, step marker and the commit.
+- model_wait: the wait for the replicas beyond what the step did meanwhile (the other
+  strategies, the fenced BEGIN and the bar rows);
+- journal_inputs: the fenced BEGIN, the bars and the model answers (the wait left out); decide:
+  the engine (targets, risk, orders, fills); store_commit: positions, step marker and the commit.
 
 Target (issue 11): step p99 < 25 ms on this 2-core machine. BENCHMARKS.md keeps the output.
 """
@@ -188,12 +189,13 @@ def main() -> None:
         import ray
         from ray import serve
 
+        from n1v1.cli.local_ray import free_port
         from n1v1.serve.model import Model
         from n1v1.serve.predictor import ServePredictor
 
         ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
         try:
-            serve.start(http_options={"host": "127.0.0.1", "port": free_http_port()})
+            serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
             model = Model.options(autoscaling_config=None, num_replicas=1).bind(
                 str(root), 64, 0.005, 2.0
             )
@@ -216,14 +218,6 @@ def main() -> None:
             ray.shutdown()
     if a.json:
         a.json.write_text(json.dumps(report, indent=2))
-
-
-def free_http_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 if __name__ == "__main__":

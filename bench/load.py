@@ -30,7 +30,6 @@ import csv
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -272,12 +271,6 @@ def burst_summary(answers: list[Answer]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- the app
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def serve_app(app_args: Any, token: str, ready_timeout_s: float = 180.0) -> Iterator[str]:
     """The app of `app_args` (`AppArgs`) on a Ray of its own, HTTP on a free 127.0.0.1 port;
@@ -285,9 +278,10 @@ def serve_app(app_args: Any, token: str, ready_timeout_s: float = 180.0) -> Iter
     The admin token is in this process's environment only while `build_app` hashes it (Ray's
     workers started before: none of them sees it)."""
     import ray
-    import requests
+    from api import wait_ready  # bench/api.py
     from ray import serve
 
+    from n1v1.cli.local_ray import free_port
     from n1v1.serve.app import TOKEN_ENV, build_app
 
     port = free_port()
@@ -305,18 +299,7 @@ def serve_app(app_args: Any, token: str, ready_timeout_s: float = 180.0) -> Iter
                 os.environ[TOKEN_ENV] = saved
         serve.run(app, name="n1v1", route_prefix="/", logging_config={"enable_access_log": False})
         base = f"http://127.0.0.1:{port}"
-        deadline, last = time.monotonic() + ready_timeout_s, ""
-        while True:
-            try:
-                response = requests.get(f"{base}/readyz", timeout=5)
-                if response.status_code == 200:
-                    break
-                last = response.text[:300]
-            except requests.RequestException as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{base}: not ready after {ready_timeout_s:.0f} s ({last})")
-            time.sleep(0.5)
+        wait_ready(base, ready_timeout_s)
         yield base
     finally:
         try:

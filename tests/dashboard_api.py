@@ -19,6 +19,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from n1v1.cli.local_ray import free_port  # noqa: F401 (the tests import it from here)
 from n1v1.live.session import READY_STATES, CommandError, TradingSession
 
 
@@ -49,13 +50,6 @@ class LocalBackend:
 
     async def ready(self) -> dict[str, bool]:
         return {"store": True, "engine": self.session.state in READY_STATES, "model": False}
-
-
-def free_port() -> int:
-    """A port nobody listens on right now (for processes that must bind it themselves)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

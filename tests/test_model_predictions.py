@@ -75,6 +75,9 @@ class Wrapped:
                         raise AssertionError("the budget should be shorter than the delay")
                     return [TimeoutError(f"no answer within {timeout_s:g} s")] * n
 
+                def cancel(self) -> None:
+                    pass
+
             return Late()
         if self.mode == "raise":
             from concurrent.futures import Future

@@ -115,6 +115,10 @@ class PendingPredictions(Protocol):
         in request order, returning after at most `timeout_s` seconds."""
         ...
 
+    def cancel(self) -> None:
+        """Give up on every answer not read yet (the step failed before waiting for them)."""
+        ...
+
 
 class Predictor(Protocol):
     def submit(self, requests: Sequence[PredictionRequest]) -> PendingPredictions: ...
@@ -136,6 +140,10 @@ class GroupedAnswers(ABC):
     @abstractmethod
     def _cancel(self, handle: Any) -> None:
         """Give up on a group that did not answer in time."""
+
+    def cancel(self) -> None:
+        for _, handle in self.groups:
+            self._cancel(handle)
 
     def wait(self, timeout_s: float) -> list[ModelAnswer | BaseException]:
         deadline = time.monotonic() + max(0.0, timeout_s)

@@ -56,7 +56,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -74,6 +74,7 @@ from n1v1.live.predictions import (
     Fallback,
     LocalPredictor,
     ModelTargets,
+    PendingPredictions,
     PredictionRecord,
     PredictionRequest,
     Predictor,
@@ -127,6 +128,19 @@ class CommandError(Exception):
 
 class RebuildError(RuntimeError):
     """Replaying the stored inputs did not reproduce the stored outputs."""
+
+
+@dataclass
+class _Asked:
+    """One bar's questions to the models: the requests sent, the answers still to come, the
+    records already known (not ready, no features) and when each part began."""
+
+    began: float
+    submitted: float = 0.0
+    waiting: float = 0.0
+    requests: list[tuple[ModelTargets, PredictionRequest]] = field(default_factory=list)
+    records: list[PredictionRecord] = field(default_factory=list)
+    pending: PendingPredictions | None = None
 
 
 @dataclass
@@ -675,45 +689,55 @@ class TradingSession:
     def _model_sources(self) -> list[ModelTargets]:
         return [s for s in self.engine.sources if isinstance(s, ModelTargets)]
 
-    def _predict(self, indexed: Mapping[Symbol, tuple[int, Bar]]) -> list[PredictionRecord]:
-        """Ask the models of every ml_signal slot about this bar in one go, compute the other
-        strategies while they answer, and return every slot's record (module predictions)."""
+    def _ask_models(self, indexed: Mapping[Symbol, tuple[int, Bar]]) -> _Asked:
+        """Ask the models of every ml_signal slot about this bar in one go and compute the other
+        strategies while they answer; `_collect` waits for the answers."""
+        asked = _Asked(began=time.perf_counter())
         sources = self._model_sources()
-        if not sources:
-            return []
-        began = time.perf_counter()
-        records: list[PredictionRecord] = []
-        requests: list[tuple[ModelTargets, PredictionRequest]] = []
         for source in sources:
             for symbol in indexed:
                 try:
-                    asked, not_ready = source.requests(symbol)
+                    requests, not_ready = source.requests(symbol)
                 except Exception as exc:  # no features: an input too, never a crashed engine
-                    records.append(source.failed(symbol, exc))
+                    asked.records.append(source.failed(symbol, exc))
                     continue
-                requests.extend((source, r) for r in asked)
+                asked.requests.extend((source, r) for r in requests)
                 if not_ready is not None:
-                    records.append(not_ready)
-        if not requests:
-            self._predict_phases = (began, time.perf_counter() - began, 0.0)
-            return records
-        if self._predictor is None:
-            self._predictor = LocalPredictor(self.settings.ml.model_root)
-        started = time.perf_counter()
-        pending = self._predictor.submit([r for _, r in requests])
-        for source in self.engine.sources:  # the rule strategies' targets, meanwhile
-            if not isinstance(source, ModelTargets):
-                for symbol, (index, _) in indexed.items():
-                    source.target(symbol, index)
-        waiting = time.perf_counter()
-        answers = pending.wait(self.prediction_timeout_s)
+                    asked.records.append(not_ready)
+        asked.submitted = time.perf_counter()
+        if asked.requests:
+            if self._predictor is None:
+                self._predictor = LocalPredictor(self.settings.ml.model_root)
+            asked.pending = self._predictor.submit([r for _, r in asked.requests])
+            for source in self.engine.sources:  # the rule strategies' targets, meanwhile
+                if not isinstance(source, ModelTargets):
+                    for symbol, (index, _) in indexed.items():
+                        source.target(symbol, index)
+        return asked
+
+    def _collect(self, asked: _Asked) -> list[PredictionRecord]:
+        """Every slot's record of this bar (module predictions), waiting for the answers at most
+        the prediction budget."""
+        asked.waiting = time.perf_counter()
+        if asked.pending is None:
+            self._predict_phases = (asked.began, asked.submitted - asked.began, 0.0)
+            return asked.records
+        answers = asked.pending.wait(self.prediction_timeout_s)
         answered = time.perf_counter()
-        # (start, features + requests, the wait beyond the other strategies' time)
-        self._predict_phases = (began, started - began, answered - waiting)
-        ms = (answered - started) * 1000.0
-        for (source, request), answer in zip(requests, answers, strict=True):
+        # (start, features + requests, the wait beyond what the step did meanwhile)
+        self._predict_phases = (
+            asked.began,
+            asked.submitted - asked.began,
+            answered - asked.waiting,
+        )
+        ms = (answered - asked.submitted) * 1000.0
+        records = list(asked.records)
+        for (source, request), answer in zip(asked.requests, answers, strict=True):
             records.append(source.record_for(request, answer, ms))
         return records
+
+    def _predict(self, indexed: Mapping[Symbol, tuple[int, Bar]]) -> list[PredictionRecord]:
+        return self._collect(self._ask_models(indexed))
 
     def _receive_predictions(
         self, indexed: Mapping[Symbol, tuple[int, Bar]], records: list[PredictionRecord]
@@ -758,27 +782,36 @@ class TradingSession:
             return  # already processed (a feed re-delivering after a restart)
         started = time.perf_counter()
         indexed = self._append_bars(bars)
-        # outside the transaction: waiting for the replicas holds no database lock; a failure
-        # from here on fails the loop, and the rebuild starts over from the store
-        records = self._predict(indexed)
-        self._receive_predictions(indexed, records)
-        predicted = time.perf_counter()
-        with self._sql.atomic():
-            self._sql.record_bars(self.steps_done, bars)
-            self._sql.record_predictions(self.steps_done, [r.to_row() for r in records])
-            logged = time.perf_counter()
-            self._advance(ts, bars, indexed)
-            decided = time.perf_counter()
-            self._sql.write_positions(self.engine.portfolio, ts)
-            self._sql.set_state("last_step", {"step": self.steps_done, "time": ts.isoformat()})
-            if self.snapshot_every and self.steps_done % self.snapshot_every == 0:
-                self._write_snapshot("periodic")
+        asked = self._ask_models(indexed)
+        try:
+            # The fenced BEGIN and the bar rows while the replicas compute. The wait holds the
+            # lease row shared (a takeover waits at most the prediction budget), never another
+            # strategy; a failure from here on fails the loop, which rebuilds from the store.
+            opening = time.perf_counter()
+            with self._sql.atomic():
+                self._sql.record_bars(self.steps_done, bars)
+                records = self._collect(asked)
+                predicted = time.perf_counter()
+                self._receive_predictions(indexed, records)
+                self._sql.record_predictions(self.steps_done, [r.to_row() for r in records])
+                logged = time.perf_counter()
+                self._advance(ts, bars, indexed)
+                decided = time.perf_counter()
+                self._sql.write_positions(self.engine.portfolio, ts)
+                self._sql.set_state("last_step", {"step": self.steps_done, "time": ts.isoformat()})
+                if self.snapshot_every and self.steps_done % self.snapshot_every == 0:
+                    self._write_snapshot("periodic")
+        except BaseException:
+            if asked.pending is not None:
+                asked.pending.cancel()  # no one reads these answers now
+            raise
         # where the step's time went (bench/decisions.py reads it from on_step)
         self.step_phases = {
             "history": self._predict_phases[0] - started if records else 0.0,
             "features": self._predict_phases[1] if records else 0.0,
             "model_wait": self._predict_phases[2] if records else 0.0,
-            "journal_inputs": logged - predicted,
+            # the fenced BEGIN, the bars and the answers: the wait left out
+            "journal_inputs": (asked.waiting - opening) + (logged - predicted),
             "decide": decided - logged,
             "store_commit": time.perf_counter() - decided,
             "step": time.perf_counter() - started,

@@ -326,6 +326,7 @@ class _PendingWrites:
     def __init__(self) -> None:
         self.orders: dict[str, dict[str, Any]] = {}  # client_order_id -> latest row
         self.positions: dict[str, dict[str, Any]] = {}  # symbol -> latest row
+        self.state: dict[str, dict[str, Any]] = {}  # engine_state key -> latest row
         self.fills: dict[tuple[str, int], dict[str, Any]] = {}
         self.rows: dict[Any, list[dict[str, Any]]] = {}  # table -> appended rows, in order
 
@@ -335,6 +336,7 @@ class _PendingWrites:
     def flush(self, conn: Connection) -> None:
         _upsert(conn, t.orders, list(self.orders.values()))
         _upsert(conn, t.positions, list(self.positions.values()))
+        _upsert(conn, t.engine_state, list(self.state.values()))
         if self.fills:
             orders = sorted({k[0] for k in self.fills})
             for existing in conn.execute(_FILLS_OF_ORDERS, {"b_orders": orders}):
@@ -346,7 +348,7 @@ class _PendingWrites:
                 conn.execute(t.fills.insert(), list(self.fills.values()))
         for table, rows in self.rows.items():  # events after their orders (foreign keys)
             conn.execute(table.insert(), rows)
-        self.orders, self.positions, self.fills, self.rows = {}, {}, {}, {}
+        self.orders, self.positions, self.state, self.fills, self.rows = {}, {}, {}, {}, {}
 
 
 def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
@@ -477,9 +479,12 @@ class SqlJournal(StoreReader):
     def set_state(self, key: str, value: Any, now: pd.Timestamp | None = None) -> None:
         """Upsert a JSON value (e.g. the last processed bar per feed), fenced like every write."""
         at = now if now is not None else pd.Timestamp.now(tz="UTC").floor("us")
-        values = {"value": value, "updated_at": at}
+        row = {"key": key, "value": value, "updated_at": at}
+        if self._pending is not None:
+            self._pending.state[key] = row
+            return
         with self._tx() as conn:
-            _upsert(conn, t.engine_state, [{"key": key, **values}])
+            _upsert(conn, t.engine_state, [row])
 
     def record_bars(self, step: int, bars: Mapping[str, Bar]) -> None:
         """Log the bars of one step: the input a restarted engine replays."""
