@@ -10,8 +10,8 @@ Everything that talks to an exchange starts from `make_exchange`, so the rules b
   ccxt has no testnet URLs for is an error (ccxt itself would fail with a TypeError).
 - **One base URL for every API section.** A testnet that ccxt does not know, a proxy or a local
   exchange is reached by replacing the scheme and host of every URL in ``urls['api']`` (binance
-  alone has twenty sections: spot, futures, margin, ...) and keeping each path, so whatever
-  endpoint ccxt calls lands on the base URL, never on the real host.
+  has 22 sections in ccxt 4.5: spot, margin, futures, options, ...) and keeping each path, so
+  whatever endpoint ccxt calls lands on the base URL, never on the real host.
 - **Credentials never shown.** They are set on the object and never logged; errors about them
   name the key, not the value, and `scrub` removes their values from any text (a ccxt error
   message can quote a signed URL) before it is shown.
