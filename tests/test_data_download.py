@@ -28,7 +28,9 @@ import pytest
 from exchange_server import EXCHANGE_INFO, KLINES, FakeBinance
 
 from n1v1.cli import main
-from n1v1.data import load_bars
+from n1v1.data import DataError, load_bars
+from n1v1.data.bar_file import BarFile
+from n1v1.live.download import Retry, download_bars
 from n1v1.live.exchange import ExchangeSetupError, make_exchange, rebase_urls, scrub
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +39,7 @@ T0_MS = 1_704_067_200_000
 HOUR = pd.Timedelta(hours=1)
 HOUR_MS = 3_600_000
 FUTURES_INFO = ("/fapi/v1/exchangeInfo", "/dapi/v1/exchangeInfo")
+SPOT_ONLY = {"fetchMarkets": {"types": ["spot"]}}  # ccxt option: load spot markets alone
 BTC_FILE = "binance_BTC-USDT_1h.csv"
 
 
@@ -271,6 +274,37 @@ def test_gaps_on_the_exchange_are_reported_not_filled(
     assert code == 0, err
     assert len(load_bars(tmp_path / BTC_FILE)) == 17
     assert out.rstrip().endswith("gaps: 1 hole, 3 missing bars")
+
+
+def test_ctrl_c_mid_download_keeps_the_pages_fetched(exchange: Binance, tmp_path: Path) -> None:
+    exchange.put_bars("BTCUSDT", "1h", T0_MS, [ohlcv(i) for i in range(2600)])
+    client = make_exchange("binance", base_url=exchange.url, options=SPOT_ONLY)
+    file = BarFile(tmp_path / "btc.csv", "csv")
+
+    def interrupt(done: int, total: int) -> None:
+        if done >= 2000:
+            raise KeyboardInterrupt  # as Ctrl-C would, between two pages
+
+    with pytest.raises(KeyboardInterrupt):
+        download_bars(
+            client, "BTC/USDT", "1h", file, since=T0, retry=Retry(0, 0), progress=interrupt
+        )
+    bars = load_bars(tmp_path / "btc.csv")
+    pd.testing.assert_frame_equal(bars, expected(T0, HOUR, 0, 2000), check_freq=False)
+
+
+def test_an_append_the_strict_loader_refuses_leaves_the_file_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "btc.parquet"
+    file = BarFile(path, "parquet")
+    file.append(expected(T0, HOUR, 0, 3))
+    before = path.read_bytes()
+    with pytest.raises(
+        DataError, match=r"btc.parquet with the new bars: row index 3 .* duplicates"
+    ):
+        file.append(expected(T0, HOUR, 2, 2))  # bar 2 is stored already
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["btc.parquet"]  # no temporary left
+    pd.testing.assert_frame_equal(load_bars(path), expected(T0, HOUR, 0, 3), check_freq=False)
 
 
 # -- the files work everywhere a dataset does ------------------------------------------------------

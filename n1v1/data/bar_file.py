@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from n1v1.data.errors import DataError
 from n1v1.data.loaders import load_csv, load_parquet, symbol_from_name
 
 FORMATS: dict[str, str] = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -75,7 +76,11 @@ class BarFile:
                     bars.to_parquet(out)
                 out.flush()
                 os.fsync(out.fileno())
-            stored = self._read(tmp)  # a DataError here leaves the target as it was
+            try:
+                stored = self._read(tmp)  # a DataError here leaves the target as it was
+            except DataError as exc:
+                named = str(exc).replace(str(tmp), f"{self.path} with the new bars")
+                raise DataError(named, source=str(self.path), count=exc.count) from None
             os.replace(tmp, self.path)
         finally:
             tmp.unlink(missing_ok=True)
