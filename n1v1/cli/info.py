@@ -1,4 +1,5 @@
-"""`n1v1 data`, `n1v1 strategies` and `n1v1 config`: look at what the library would use."""
+"""`n1v1 data`, `n1v1 strategies` and `n1v1 config`: look at what the library would use (and
+`n1v1 data download`, in `n1v1.cli.download`, to fetch more of it)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from typing import Any
 
 from n1v1.cli.backtest import load_market, parse_set_options
 from n1v1.cli.common import EXIT_OK, bounds_label, describe_bars, gap_report, render_table, ts_label
+from n1v1.cli.download import add_download_command
 
 
 def add_data_command(sub: Any) -> None:
-    data = sub.add_parser("data", help="list, show and validate market data")
+    data = sub.add_parser("data", help="list, show, validate and download market data")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     dsub.add_parser("list", help="the bundled datasets").set_defaults(handler=cmd_data_list)
     show = dsub.add_parser("show", help="head, tail and gap report of a dataset or file")
@@ -24,6 +26,7 @@ def add_data_command(sub: Any) -> None:
     validate = dsub.add_parser("validate", help="check a CSV/Parquet file; every problem, by line")
     validate.add_argument("file")
     validate.set_defaults(handler=cmd_data_validate)
+    add_download_command(dsub)
 
 
 def add_config_command(sub: Any) -> None:

@@ -44,3 +44,13 @@ class DataError(ValueError):
         self.count = count
         self.line = line
         self.problems = tuple(problems)
+
+
+class DownloadError(DataError):
+    """Market data could not be downloaded: a bad option (``option`` names it, e.g. "--since"),
+    an exchange that refused the request, or one that kept failing after every retry. Like any
+    `DataError` it stops the command with a message, never a traceback."""
+
+    def __init__(self, message: str, *, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option

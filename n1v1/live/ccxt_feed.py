@@ -10,6 +10,7 @@ why:
 - **Catch-up by paging.** Each symbol keeps its own ``since`` (just after the last closed bar it
   has seen) and every poll pages through ``fetch_ohlcv(since, limit)`` until it reaches the forming
   bar, so a restart after a long outage replays every missed bar, however many pages that is.
+  Both rules live in `n1v1.live.ohlcv.closed_pages`, shared with `n1v1 data download`.
 - **Multi-symbol alignment.** The step for time T waits until every symbol has shown a closed bar
   at T or later (so a slow symbol is not left out of a step it has a bar for), or until a poll of
   each lagging symbol made at least ``settle_seconds`` after T's close found nothing at T: that
@@ -30,7 +31,6 @@ exchange object's HTTP timeout (ccxt's ``exchange.timeout``, 10 s by default).
 
 from __future__ import annotations
 
-import difflib
 import logging
 import math
 import time
@@ -41,20 +41,18 @@ from typing import Any
 import ccxt
 import pandas as pd
 
-from n1v1.data.errors import DataError
-from n1v1.data.loaders import from_ccxt
 from n1v1.data.resample import parse_timeframe
 from n1v1.domain import Bar
+from n1v1.live.exchange import check_exchange_id, check_symbols, make_exchange
+from n1v1.live.ohlcv import MS, closed_pages, enable_json_check, page_limit, rows_frame
 
 log = logging.getLogger(__name__)
 
 Step = tuple[pd.Timestamp, dict[str, Bar]]
 
-DEFAULT_PAGE_LIMIT = 1000  # bars per fetch_ohlcv call when ccxt does not state the venue's maximum
 MAX_BACKOFF_SECONDS = 60.0
 # Within one next_step call, never poll more often than this, even with poll_seconds=0.
 MIN_POLL_GAP_SECONDS = 0.05
-_MS = 1_000_000  # nanoseconds per millisecond
 
 
 def utc_now() -> pd.Timestamp:
@@ -82,7 +80,7 @@ class CcxtBarFeed:
         history_bars: int = 500,
         settle_seconds: float = 2.0,
     ) -> None:
-        _check_exchange_id(exchange_id)
+        check_exchange_id(exchange_id)
         if not symbols:
             raise ValueError("symbols: at least one symbol is needed")
         repeated = sorted({s for s in symbols if symbols.count(s) > 1})
@@ -95,7 +93,7 @@ class CcxtBarFeed:
             raise ValueError(f"history_bars must be >= 0, got {history_bars}")
         self._timeframe_delta = parse_timeframe(timeframe)  # DataError names a bad timeframe
         if exchange is None:
-            exchange = getattr(ccxt, exchange_id)({"enableRateLimit": True})
+            exchange = make_exchange(exchange_id)
         if exchange.id != exchange_id:
             raise ValueError(
                 f"exchange: the object passed is ccxt's {exchange.id!r}, not {exchange_id!r}"
@@ -115,12 +113,10 @@ class CcxtBarFeed:
         self.settle = pd.Timedelta(seconds=settle_seconds)
         self.history_bars = history_bars
         self._exchange = exchange
-        # ccxt hands back [] for a 200 whose body is not JSON (an HTML error page, a cut-off
-        # array); keeping the parsed body lets `_fetch_symbol` tell that from "no bars".
-        exchange.enableLastJsonResponse = True
+        enable_json_check(exchange)
         self._clock = clock or utc_now
-        self._page_limit = _page_limit(exchange)
-        self._tf_ms = int(self._timeframe_delta.value // _MS)
+        self._page_limit = page_limit(exchange)
+        self._tf_ms = int(self._timeframe_delta.value // MS)
         self._markets_checked = False
         self._failures = 0
         self._next_poll = -math.inf
@@ -142,7 +138,7 @@ class CcxtBarFeed:
         else:
             last = _as_utc(last, "resume_after(last)")
         self._cursor = last
-        since = int(last.value // _MS) + 1
+        since = int(last.value // MS) + 1
         for symbol in self.symbols:
             self._since_ms[symbol] = since
             self._latest[symbol] = None
@@ -205,54 +201,26 @@ class CcxtBarFeed:
         """Load the markets once and reject symbols the exchange does not list (a config error)."""
         if self._markets_checked:
             return
-        markets = self._exchange.load_markets()
-        for symbol in self.symbols:
-            if symbol not in markets:
-                guess = difflib.get_close_matches(symbol, list(markets), n=1)
-                hint = f" (did you mean {guess[0]!r}?)" if guess else ""
-                raise ValueError(f"symbol {symbol!r}: {self.exchange_id} has no such market{hint}")
+        check_symbols(self._exchange, self.symbols)
         self._markets_checked = True
 
     def _fetch_symbol(self, symbol: str, now: pd.Timestamp) -> None:
         """Page from the symbol's ``since`` until the next bar would still be forming at ``now``."""
-        now_ms = int(now.value // _MS)
-        while True:
-            since = self._since_ms[symbol]
-            self._exchange.last_json_response = None
-            rows = self._exchange.fetch_ohlcv(
-                symbol, self.timeframe, since=since, limit=self._page_limit
-            )
-            if self._exchange.last_json_response is None:
-                raise ccxt.BadResponse(
-                    f"{self.exchange_id} {symbol}: OHLCV response body is not JSON"
-                )
-            closed = [
-                r
-                for r in _checked_shape(self.exchange_id, symbol, rows)
-                if r[0] >= since and r[0] + self._tf_ms <= now_ms
-            ]
-            if not closed:
-                break
+        for closed in closed_pages(
+            self._exchange,
+            symbol,
+            self.timeframe,
+            since_ms=self._since_ms[symbol],
+            now_ms=int(now.value // MS),
+            tf_ms=self._tf_ms,
+            limit=self._page_limit,
+        ):
             self._accept(symbol, self._to_bars(symbol, closed))
-            last_ms = int(closed[-1][0])
-            self._since_ms[symbol] = last_ms + 1
-            if last_ms + 2 * self._tf_ms > now_ms:
-                break  # the bar after the last one is still forming: caught up
+            self._since_ms[symbol] = int(closed[-1][0]) + 1
         self._checked_at[symbol] = now
 
     def _to_bars(self, symbol: str, rows: list[list[Any]]) -> list[Bar]:
-        try:
-            frame = from_ccxt(rows, symbol)
-        except DataError as exc:
-            row = exc.row if exc.row is not None and 0 < exc.row <= len(rows) else 1
-            at = pd.Timestamp(int(rows[row - 1][0]), unit="ms", tz="UTC").isoformat()
-            raise DataError(
-                f"{self.exchange_id} {symbol} bar at {at}: {exc}",
-                source=exc.source,
-                row=exc.row,
-                field=exc.field,
-                count=exc.count,
-            ) from exc
+        frame = rows_frame(self.exchange_id, symbol, rows)
         return [
             Bar(ts, float(o), float(h), float(lo), float(c), float(v))
             for ts, o, h, lo, c, v in zip(
@@ -307,46 +275,6 @@ class CcxtBarFeed:
 
     def _now(self) -> pd.Timestamp:
         return _as_utc(self._clock(), "clock()")
-
-
-def _check_exchange_id(exchange_id: str) -> None:
-    if exchange_id not in ccxt.exchanges:
-        guess = difflib.get_close_matches(str(exchange_id), ccxt.exchanges, n=3)
-        hint = f"; did you mean {', '.join(guess)}?" if guess else ""
-        raise ValueError(
-            f"exchange_id {exchange_id!r}: not an exchange ccxt {ccxt.__version__} knows "
-            f"(see ccxt.exchanges){hint}"
-        )
-
-
-def _page_limit(exchange: ccxt.Exchange) -> int:
-    """The venue's maximum bars per request as ccxt states it, else `DEFAULT_PAGE_LIMIT`."""
-    features = getattr(exchange, "features", None) or {}
-    spot = features.get("spot") or {}
-    limit = (spot.get("fetchOHLCV") or {}).get("limit")
-    return int(limit) if isinstance(limit, int) and limit > 0 else DEFAULT_PAGE_LIMIT
-
-
-def _checked_shape(exchange_id: str, symbol: str, rows: Any) -> list[list[Any]]:
-    """The rows, if the response had the API's shape; else ccxt.BadResponse, which is retried.
-
-    ccxt does not reject every broken body: a truncated JSON array comes back as rows of None
-    built from its characters. A missing cell means the response is broken, not the market, so
-    it is retried; values that are present but impossible are left to `from_ccxt` to reject.
-    """
-    if not isinstance(rows, list):
-        raise ccxt.BadResponse(f"{exchange_id} {symbol}: OHLCV response is not a list")
-    for i, row in enumerate(rows):
-        if (
-            not isinstance(row, list | tuple)
-            or len(row) != 6
-            or not isinstance(row[0], int)
-            or any(cell is None for cell in row)
-        ):
-            raise ccxt.BadResponse(
-                f"{exchange_id} {symbol}: OHLCV response row {i + 1} is malformed: {row!r:.120}"
-            )
-    return rows
 
 
 def _as_utc(ts: pd.Timestamp, what: str) -> pd.Timestamp:
