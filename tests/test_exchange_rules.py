@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
 import ccxt
+import numpy as np
 import pytest
 from exchange_server import FakeBinance, local_binance
 from hypothesis import HealthCheck, event, given
@@ -209,6 +210,12 @@ def test_refusals_name_the_rule_and_the_numbers(
         prepare_order(exchange, symbol, "sell", qty, price, reference)
     assert (err.value.rule, str(err.value), err.value.symbol) == (rule, message, symbol)
     assert isinstance(err.value, ValueError)
+
+
+def test_numpy_and_int_numbers_are_numbers(exchange):
+    order = prepare_order(exchange, "SOL/USDT", "buy", np.float64(1.5), np.float32(150.0), None)
+    assert order == PreparedOrder("1.5", "150", 225.0)
+    assert prepare_order(exchange, "DOGE/USDT", "buy", np.int64(10), 1, None).amount == "10"
 
 
 def test_the_market_lot_limit_applies_to_market_orders_only(exchange):

@@ -26,6 +26,7 @@ sizing and the exchange agree on the step and the minimum notional.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
@@ -64,7 +65,7 @@ def _market(exchange: ccxt.Exchange, symbol: str) -> dict[str, Any]:
 
 
 def _positive(name: str, value: float | None) -> Decimal:
-    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name}: must be a number, got {value!r}")
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name}: must be finite and > 0, got {value!r}")
@@ -94,7 +95,10 @@ def prepare_order(
     reference_price: float | None,
 ) -> PreparedOrder:
     """Round `qty` (down) and `price` (to the tick) to `symbol`'s rules on `exchange` and check
-    its limits; `price` None is a market order, whose value is taken at `reference_price`.
+    its limits; `price` None is a market order, whose value is taken at `reference_price` (which a
+    limit order does not need). `side` is checked but changes nothing yet: the filters that differ
+    by side (Binance's PERCENT_PRICE_BY_SIDE) move with the market price and are left to the
+    exchange.
 
     Raises `OrderRuleError` naming the broken rule, ValueError for malformed arguments.
     """
