@@ -118,7 +118,7 @@ def prepare_order(
         if precision.get(key) is None:
             raise ValueError(f"{exchange.id} {symbol}: the market states no {key} precision")
     try:
-        amount = exchange.amount_to_precision(symbol, qty)
+        amount = exchange.amount_to_precision(symbol, float(qty))
     except ccxt.InvalidOrder:
         step = exchange.number_to_string(precision["amount"])
         raise OrderRuleError(
@@ -149,13 +149,13 @@ def prepare_order(
     price_text: str | None = None
     if not is_market:
         try:
-            price_text = exchange.price_to_precision(symbol, price)
+            price_text = exchange.price_to_precision(symbol, float(price))
         except ccxt.InvalidOrder:
             tick = exchange.number_to_string(precision["price"])
             raise OrderRuleError(
                 symbol,
                 "price_tick",
-                f"price {exchange.number_to_string(price)} rounds to 0 at the tick {tick}",
+                f"price {exchange.number_to_string(float(price))} rounds to 0 at the tick {tick}",
             ) from None
         value_price = Decimal(price_text)
         low = _limit(exchange, limits, "price", "min")
