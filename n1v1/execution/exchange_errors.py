@@ -9,7 +9,9 @@ the exchange act on it? `classify(exc, kind)` answers it for each class of ccxt'
   rate limits (``RateLimitExceeded``: HTTP 429 or the exchange's own "too many requests" code;
   ``DDoSProtection``: HTTP 418 bans, Cloudflare pages, Binance's temporary key ban) and nonce or
   timestamp refusals (``InvalidNonce``), which are checked while authenticating. A query, which
-  changes nothing, is also RETRY after any transport failure.
+  changes nothing, is also RETRY after any transport failure. This trusts ccxt's mapping of the
+  exchange's codes; resend with the same client id, so that an exchange that did act refuses the
+  copy as a duplicate (see EXISTS) while the order is open.
 - ``REJECTED``: refused for good; resending the same request fails the same way. On a create the
   order does not exist: ``InvalidOrder``, ``InsufficientFunds``, ``BadSymbol``, ``BadRequest``,
   ``AuthenticationError``, ``PermissionDenied``, ``AccountSuspended``, ``OperationRejected``,
@@ -19,7 +21,9 @@ the exchange act on it? `classify(exc, kind)` answers it for each class of ccxt'
   a query there is no answer, and repeating the query unchanged will not give one; in particular
   it is *not* evidence that the order is absent.
 - ``UNKNOWN``: the request may have taken effect. Never resubmit a create blindly: look the order
-  up by its client id (a cancel is harmless to repeat, but its answer still has to be read). This
+  up by its client id (a cancel is harmless to repeat, but its answer still has to be read).
+  Resending is not safe even with the same client id: Binance and Kraken check a client id only
+  against *open* orders, so a copy sent after the first filled is a second order. This
   is every transport failure on a create or cancel (``RequestTimeout``, ``NetworkError``,
   ``ExchangeNotAvailable`` and ``OnMaintenance``, which ccxt also raises for HTTP 5xx and for
   unmapped 4xx, ``BadResponse``/``NullResponse``: an answer ccxt could not read, e.g. Binance's
