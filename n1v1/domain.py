@@ -130,7 +130,9 @@ def make_client_order_id(
     """Deterministic id: the same decision always yields the same id, so a retried
     submit is idempotent.
 
-    32 hex characters keep it under every major exchange's client-id length limit (Binance: 36).
+    32 characters of [0-9a-f] and "n" pass unchanged as the client id of Binance, OKX and Bybit;
+    `n1v1.execution.client_ids` derives the form other exchanges require (a UUID for Kraken and
+    Coinbase) from it, deterministically.
     """
     key = f"{run_id}|{symbol}|{timestamp.value}|{purpose.value}|{seq}"
     return ClientOrderId("n1" + hashlib.sha256(key.encode()).hexdigest()[:30])

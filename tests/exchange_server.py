@@ -50,9 +50,15 @@ _BAD_INTERVAL = {"code": -1120, "msg": "Invalid interval."}
 OHLCV = tuple[float, float, float, float, float]
 
 
-def market_info(market_id: str, base: str, quote: str) -> dict[str, Any]:
-    """One entry of exchangeInfo's ``symbols``, as Binance spot returns it (filters abridged)."""
-    return {
+def market_info(
+    market_id: str, base: str, quote: str, filters: dict[str, dict[str, Any] | None] | None = None
+) -> dict[str, Any]:
+    """One entry of exchangeInfo's ``symbols``, as Binance spot returns it (filters abridged).
+
+    ``filters`` maps a filterType to the fields to change in (or the whole of, for a filter not
+    listed by default) that filter; None removes the filter.
+    """
+    info = {
         "symbol": market_id,
         "status": "TRADING",
         "baseAsset": base,
@@ -98,6 +104,15 @@ def market_info(market_id: str, base: str, quote: str) -> dict[str, Any]:
         "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
         "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"],
     }
+    by_type = {f["filterType"]: f for f in info["filters"]}
+    for filter_type, fields in (filters or {}).items():
+        if fields is None:
+            by_type.pop(filter_type, None)
+        else:
+            by_type[filter_type] = {**by_type.get(filter_type, {}), **fields}
+            by_type[filter_type]["filterType"] = filter_type
+    info["filters"] = list(by_type.values())
+    return info
 
 
 def kline_row(open_ms: int, interval_ms: int, bar: OHLCV) -> list[Any]:
@@ -155,9 +170,15 @@ class FakeBinance:
         return f"http://{host}:{port}"
 
     # -- what the exchange holds -------------------------------------------------------------
-    def add_market(self, market_id: str, base: str, quote: str) -> None:
+    def add_market(
+        self,
+        market_id: str,
+        base: str,
+        quote: str,
+        filters: dict[str, dict[str, Any] | None] | None = None,
+    ) -> None:
         with self._lock:
-            self._markets[market_id] = market_info(market_id, base, quote)
+            self._markets[market_id] = market_info(market_id, base, quote, filters)
 
     def put_bars(
         self, market_id: str, interval: str, start_ms: int, bars: Iterable[OHLCV]

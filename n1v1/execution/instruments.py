@@ -1,5 +1,8 @@
 """Exchange trading rules (lot size, price tick, minimum notional) and the quote currency of a
-symbol, which decides the one account currency a portfolio may be kept in."""
+symbol, which decides the one account currency a portfolio may be kept in.
+
+These are the simulated venue's rules, from the settings; orders for a live exchange are rounded
+and checked against the exchange's own markets by `n1v1.execution.exchange_rules`."""
 
 from __future__ import annotations
 
