@@ -323,6 +323,32 @@ def test_partial_fills_are_observable_and_a_partly_filled_order_can_be_cancelled
     assert [t["takerOrMaker"] for t in client.fetch_my_trades(BTC)] == ["taker", "maker"]
 
 
+def test_a_partly_filled_market_buy_pays_later_lots_at_the_later_price(
+    exchange: FakeBinance,
+) -> None:
+    exchange.set_partial_fills(2)
+    rich = exchange.add_account("rich", {"USDT": "1000"})
+    tight = exchange.add_account("tight", {"USDT": "600.60"})  # 0.02 at 30000 plus 0.1 %
+    rich_order = exchange.client(rich).create_order(BTC, "market", "buy", 0.02)
+    tight_order = exchange.client(tight).create_order(BTC, "market", "buy", 0.02)
+    assert rich_order["filled"] == tight_order["filled"] == 0.01
+    assert exchange.balance(rich, "USDT") == (D("399.4"), D("300.3"))
+
+    exchange.set_price("BTCUSDT", "31000")  # the second lot costs 310 + 0.31 fee
+    done = exchange.client(rich).fetch_order(rich_order["id"], BTC)
+    assert (done["status"], done["filled"], done["average"]) == ("closed", 0.02, 30500.0)
+    assert exchange.balance(rich, "USDT") == (D("389.39"), D(0))  # 1000 - 300.3 - 310.31
+    trades = exchange.client(rich).fetch_order_trades(rich_order["id"], BTC)
+    assert [t["price"] for t in trades] == [30000.0, 31000.0]
+    # The tight account's reserve (300.3) cannot pay 310.31: the rest expires, as on Binance.
+    expired = exchange.client(tight).fetch_order(tight_order["id"], BTC)
+    assert (expired["status"], expired["filled"]) == ("expired", 0.01)
+    assert balances(exchange, tight, "USDT", "BTC") == {
+        "USDT": (D("300.3"), D(0)),
+        "BTC": (D("0.01"), D(0)),
+    }
+
+
 def test_a_fill_that_races_a_cancel_shows_in_the_cancel(
     exchange: FakeBinance, alice: Account
 ) -> None:
@@ -373,7 +399,9 @@ def test_my_trades_page_by_from_id_with_increasing_ids(
     exchange: FakeBinance, alice: Account
 ) -> None:
     client = exchange.client(alice)
-    for _ in range(5):
+    for i in range(5):
+        if i == 3:
+            exchange.clock_skew_ms = 3_000  # the last two trades 3 s later (within recvWindow)
         client.create_order(BTC, "market", "buy", 0.001)
     ids = [int(t.id) for t in exchange.trades(alice)]
     assert ids == sorted(ids) and len(set(ids)) == 5
@@ -387,6 +415,8 @@ def test_my_trades_page_by_from_id_with_increasing_ids(
         from_id = int(page[-1]["id"]) + 1
     assert pages == [ids[0:2], ids[2:4], ids[4:5]]
     assert [int(t["id"]) for t in client.fetch_my_trades(BTC, limit=2)] == ids[3:5]  # newest
+    since = exchange.now_ms() - 2_000
+    assert [int(t["id"]) for t in client.fetch_my_trades(BTC, since=since)] == ids[3:5]
     with pytest.raises(ccxt.BadRequest, match="-1128"):
         client.fetch_my_trades(BTC, since=0, params={"fromId": ids[0]})
 
