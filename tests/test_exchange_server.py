@@ -251,6 +251,16 @@ def test_market_orders_fill_at_the_set_price_with_the_fee_in_quote(
     assert {t["takerOrMaker"] for t in trades} == {"taker"}
 
 
+def test_a_market_buy_by_cost_buys_the_lots_the_quote_amount_pays_for(
+    exchange: FakeBinance, alice: Account
+) -> None:
+    order = exchange.client(alice).create_market_buy_order_with_cost(BTC, 100)
+    assert exchange.requests_to("POST", ORDER)[0].params["quoteOrderQty"] == "100"
+    # 100 / 30000 = 0.0033333.. rounded down to the 0.00001 step; cost 99.9, fee 0.0999
+    assert (order["filled"], order["cost"], order["fee"]["cost"]) == (0.00333, 99.9, 0.0999)
+    assert exchange.balance(alice, "USDT") == (D("900.0001"), D(0))
+
+
 def test_a_limit_buy_holds_its_reserve_and_fills_at_its_price_when_crossed(
     exchange: FakeBinance, alice: Account
 ) -> None:
@@ -448,7 +458,7 @@ def test_an_order_created_under_a_timeout_can_stay_invisible_for_a_while(
 ) -> None:
     client = exchange.client(alice, timeout_ms=300)
     client.load_markets()
-    exchange.queue_fault("POST", ORDER, "accept_then_timeout", hide_for=1.0)
+    exchange.queue_fault("POST", ORDER, "accept_then_timeout", hide_for=2.0)
     with pytest.raises(ccxt.RequestTimeout):
         client.create_order(BTC, "limit", "buy", 0.001, 29000, {"clientOrderId": "ghost"})
     created_at = time.monotonic()
@@ -458,7 +468,7 @@ def test_an_order_created_under_a_timeout_can_stay_invisible_for_a_while(
     # The matching engine knows it: the same client id is still a duplicate.
     with pytest.raises(ccxt.InvalidOrder, match="Duplicate order sent"):
         client.create_order(BTC, "limit", "buy", 0.001, 29000, {"clientOrderId": "ghost"})
-    time.sleep(max(0.0, 1.05 - (time.monotonic() - created_at)))
+    time.sleep(max(0.0, 2.05 - (time.monotonic() - created_at)))
     assert client.fetch_order(None, BTC, {"clientOrderId": "ghost"})["status"] == "open"
     assert len(exchange.orders(alice, "ghost")) == 1
 
@@ -468,7 +478,7 @@ def test_delayed_visibility_hides_an_acknowledged_order_and_its_trades(
 ) -> None:
     client = exchange.client(alice)
     client.load_markets()
-    exchange.queue_fault("POST", ORDER, "delayed_visibility", hide_for=0.5)
+    exchange.queue_fault("POST", ORDER, "delayed_visibility", hide_for=1.0)
     order = client.create_order(BTC, "market", "buy", 0.01)
     acknowledged = time.monotonic()
     assert order["status"] == "closed"
@@ -476,7 +486,7 @@ def test_delayed_visibility_hides_an_acknowledged_order_and_its_trades(
         client.fetch_order(order["id"], BTC)
     assert client.fetch_my_trades(BTC) == [] and client.fetch_orders(BTC) == []
     assert exchange.balance(alice, "BTC") == (D("0.01"), D(0))  # the ledger moved at once
-    time.sleep(max(0.0, 0.55 - (time.monotonic() - acknowledged)))
+    time.sleep(max(0.0, 1.05 - (time.monotonic() - acknowledged)))
     assert client.fetch_order(order["id"], BTC)["status"] == "closed"
     assert len(client.fetch_my_trades(BTC)) == 1
 

@@ -120,43 +120,19 @@ class Engine:
         if order_type not in ("LIMIT", "MARKET"):
             raise ApiError(-1116, "Invalid orderType.")
         client_id = client_id_param(p, "newClientOrderId")
-        qty, quote_qty = decimal_param(p, "quantity"), decimal_param(p, "quoteOrderQty")
-        price = decimal_param(p, "price")
         mark = self.prices.get(market.id)
-        if order_type == "LIMIT":
-            if need(p, "timeInForce") != "GTC":
-                raise ApiError(-1115, "Invalid timeInForce.")  # the fake executes GTC only
-            if quote_qty is not None:
-                raise not_required("quoteOrderQty")
-            if qty is None:
-                raise mandatory("quantity")
-            if price is None:
-                raise mandatory("price")
-            reserve_price = price
-        else:
-            if "timeInForce" in p:
-                raise ApiError(-1114, "TimeInForce parameter sent when not required.")
-            if price is not None:
-                raise not_required("price")
-            if qty is None and quote_qty is None:
-                raise ApiError(
-                    -1102,
-                    "Param 'quantity' or 'quoteOrderQty' must be sent, but both were empty/null!",
-                )
-            if qty is not None and quote_qty is not None:
-                raise not_required("quoteOrderQty")
-            if mark is None:
-                raise ApiError(-2010, "Market is closed.")  # no price set: nothing to fill at
-            if quote_qty is not None:
-                qty = market.floor_to_step(quote_qty / mark)
-            reserve_price = mark
-        assert qty is not None
+        qty, price, quote_qty = _order_terms(market, order_type, p, mark)
         market.check(order_type, price, qty, mark)
         if any(
-            o.is_open and o.account is account and o.market is market
-            for o in self._with_client_id(client_id)
+            o.is_open
+            and o.client_order_id == client_id
+            and o.account is account
+            and o.market is market
+            for o in self.orders
         ):
             raise ApiError(-2010, "Duplicate order sent.")
+        reserve_price = price if price is not None else mark
+        assert reserve_price is not None
         reserve = ceil8(qty * reserve_price * (1 + self.fee_rate)) if side == BUY else qty
         asset = market.quote if side == BUY else market.base
         if account.balance(asset)[0] < reserve:
@@ -324,9 +300,6 @@ class Engine:
         same = [o for o in mine if o.client_order_id == client_id]
         return same[-1] if same else None
 
-    def _with_client_id(self, client_id: str) -> list[Order]:
-        return [o for o in self.orders if o.client_order_id == client_id]
-
     def visible_orders(self, account: Account, market: Market | None) -> list[Order]:
         now = time.monotonic()
         return [
@@ -362,6 +335,41 @@ class Engine:
         if order_id is not None:
             trades = [t for t in trades if t.order.id == order_id]
         return _page(trades, lambda t: t.id, lambda t: t.time, int_param(p, "fromId"), p)
+
+
+def _order_terms(
+    market: Market, order_type: str, p: Mapping[str, str], mark: Decimal | None
+) -> tuple[Decimal, Decimal | None, Decimal | None]:
+    """``(quantity, limit price, quoteOrderQty)`` of a new order, with Binance's errors for a
+    missing or superfluous parameter; a MARKET order's quantity may come from quoteOrderQty."""
+    qty, quote_qty = decimal_param(p, "quantity"), decimal_param(p, "quoteOrderQty")
+    price = decimal_param(p, "price")
+    if order_type == "LIMIT":
+        if need(p, "timeInForce") != "GTC":
+            raise ApiError(-1115, "Invalid timeInForce.")  # the fake executes GTC only
+        if quote_qty is not None:
+            raise not_required("quoteOrderQty")
+        if qty is None:
+            raise mandatory("quantity")
+        if price is None:
+            raise mandatory("price")
+        return qty, price, None
+    if "timeInForce" in p:
+        raise ApiError(-1114, "TimeInForce parameter sent when not required.")
+    if price is not None:
+        raise not_required("price")
+    if qty is None and quote_qty is None:
+        raise ApiError(
+            -1102, "Param 'quantity' or 'quoteOrderQty' must be sent, but both were empty/null!"
+        )
+    if qty is not None and quote_qty is not None:
+        raise not_required("quoteOrderQty")
+    if mark is None:
+        raise ApiError(-2010, "Market is closed.")  # no price set: nothing to fill at
+    if quote_qty is not None:
+        qty = market.floor_to_step(quote_qty / mark)
+    assert qty is not None
+    return qty, None, quote_qty
 
 
 def _page(

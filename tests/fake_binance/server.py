@@ -283,7 +283,8 @@ class FakeBinance:
     def orders(
         self, account: Account | None = None, client_order_id: str | None = None
     ) -> list[Order]:
-        """Every order the exchange created, hidden ones included, oldest first."""
+        """Every order the exchange created, hidden ones included, oldest first (live records:
+        read them once the requests that change them have returned)."""
         with self._lock:
             return [
                 o
