@@ -13,7 +13,6 @@ put on the server: bar i is open 100 + i, high 101 + i, low 99 + i, close 100.5 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
@@ -21,11 +20,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import ccxt
 import pandas as pd
 import pytest
 from exchange_server import EXCHANGE_INFO, KLINES, FakeBinance
+from fake_binance.server import FUTURES_INFO, Reply
 
 from n1v1.cli import main
 from n1v1.data import DataError, load_bars
@@ -38,7 +39,6 @@ T0 = pd.Timestamp("2024-01-01", tz="UTC")
 T0_MS = 1_704_067_200_000
 HOUR = pd.Timedelta(hours=1)
 HOUR_MS = 3_600_000
-FUTURES_INFO = ("/fapi/v1/exchangeInfo", "/dapi/v1/exchangeInfo")
 SPOT_ONLY = {"fetchMarkets": {"types": ["spot"]}}  # ccxt option: load spot markets alone
 BTC_FILE = "binance_BTC-USDT_1h.csv"
 
@@ -51,17 +51,13 @@ class Binance(FakeBinance):
         self.queries: list[tuple[str, dict[str, str]]] = []
         self.fail_klines_from: int | None = None  # 1-based kline request number
 
-    def respond(self, path: str, query: dict[str, list[str]]) -> tuple[int, str, str]:
-        self.queries.append((path, {k: v[-1] for k, v in query.items()}))
+    def handle(self, method: str, target: str, body: str, api_key: str | None) -> Reply:
+        parts = urlsplit(target)
+        self.queries.append((parts.path, dict(parse_qsl(parts.query))))
         failing = self.fail_klines_from
-        if path == KLINES and failing is not None and len(self.kline_starts()) >= failing:
-            return 500, '{"code":-1000,"msg":"An unknown error occurred"}', "application/json"
-        if path in FUTURES_INFO:
-            with self._lock:
-                self.requests.append(path)
-            info = {"timezone": "UTC", "serverTime": 1, "rateLimits": [], "symbols": []}
-            return 200, json.dumps(info), "application/json"
-        return super().respond(path, query)
+        if parts.path == KLINES and failing is not None and len(self.kline_starts()) >= failing:
+            return Reply(500, '{"code":-1000,"msg":"An unknown error occurred"}')
+        return super().handle(method, target, body, api_key)
 
     def kline_starts(self, market_id: str = "BTCUSDT") -> list[int]:
         """The startTime of every kline request for the market, in order."""

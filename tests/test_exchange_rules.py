@@ -81,7 +81,7 @@ MARKETS = {
 def exchange() -> Iterator[ccxt.Exchange]:
     server = FakeBinance().start()
     for market_id, base, quote, filters in MARKETS.values():
-        server.add_market(market_id, base, quote, filters)
+        server.add_market(market_id, base, quote, published=filters)
     client = local_binance(server.url)
     client.load_markets()
     yield client
