@@ -33,6 +33,13 @@ NOT_SETTINGS = frozenset(
         "N1V1_API_READ_TOKEN_SHA256",
         "N1V1_STORE_URL",
         "N1V1_STORE_URL_FILE",
+        # a live venue's exchange credentials (n1v1/live/credentials.py)
+        "N1V1_EXCHANGE_API_KEY",
+        "N1V1_EXCHANGE_API_KEY_FILE",
+        "N1V1_EXCHANGE_API_SECRET",
+        "N1V1_EXCHANGE_API_SECRET_FILE",
+        "N1V1_EXCHANGE_PASSWORD",
+        "N1V1_EXCHANGE_PASSWORD_FILE",
     }
 )
 

@@ -57,6 +57,11 @@ class Liquidity(StrEnum):
 
 class OrderStatus(StrEnum):
     NEW = "new"
+    # A live venue's order whose intent is stored and which is (being) sent to the exchange, no
+    # answer read yet; UNKNOWN: the call failed in a way that does not prove the order absent (a
+    # timeout, a dropped connection, a 5xx), so it is found by its client id, never sent again.
+    SUBMITTING = "submitting"
+    UNKNOWN = "unknown"
     SUBMITTED = "submitted"
     PARTIALLY_FILLED = "partially_filled"
     FILLED = "filled"
@@ -70,9 +75,17 @@ class OrderStatus(StrEnum):
 
     @property
     def is_open(self) -> bool:
-        return self in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED)
+        return self in _OPEN
 
 
+_OPEN = frozenset(
+    {
+        OrderStatus.SUBMITTING,
+        OrderStatus.UNKNOWN,
+        OrderStatus.SUBMITTED,
+        OrderStatus.PARTIALLY_FILLED,
+    }
+)
 _TERMINAL = frozenset(
     {OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED}
 )
@@ -80,7 +93,15 @@ _TERMINAL = frozenset(
 # The only legal moves of an order. Anything else is a bug in the engine or a venue adapter and must
 # fail loudly rather than corrupt positions.
 LEGAL_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
-    OrderStatus.NEW: frozenset({OrderStatus.SUBMITTED, OrderStatus.REJECTED}),
+    OrderStatus.NEW: frozenset(
+        {OrderStatus.SUBMITTED, OrderStatus.SUBMITTING, OrderStatus.REJECTED}
+    ),
+    # a live venue's answers: an acknowledgement, a definite refusal or an ambiguous failure
+    OrderStatus.SUBMITTING: frozenset(
+        {OrderStatus.SUBMITTED, OrderStatus.REJECTED, OrderStatus.UNKNOWN}
+    ),
+    # found at the exchange by its client id, or proven never to have reached it
+    OrderStatus.UNKNOWN: frozenset({OrderStatus.SUBMITTED, OrderStatus.REJECTED}),
     OrderStatus.SUBMITTED: frozenset(
         {
             OrderStatus.PARTIALLY_FILLED,

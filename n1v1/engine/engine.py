@@ -35,6 +35,7 @@ from n1v1.engine.manual import ManualOrderResult, place_manual_order
 from n1v1.engine.portfolio import Portfolio
 from n1v1.engine.signals import SignalSource
 from n1v1.execution.instruments import account_currency
+from n1v1.execution.live_venue import LiveVenue
 from n1v1.execution.venue import Execution, SimulatedVenue
 from n1v1.risk.exits import exit_levels, tighter_stop, trailing_stop
 from n1v1.risk.manager import RiskManager
@@ -78,7 +79,7 @@ class TradingEngine:
         settings: Settings,
         *,
         journal: Journal | None = None,
-        venue: SimulatedVenue | None = None,
+        venue: SimulatedVenue | LiveVenue | None = None,
         run_id: str | None = None,
     ) -> None:
         self.settings = settings
@@ -156,6 +157,8 @@ class TradingEngine:
 
         for symbol, (index, bar) in bars.items():
             st = self._states[symbol]
+            if self.venue.busy(symbol):
+                continue  # a live order's outcome is not final yet: decide once it is
             self._check_time_exit(symbol, bar, st)
             self._act_on_targets(symbol, index, bar, st, equity)
 
@@ -166,6 +169,23 @@ class TradingEngine:
         )
         if any(p.is_open for p in self.portfolio.positions.values()):
             self.exposure_bars += 1
+
+    def on_venue_events(self, limit: int | None = None) -> int:
+        """Apply what a live venue reported (acknowledgements, refusals, cancels, fills), in the
+        order it was observed: all of it before a step's bars, like a fill at the open, or the
+        `limit` oldest between bars. Returns how many were applied; nothing for the simulated
+        venue, which fills against the bars themselves."""
+        drain = getattr(self.venue, "drain", None)
+        if drain is None:
+            return 0
+        applied = 0
+        for item in drain(limit):
+            applied += 1
+            if isinstance(item, Execution):
+                self._process(item, self.state(item.order.symbol))
+            elif item is not None:
+                self.journal.record_order(item)
+        return applied
 
     def finish(self, ts: pd.Timestamp) -> None:
         """End of data: working orders expire; open positions stay open, marked at the last close.

@@ -78,6 +78,10 @@ class SimulatedVenue:
     def working_orders(self, symbol: str | None = None) -> list[Order]:
         return [o for o in self._working.values() if symbol is None or o.symbol == symbol]
 
+    def busy(self, symbol: str) -> bool:
+        """Never: a simulated order's outcome is decided against the bars, within the step."""
+        return False
+
     def expire_all(self, at: pd.Timestamp, reason: str = "end of data") -> list[Order]:
         expired = list(self._working.values())
         for order in expired:

@@ -56,8 +56,9 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -68,6 +69,7 @@ from n1v1.engine.engine import FlattenReport, ManualOrderResult, TradingEngine
 from n1v1.engine.journal import InMemoryJournal, Journal
 from n1v1.engine.shadows import StrategyShadows
 from n1v1.execution.instruments import account_currency
+from n1v1.execution.live_venue import LiveVenue, VenueEvent
 from n1v1.live.config import LiveConfig, StrategySlot, build_strategies, effective_settings
 from n1v1.live.history import BarHistory, RollingTargets
 from n1v1.live.predictions import (
@@ -102,6 +104,9 @@ from n1v1.store.snapshots import (
 from n1v1.strategies.base import Strategy, StrategyError
 from n1v1.strategies.ml_signal import MLSignal
 
+if TYPE_CHECKING:
+    from n1v1.live.broker import ExchangeBroker
+
 log = logging.getLogger(__name__)
 
 Step = tuple[pd.Timestamp, dict[str, Bar]]
@@ -130,6 +135,28 @@ class RebuildError(RuntimeError):
     """Replaying the stored inputs did not reproduce the stored outputs."""
 
 
+class _SessionEventLog:
+    """The broker's EventLog: the session's fenced journal, events for the next step."""
+
+    def __init__(self, session: TradingSession) -> None:
+        self.session = session
+
+    def fenced(self) -> AbstractContextManager[None]:
+        return self.session._sql.atomic()
+
+    def record_venue_events(self, events: list[VenueEvent]) -> list[VenueEvent]:
+        return self.session._sql.record_venue_events(self.session.steps_done, events)
+
+    def stored_trade_ids(self, client_order_id: str) -> set[str]:
+        return self.session._sql.stored_trade_ids(client_order_id)
+
+
+# (the venue, where its events go, a symbol's last close) -> the broker (n1v1/live/connect.py)
+BrokerFactory = Callable[
+    [LiveVenue, "_SessionEventLog", Callable[[str], "float | None"]], "ExchangeBroker"
+]
+
+
 @dataclass
 class _Asked:
     """One bar's questions to the models: the requests sent, the answers still to come, the
@@ -153,6 +180,10 @@ class _Pending:
 
 COMMANDS = ("pause", "resume", "kill_switch", "order", "cancel", "config", "user_config")
 SLOTS_COMMAND = "strategy_slots"  # logged by the session itself, never submitted by a caller
+# Logged by a live session when the exchange's answers wait and no bar comes: the engine applies
+# the `count` oldest between bars, and a replay applies the same ones at the same point.
+VENUE_COMMAND = "venue_events"
+VENUE_APPLY_AFTER_S = 0.5  # how long received answers may wait for a bar before that
 SLOT_RETRY_S = 5.0  # how often a slot that stands aside is tried again
 READY_STATES = frozenset({"running", "replay_finished"})  # the loop is up and accepts commands
 STORE_UNAVAILABLE = "store_unavailable"
@@ -182,6 +213,8 @@ class TradingSession:
         on_predictions: Callable[[list[PredictionRecord]], None] | None = None,
         snapshot_every: int = 1000,
         snapshots_kept: int = 3,
+        broker: BrokerFactory | None = None,
+        poll_s: float = 2.0,
     ) -> None:
         if snapshot_every < 0 or snapshots_kept < 1:
             raise ConfigError(
@@ -240,6 +273,12 @@ class TradingSession:
         self.recovery: dict[str, Any] = {}  # how the last rebuild went (the status shows it)
         self._skipped_commands: list[dict[str, Any]] = []  # by the last replay, and why
         self.last_snapshot: dict[str, Any] = {}  # the newest snapshot this session wrote
+        # A live venue (n1v1/live/broker.py): orders go to an exchange, its answers are inputs.
+        self._broker_factory = broker
+        self.broker: ExchangeBroker | None = None
+        self.poll_s = poll_s
+        self._last_poll = 0.0
+        self._answers_since = 0.0  # when the oldest answer not applied yet arrived
         self._reset_engine()
 
     # -- building the engine -----------------------------------------------------------------------
@@ -250,7 +289,10 @@ class TradingSession:
         strategies = self._live_strategies()
         warmups = [w for s in strategies.values() if (w := _warmup(s)) is not None]
         self.history = BarHistory(max(self.window, 4 * max(warmups, default=1) + 1))
-        self.engine = TradingEngine(self.settings, journal=InMemoryJournal(keep_equity=True))
+        venue = LiveVenue() if self._broker_factory is not None else None
+        self.engine = TradingEngine(
+            self.settings, journal=InMemoryJournal(keep_equity=True), venue=venue
+        )
         self.shadows: StrategyShadows | None = None
         self._install_strategies(strategies)
         # Each strategy's own P&L: a shadow account per strategy (n1v1/engine/shadows.py).
@@ -350,6 +392,9 @@ class TradingSession:
         if kind == SLOTS_COMMAND:
             self._set_aside(payload["aside"])
             return
+        if kind == VENUE_COMMAND:
+            self.engine.on_venue_events(limit=int(payload["count"]))
+            return
         if kind in ("config", "user_config"):
             try:
                 self._validate(kind, payload)
@@ -436,6 +481,7 @@ class TradingSession:
                 self._lease = renew(self.store, self._lease, self.lease_ttl)
                 last_renew = self.heartbeat
             self._drain_commands()
+            self._talk_to_exchange()
             if self.aside and self.heartbeat - self._slots_checked >= SLOT_RETRY_S:
                 self._refresh_slots()
             step = self._held_step or self.feed.next_step(timeout=0.05)
@@ -443,6 +489,7 @@ class TradingSession:
                 self._held_step = step  # until its transaction commits
                 self._process_step(*step)
                 self._held_step = None
+                self._talk_to_exchange()
                 self._outage_repeats = 0
             elif self.feed.exhausted:
                 if self.state != "replay_finished":
@@ -450,6 +497,35 @@ class TradingSession:
                     log.info("replay finished at step %d (%s)", self.steps_done, self.last_ts)
                     self._publish()
                 self._stop.wait(0.05)
+
+    def _last_close(self, symbol: str) -> float | None:
+        """A market order's reference price at the exchange: the last close the engine saw."""
+        bar = self.last_bars.get(symbol)
+        return None if bar is None else bar.close
+
+    def _talk_to_exchange(self) -> None:
+        """Live venue: send what the last transactions queued (they have committed: intent first),
+        and every `poll_s` read what happened to the working orders."""
+        if self.broker is None:
+            return
+        self.broker.dispatch()
+        now = time.monotonic()
+        if now - self._last_poll >= self.poll_s:
+            self._last_poll = now
+            self.broker.poll()
+        venue = self.engine.venue
+        assert isinstance(venue, LiveVenue)
+        waiting = venue.waiting()
+        if not waiting:
+            self._answers_since = 0.0
+        elif not self._answers_since:
+            self._answers_since = now
+        elif now - self._answers_since >= VENUE_APPLY_AFTER_S and self.last_ts is not None:
+            # no bar came: apply them now, as a logged command (the replay does the same)
+            self._commit_command(VENUE_COMMAND, {"count": waiting}, "exchange")
+            self._answers_since = 0.0
+            self._publish()
+            self.broker.dispatch()  # e.g. the rest of a reversal, decided as the fills landed
 
     # -- a lost store ------------------------------------------------------------------------------
     def store_status(self) -> dict[str, Any]:
@@ -546,6 +622,12 @@ class TradingSession:
         self.engine.journal = journal
         self.engine.risk.journal = journal
         self.feed.resume_after(self.last_ts)
+        if self._broker_factory is not None:
+            venue = self.engine.venue
+            assert isinstance(venue, LiveVenue)
+            self.broker = self._broker_factory(venue, _SessionEventLog(self), self._last_close)
+            self.broker.poll()  # orders left in flight by the last engine: found, or not
+            self._last_poll = time.monotonic()
         self.state = "running"
         self._refresh_slots(everything=self.steps_done == 0)
         if self._user_config is not None:
@@ -620,6 +702,13 @@ class TradingSession:
         bar_log = reader.bar_log(marks.step)
         commands = reader.commands(marks.command_id)
         logged = reader.predictions(after_step=marks.step - 1)  # model answers: inputs too
+        heard = reader.venue_events(marks.step)  # what a live exchange said: inputs too
+        venue = self.engine.venue
+        if heard and not isinstance(venue, LiveVenue):
+            raise RebuildError(
+                "the store holds a live venue's events: this session traded at an exchange, so "
+                "it rebuilds only with the same live venue configured (docs/live.md)"
+            )
         by_step: dict[int, list[dict[str, Any]]] = {}
         for command in commands:
             if command["step"] < marks.step:
@@ -630,6 +719,8 @@ class TradingSession:
         for step, ts, bars in bar_log:
             if step != self.steps_done:
                 raise RebuildError(f"bar log: expected step {self.steps_done}, found {step}")
+            if isinstance(venue, LiveVenue):
+                venue.receive(heard.pop(step, []))  # before the step's commands: one applies some
             for command in by_step.pop(step, []):
                 self._replay_command(command)
             try:
@@ -642,8 +733,14 @@ class TradingSession:
                     f"step {step}: {exc}. The stored session traded with this strategy, so it "
                     "cannot be replayed without it: restore what it needs, or start a new store"
                 ) from None
+        if isinstance(venue, LiveVenue):
+            # heard after the last stored step: the commands below or the next step apply them
+            for step in sorted(heard):
+                venue.receive(heard[step])
         for command in by_step.pop(self.steps_done, []):
             self._replay_command(command)
+        if isinstance(venue, LiveVenue):
+            venue.take_outbox()  # the replay's orders were sent (or not) before: found by id
         if by_step:
             raise RebuildError(f"commands logged for steps {sorted(by_step)} beyond the bar log")
         return len(bar_log)
@@ -758,6 +855,7 @@ class TradingSession:
     def _advance(
         self, ts: pd.Timestamp, bars: Mapping[str, Bar], indexed: dict[Symbol, tuple[int, Bar]]
     ) -> None:
+        self.engine.on_venue_events()  # what the exchange said since the last step (live)
         self.engine.on_bar(ts, indexed)
         assert self.shadows is not None
         self.shadows.on_bar(ts, indexed)
@@ -984,6 +1082,9 @@ class TradingSession:
     def _apply(self, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Change the engine; deterministic, so the rebuild replays it to the same effect."""
         engine, ts = self.engine, self.last_ts
+        if kind == VENUE_COMMAND:
+            applied = engine.on_venue_events(limit=int(payload["count"]))
+            return {"applied": applied}
         if kind == "pause":
             engine.risk.paused_reason = payload.get("reason") or "paused"
             self.live = self.live.merged_with({"paused": True})

@@ -13,6 +13,7 @@ process reads.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -150,6 +151,38 @@ class CcxtFeedArgs(ArgsModel):
 FeedArgs = Annotated[ReplayFeedArgs | CcxtFeedArgs, Field(discriminator="kind")]
 
 
+class VenueArgs(ArgsModel):
+    """Where orders go (docs/live.md): `paper`, the simulated venue (the default), or `live`, an
+    exchange account through ccxt. Credentials never appear here: they come from the
+    environment or mounted files (N1V1_EXCHANGE_API_KEY / _SECRET / _PASSWORD, or their
+    `_FILE` forms, n1v1/live/credentials.py)."""
+
+    kind: Literal["paper", "live"] = "paper"
+    exchange: str = Field(
+        "binance", min_length=1, max_length=32, pattern=r"^[a-z0-9]+$", description="ccxt id"
+    )
+    sandbox: bool = Field(False, description="the exchange's testnet/demo (ccxt sandbox mode)")
+    base_url: str | None = Field(
+        None,
+        max_length=200,
+        pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._/-]*)?$",
+        description="replaces the exchange's REST host in every API section ccxt calls (a "
+        "testnet, a proxy, a local exchange)",
+    )
+    timeout_ms: int = Field(10_000, ge=100, le=120_000, description="per HTTP call")
+    grace_s: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="how long an order may stay invisible at the exchange before it counts as "
+        "never received",
+    )
+    poll_s: float = Field(2.0, gt=0, le=3600, description="how often working orders are read")
+    reconcile_every_s: float = Field(
+        60.0, gt=0, le=86_400, description="how often positions are checked against balances"
+    )
+
+
 class EngineArgs(ArgsModel):
     lease_ttl_s: float = Field(15.0, gt=0, le=600, description="lease time-to-live")
     stall_timeout_s: float = Field(30.0, gt=0, le=3600, description="check_health fails after this")
@@ -235,6 +268,7 @@ class AppArgs(ArgsModel):
     risk: RiskSettings = RiskSettings()
     execution: ExecutionSettings = ExecutionSettings()
     engine: EngineArgs = EngineArgs()
+    venue: VenueArgs = VenueArgs()
     api: ApiArgs = ApiArgs()
     model: ModelArgs = ModelArgs()
     run_id: str = Field("paper", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -287,6 +321,25 @@ class AppArgs(ArgsModel):
             raise ValueError(str(exc).replace("backtest.currency", "currency")) from None
         return self
 
+    @model_validator(mode="after")
+    def _live_rules(self) -> AppArgs:
+        """What a live venue cannot do yet, refused by name before anything trades."""
+        if self.venue.kind != "live":
+            return self
+        if not isinstance(self.feed, CcxtFeedArgs):
+            raise ValueError(
+                "venue.kind: live trades on the exchange's own bars: set feed.kind to ccxt"
+            )
+        if self.feed.exchange != self.venue.exchange:
+            raise ValueError(
+                f"venue.exchange: {self.venue.exchange!r} trades, feed.exchange "
+                f"{self.feed.exchange!r} prices: they must be the same exchange"
+            )
+        refused = live_refusals(self.risk, self.execution)
+        if refused:
+            raise ValueError("; ".join(refused))
+        return self
+
     @property
     def state_dir(self) -> Path | None:
         """The folder of a SQLite store (the app's own files live beside it: the API token);
@@ -306,6 +359,32 @@ class AppArgs(ArgsModel):
         )
 
 
+_RESTING_ORDER_KEYS = (
+    "stop_loss_pct",
+    "atr_stop_multiple",
+    "take_profit_pct",
+    "take_profit_r",
+    "trailing_stop_pct",
+)
+
+
+def live_refusals(risk: RiskSettings, execution: ExecutionSettings) -> list[str]:
+    """Settings a live venue cannot honour yet, each naming its key (docs/live.md): it sends
+    market orders only (no resting stop or take-profit at the exchange), trades spot (no
+    shorts), and fills after the decision, never at the decision bar's close."""
+    out = [
+        f"risk.{key}: the live venue holds no resting orders (stop-loss, take-profit, trailing "
+        "stops); leave it unset in live mode"
+        for key in _RESTING_ORDER_KEYS
+        if getattr(risk, key) is not None
+    ]
+    if risk.allow_short:
+        out.append("risk.allow_short: the live venue trades spot: no short positions")
+    if execution.fill != "next_open":
+        out.append("execution.fill: live orders fill after the decision: use next_open")
+    return out
+
+
 def parse_user_config(config: dict[str, Any] | None) -> LiveConfig:
     """Serve's `user_config` is a LiveConfig; errors name the key."""
     return LiveConfig.model_validate(config or {})
@@ -323,3 +402,51 @@ def replay_feed(feed: ReplayFeedArgs) -> Any:
         end=feed.end,
         continuation=SyntheticContinuation() if feed.after_replay == "synthetic" else None,
     )
+
+
+def make_feed(args: AppArgs, exchange: Any = None) -> Any:
+    """The session's feed; a live venue's ccxt instance (`exchange`) serves its bars too."""
+    feed = args.feed
+    if isinstance(feed, CcxtFeedArgs):
+        from n1v1.live.ccxt_feed import CcxtBarFeed
+
+        return CcxtBarFeed(
+            feed.exchange,
+            feed.symbols,
+            feed.timeframe,
+            poll_seconds=feed.poll_seconds,
+            exchange=exchange,
+            history_bars=0,  # strategies warm up on live bars: never paper-trade the past
+        )
+    return replay_feed(feed)
+
+
+def feed_interval_s(args: AppArgs) -> float:
+    """Wall-clock seconds expected between two feed steps: a live feed's timeframe, a replay's
+    1 / bars_per_second (0 for a replay without pacing). The stalled-feed alert compares the
+    time since the last step with a multiple of it (docs/monitoring.md)."""
+    from n1v1.data.resample import parse_timeframe
+
+    feed = args.feed
+    if isinstance(feed, CcxtFeedArgs):
+        return parse_timeframe(feed.timeframe).total_seconds()
+    return 1.0 / feed.bars_per_second if feed.bars_per_second > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class LiveConnection:
+    """A live venue's ccxt instance and the session's broker factory (both None on paper)."""
+
+    exchange: Any = None
+    broker: Any = None
+
+
+def live_connection(args: AppArgs) -> LiveConnection:
+    """The exchange account `args.venue` names, when it trades live (credentials from the
+    environment: a ConfigError naming the variable when missing)."""
+    if args.venue.kind != "live":
+        return LiveConnection()
+    from n1v1.live.connect import broker_factory, live_exchange
+
+    exchange = live_exchange(args.venue)
+    return LiveConnection(exchange, broker_factory(exchange, args.venue))

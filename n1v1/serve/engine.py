@@ -18,9 +18,14 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from n1v1.data.resample import parse_timeframe
 from n1v1.live.session import CommandError, TradingSession
-from n1v1.serve.args import AppArgs, CcxtFeedArgs, parse_user_config, replay_feed
+from n1v1.serve.args import (
+    AppArgs,
+    feed_interval_s,
+    live_connection,
+    make_feed,
+    parse_user_config,
+)
 from n1v1.serve.metrics import (
     MetricsJournal,
     observe_engine,
@@ -33,31 +38,6 @@ from n1v1.serve.predictor import ServePredictor
 from n1v1.store.availability import open_store
 
 STATUS_POLL_S = 0.01  # how often a waiting `wait_status` looks for a newly published status
-
-
-def make_feed(args: AppArgs) -> Any:
-    feed = args.feed
-    if isinstance(feed, CcxtFeedArgs):
-        from n1v1.live.ccxt_feed import CcxtBarFeed
-
-        return CcxtBarFeed(
-            feed.exchange,
-            feed.symbols,
-            feed.timeframe,
-            poll_seconds=feed.poll_seconds,
-            history_bars=0,  # strategies warm up on live bars: never paper-trade the past
-        )
-    return replay_feed(feed)
-
-
-def feed_interval_s(args: AppArgs) -> float:
-    """Wall-clock seconds expected between two feed steps: a live feed's timeframe, a replay's
-    1 / bars_per_second (0 for a replay without pacing). The stalled-feed alert compares the
-    time since the last step with a multiple of it (docs/monitoring.md)."""
-    feed = args.feed
-    if isinstance(feed, CcxtFeedArgs):
-        return parse_timeframe(feed.timeframe).total_seconds()
-    return 1.0 / feed.bars_per_second if feed.bars_per_second > 0 else 0.0
 
 
 @serve.deployment(
@@ -73,11 +53,14 @@ class Engine:
         self.args = AppArgs.model_validate(args)
         engine = self.args.engine
         self.store = open_store(self.args.resolved_store_url())  # may start during an outage
+        live = live_connection(self.args)
         self.session = TradingSession(
             self.args.settings(),
             self.args.strategies,
-            make_feed(self.args),
+            make_feed(self.args, live.exchange),
             self.store,
+            broker=live.broker,
+            poll_s=self.args.venue.poll_s,
             window=self.args.engine.window,
             lease_ttl=self.args.engine.lease_ttl_s,
             snapshot_every=self.args.engine.snapshot_every,

@@ -34,6 +34,7 @@ from n1v1.domain import (
     Symbol,
 )
 from n1v1.engine.portfolio import Portfolio
+from n1v1.execution.live_venue import VenueEvent
 from n1v1.store import schema as t
 from n1v1.store.schema import Store
 from n1v1.store.snapshots import JournalMarks, StoredSnapshot, insert_snapshot, journal_marks
@@ -269,6 +270,22 @@ class StoreReader:
             out.setdefault(row.pop("step"), []).append(row)
         return out
 
+    def venue_events(self, from_step: int = 0) -> dict[int, list[VenueEvent]]:
+        """What a live exchange said, by the step that applies it (from `from_step`), in order."""
+        ve = t.venue_events
+        query = select(ve).where(ve.c.step >= from_step).order_by(ve.c.id)
+        out: dict[int, list[VenueEvent]] = {}
+        for r in self._rows(query):
+            out.setdefault(r.step, []).append(VenueEvent.from_row(r))
+        return out
+
+    def stored_trade_ids(self, client_order_id: str) -> set[str]:
+        ve = t.venue_events
+        query = select(ve.c.trade_id).where(
+            ve.c.client_order_id == client_order_id, ve.c.trade_id.is_not(None)
+        )
+        return {r.trade_id for r in self._rows(query)}
+
     def bars_before(self, symbol: str, before: pd.Timestamp, count: int) -> list[Bar]:
         """The `count` bars of `symbol` just before `before`, oldest first (a restored bar
         history that must show more of the past: n1v1/live/history.py)."""
@@ -495,6 +512,34 @@ class SqlJournal(StoreReader):
         """Log the model answers of one step (PredictionRecord.to_row()): inputs, like its bars."""
         for row in rows:
             self._insert(t.predictions, {"step": step, **row})
+
+    def record_venue_events(self, step: int, events: list[VenueEvent]) -> list[VenueEvent]:
+        """Store what the exchange said, for the engine to apply at `step`; a fill whose trade
+        id is already stored (a repeated poll, a restart) is dropped. Returns the new events."""
+        if not events:
+            return []
+        ve = t.venue_events
+        now = pd.Timestamp.now(tz="UTC")
+        with self._tx() as conn:
+            ids = [e.trade_id for e in events if e.trade_id]
+            stored: set[str] = set()
+            if ids:
+                query = select(ve.c.trade_id).where(ve.c.trade_id.in_(ids))
+                stored = set(conn.execute(query).scalars())
+            new = []
+            for event in events:
+                if event.trade_id:
+                    if event.trade_id in stored:
+                        continue
+                    stored.add(event.trade_id)
+                new.append(event)
+            if new:
+                rows = [
+                    {**e.to_row(), "trade_id": e.trade_id or None, "step": step, "recorded_at": now}
+                    for e in new
+                ]
+                conn.execute(ve.insert(), rows)
+        return new
 
     def record_command(
         self, step: int, kind: str, payload: Mapping[str, Any], actor: str, at: pd.Timestamp

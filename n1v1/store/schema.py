@@ -53,7 +53,8 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 # 5: the snapshots table (bounded recovery). From 4 on, each version is an Alembic revision named
 # by its number (n1v1/store/migrations/versions, docs/store.md "Migrations").
 # 6: the predictions table (an ml_signal slot's model answers, inputs of the engine).
-SCHEMA_VERSION = 6
+# 7: the venue_events table (what a live exchange said about our orders, inputs of the engine).
+SCHEMA_VERSION = 7
 
 
 class SchemaVersionError(RuntimeError):
@@ -253,6 +254,30 @@ predictions = Table(
     Column("detail", Text, nullable=False),
     Column("latency_ms", Double),
     Index("ix_predictions_step", "step"),
+)
+
+# What a live exchange said about our orders (n1v1/execution/live_venue.py), stored the moment the
+# broker read it and applied by the engine at `step`: inputs, like bars. A fill's exchange trade id
+# is unique, so reading the same trade twice (a retried poll, a restart) stores it once.
+venue_events = Table(
+    "venue_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("step", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("client_order_id", String(64), nullable=False),
+    Column("exchange_order_id", String(128), nullable=False),
+    Column("trade_id", String(128)),
+    Column("qty", Double, nullable=False),
+    Column("price", Double, nullable=False),
+    Column("fee", Double, nullable=False),
+    Column("liquidity", String(8), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("at", UtcTimestamp, nullable=False),
+    Column("recorded_at", UtcTimestamp, nullable=False),
+    Index("ix_venue_events_step", "step"),
+    Index("ix_venue_events_order", "client_order_id"),
+    UniqueConstraint("trade_id", name="uq_venue_events_trade"),
 )
 
 commands = Table(

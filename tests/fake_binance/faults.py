@@ -90,7 +90,8 @@ class FaultPlan:
 
     def __init__(self) -> None:
         self._queued: dict[tuple[str | None, str], deque[Fault]] = {}
-        self._random: tuple[random.Random, float, tuple[Fault, ...], frozenset] | None = None
+        # one plan per `randomize` call, each with its own generator and endpoints
+        self._random: list[tuple[random.Random, float, tuple[Fault, ...], frozenset]] = []
 
     def queue(self, method: str | None, path: str, fault: Fault, times: int = 1) -> None:
         """Apply ``fault`` to the next ``times`` requests to ``method`` (None: any) ``path``."""
@@ -107,7 +108,8 @@ class FaultPlan:
         endpoints: Iterable[tuple[str, str]],
     ) -> None:
         """From now on, each request to one of ``endpoints`` (method, path) gets, with
-        ``probability``, a fault drawn from ``faults`` by a generator seeded with ``seed``."""
+        ``probability``, a fault drawn from ``faults`` by a generator seeded with ``seed``
+        (plans for different endpoints add up; the first whose endpoints match decides)."""
         if not 0.0 <= probability <= 1.0:
             raise ValueError(f"probability must be within [0, 1], got {probability}")
         endpoints = frozenset(endpoints)
@@ -116,10 +118,10 @@ class FaultPlan:
         for method, path in endpoints:
             for fault in faults:
                 _check_target(method, path, fault)
-        self._random = (random.Random(seed), probability, tuple(faults), endpoints)
+        self._random.append((random.Random(seed), probability, tuple(faults), endpoints))
 
     def stop_random(self) -> None:
-        self._random = None
+        self._random = []
 
     def take(self, method: str, path: str) -> Fault | None:
         """The fault for this request, if any (queued first, then random)."""
@@ -129,8 +131,9 @@ class FaultPlan:
             if queued:
                 fault = queued.popleft()
                 break
-        if fault is None and self._random is not None:
-            rng, probability, faults, endpoints = self._random
-            if (method, path) in endpoints and rng.random() < probability:
-                fault = rng.choice(faults)
+        for rng, probability, faults, endpoints in self._random if fault is None else ():
+            if (method, path) in endpoints:
+                if rng.random() < probability:
+                    fault = rng.choice(faults)
+                break
         return fault

@@ -1,0 +1,228 @@
+"""A live session at an exchange: the real session, venue, broker and ccxt client against the fake
+Binance (tests/fake_binance), checked against what the exchange itself holds afterwards."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_binance import FakeBinance
+from fake_binance.faults import Fault
+from live_support import (
+    CASH,
+    MARKET,
+    SYMBOL,
+    bars,
+    exchange,
+    live_session,
+    run_until_settled,
+)
+
+from n1v1.domain import OrderStatus
+from n1v1.store import create_store
+from n1v1.store.journal import StoreReader
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture
+def fake() -> Any:
+    server = exchange()
+    yield server
+    server.close()
+
+
+def account(server: FakeBinance) -> Any:
+    return server.add_account("desk", {"USDT": CASH, "BTC": 0})
+
+
+def check_books_agree(server: FakeBinance, acct: Any, store_url: str) -> dict[str, Any]:
+    """Exactly one exchange order per intent; the journal's fills are the exchange's trades; the
+    stored position and the engine's cash are the exchange's balances."""
+    store = create_store(store_url)
+    try:
+        reader = StoreReader(store)
+        orders = reader.latest_orders()
+        fills = reader.fills()
+        positions = {p["symbol"]: p for p in reader.positions()}
+    finally:
+        store.dispose()
+    at_exchange = server.orders(acct)
+    per_id = Counter(o.client_order_id for o in at_exchange)
+    assert per_id and max(per_id.values()) == 1, f"an intent placed twice: {per_id.most_common(3)}"
+    sent = {cid for cid, o in orders.items() if cid in per_id}
+    assert set(per_id) == sent, "an exchange order the journal does not know"
+    for cid, order in orders.items():
+        if cid not in per_id:  # never reached the exchange: refused before or proven absent
+            assert order.status is OrderStatus.REJECTED, (cid, order.status, order.reason)
+    trades = server.trades(acct)
+    assert len(fills) == len(trades)
+    assert math.isclose(sum(f.qty for f in fills), float(sum(t.qty for t in trades)), abs_tol=1e-9)
+    btc_free, btc_locked = server.balance(acct, "BTC")
+    held = positions.get(SYMBOL, {}).get("qty", 0.0)
+    assert Decimal(str(held)).quantize(Decimal("1e-8")) == (btc_free + btc_locked)
+    usdt_free, usdt_locked = server.balance(acct, "USDT")
+    paid = sum(f.price * f.qty * (1 if f.side.value == "buy" else -1) + f.fee for f in fills)
+    assert math.isclose(CASH - paid, float(usdt_free + usdt_locked), abs_tol=1e-6)
+    return {"orders": len(orders), "exchange_orders": len(at_exchange), "fills": len(fills)}
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+def test_a_session_trades_at_the_exchange_and_the_books_agree(
+    fake: FakeBinance, tmp_path, parts: int
+) -> None:
+    """`parts` 3: every order fills in three lots, one per bar (the symbol waits meanwhile)."""
+    acct = account(fake)
+    fake.set_partial_fills(parts)
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    store = create_store(url)
+    session = live_session(
+        store,
+        fake.url,
+        acct.api_key,
+        acct.secret,
+        bars(80),
+        price=lambda c: fake.set_price(MARKET, c),
+    )
+    try:
+        run_until_settled(session)
+    finally:
+        store.dispose()
+    seen = check_books_agree(fake, acct, url)
+    assert seen["exchange_orders"] >= 6, seen  # the strategy traded for real
+    # every order went through intent -> sent -> acknowledged -> filled, in the journal
+    store = create_store(url)
+    try:
+        reader = StoreReader(store)
+        cid = next(iter(reader.latest_orders()))
+        assert [s for _, s in reader.order_history(cid)][:3] == [
+            OrderStatus.NEW,
+            OrderStatus.SUBMITTING,
+            OrderStatus.SUBMITTED,
+        ]
+    finally:
+        store.dispose()
+
+
+def test_faults_at_the_exchange_never_lose_or_double_an_order(fake: FakeBinance, tmp_path) -> None:
+    """Timeouts after accepting, 5xx before, dropped connections both ways, 429s and orders
+    invisible for a moment, on a quarter of the order and query calls."""
+    acct = account(fake)
+    faults = [
+        Fault("accept_then_timeout", delay=2.0),
+        Fault("error_5xx_before_accept"),
+        Fault("error_5xx_after_accept"),
+        Fault("drop_before_accept"),
+        Fault("drop_after_accept"),
+        Fault("rate_limit", retry_after=0),
+        Fault("delayed_visibility", hide_for=0.3),
+    ]
+    fake.randomize_faults(7, 0.25, faults, [("POST", "/api/v3/order")])
+    # queries fail too (never the order itself): the broker reads again at the next poll
+    query_faults = [Fault("error_5xx_before_accept"), Fault("drop_before_accept")]
+    fake.randomize_faults(
+        8, 0.2, query_faults, [("GET", "/api/v3/order"), ("GET", "/api/v3/myTrades")]
+    )
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    store = create_store(url)
+    session = live_session(
+        store,
+        fake.url,
+        acct.api_key,
+        acct.secret,
+        bars(120),
+        price=lambda c: fake.set_price(MARKET, c),
+        timeout_ms=500,
+        grace_s=1.0,
+    )
+    try:
+        run_until_settled(session, timeout_s=120)
+        stats = session.broker.stats if session.broker else None
+    finally:
+        store.dispose()
+    seen = check_books_agree(fake, acct, url)
+    faulted = [r for r in fake.requests_to("POST", "/api/v3/order") if r.fault]
+    assert len(faulted) >= 3, "the run must meet faults"
+    assert stats is not None and stats.unknown >= 1, stats
+    assert seen["exchange_orders"] >= 5
+
+
+CRASH_POINTS = ["before_create", "after_create", "after_fill"]
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_kill_9_at_each_point_of_an_order_then_a_new_engine_finishes_exactly_once(
+    fake: FakeBinance, tmp_path, point: str
+) -> None:
+    acct = account(fake)
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    worker = [
+        sys.executable,
+        str(HERE / "live_support.py"),
+        url,
+        fake.url,
+        acct.api_key,
+        acct.secret,
+        "--crash-at",
+        point,
+        "--crash-after",
+        "2",
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)])}
+    out = subprocess.run(worker, capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == -signal.SIGKILL, out.stdout[-2000:] + out.stderr[-3000:]
+    assert f"crash {point}" in out.stdout
+    # a new engine takes over (the dead one's lease is expired by hand: no waiting out its TTL)
+    store = create_store(url)
+    try:
+        _expire_lease(store)
+        session = live_session(store, fake.url, acct.api_key, acct.secret, bars(60), grace_s=0.5)
+        run_until_settled(session)
+    finally:
+        store.dispose()
+    check_books_agree(fake, acct, url)
+
+
+def test_a_replaced_engine_cannot_send(fake: FakeBinance, tmp_path) -> None:
+    """Two engines on one store against one exchange: only the lease holder's orders exist."""
+    acct = account(fake)
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    store_a, store_b = create_store(url), create_store(url)
+    a = live_session(store_a, fake.url, acct.api_key, acct.secret, bars(80), holder="a")
+    b = live_session(store_b, fake.url, acct.api_key, acct.secret, bars(80), holder="b")
+    try:
+        a.start()
+        deadline = time.monotonic() + 30
+        while a.state != "running" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        b.start()
+        time.sleep(0.5)
+        assert b.state == "standby"
+        run_until_settled(a)
+        b.stop()
+    finally:
+        a.stop()
+        b.stop()
+        store_a.dispose()
+        store_b.dispose()
+    check_books_agree(fake, acct, url)
+
+
+def _expire_lease(store: Any) -> None:
+    """The killed engine's lease, expired now (as if its TTL had run out)."""
+    import pandas as pd
+    from sqlalchemy import update
+
+    from n1v1.store import schema as t
+
+    with store.transaction() as conn:
+        conn.execute(update(t.lease).values(expires_at=pd.Timestamp("2000-01-01", tz="UTC")))
