@@ -106,6 +106,8 @@ def live_session(
     checkpoint: Callable[[str], None] | None = None,
     holder: str | None = None,
     lease_ttl: float = 15.0,
+    reconcile_s: float = 60.0,
+    bars_per_second: float = 0,
 ) -> TradingSession:
     """A session trading `frames` at the exchange at `url`; `price(close)` after each step sets
     the exchange's price to the bar's close before the step's orders are sent."""
@@ -121,7 +123,7 @@ def live_session(
     return TradingSession(
         SETTINGS,
         list(SLOTS),
-        PacedReplay(frames, 0),
+        PacedReplay(frames, bars_per_second),
         store,
         window=50,
         broker=broker_factory(client, grace_s, checkpoint),
@@ -129,6 +131,7 @@ def live_session(
         on_step=on_step,
         holder=holder,
         lease_ttl=lease_ttl,
+        reconcile_s=reconcile_s,
     )
 
 

@@ -217,6 +217,81 @@ def test_a_replaced_engine_cannot_send(fake: FakeBinance, tmp_path) -> None:
     check_books_agree(fake, acct, url)
 
 
+def wait_for(condition: Any, what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_a_position_that_differs_from_the_exchange_pauses_trading_and_says_why(
+    fake: FakeBinance, tmp_path
+) -> None:
+    """Someone else trades the account: the periodic check finds the balance off the books,
+    pauses (exits still allowed) and names the numbers; their open order is listed as external."""
+    acct = account(fake)
+    store = create_store(f"sqlite:///{tmp_path / 'live.db'}")
+    session = live_session(
+        store, fake.url, acct.api_key, acct.secret, bars(400), reconcile_s=0.1, bars_per_second=50
+    )
+    other = fake.client(acct)
+    try:
+        session.start()
+        wait_for(lambda: session.reconciliation is not None, "the first reconciliation")
+        assert session.reconciliation["ok"], session.reconciliation
+        assert session.snapshot["venue"]["kind"] == "live"
+        other.create_order(SYMBOL, "market", "buy", 0.5, None, {"clientOrderId": "by-hand-1"})
+        other.create_order(SYMBOL, "limit", "buy", 0.1, 50.0, {"clientOrderId": "by-hand-2"})
+        wait_for(lambda: session.engine.risk.paused_reason is not None, "the pause")
+        reason = session.engine.risk.paused_reason
+        assert reason.startswith("reconciliation: BTC/USDT: the exchange holds"), reason
+        report = session.reconciliation
+        assert not report["ok"] and report["problems"][0] in reason
+        [row] = report["positions"]
+        assert row["exchange"] - row["books"] == pytest.approx(0.5)  # the hand-made buy
+        assert [o["client_order_id"] for o in report["external_orders"]] == ["by-hand-2"]
+        wait_for(lambda: session.snapshot.get("paused"), "the published pause")
+    finally:
+        session.stop()
+        store.dispose()
+
+
+def test_the_kill_switch_flattens_at_the_exchange(fake: FakeBinance, tmp_path) -> None:
+    acct = account(fake)
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    store = create_store(url)
+    session = live_session(
+        store, fake.url, acct.api_key, acct.secret, bars(400), bars_per_second=40
+    )
+    try:
+        session.start()
+        wait_for(
+            lambda: (
+                session.engine.portfolio.position(SYMBOL).qty > 0
+                and not session.engine.venue.working_orders()
+            ),
+            "a position",
+        )
+        result = session.submit("kill_switch", {"reason": "desk says stop"}, "tester").result(10)
+        assert result["engaged"] and [o["side"] for o in result["flattening_orders"]] == ["sell"]
+        wait_for(
+            lambda: (
+                session.engine.portfolio.position(SYMBOL).qty == 0
+                and not session.engine.venue.working_orders()
+            ),
+            "the flat book",
+        )
+    finally:
+        session.stop()
+        store.dispose()
+    assert sum(server_btc(fake, acct)) == 0
+    check_books_agree(fake, acct, url)
+
+
+def server_btc(server: FakeBinance, acct: Any) -> tuple[Decimal, Decimal]:
+    return server.balance(acct, "BTC")
+
+
 def _expire_lease(store: Any) -> None:
     """The killed engine's lease, expired now (as if its TTL had run out)."""
     import pandas as pd

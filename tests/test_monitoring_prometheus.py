@@ -63,7 +63,14 @@ from n1v1.serve.args import AppArgs
 pytestmark = pytest.mark.slow
 
 TOKEN = "monitoring-" + secrets.token_hex(12)
-NOT_IN_PAPER = {"n1v1_orders_rejected"}  # the simulated venue never rejects an order
+# The simulated venue never rejects an order and has no exchange to reconcile with; the live
+# venue's gauges are scraped from `n1v1 live`'s endpoint in tests/test_live_cli.py.
+NOT_IN_PAPER = {
+    "n1v1_orders_rejected",
+    "n1v1_venue_orders_in_flight",
+    "n1v1_venue_orders_unknown",
+    "n1v1_venue_reconciled",
+}
 RULES = MONITORING / "rules" / "n1v1-alerts.yaml"
 TRAIN = {"epochs": 2, "batch_size": 256, "model": {"hidden": (8,)}, "seed": 3}
 TRAIN_LABELS = {"horizon": 5, "fee": 0.0, "margin": 0.0}

@@ -24,6 +24,7 @@ from n1v1.cli.common import EXIT_ERROR
 from n1v1.cli.evaluate import add_evaluate_command
 from n1v1.cli.info import add_config_command, add_data_command, cmd_strategies
 from n1v1.cli.kube import add_kube_command
+from n1v1.cli.live import add_live_command
 from n1v1.cli.ml import add_models_command, add_train_command
 from n1v1.cli.observe import add_observe_command
 from n1v1.cli.paper import add_paper_command
@@ -99,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_retrain_command(sub)
     add_models_command(sub)
     add_paper_command(sub)
+    add_live_command(sub)
     add_observe_command(sub)
     add_sweep_command(sub)
     add_walkforward_command(sub)

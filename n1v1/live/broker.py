@@ -296,6 +296,59 @@ class ExchangeBroker:
             )
         self.stats.rejected += 1
 
+    # -- reconciliation ----------------------------------------------------------------------------
+    def balances(self) -> dict[str, float]:
+        """The account's total balance per asset (free + locked)."""
+        total = self.exchange.fetch_balance().get("total") or {}
+        return {str(k): float(v) for k, v in total.items() if v is not None}
+
+    def reconcile(
+        self, positions: dict[str, float], baseline: dict[str, float], ours: set[str]
+    ) -> dict[str, Any]:
+        """The exchange against the books: each traded symbol's base asset must hold the balance
+        it held before the session's first order (`baseline`) plus the stored position, to the
+        market's amount precision; open orders at the exchange that are not ours (`ours`: our
+        orders' exchange client ids) are reported as external. `ok` False names each problem."""
+        balances = self.balances()
+        rows, problems = [], []
+        for symbol, qty in sorted(positions.items()):
+            market = self.exchange.market(symbol)
+            base = str(market["base"])
+            step = float(market.get("precision", {}).get("amount") or 0.0)
+            expected = baseline.get(base, 0.0) + qty
+            actual = balances.get(base, 0.0)
+            tolerance = max(step, 1e-12) / 2
+            rows.append({"symbol": symbol, "asset": base, "books": expected, "exchange": actual})
+            if abs(actual - expected) > tolerance:
+                problems.append(
+                    f"{symbol}: the exchange holds {actual:.8f} {base}, the books "
+                    f"{expected:.8f} (baseline {baseline.get(base, 0.0):.8f} + position "
+                    f"{qty:.8f})"
+                )
+        external = []
+        for symbol in sorted(positions):
+            for o in self.exchange.fetch_open_orders(symbol):
+                if str(o.get("clientOrderId") or "") not in ours:
+                    external.append(
+                        {
+                            "symbol": symbol,
+                            "id": str(o.get("id")),
+                            "client_order_id": str(o.get("clientOrderId") or ""),
+                            "side": o.get("side"),
+                            "amount": o.get("amount"),
+                        }
+                    )
+        return {
+            "ok": not problems,
+            "checked_at": pd.Timestamp.now(tz="UTC").isoformat(),
+            "positions": rows,
+            "external_orders": external,
+            "problems": problems,
+        }
+
+    def exchange_client_ids(self, client_order_ids: list[str]) -> set[str]:
+        return {exchange_client_id(self.exchange_id, c) for c in client_order_ids}
+
     # -- helpers -----------------------------------------------------------------------------------
     def _record(self, events: list[VenueEvent]) -> None:
         new = self.log.record_venue_events(events)

@@ -46,6 +46,7 @@ each slot trade from exactly the step it did before.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -64,7 +65,7 @@ import numpy as np
 import pandas as pd
 
 from n1v1.config import ConfigError, Settings
-from n1v1.domain import Bar, Order, Side, Symbol, Trade
+from n1v1.domain import Bar, Order, OrderStatus, Side, Symbol, Trade
 from n1v1.engine.engine import FlattenReport, ManualOrderResult, TradingEngine
 from n1v1.engine.journal import InMemoryJournal, Journal
 from n1v1.engine.shadows import StrategyShadows
@@ -215,6 +216,7 @@ class TradingSession:
         snapshots_kept: int = 3,
         broker: BrokerFactory | None = None,
         poll_s: float = 2.0,
+        reconcile_s: float = 60.0,
     ) -> None:
         if snapshot_every < 0 or snapshots_kept < 1:
             raise ConfigError(
@@ -279,6 +281,9 @@ class TradingSession:
         self.poll_s = poll_s
         self._last_poll = 0.0
         self._answers_since = 0.0  # when the oldest answer not applied yet arrived
+        self.reconcile_s = reconcile_s
+        self._last_reconcile = 0.0
+        self.reconciliation: dict[str, Any] | None = None  # the last check against the exchange
         self._reset_engine()
 
     # -- building the engine -----------------------------------------------------------------------
@@ -484,6 +489,9 @@ class TradingSession:
             self._talk_to_exchange()
             if self.aside and self.heartbeat - self._slots_checked >= SLOT_RETRY_S:
                 self._refresh_slots()
+            if self.broker is not None and self.reconciliation is None:
+                self._stop.wait(0.05)  # live: the books are checked against the exchange first
+                continue
             step = self._held_step or self.feed.next_step(timeout=0.05)
             if step is not None:
                 self._held_step = step  # until its transaction commits
@@ -513,6 +521,8 @@ class TradingSession:
         if now - self._last_poll >= self.poll_s:
             self._last_poll = now
             self.broker.poll()
+        if now - self._last_reconcile >= self.reconcile_s:
+            self._reconcile()
         venue = self.engine.venue
         assert isinstance(venue, LiveVenue)
         waiting = venue.waiting()
@@ -526,6 +536,47 @@ class TradingSession:
             self._answers_since = 0.0
             self._publish()
             self.broker.dispatch()  # e.g. the rest of a reversal, decided as the fills landed
+
+    def _reconcile(self) -> None:
+        """Check the books against the exchange (n1v1/live/broker.py `reconcile`) when nothing is
+        in flight (a fill read but not applied yet is no disagreement); a disagreement pauses
+        trading, as an operator's pause would, with the reason, until an operator resumes."""
+        assert self.broker is not None
+        venue = self.engine.venue
+        assert isinstance(venue, LiveVenue)
+        if venue.working_orders() or venue.waiting():
+            return  # again at the next turn of the loop
+        self._last_reconcile = time.monotonic()
+        positions = {
+            symbol: self.engine.portfolio.position(Symbol(symbol)).qty
+            for symbol in self.feed.symbols
+        }
+        baseline = self._venue_baseline(positions)
+        ours = self.broker.exchange_client_ids([o.client_order_id for o in venue.working_orders()])
+        report = self.broker.reconcile(positions, baseline, ours)
+        self.reconciliation = report
+        if not report["ok"]:
+            reason = "reconciliation: " + "; ".join(report["problems"])
+            log.error("%s", reason)
+            if self.engine.risk.paused_reason != reason:
+                self._commit_command("pause", {"reason": reason}, "reconciliation")
+        self._publish()
+
+    def _venue_baseline(self, positions: Mapping[str, float]) -> dict[str, float]:
+        """Each traded base asset's balance before the session's first order, stored once (a
+        store that traded before this was kept derives it from today's balance and position)."""
+        assert self.broker is not None
+        stored = self._sql.get_state("venue_baseline")
+        if stored is not None:
+            return {str(k): float(v) for k, v in stored.items()}
+        balances = self.broker.balances()
+        baseline = {}
+        for symbol, qty in positions.items():
+            base = symbol.split("/")[0]
+            baseline[base] = balances.get(base, 0.0) - qty
+        with self._sql.atomic():
+            self._sql.set_state("venue_baseline", baseline)
+        return baseline
 
     # -- a lost store ------------------------------------------------------------------------------
     def store_status(self) -> dict[str, Any]:
@@ -628,6 +679,8 @@ class TradingSession:
             self.broker = self._broker_factory(venue, _SessionEventLog(self), self._last_close)
             self.broker.poll()  # orders left in flight by the last engine: found, or not
             self._last_poll = time.monotonic()
+            self.reconciliation = None  # no bar is traded until the first check has run
+            self._last_reconcile = 0.0
         self.state = "running"
         self._refresh_slots(everything=self.steps_done == 0)
         if self._user_config is not None:
@@ -1227,12 +1280,31 @@ class TradingSession:
             "risk": risk_state(engine),
             "live_config": self.live.model_dump(),
             "recovery": self.recovery,
+            "venue": self._venue_status(),
             "store": self.store_status(),
             "snapshots": {
                 "every": self.snapshot_every,
                 "kept": self.snapshots_kept,
                 "last": self.last_snapshot or None,
             },
+        }
+
+    def _venue_status(self) -> dict[str, Any]:
+        """Where orders go; for a live venue its broker's counts and the last reconciliation."""
+        broker = self.broker
+        if self._broker_factory is None:
+            return {"kind": "paper"}
+        venue = self.engine.venue
+        assert isinstance(venue, LiveVenue)
+        unknown = [o for o in venue.working_orders() if o.status is OrderStatus.UNKNOWN]
+        return {
+            "kind": "live",
+            "exchange": None if broker is None else broker.exchange_id,
+            "orders_in_flight": len(venue.working_orders()),
+            "orders_unknown": len(unknown),
+            "answers_waiting": venue.waiting(),
+            "broker": None if broker is None else dataclasses.asdict(broker.stats),
+            "reconciliation": self.reconciliation,
         }
 
 

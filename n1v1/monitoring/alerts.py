@@ -26,6 +26,7 @@ API_5XX_RATIO = 0.05  # share of requests answered 5xx over 5 minutes
 API_P99_S = 1.0  # per route, over 10 minutes (/readyz waits on its probes: excluded)
 STALL_INTERVALS = 3  # feed intervals without a step before the feed counts as stalled
 STALL_FLOOR_S = 120  # never sooner: a scrape and Ray's export each lag by up to ~30 s
+UNKNOWN_FOR = "5m"  # far beyond the grace window: an order neither found nor ruled out
 STORE_OUTAGE_FOR = "1m"  # an outage shorter than this resumes unseen: the engine retries alone
 STANDBY_MAX = "15m"  # an upgrade's new engine stands by for a minute or two, not this long
 ORDER_REJECTIONS_10M = 3  # orders the venue rejected in 10 minutes
@@ -73,6 +74,8 @@ def _alerts() -> tuple[Alert, ...]:
     standby = max_by("namespace", sel(state, 'state="standby"'))
     holders = "sum by (namespace) (ray_n1v1_engine_lease_held)"
     store_available = "min by (namespace) (ray_n1v1_store_available)"
+    reconciled = "min by (namespace) (ray_n1v1_venue_reconciled)"
+    unknown = "max by (namespace) (ray_n1v1_venue_orders_unknown)"
     step_age = "time() - max by (namespace) (ray_n1v1_last_step_timestamp_seconds)"
     stall_limit = (
         f"clamp_min({STALL_INTERVALS} * max by (namespace) (ray_n1v1_feed_interval_seconds), "
@@ -149,6 +152,27 @@ def _alerts() -> tuple[Alert, ...]:
             "The engine has not reached its store for " + STORE_OUTAGE_FOR + ": it trades "
             "nothing (no order can be journaled) and refuses commands with 503; it resumes by "
             "itself once the database answers.",
+        ),
+        Alert(
+            "N1V1VenueOutOfBalance",
+            f"{reconciled} == 0",
+            (reconciled,),
+            "0m",
+            "critical",
+            "N1V1's books disagree with the exchange",
+            "The last reconciliation found a position that differs from the exchange's balance "
+            "beyond the market's precision; the engine has paused new entries until an operator "
+            "acts (the status's venue.reconciliation names each difference).",
+        ),
+        Alert(
+            "N1V1OrdersUnknown",
+            f"{unknown} > 0",
+            (unknown,),
+            UNKNOWN_FOR,
+            "warning",
+            "{{ $value }} N1V1 orders have an unknown outcome",
+            "Orders whose create call failed ambiguously have not been found or ruled out at the "
+            "exchange for " + UNKNOWN_FOR + ": their symbols make no new decision meanwhile.",
         ),
         Alert(
             "N1V1LeaseHoldersNotOne",

@@ -92,6 +92,19 @@ METRICS: tuple[MetricSpec, ...] = (
         "1 while the engine reaches its store, 0 during an outage (it does not trade then)",
     ),
     _g(
+        "n1v1_venue_orders_in_flight",
+        "live venue: orders sent to the exchange whose outcome is not final yet",
+    ),
+    _g(
+        "n1v1_venue_orders_unknown",
+        "live venue: orders whose create call failed ambiguously, being found by client id",
+    ),
+    _g(
+        "n1v1_venue_reconciled",
+        "live venue: 1 while the books agree with the exchange's balances at the last check, "
+        "0 after a disagreement (trading is paused)",
+    ),
+    _g(
         "n1v1_trading_halted",
         "1 while this rule refuses new entries (kill_switch, circuit_breaker, max_daily_loss, "
         "paused), else 0",

@@ -192,6 +192,25 @@ def _trading() -> Dashboard:
                         width=8,
                     ),
                     Panel(
+                        "Live venue: books vs exchange",
+                        "1 while the last reconciliation found the books equal to the "
+                        "exchange's balances; 0 after a difference (trading paused). No data "
+                        "on the paper venue.",
+                        (Target(f"min({c('ray_n1v1_venue_reconciled')})"),),
+                        type="stat",
+                        width=8,
+                    ),
+                    Panel(
+                        "Live venue: orders in flight and unknown",
+                        "Orders sent whose outcome is not final, and those whose create call "
+                        "failed ambiguously (being found by client id).",
+                        (
+                            Target(f"sum({c('ray_n1v1_venue_orders_in_flight')})", "in flight"),
+                            Target(f"sum({c('ray_n1v1_venue_orders_unknown')})", "unknown"),
+                        ),
+                        width=8,
+                    ),
+                    Panel(
                         "Trading halts",
                         "1 while the rule refuses new entries.",
                         (Target(f"max by (rule) ({c('ray_n1v1_trading_halted')})", "{{rule}}"),),

@@ -150,7 +150,8 @@ def observe_engine(snapshot: Mapping[str, Any]) -> None:
     (1 for the current state, 0 for every other), `n1v1_engine_lease_held` (1 in a state that holds
     the lease: running or replay_finished; the sum over replicas is the number of engines acting),
     `n1v1_trading_halted{rule}`, `n1v1_store_available` (0 while the engine cannot reach its
-    store) and each strategy's net P&L."""
+    store), a live venue's orders in flight, unknown orders and last reconciliation, and each
+    strategy's net P&L."""
     state = str(snapshot.get("state", "starting"))
     for name in ENGINE_STATES:
         _set("n1v1_engine_state", 1.0 if name == state else 0.0, {"state": name})
@@ -158,6 +159,13 @@ def observe_engine(snapshot: Mapping[str, Any]) -> None:
     store = snapshot.get("store")
     if isinstance(store, Mapping):
         _set("n1v1_store_available", 1.0 if store.get("available") else 0.0)
+    venue = snapshot.get("venue")
+    if isinstance(venue, Mapping) and venue.get("kind") == "live":
+        _set("n1v1_venue_orders_in_flight", float(venue.get("orders_in_flight") or 0))
+        _set("n1v1_venue_orders_unknown", float(venue.get("orders_unknown") or 0))
+        check = venue.get("reconciliation")
+        if isinstance(check, Mapping):
+            _set("n1v1_venue_reconciled", 1.0 if check.get("ok") else 0.0)
     risk = snapshot.get("risk")
     if isinstance(risk, Mapping):
         halted = {

@@ -33,6 +33,7 @@ from n1v1.serve.metrics import (
     observe_predictions,
     observe_step,
     refresh_gauges,
+    use_ray_metrics,
 )
 from n1v1.serve.predictor import ServePredictor
 from n1v1.store.availability import open_store
@@ -50,6 +51,7 @@ STATUS_POLL_S = 0.01  # how often a waiting `wait_status` looks for a newly publ
 )
 class Engine:
     def __init__(self, args: dict[str, Any], model: DeploymentHandle | None = None) -> None:
+        use_ray_metrics()
         self.args = AppArgs.model_validate(args)
         engine = self.args.engine
         self.store = open_store(self.args.resolved_store_url())  # may start during an outage

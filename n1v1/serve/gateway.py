@@ -26,7 +26,7 @@ from sqlalchemy import text
 from n1v1.live.session import READY_STATES, CommandError
 from n1v1.serve.api import create_api
 from n1v1.serve.backtests import run_backtest_job
-from n1v1.serve.metrics import observe_request
+from n1v1.serve.metrics import observe_request, use_ray_metrics
 from n1v1.store.availability import open_store
 from n1v1.store.backtests import create_backtest
 
@@ -91,6 +91,7 @@ class PublishedStatus:
     """
 
     def __init__(self, engine: DeploymentHandle) -> None:
+        use_ray_metrics()
         self.engine = engine
         self.version: str | None = None
         self.snapshot: dict[str, Any] | None = None

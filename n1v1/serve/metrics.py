@@ -43,6 +43,7 @@ __all__ = [
     "observe_request",
     "observe_step",
     "refresh_gauges",
+    "use_ray_metrics",
 ]
 
 
@@ -54,4 +55,11 @@ def _create(spec: MetricSpec) -> Any:
     return Histogram(spec.name, spec.help, boundaries=list(spec.boundaries), tag_keys=spec.tags)
 
 
-set_backend(_create)
+def use_ray_metrics() -> None:
+    """Make this process's metrics Ray's. Each replica's constructor calls it: Serve may ship a
+    deployment's class by value, and then this module's import (which calls it too) never runs
+    in the replica."""
+    set_backend(_create)
+
+
+use_ray_metrics()

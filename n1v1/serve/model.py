@@ -25,6 +25,7 @@ from n1v1.serve.metrics import (
     observe_inference_error,
     observe_registry,
     refresh_gauges,
+    use_ray_metrics,
 )
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class Model:
     def __init__(
         self, model_root: str, max_batch_size: int, batch_wait_timeout_s: float, refresh_s: float
     ) -> None:
+        use_ray_metrics()
         self.registry = ModelRegistry(model_root)
         self.refresh_s = refresh_s
         self._batched.set_max_batch_size(max_batch_size)

@@ -383,6 +383,11 @@ class FakeBinance:
             ("GET", OPEN_ORDERS): lambda a, p, f: [o.json() for o in engine.open_orders(a, p)],
             ("GET", ALL_ORDERS): lambda a, p, f: [o.json() for o in engine.all_orders(a, p)],
             ("GET", MY_TRADES): lambda a, p, f: [t.json() for t in engine.my_trades(a, p)],
+            # what ccxt's load_markets asks a keyed binance besides exchangeInfo: the account's
+            # coins and margin pairs (none here; the fake trades spot only)
+            ("GET", "/sapi/v1/capital/config/getall"): lambda a, p, f: [],
+            ("GET", "/sapi/v1/margin/allPairs"): lambda a, p, f: [],
+            ("GET", "/sapi/v1/margin/isolated/allPairs"): lambda a, p, f: [],
             ("GET", ACCOUNT): lambda a, p, f: a.json(
                 engine.fee_rate, self.now_ms(), p.get("omitZeroBalances") == "true"
             ),
