@@ -103,6 +103,15 @@ def test_paper_in_the_foreground_exports_the_engines_metrics_and_stops_on_ctrl_c
     assert "n1v1 live: stopped after step" in out
 
 
+@pytest.mark.parametrize("name", ["live-paper.yaml", "live-binance-testnet.yaml"])
+def test_the_example_configs_are_valid(name: str) -> None:
+    from n1v1.config import read_yaml_mapping
+    from n1v1.serve.args import AppArgs
+
+    args = AppArgs.model_validate(read_yaml_mapping(ROOT / "examples" / name, "config file"))
+    assert args.venue.kind == ("live" if "binance" in name else "paper")
+
+
 def test_a_bad_config_names_the_key_and_starts_nothing(tmp_path: Path) -> None:
     config = {"venue": {"kind": "live"}, "risk": {"stop_loss_pct": 0.02}}
     process, _ = start(config, tmp_path, {})
