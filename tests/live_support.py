@@ -115,6 +115,7 @@ def live_session(
 
     client = local_binance(url, timeout_ms=timeout_ms)
     client.apiKey, client.secret = api_key, secret
+    client.options["adjustForTimeDifference"] = True  # as n1v1/live/connect.py sets it
 
     def on_step(_decision_s: float, engine: Any) -> None:
         if price is not None:

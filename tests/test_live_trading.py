@@ -288,6 +288,36 @@ def test_the_kill_switch_flattens_at_the_exchange(fake: FakeBinance, tmp_path) -
     check_books_agree(fake, acct, url)
 
 
+def test_a_clock_off_by_half_a_minute_is_measured_and_a_later_drift_is_caught_up(
+    fake: FakeBinance, tmp_path
+) -> None:
+    """The exchange's clock 30 s ahead of ours from the start (beyond Binance's 10 s window),
+    then 40 s behind in the middle: requests are refused as outside the window until the
+    difference is measured again; no order is lost or doubled."""
+    acct = account(fake)
+    fake.clock_skew_ms = 30_000
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    store = create_store(url)
+    frames = bars(120)
+    steps = {"n": 0}
+
+    def price(close: float) -> None:
+        steps["n"] += 1
+        if steps["n"] == 60:
+            fake.clock_skew_ms = -40_000
+        fake.set_price(MARKET, close)
+
+    session = live_session(store, fake.url, acct.api_key, acct.secret, frames, price=price)
+    try:
+        run_until_settled(session)
+        stats = session.broker.stats if session.broker else None
+    finally:
+        store.dispose()
+    assert stats is not None and stats.errors.get("InvalidNonce", 0) >= 1, stats
+    seen = check_books_agree(fake, acct, url)
+    assert seen["exchange_orders"] >= 6
+
+
 def server_btc(server: FakeBinance, acct: Any) -> tuple[Decimal, Decimal]:
     return server.balance(acct, "BTC")
 

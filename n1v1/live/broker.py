@@ -170,6 +170,8 @@ class ExchangeBroker:
             if not retry:
                 return
             self.stats.retries += 1
+            if reason.startswith("InvalidNonce"):  # our clock and the exchange's drifted apart
+                self._resync_clock()
             headers = getattr(self.exchange, "last_response_headers", None)
             self.sleep(backoff_seconds(attempt, self.rng, retry_after=retry_after_seconds(headers)))
 
@@ -182,6 +184,13 @@ class ExchangeBroker:
             return [VenueEvent(EventKind.REJECTED, order.client_order_id, now, reason=reason)]
         self.stats.unknown += 1
         return [VenueEvent(EventKind.UNKNOWN, order.client_order_id, now, reason=reason)]
+
+    def _resync_clock(self) -> None:
+        """Measure the exchange's clock again (ccxt keeps the difference for signing)."""
+        try:
+            self.exchange.load_time_difference()
+        except Exception as exc:  # the retry will fail again and say so
+            log.warning("%s: clock difference not measured: %s", self.exchange_id, exc)
 
     def _id_params(self, order: Order) -> dict[str, str]:
         xid = exchange_client_id(self.exchange_id, order.client_order_id)
@@ -208,7 +217,9 @@ class ExchangeBroker:
                 raise
             except Exception as exc:
                 outcome, reason = self._outcome(exc, "query")
-                if outcome is Outcome.REJECTED:
+                if reason.startswith("InvalidNonce"):
+                    self._resync_clock()  # read again at the next poll
+                elif outcome is Outcome.REJECTED:
                     raise  # e.g. authentication: nothing will work, say so
                 log.warning("poll of %s: %s", order.client_order_id, reason)
 

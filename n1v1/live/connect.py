@@ -32,6 +32,9 @@ def live_exchange(venue: VenueConfig, env: Mapping[str, str] | None = None) -> c
         base_url=venue.base_url,
         credentials=exchange_credentials(env),
         timeout_ms=venue.timeout_ms,
+        # signed requests carry a timestamp the exchange checks against its own clock: measure
+        # the difference when the markets load (and again after a clock error, the broker)
+        options={"adjustForTimeDifference": True},
     )
 
 
