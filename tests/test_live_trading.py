@@ -318,6 +318,33 @@ def test_a_clock_off_by_half_a_minute_is_measured_and_a_later_drift_is_caught_up
     assert seen["exchange_orders"] >= 6
 
 
+def test_a_manual_order_goes_to_the_exchange_at_once_not_at_the_next_bar(
+    fake: FakeBinance, tmp_path
+) -> None:
+    """Bars every 5 s: the operator's buy reaches the exchange, and its fill the books, within a
+    second of the command."""
+    acct = account(fake)
+    store = create_store(f"sqlite:///{tmp_path / 'live.db'}")
+    frames = bars(12, flat_tail=0)
+    session = live_session(store, fake.url, acct.api_key, acct.secret, frames, bars_per_second=0.2)
+    try:
+        session.start()
+        wait_for(lambda: session.steps_done >= 1, "the first bar")
+        step = session.steps_done
+        asked = time.monotonic()
+        order = {"symbol": SYMBOL, "side": "buy", "qty": 2.0}
+        result = session.submit("order", order, "desk").result(10)
+        assert [o["status"] for o in result["orders"]] == ["submitting"], result
+        wait_for(lambda: len(fake.orders(acct)) == 1, "the order at the exchange", 2.0)
+        wait_for(
+            lambda: session.engine.portfolio.position(SYMBOL).qty == 2.0, "the fill in the books", 2
+        )
+        assert time.monotonic() - asked < 2.5 and session.steps_done == step  # no bar since
+    finally:
+        session.stop()
+        store.dispose()
+
+
 def server_btc(server: FakeBinance, acct: Any) -> tuple[Decimal, Decimal]:
     return server.balance(acct, "BTC")
 
