@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from decimal import Decimal
@@ -156,7 +157,11 @@ def test_faults_at_the_exchange_never_lose_or_double_an_order(fake: FakeBinance,
     assert seen["exchange_orders"] >= 5
 
 
-CRASH_POINTS = ["before_create", "after_create", "after_fill"]
+# Where the engine dies: after the intent is committed, before the call (before_create); while
+# the request is at the exchange, its order created, the answer not back (in_flight: the test
+# kills it from outside); after the answer, before it is stored (after_create); between two lots
+# of a partial fill (after_fill, orders filling in three lots).
+CRASH_POINTS = ["before_create", "in_flight", "after_create", "after_fill"]
 
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
@@ -165,22 +170,30 @@ def test_kill_9_at_each_point_of_an_order_then_a_new_engine_finishes_exactly_onc
 ) -> None:
     acct = account(fake)
     url = f"sqlite:///{tmp_path / 'live.db'}"
-    worker = [
-        sys.executable,
-        str(HERE / "live_support.py"),
-        url,
-        fake.url,
-        acct.api_key,
-        acct.secret,
-        "--crash-at",
-        point,
-        "--crash-after",
-        "2",
-    ]
+    worker = [sys.executable, str(HERE / "live_support.py"), url, fake.url, acct.api_key]
+    worker += [acct.secret, "--crash-at", point, "--crash-after", "2"]
+    advancing = threading.Event()
+    if point == "after_fill":  # three lots per order, one every 50 ms (the market trading on)
+        fake.set_partial_fills(3)
+
+        def advance() -> None:
+            while not advancing.wait(0.05):
+                fake.advance()
+
+        threading.Thread(target=advance, daemon=True).start()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)])}
-    out = subprocess.run(worker, capture_output=True, text=True, timeout=120, env=env)
-    assert out.returncode == -signal.SIGKILL, out.stdout[-2000:] + out.stderr[-3000:]
-    assert f"crash {point}" in out.stdout
+    if point == "in_flight":  # the 2nd order is created, its answer held: kill the engine then
+        fake.queue_fault("POST", "/api/v3/order", "accept_then_timeout", delay=60.0)
+        process = subprocess.Popen(worker, stdout=subprocess.PIPE, text=True, env=env)
+        wait_for(lambda: len(fake.orders(acct)) >= 1, "the held order at the exchange")
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=30)
+        assert process.returncode == -signal.SIGKILL
+        assert len(fake.orders(acct)) == 1  # created, its answer never read
+    else:
+        out = subprocess.run(worker, capture_output=True, text=True, timeout=120, env=env)
+        assert out.returncode == -signal.SIGKILL, out.stdout[-2000:] + out.stderr[-3000:]
+        assert f"crash {point}" in out.stdout
     # a new engine takes over (the dead one's lease is expired by hand: no waiting out its TTL)
     store = create_store(url)
     try:
@@ -188,6 +201,7 @@ def test_kill_9_at_each_point_of_an_order_then_a_new_engine_finishes_exactly_onc
         session = live_session(store, fake.url, acct.api_key, acct.secret, bars(60), grace_s=0.5)
         run_until_settled(session)
     finally:
+        advancing.set()
         store.dispose()
     check_books_agree(fake, acct, url)
 
