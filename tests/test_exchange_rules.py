@@ -357,3 +357,11 @@ def test_prepared_orders_pass_binances_filters_and_refusals_break_one(
     notional = amount * value_price
     assert notional >= _dec(filters["NOTIONAL"]["minNotional"])
     assert math.isclose(order.notional, float(notional), rel_tol=1e-12)
+
+
+def test_float_noise_from_summed_fills_does_not_cost_a_step(exchange: ccxt.Exchange) -> None:
+    """A position summed from two lots is 21.211669999999998 in float: selling it all must send
+    21.21167, not leave 0.00001 BTC of dust behind."""
+    held = 10.60583 + 10.60584
+    assert held == 21.211669999999998
+    assert prepare_order(exchange, "BTC/USDT", "sell", held, None, 100.0).amount == "21.21167"

@@ -118,7 +118,11 @@ def prepare_order(
         if precision.get(key) is None:
             raise ValueError(f"{exchange.id} {symbol}: the market states no {key} precision")
     try:
-        amount = exchange.amount_to_precision(symbol, float(qty))
+        # A quantity the engine summed from fills (10.60583 + 10.60584 = 21.211669999999998)
+        # carries float noise in its last bits; truncated as is it would lose a whole step and
+        # leave dust no order can sell. It is read at 15 significant digits (float's exact
+        # range) before rounding down.
+        amount = exchange.amount_to_precision(symbol, float(f"{float(qty):.15g}"))
     except ccxt.InvalidOrder:
         step = exchange.number_to_string(precision["amount"])
         raise OrderRuleError(
