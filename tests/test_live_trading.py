@@ -91,7 +91,7 @@ def test_a_session_trades_at_the_exchange_and_the_books_agree(
         fake.url,
         acct.api_key,
         acct.secret,
-        bars(80),
+        bars(80, flat_tail=6 * parts),  # the last order's lots fill one per bar, on the tail
         price=lambda c: fake.set_price(MARKET, c),
     )
     try:

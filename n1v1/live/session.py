@@ -185,6 +185,7 @@ SLOTS_COMMAND = "strategy_slots"  # logged by the session itself, never submitte
 # the `count` oldest between bars, and a replay applies the same ones at the same point.
 VENUE_COMMAND = "venue_events"
 VENUE_APPLY_AFTER_S = 0.5  # how long received answers may wait for a bar before that
+SETTLE_AT_STOP_S = 3.0  # a live session's clean stop waits this long for its orders' answers
 SLOT_RETRY_S = 5.0  # how often a slot that stands aside is tried again
 READY_STATES = frozenset({"running", "replay_finished"})  # the loop is up and accepts commands
 STORE_UNAVAILABLE = "store_unavailable"
@@ -446,6 +447,7 @@ class TradingSession:
                     self._store_lost(exc)
                     self._await_store()
             if self._lease is not None:
+                self._settle_venue()
                 self._snapshot_at_stop()
             self.state = "stopped"
             if self._lease is not None:
@@ -536,6 +538,23 @@ class TradingSession:
             self._answers_since = 0.0
             self._publish()
             self.broker.dispatch()  # e.g. the rest of a reversal, decided as the fills landed
+
+    def _settle_venue(self) -> None:
+        """A clean stop of a live session first reads what happened to the orders it sent and
+        books it (at most `SETTLE_AT_STOP_S`), so it leaves nothing in flight when the exchange
+        answers in time; what is left is looked up by client id by the next engine."""
+        if self.broker is None:
+            return
+        venue = self.engine.venue
+        assert isinstance(venue, LiveVenue)
+        deadline = time.monotonic() + SETTLE_AT_STOP_S
+        try:
+            while (venue.working_orders() or venue.waiting()) and time.monotonic() < deadline:
+                self._last_poll = 0.0  # read now
+                self._talk_to_exchange()
+                time.sleep(0.05)
+        except Exception as exc:  # the store or the exchange gone: the next engine finds them
+            log.warning("stopping with orders in flight: %s", exc)
 
     def _reconcile(self) -> None:
         """Check the books against the exchange (n1v1/live/broker.py `reconcile`) when nothing is
