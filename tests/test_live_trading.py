@@ -359,6 +359,42 @@ def test_a_manual_order_goes_to_the_exchange_at_once_not_at_the_next_bar(
         store.dispose()
 
 
+def test_cancelling_a_partly_filled_order_keeps_the_fill_that_raced_the_cancel(
+    fake: FakeBinance, tmp_path
+) -> None:
+    """An operator's buy fills in three lots; after the first, the operator cancels it, and a
+    second lot fills at the exchange just before the cancel lands. The order ends cancelled with
+    both lots booked, and the books equal the exchange."""
+    acct = account(fake)
+    fake.set_partial_fills(3)
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    store = create_store(url)
+    session = live_session(
+        store, fake.url, acct.api_key, acct.secret, bars(8, flat_tail=0), bars_per_second=0.1
+    )
+    try:
+        session.start()
+        wait_for(lambda: session.steps_done >= 1, "the first bar")
+        order = {"symbol": SYMBOL, "side": "buy", "qty": 3.0}
+        placed = session.submit("order", order, "desk").result(10)
+        cid = placed["orders"][0]["client_order_id"]
+        wait_for(lambda: len(fake.orders(acct)) == 1, "the order at the exchange")
+        # the first lot fills as the order arrives
+        wait_for(lambda: session.engine.portfolio.position(SYMBOL).qty == 1.0, "the first lot")
+        fake.queue_fault("DELETE", "/api/v3/order", "fill_before_cancel")
+        session.submit("cancel", {"client_order_id": cid}, "desk").result(10)
+        wait_for(lambda: not session.engine.venue.working_orders(), "the cancel booked")
+        [booked] = [o for o in session.engine.journal.latest_orders().values()]
+        assert booked.status is OrderStatus.CANCELLED and booked.filled_qty == 2.0
+        assert session.engine.portfolio.position(SYMBOL).qty == 2.0
+    finally:
+        session.stop()
+        store.dispose()
+    [at_exchange] = fake.orders(acct)
+    assert at_exchange.executed == 2
+    check_books_agree(fake, acct, url)
+
+
 def server_btc(server: FakeBinance, acct: Any) -> tuple[Decimal, Decimal]:
     return server.balance(acct, "BTC")
 
