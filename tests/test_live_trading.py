@@ -395,6 +395,32 @@ def test_cancelling_a_partly_filled_order_keeps_the_fill_that_raced_the_cancel(
     check_books_agree(fake, acct, url)
 
 
+def test_a_failed_start_up_check_is_retried_and_no_bar_is_traded_before_it_passes(
+    fake: FakeBinance, tmp_path
+) -> None:
+    acct = account(fake)
+    fake.queue_fault("GET", "/api/v3/account", "error_5xx_before_accept", times=2)
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    store = create_store(url)
+    session = live_session(
+        store,
+        fake.url,
+        acct.api_key,
+        acct.secret,
+        bars(60),
+        price=lambda c: fake.set_price(MARKET, c),
+    )
+    try:
+        run_until_settled(session)
+    finally:
+        store.dispose()
+    checks = fake.requests_to("GET", "/api/v3/account")
+    assert [r.status for r in checks][:3] == [503, 503, 200], [r.status for r in checks]
+    orders = fake.orders(acct)
+    assert orders and all(o.time >= int(checks[2].params["timestamp"]) - 5_000 for o in orders)
+    check_books_agree(fake, acct, url)
+
+
 def server_btc(server: FakeBinance, acct: Any) -> tuple[Decimal, Decimal]:
     return server.balance(acct, "BTC")
 

@@ -357,9 +357,6 @@ class ExchangeBroker:
             "problems": problems,
         }
 
-    def exchange_client_ids(self, client_order_ids: list[str]) -> set[str]:
-        return {exchange_client_id(self.exchange_id, c) for c in client_order_ids}
-
     # -- helpers -----------------------------------------------------------------------------------
     def _record(self, events: list[VenueEvent]) -> None:
         new = self.log.record_venue_events(events)

@@ -185,6 +185,7 @@ SLOTS_COMMAND = "strategy_slots"  # logged by the session itself, never submitte
 # the `count` oldest between bars, and a replay applies the same ones at the same point.
 VENUE_COMMAND = "venue_events"
 VENUE_APPLY_AFTER_S = 0.5  # how long received answers may wait for a bar before that
+RECONCILE_RETRY_S = 2.0  # after a reconciliation the exchange did not answer
 SETTLE_AT_STOP_S = 3.0  # a live session's clean stop waits this long for its orders' answers
 SLOT_RETRY_S = 5.0  # how often a slot that stands aside is tried again
 READY_STATES = frozenset({"running", "replay_finished"})  # the loop is up and accepts commands
@@ -570,9 +571,16 @@ class TradingSession:
             symbol: self.engine.portfolio.position(Symbol(symbol)).qty
             for symbol in self.feed.symbols
         }
-        baseline = self._venue_baseline(positions)
-        ours = self.broker.exchange_client_ids([o.client_order_id for o in venue.working_orders()])
-        report = self.broker.reconcile(positions, baseline, ours)
+        try:
+            baseline = self._venue_baseline(positions)
+            # nothing of ours is working now: every open order at the exchange is someone else's
+            report = self.broker.reconcile(positions, baseline, ours=set())
+        except Exception as exc:  # the exchange did not answer: again in a few seconds
+            if is_unreachable(exc):
+                raise  # the store is gone: the loop waits for it (module docstring)
+            log.warning("reconciliation not done: %s: %s", type(exc).__name__, exc)
+            self._last_reconcile -= max(0.0, self.reconcile_s - RECONCILE_RETRY_S)
+            return
         self.reconciliation = report
         if not report["ok"]:
             reason = "reconciliation: " + "; ".join(report["problems"])
