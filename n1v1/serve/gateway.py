@@ -91,7 +91,6 @@ class PublishedStatus:
     """
 
     def __init__(self, engine: DeploymentHandle) -> None:
-        use_ray_metrics()
         self.engine = engine
         self.version: str | None = None
         self.snapshot: dict[str, Any] | None = None
@@ -302,6 +301,7 @@ class Gateway:
         read_token_hash: str | None,
         api: dict[str, Any],
     ) -> None:
+        use_ray_metrics()
         self.store = open_store(store_url)  # may start during a database outage
         self.backend = ServeBackend(engine, model, store_url, self.store)
         self.admin_token_hash, self.read_token_hash = admin_token_hash, read_token_hash
