@@ -275,13 +275,19 @@ def _dec(text: str) -> Decimal:
     return Decimal(text)
 
 
+def as_read(qty: float) -> Decimal:
+    """The quantity as prepare_order reads it before rounding down: at 15 significant digits,
+    so that the float noise of a sum of fills does not cost a whole step."""
+    return Decimal(f"{qty:.15g}")
+
+
 def binance_verdict(symbol: str, qty: float, price: float | None, reference: float) -> set[str]:
     """The rules an order breaks under Binance's filters, after the rounding prepare_order does
     (quantity down to the step, price to the nearest tick), worked out from the filter strings."""
     filters = MARKETS[symbol][3]
     lot, pf, notional = filters["LOT_SIZE"], filters["PRICE_FILTER"], filters["NOTIONAL"]
     step, tick = _dec(lot["stepSize"]), _dec(pf["tickSize"])
-    q = (Decimal(repr(qty)) / step).to_integral_value(ROUND_DOWN) * step
+    q = (as_read(qty) / step).to_integral_value(ROUND_DOWN) * step
     if q == 0:
         return {"amount_step"}
     broken = set()
@@ -346,7 +352,7 @@ def test_prepared_orders_pass_binances_filters_and_refusals_break_one(
     step, tick = _dec(filters["LOT_SIZE"]["stepSize"]), _dec(filters["PRICE_FILTER"]["tickSize"])
     amount = Decimal(order.amount)
     assert amount % step == 0
-    assert amount <= Decimal(repr(qty)) < amount + step  # rounded down, by less than a step
+    assert amount <= as_read(qty) < amount + step  # rounded down, by less than a step
     assert _dec(filters["LOT_SIZE"]["minQty"]) <= amount <= _dec(filters["LOT_SIZE"]["maxQty"])
     value_price = Decimal(repr(reference)) if price is None else Decimal(order.price)
     if price is None:
