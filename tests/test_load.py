@@ -39,7 +39,11 @@ TOKEN = "load-admin-" + secrets.token_hex(12)
 
 
 def _bench_load() -> Any:
-    """bench/load.py as a module (bench/ is not a package; it never imports Locust itself)."""
+    """bench/load.py as a module (bench/ is not a package; it never imports Locust itself). Its
+    `serve_app` imports bench/api.py as `api`, so bench/ goes on the path, as bench/load.py's own
+    entry point puts it (without it, this module passed only after one that did the same)."""
+    if str(ROOT / "bench") not in sys.path:
+        sys.path.insert(0, str(ROOT / "bench"))
     spec = importlib.util.spec_from_file_location("n1v1_bench_load", ROOT / "bench" / "load.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

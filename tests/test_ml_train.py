@@ -4,7 +4,11 @@ threshold choice, purge and scaler fit) with hand-computed answers.
 
 One local Ray cluster serves the whole module (`cluster`). Every Ray Train run costs ~20 s of
 worker start-up (those tests are marked slow), so the runs are few and shared: `reference` (4
-epochs, uninterrupted) is reused by the checkpoint, registry and resume tests.
+epochs, uninterrupted) is reused by the checkpoint, registry and resume tests. The runs that do not
+depend on each other start together (`runs`): the reference, the interrupted run followed by its
+resumption, and the early-stopping run; most of a run's start-up is waiting, so they overlap.
+Training is deterministic whatever else runs (each worker computes alone, one thread per CPU it
+holds), so the resumed run is still compared bit for bit with the reference.
 RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.2 makes the controller collect each epoch's report every 0.2 s
 instead of 2 s (timing only).
 """
@@ -14,6 +18,9 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +30,7 @@ import pytest
 import ray
 import torch
 
+from n1v1.cluster import PREEMPTION_WATCHER_ENV
 from n1v1.config import MLSettings, Settings, parse_settings
 from n1v1.data import generate_bars
 from n1v1.ml.inference import load_model
@@ -133,6 +141,9 @@ def cluster():
         "RAY_AUTH_MODE": "disabled",
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+        # as `ensure_ray` sets it for every private local Ray: nothing drains this one, and the
+        # watcher is one more actor process per run
+        PREEMPTION_WATCHER_ENV: "0",
     }
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
@@ -199,12 +210,68 @@ def _checkpoint_epochs(run_dir: Path) -> set[int]:
     return {int(p.name.rsplit("_", 1)[1]) for p in run_dir.glob("checkpoint_epoch_*")}
 
 
+@dataclass(frozen=True)
+class Interrupted:
+    """The run that fails at epoch 3, what it left, and the same run name trained again."""
+
+    error: TrainingError | None  # what the failing run raised (None: it did not fail)
+    checkpoints: set[int]  # the epochs checkpointed when it failed
+    resumed: dict
+    events: list[dict]
+
+
+@dataclass(frozen=True)
+class Runs:
+    reference: Future[tuple[dict, list[dict]]]
+    interrupted: Future[Interrupted]
+    noise: Future[tuple[dict, list[dict]]]
+    spec: TrainSpec
+    settings: Settings
+
+
+def _interrupt_then_resume(spec: TrainSpec, settings: Settings, run_dir: Path) -> Interrupted:
+    error = None
+    try:
+        _train(spec, settings, run_name="interrupted", register=False, fail_at_epoch=3)
+    except TrainingError as exc:
+        error = exc
+    checkpoints = _checkpoint_epochs(run_dir)
+    resumed, events = _train(spec, settings, run_name="interrupted", register=False)
+    return Interrupted(error, checkpoints, resumed, events)
+
+
 @pytest.fixture(scope="module")
-def reference(cluster, data_file, root) -> tuple[dict, list[dict], TrainSpec, Settings]:
+def runs(cluster, data_file, noise_file, root) -> Iterator[Runs]:
+    """The module's Ray Train runs, started at once, each in a thread of its own (the cluster's 4
+    CPUs hold their 1 + 1 + 2 workers)."""
     spec = TrainSpec(name="syn_mlp", data=str(data_file), checkpoints_to_keep=2, **SPEC)
     settings = _settings(root)
-    result, events = _train(spec, settings, run_name="reference")
-    return result, events, spec, settings
+    noise = TrainSpec(
+        name="noise",
+        data=str(noise_file),
+        epochs=30,
+        patience=2,
+        lr=0.01,
+        batch_size=128,
+        model={"hidden": (64, 64), "dropout": 0.0},
+        labels=LABELS,
+    )
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="train") as pool:
+        yield Runs(
+            reference=pool.submit(_train, spec, settings, run_name="reference"),
+            interrupted=pool.submit(
+                _interrupt_then_resume, spec, settings, root / "ray" / "interrupted"
+            ),
+            noise=pool.submit(_train, noise, _settings(root, num_workers=2), register=False),
+            spec=spec,
+            settings=settings,
+        )
+
+
+@pytest.fixture(scope="module")
+def reference(runs: Runs) -> tuple[dict, list[dict], TrainSpec, Settings]:
+    result, events = runs.reference.result()
+    return result, events, runs.spec, runs.settings
 
 
 @pytest.mark.slow
@@ -275,15 +342,15 @@ def test_the_registered_model_predicts_exactly_like_the_best_checkpoint(referenc
 
 @pytest.mark.slow
 def test_an_interrupted_run_resumes_at_the_failed_epoch_and_ends_like_an_uninterrupted_one(
-    reference, root
+    reference, runs
 ):
-    ref, _, spec, settings = reference
-    with pytest.raises(TrainingError, match="injected failure at epoch 3"):
-        _train(spec, settings, run_name="interrupted", register=False, fail_at_epoch=3)
-    run_dir = root / "ray" / "interrupted"
-    assert _checkpoint_epochs(run_dir) == {1, 2}  # epoch 3 died before its report
+    ref = reference[0]
+    interrupted = runs.interrupted.result()
+    assert isinstance(interrupted.error, TrainingError), "the run with a failure must fail"
+    assert re.search("injected failure at epoch 3", str(interrupted.error))
+    assert interrupted.checkpoints == {1, 2}  # epoch 3 died before its report
 
-    resumed, events = _train(spec, settings, run_name="interrupted", register=False)
+    resumed, events = interrupted.resumed, interrupted.events
     assert resumed["resumed_from_epoch"] == 3
     assert resumed["epochs_trained"] == [3, 4]
     assert _epochs(events) == [3, 4]
@@ -304,18 +371,10 @@ def test_a_run_name_reused_for_another_spec_is_refused(reference):
 
 
 @pytest.mark.slow
-def test_early_stopping_ends_training_on_noise_with_two_workers(cluster, noise_file, root):
-    spec = TrainSpec(
-        name="noise",
-        data=str(noise_file),
-        epochs=30,
-        patience=2,
-        lr=0.01,
-        batch_size=128,
-        model={"hidden": (64, 64), "dropout": 0.0},
-        labels=LABELS,
-    )
-    result, events = _train(spec, _settings(root, num_workers=2), register=False)
+def test_early_stopping_ends_training_on_noise_with_two_workers(runs):
+    result, events = runs.noise.result()
+    hyper = result["card"]["hyperparameters"]  # the spec of `runs`
+    assert (hyper["epochs_max"], hyper["patience"], hyper["num_workers"]) == (30, 2, 2)
     metrics, history = result["metrics"], result["history"]
     assert metrics["stopped_early"]
     # the rule: stop after `patience` epochs in a row without a lower validation loss

@@ -131,13 +131,15 @@ def test_a_store_of_another_schema_version_is_refused_before_anything_starts(
     assert "Starting a Ray head" not in done.stdout
 
 
-def kill_session(sid: int) -> None:
-    """Stop a test's own processes by session (SIGTERM, then SIGKILL)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+def kill_session(sid: int, grace_s: float = 3.0) -> None:
+    """Stop a test's own processes by session: SIGTERM, then SIGKILL to whatever is left after
+    `grace_s` (a daemonised Ray's gcs_server is still there 25 s after a SIGTERM: a longer grace
+    only delays the SIGKILL)."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 20.0)):
         for pid in processes_in_session(sid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + wait_s
         while processes_in_session(sid) and time.monotonic() < deadline:
             time.sleep(0.2)
 

@@ -1,7 +1,7 @@
 """The real Ray Serve application end to end on a local Ray: HTTP against the gateway, the engine,
 the model server, backtest tasks and Ray's Prometheus endpoint, as an operator would meet them.
 
-One Ray cluster for the module (starting Ray and Serve costs tens of seconds), two applications:
+One Ray cluster for the module (starting Ray and Serve costs tens of seconds), three applications:
 
 - "n1v1" is deployed declaratively with the `serve deploy` CLI (through the dashboard) from
   serve_config.yaml with this module's paths and ports, the way an operator deploys it and then
@@ -10,6 +10,8 @@ One Ray cluster for the module (starting Ray and Serve costs tens of seconds), t
 - "kill" is built in this process with `build_app(AppArgs(...))` and started with `serve.run`, over
   its own store. Its engine stands by behind a lease this module holds until the kill -9 test lets
   it go, so its feed starts exactly when that test is ready to interrupt it.
+- "promo" likewise, over a store and a model registry of its own, for the promotion test; its
+  replicas start with the others', and its engine stands by until that test lets it go.
 """
 
 from __future__ import annotations
@@ -94,6 +96,9 @@ class Cluster:
     main: AppArgs
     kill: AppArgs
     blocker: Lease  # keeps the kill app's engine on standby until the kill test releases it
+    promo: AppArgs
+    promo_first: str  # the version of "tiny" its registry starts with, promoted
+    promo_blocker: Lease  # the same for the promo app's engine and the promotion test
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -211,11 +216,35 @@ def total(samples: list[tuple[str, dict[str, str], float]], name: str, **labels:
 
 
 # -- the cluster -----------------------------------------------------------------------------------
+PROMO = "promo"
+
+
+def promo_args(tmp: Path) -> AppArgs:
+    """The promotion test's app: ml_signal follows the promoted version of its own registry."""
+    return AppArgs.model_validate(
+        {
+            "store_url": f"sqlite:///{tmp / 'promo.db'}",
+            "model_root": str(tmp / "models"),
+            "feed": {**KILL_FEED, "end": "2018-04-04 16:00", "bars_per_second": 60},
+            "strategies": [
+                {"name": "ema_cross", "params": {"fast": 5, "slow": 20}},
+                # a low threshold, so the slot's answers move its target and it trades
+                {"name": "ml_signal", "id": "ml", "params": {"model": "tiny", "threshold": 0.45}},
+            ],
+            "engine": {"lease_ttl_s": 3},
+            "api": {"max_replicas": 1},
+            "model": {"max_replicas": 1, "refresh_s": REFRESH_S},
+        }
+    )
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("serve_app")
     root = tmp / "models"
     tiny = register_tiny(root)
+    promo = promo_args(tmp_path_factory.mktemp("promo"))
+    promo_first = register_tiny(Path(promo.model_root))
     strategies = [
         {"name": "ema_cross", "params": {"fast": 12, "slow": 48}},
         {"name": "rsi", "params": {"period": 14}},
@@ -272,6 +301,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         try:
             serve.start(http_options={"host": "127.0.0.1", "port": http_port})
             blocker = acquire(create_store(kill.store_url), DEFAULT_RESOURCE, "e2e-blocker", 3600)
+            promo_blocker = acquire(
+                create_store(promo.store_url), DEFAULT_RESOURCE, "e2e-blocker", 3600
+            )
             state = Cluster(
                 http=f"http://127.0.0.1:{http_port}",
                 metrics=f"http://127.0.0.1:{metrics_port}/metrics",
@@ -282,10 +314,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 main=main,
                 kill=kill,
                 blocker=blocker,
+                promo=promo,
+                promo_first=promo_first,
+                promo_blocker=promo_blocker,
             )
             file_user_config = engine_user_config(yaml.safe_load(CONFIG.read_text()))
             serve_deploy(state, file_user_config)  # returns once the controller has it
-            serve.run(build_app(kill), name=KILL, route_prefix=f"/{KILL}")  # meanwhile "n1v1"
+            serve.run_many(  # meanwhile "n1v1"
+                [
+                    serve.RunTarget(build_app(kill), name=KILL, route_prefix=f"/{KILL}"),
+                    serve.RunTarget(build_app(promo), name=PROMO, route_prefix=f"/{PROMO}"),
+                ]
+            )
             wait_for(
                 lambda: call(state, "GET", "/readyz", token=None, timeout=5).status_code == 200,
                 180,
@@ -293,7 +333,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             )
             yield state
         finally:
-            serve.shutdown()
+            # Serve goes with the Ray of our own: serve.shutdown() would first drain every
+            # replica gracefully, seconds that check nothing here
             ray.shutdown()
     finally:
         for key, value in saved.items():
@@ -721,39 +762,22 @@ def test_kill_9_of_the_engine_replica_resumes_to_an_identical_run(
 
 
 # -- train -> promote -> serve -> trade ------------------------------------------------------------
-PROMO = "promo"
-
-
 def test_a_promotion_reaches_trading_at_the_next_bar_and_a_kill_9_rebuild_needs_no_model(
-    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cluster: Cluster, tmp_path: Path
 ) -> None:
     """The ml_signal slot trades whatever the Model replicas serve as promoted: a promotion while
     the session runs switches its records (journal), status, /models and metric to the new version
     from one step on, for good; after a kill -9 the successor rebuilds from the logged predictions,
     and so does an in-process session whose registry is empty: no model is asked, no version
     pinned, and the fills are reproduced exactly."""
-    root = tmp_path / "models"
-    first = register_tiny(root)
-    args = AppArgs.model_validate(
-        {
-            "store_url": f"sqlite:///{tmp_path / 'promo.db'}",
-            "model_root": str(root),
-            "feed": {**KILL_FEED, "end": "2018-04-04 16:00", "bars_per_second": 60},
-            "strategies": [
-                {"name": "ema_cross", "params": {"fast": 5, "slow": 20}},
-                # a low threshold, so the slot's answers move its target and it trades
-                {"name": "ml_signal", "id": "ml", "params": {"model": "tiny", "threshold": 0.45}},
-            ],
-            "engine": {"lease_ttl_s": 3},
-            "api": {"max_replicas": 1},
-            "model": {"max_replicas": 1, "refresh_s": REFRESH_S},
-        }
-    )
+    args, first = cluster.promo, cluster.promo_first
+    root = Path(args.model_root)
+    assert ModelRegistry(root).promoted_version("tiny") == first  # what the slot starts with
     steps = len(make_feed(args))
     prefix = f"/{PROMO}"
-    monkeypatch.setenv("N1V1_API_TOKEN", TOKEN)  # conftest clears N1V1_* for every test
-    serve.run(build_app(args), name=PROMO, route_prefix=prefix)
+    assert status(cluster, prefix)["state"] == "standby"  # deployed with the others, held back
     store = create_store(args.store_url)
+    release(store, cluster.promo_blocker)  # its engine may start now: the feed starts
     try:
 
         def slot() -> dict[str, Any]:
@@ -815,7 +839,8 @@ def test_a_promotion_reaches_trading_at_the_next_bar_and_a_kill_9_rebuild_needs_
     # SQLite's backup, not a file copy: the newest steps may still sit in the WAL file (this
     # test's own reader keeps a connection open, so nothing checkpointed them into promo.db)
     copy = tmp_path / "copy.db"
-    with sqlite3.connect(tmp_path / "promo.db") as source, sqlite3.connect(copy) as target:
+    served_db = args.store_url.removeprefix("sqlite:///")
+    with sqlite3.connect(served_db) as source, sqlite3.connect(copy) as target:
         source.backup(target)
     empty = tmp_path / "no-models"
     unpaced = args.feed.model_copy(update={"bars_per_second": 0.0})
