@@ -118,14 +118,11 @@ class VenueRequest:
 class LiveVenue:
     """Engine-facing venue of orders that execute at an exchange (see the module docstring)."""
 
-    live = True
-
     def __init__(self) -> None:
         self._working: dict[ClientOrderId, Order] = {}
         self._fill_seq: dict[ClientOrderId, int] = {}
         self.outbox: list[VenueRequest] = []
         self._received: list[VenueEvent] = []
-        self._exchange_ids: dict[ClientOrderId, str] = {}
 
     # -- order entry (from the engine: queued, never sent from here) ------------------------------
     def submit(self, order: Order, at: pd.Timestamp) -> None:
@@ -156,9 +153,6 @@ class LiveVenue:
     def busy(self, symbol: str) -> bool:
         """Whether `symbol` has an order whose outcome is not final: no new decision for it."""
         return any(o.symbol == symbol for o in self._working.values())
-
-    def exchange_order_id(self, client_order_id: str) -> str:
-        return self._exchange_ids.get(ClientOrderId(client_order_id), "")
 
     def take_outbox(self) -> list[VenueRequest]:
         out, self.outbox = self.outbox, []
@@ -209,8 +203,6 @@ class LiveVenue:
             order = self._working.get(cid)
             if order is None:
                 raise VenueError(f"{event.kind.value} event for order {cid}, which is not working")
-            if event.exchange_order_id:
-                self._exchange_ids[cid] = event.exchange_order_id
             if event.kind is EventKind.FILL:
                 yield self._fill(order, event)
             else:
