@@ -87,14 +87,17 @@ def rows(
     ]
     table = faults.render("tests/test_faults.py", out, notes)
     print("\n" + table)
-    for error in faults.unhandled_errors(work / "ray-logs"):
+    errors = faults.unhandled_errors(work / "ray-logs")
+    for error in errors:
         print(error)
     if os.environ.get("RELIABILITY_DOC") == "1":
         faults.write_section(faults.DOC, "test", table)
-    yield {"database": out[0], "engine": out[1], "gateway": out[2], "end": out[3]}, reference
+    by_fault = {"database": out[0], "engine": out[1], "gateway": out[2], "end": out[3]}
+    yield by_fault, reference, errors
 
 
-Rows = tuple[dict[str, faults.Outcome], faults.Reference]
+# The rows by fault, the uninterrupted run, and the gateway's logged 500s (with tracebacks)
+Rows = tuple[dict[str, faults.Outcome], faults.Reference, list[str]]
 
 
 def traded_after(reference: faults.Reference, steps: int) -> bool:
@@ -105,16 +108,20 @@ def traded_after(reference: faults.Reference, steps: int) -> bool:
     return any(f.timestamp > bar_time for f in run["fills"])
 
 
-def _no_failed_request(row: faults.Outcome) -> None:
+def _no_failed_request(rows: Rows, name: str) -> None:
+    row = rows[0][name]
     assert row.load["requests"] > 0
-    assert row.load["failed"] == 0, f"{row.fault}: requests failed: {row.load['failures']}"
+    assert row.load["failed"] == 0, (
+        f"{row.fault}: requests failed: {row.load['failures_by_route']}; the gateway logged:\n"
+        + "\n".join(rows[2])
+    )
 
 
 def test_a_database_cut_stops_trading_says_why_and_resumes_exactly(
     rows: Rows,
 ) -> None:
     row = rows[0]["database"]
-    _no_failed_request(row)
+    _no_failed_request(rows, "database")
     assert row.load["documented_503"] > 0  # readiness and the store's reads said so
     assert row.recover_s is not None and row.recover_s < 20
     assert "store_unavailable" in row.seen, row.seen  # the status
@@ -127,7 +134,7 @@ def test_a_kill_9_of_the_engine_replica_recovers_to_an_identical_journal(
     rows: Rows,
 ) -> None:
     row = rows[0]["engine"]
-    _no_failed_request(row)
+    _no_failed_request(rows, "engine")
     assert row.recover_s is not None and row.recover_s < 60
     assert row.invariant == [], row.invariant
 
@@ -136,13 +143,13 @@ def test_a_kill_9_of_one_gateway_replica_fails_no_request(
     rows: Rows,
 ) -> None:
     row = rows[0]["gateway"]
-    _no_failed_request(row)
+    _no_failed_request(rows, "gateway")
     assert row.recover_s is not None and row.recover_s < 60
     assert row.invariant == [], row.invariant
 
 
 def test_the_whole_journal_equals_an_uninterrupted_run(rows: Rows) -> None:
-    outcomes, reference = rows
+    outcomes, reference, _ = rows
     row = outcomes["end"]
     assert row.steps == len(reference.outcome()["equity"]) > 250
     assert row.invariant == [], row.invariant

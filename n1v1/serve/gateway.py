@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import grpc
 from ray import serve
 from ray.exceptions import RayActorError
-from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
+from ray.serve.exceptions import RayServeException
 from ray.serve.handle import DeploymentHandle
 from sqlalchemy import text
 
@@ -32,14 +32,11 @@ from n1v1.store.backtests import create_backtest
 
 _STATUS_TIMEOUT_S = 5.0
 ENGINE_READ_TIMEOUT_S = 5.0  # a read the engine has not answered by then: 503, not a hang
-# Serve calls replicas over gRPC: a replica killed mid-call surfaces as an actor error, or, for a
-# status other than UNAVAILABLE (the stream cut while the answer was on its way), as gRPC's own.
-_REPLICA_GONE = (
-    RayActorError,
-    ReplicaUnavailableError,
-    DeploymentUnavailableError,
-    grpc.aio.AioRpcError,
-)
+# Serve calls replicas over gRPC: a replica killed mid-call surfaces as an actor error, as one of
+# Serve's own (replica or deployment unavailable; or, when the router cannot tell the dead actor
+# was this replica, a bare RayServeException wrapping ActorDiedError), or, for a status other than
+# UNAVAILABLE (the stream cut while the answer was on its way), as gRPC's own.
+_REPLICA_GONE = (RayActorError, RayServeException, grpc.aio.AioRpcError)
 # The Engine answers a long poll within STATUS_HOLD_S even when nothing changed; a follower that
 # has heard nothing for STATUS_FRESH_S stops serving what it holds (the engine may be gone).
 STATUS_HOLD_S = 1.0
