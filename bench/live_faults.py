@@ -100,7 +100,7 @@ def main() -> int:
                     print(
                         f"[{last_report - started:4.0f} s] step {session.steps_done:,}, exchange "
                         f"orders {len(fake.orders(acct)):,}, working "
-                        f"{[(o.status.value, o.filled_qty) for o in venue.working_orders()]}, "
+                        f"{[(o.status.value, o.filled_qty) for o in venue.in_flight()]}, "
                         f"answers waiting {venue.waiting()}, halt {session.engine.risk.halt}, "
                         f"position {session.engine.portfolio.position(SYMBOL).qty:.5f}, cash "
                         f"{session.engine.portfolio.cash:,.2f}",
@@ -111,7 +111,7 @@ def main() -> int:
                     return 1
                 sent = len(fake.orders(acct))
                 venue = session.engine.venue
-                settled = not venue.working_orders() and not venue.waiting()
+                settled = not venue.in_flight() and not venue.waiting()
                 if settled and (sent >= a.orders or session.state == "replay_finished"):
                     break  # enough orders, every one settled in the books
                 time.sleep(0.2)

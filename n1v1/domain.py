@@ -102,8 +102,10 @@ LEGAL_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     ),
     # found at the exchange by its client id, or proven never to have reached it
     OrderStatus.UNKNOWN: frozenset({OrderStatus.SUBMITTED, OrderStatus.REJECTED}),
+    # (SUBMITTING: a live venue's held stop or take-profit, reached by a bar, is sent now)
     OrderStatus.SUBMITTED: frozenset(
         {
+            OrderStatus.SUBMITTING,
             OrderStatus.PARTIALLY_FILLED,
             OrderStatus.FILLED,
             OrderStatus.CANCELLED,
@@ -143,6 +145,12 @@ class OrderPurpose(StrEnum):
     RISK_FLATTEN = "risk_flatten"  # a breached drawdown or daily-loss limit with flatten_on_breach
     MANUAL = "manual"
     END_OF_DATA = "end_of_data"  # backtest.close_at_end: flat at the last close
+
+
+# The orders that protect an open position: they rest until the price reaches them.
+PROTECTIVE_PURPOSES = frozenset(
+    {OrderPurpose.STOP_LOSS, OrderPurpose.TAKE_PROFIT, OrderPurpose.TRAILING_STOP}
+)
 
 
 def make_client_order_id(

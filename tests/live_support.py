@@ -7,7 +7,8 @@ fills where the engine decided.
 
 As a script (the kill -9 tests): `python live_support.py STORE_URL EXCHANGE_URL API_KEY SECRET
 [--crash-at POINT] [--bars N]` trades until the feed is done (prints `done`), or kills itself with
-SIGKILL at the broker's checkpoint POINT (`before_create`, `after_create`, `after_fill`); the
+SIGKILL at the broker's checkpoint POINT (`before_create`, `after_create`, `after_fill`; with
+`--exits`, tight stops and take-profits, and `--crash-purpose stop_loss`: only that purpose's); the
 exchange's price stays where the test set it (the bars stay within a few per cent of it).
 """
 
@@ -48,6 +49,14 @@ SETTINGS = Settings.model_validate(
 )
 
 
+# tight exits on `bars`: several stops and take-profits are reached in 80 bars
+EXITS = SETTINGS.model_copy(
+    update={
+        "risk": SETTINGS.risk.model_copy(update={"stop_loss_pct": 0.003, "take_profit_pct": 0.004})
+    }
+)
+
+
 def bars(n: int, seed: int = 7, flat_tail: int = 6) -> dict[str, pd.DataFrame]:
     """`n` seeded one-minute bars around 100 that make sma_cross trade often, then `flat_tail`
     bars at the last close (no new signal: what was sent by then is settled by the end)."""
@@ -76,7 +85,7 @@ def exchange() -> FakeBinance:
 
 
 def broker_factory(
-    client: Any, grace_s: float, checkpoint: Callable[[str], None] | None = None
+    client: Any, grace_s: float, checkpoint: Callable[[str, str], None] | None = None
 ) -> Callable[..., ExchangeBroker]:
     def build(venue: Any, log: Any, reference_price: Any) -> ExchangeBroker:
         client.load_markets()
@@ -103,11 +112,12 @@ def live_session(
     price: Callable[[float], None] | None = None,
     grace_s: float = 0.5,
     timeout_ms: int = 1_000,
-    checkpoint: Callable[[str], None] | None = None,
+    checkpoint: Callable[[str, str], None] | None = None,
     holder: str | None = None,
     lease_ttl: float = 15.0,
     reconcile_s: float = 60.0,
     bars_per_second: float = 0,
+    settings: Settings = SETTINGS,
 ) -> TradingSession:
     """A session trading `frames` at the exchange at `url`; `price(close)` after each step sets
     the exchange's price to the bar's close before the step's orders are sent."""
@@ -122,7 +132,7 @@ def live_session(
             price(float(engine.portfolio.position(SYMBOL).last_price))
 
     return TradingSession(
-        SETTINGS,
+        settings,
         list(SLOTS),
         PacedReplay(frames, bars_per_second),
         store,
@@ -137,18 +147,19 @@ def live_session(
 
 
 def run_until_settled(session: TradingSession, timeout_s: float = 60.0) -> None:
-    """Start, wait until the feed is done and no order is left in flight, stop."""
-    session.start()
+    """Start (unless started), wait until the feed is done and no order is left in flight, stop."""
+    if not session.alive:
+        session.start()
     deadline = time.monotonic() + timeout_s
     try:
         while True:
             if not session.alive:
                 raise AssertionError(f"session died: {session.state} {session.failure}")
             done = session.state == "replay_finished"
-            if done and not session.engine.venue.working_orders():
+            if done and not session.engine.venue.in_flight():
                 return
             if time.monotonic() > deadline:
-                working = session.engine.venue.working_orders()
+                working = session.engine.venue.in_flight()
                 raise AssertionError(f"not settled in {timeout_s} s: {session.state}, {working}")
             time.sleep(0.05)
     finally:
@@ -164,20 +175,28 @@ def main() -> None:
     ap.add_argument("--crash-at", default="")
     ap.add_argument("--crash-after", type=int, default=1, help="the Nth time the point is hit")
     ap.add_argument("--bars", type=int, default=60)
+    ap.add_argument("--exits", action="store_true", help="tight stops and take-profits")
+    ap.add_argument("--crash-purpose", default="", help="count only orders of this purpose")
     a = ap.parse_args()
     hits = {"n": 0}
 
-    def checkpoint(point: str) -> None:
-        if point == a.crash_at:
+    def checkpoint(point: str, purpose: str) -> None:
+        if point == a.crash_at and a.crash_purpose in ("", purpose):
             hits["n"] += 1
             if hits["n"] == a.crash_after:
-                print(f"crash {point}", flush=True)
+                print(f"crash {point} {purpose}", flush=True)
                 os.kill(os.getpid(), signal.SIGKILL)
 
     store = create_store(a.store_url)
     # the exchange's price stays where the test set it (the bars stay within a few % of it)
     session = live_session(
-        store, a.exchange_url, a.api_key, a.secret, bars(a.bars), checkpoint=checkpoint
+        store,
+        a.exchange_url,
+        a.api_key,
+        a.secret,
+        bars(a.bars),
+        checkpoint=checkpoint,
+        settings=EXITS if a.exits else SETTINGS,
     )
     run_until_settled(session)
     print("done", flush=True)

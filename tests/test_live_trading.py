@@ -20,7 +20,9 @@ from fake_binance import FakeBinance
 from fake_binance.faults import Fault
 from live_support import (
     CASH,
+    EXITS,
     MARKET,
+    SETTINGS,
     SYMBOL,
     bars,
     exchange,
@@ -28,7 +30,7 @@ from live_support import (
     run_until_settled,
 )
 
-from n1v1.domain import OrderStatus
+from n1v1.domain import PROTECTIVE_PURPOSES, OrderStatus
 from n1v1.store import create_store
 from n1v1.store.journal import StoreReader
 
@@ -63,8 +65,14 @@ def check_books_agree(server: FakeBinance, acct: Any, store_url: str) -> dict[st
     sent = {cid for cid, o in orders.items() if cid in per_id}
     assert set(per_id) == sent, "an exchange order the journal does not know"
     for cid, order in orders.items():
-        if cid not in per_id:  # never reached the exchange: refused before or proven absent
-            assert order.status is OrderStatus.REJECTED, (cid, order.status, order.reason)
+        if cid not in per_id:  # never reached the exchange: refused before or proven absent,
+            # or a stop or take-profit held by the venue and cancelled before a bar reached it
+            # (or still held at the end)
+            held = order.purpose in PROTECTIVE_PURPOSES and order.status in (
+                OrderStatus.CANCELLED,
+                OrderStatus.SUBMITTED,
+            )
+            assert held or order.status is OrderStatus.REJECTED, (cid, order.status, order.reason)
     trades = server.trades(acct)
     assert len(fills) == len(trades)
     assert math.isclose(sum(f.qty for f in fills), float(sum(t.qty for t in trades)), abs_tol=1e-9)
@@ -112,6 +120,47 @@ def test_a_session_trades_at_the_exchange_and_the_books_agree(
         ]
     finally:
         store.dispose()
+
+
+def test_stops_and_take_profits_are_held_and_sent_when_a_bar_reaches_them(
+    fake: FakeBinance, tmp_path
+) -> None:
+    """Tight exits on a random walk: held by the venue, sent as market orders when a closed bar
+    reaches them, their siblings cancelled by the fill; the books still equal the exchange."""
+    acct = account(fake)
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    store = create_store(url)
+    session = live_session(
+        store,
+        fake.url,
+        acct.api_key,
+        acct.secret,
+        bars(80),
+        price=lambda c: fake.set_price(MARKET, c),
+        settings=EXITS,
+    )
+    try:
+        run_until_settled(session)
+    finally:
+        store.dispose()
+    check_books_agree(fake, acct, url)
+    store = create_store(url)
+    try:
+        orders = StoreReader(store).latest_orders()
+    finally:
+        store.dispose()
+    sent = {o.client_order_id for o in fake.orders(acct)}
+    exits = Counter(
+        (o.purpose.value, o.client_order_id in sent, o.status.value)
+        for o in orders.values()
+        if o.purpose in PROTECTIVE_PURPOSES
+    )
+    assert exits[("stop_loss", True, "filled")] >= 2, exits  # reached, sent, filled
+    assert exits[("take_profit", True, "filled")] >= 1, exits
+    # each fill cancelled the sibling, which the exchange never saw
+    assert exits[("take_profit", False, "cancelled")] >= 2, exits
+    # nothing sent is left open
+    assert not any(at and status != "filled" for _, at, status in exits), exits
 
 
 def test_faults_at_the_exchange_never_lose_or_double_an_order(fake: FakeBinance, tmp_path) -> None:
@@ -164,14 +213,18 @@ def test_faults_at_the_exchange_never_lose_or_double_an_order(fake: FakeBinance,
 CRASH_POINTS = ["before_create", "in_flight", "after_create", "after_fill"]
 
 
-@pytest.mark.parametrize("point", CRASH_POINTS)
+@pytest.mark.parametrize("point", [*CRASH_POINTS, "stop_sent"])
 def test_kill_9_at_each_point_of_an_order_then_a_new_engine_finishes_exactly_once(
     fake: FakeBinance, tmp_path, point: str
 ) -> None:
+    """`stop_sent`: a held stop-loss, reached by a bar, was sent and acknowledged."""
     acct = account(fake)
     url = f"sqlite:///{tmp_path / 'live.db'}"
     worker = [sys.executable, str(HERE / "live_support.py"), url, fake.url, acct.api_key]
     worker += [acct.secret, "--crash-at", point, "--crash-after", "2"]
+    if point == "stop_sent":
+        worker[-3:] = ["after_create", "--crash-after", "1", "--exits"]
+        worker += ["--crash-purpose", "stop_loss"]
     advancing = threading.Event()
     if point == "after_fill":  # three lots per order, one every 50 ms (the market trading on)
         fake.set_partial_fills(3)
@@ -193,12 +246,16 @@ def test_kill_9_at_each_point_of_an_order_then_a_new_engine_finishes_exactly_onc
     else:
         out = subprocess.run(worker, capture_output=True, text=True, timeout=120, env=env)
         assert out.returncode == -signal.SIGKILL, out.stdout[-2000:] + out.stderr[-3000:]
-        assert f"crash {point}" in out.stdout
+        expected = "after_create stop_loss" if point == "stop_sent" else point
+        assert f"crash {expected}" in out.stdout
     # a new engine takes over (the dead one's lease is expired by hand: no waiting out its TTL)
     store = create_store(url)
     try:
         _expire_lease(store)
-        session = live_session(store, fake.url, acct.api_key, acct.secret, bars(60), grace_s=0.5)
+        settings = EXITS if point == "stop_sent" else SETTINGS
+        session = live_session(
+            store, fake.url, acct.api_key, acct.secret, bars(60), grace_s=0.5, settings=settings
+        )
         run_until_settled(session)
     finally:
         advancing.set()

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from n1v1.config import Settings
-from n1v1.domain import Bar, OrderStatus, Symbol
+from n1v1.domain import Bar, Order, OrderStatus, OrderType, Side, Symbol
 from n1v1.engine.engine import TradingEngine
 from n1v1.engine.journal import InMemoryJournal
 from n1v1.engine.signals import PrecomputedTargets
@@ -23,9 +23,13 @@ def bar(i: int, close: float = 100.0) -> Bar:
     return Bar(T0 + pd.Timedelta(minutes=i), close, close + 1, close - 1, close, 10.0)
 
 
-def engine_with(targets: list[int]) -> tuple[TradingEngine, LiveVenue]:
+def engine_with(targets: list[int], **risk: float) -> tuple[TradingEngine, LiveVenue]:
     settings = Settings.model_validate(
-        {"backtest": {"cash": 10_000.0}, "risk": {"fraction": 0.5}, "execution": {"taker_fee": 0.0}}
+        {
+            "backtest": {"cash": 10_000.0},
+            "risk": {"fraction": 0.5, **risk},
+            "execution": {"taker_fee": 0.0},
+        }
     )
     venue = LiveVenue()
     engine = TradingEngine(settings, journal=InMemoryJournal(), venue=venue)
@@ -38,6 +42,26 @@ def engine_with(targets: list[int]) -> tuple[TradingEngine, LiveVenue]:
 def step(engine: TradingEngine, i: int, close: float = 100.0) -> None:
     engine.on_venue_events()
     engine.on_bar(bar(i, close).timestamp, {SYMBOL: (i, bar(i, close))})
+
+
+def filled(venue: LiveVenue, order: Order, price: float, trade: str, qty: float = 0.0) -> None:
+    """The exchange accepts `order` and fills it (all of it unless `qty`) at `price`."""
+    cid, at = order.client_order_id, T0 + pd.Timedelta(hours=1)
+    venue.receive(
+        [
+            VenueEvent(EventKind.ACCEPTED, cid, at, "X" + trade, qty=order.qty),
+            VenueEvent(EventKind.FILL, cid, at, "X" + trade, trade, qty or order.qty, price, 0.0),
+        ]
+    )
+
+
+def entered(engine: TradingEngine, venue: LiveVenue) -> Order:
+    """Step 0 decides a long entry of 50 at 100; the exchange fills it; step 1 books it."""
+    step(engine, 0)
+    [entry] = venue.take_outbox()
+    filled(venue, entry.order, 100.0, "b:1")
+    step(engine, 1)
+    return entry.order
 
 
 def test_an_entry_is_an_intent_until_the_exchange_answers_and_fills_it() -> None:
@@ -125,13 +149,97 @@ def test_events_that_contradict_the_order_are_refused_loudly() -> None:
         engine.on_venue_events()
 
 
-def test_the_live_venue_sends_market_orders_only() -> None:
-    from n1v1.domain import Order, OrderType, Side
-
+def test_the_live_venue_sends_market_orders_only_and_holds_only_protective_ones() -> None:
     venue = LiveVenue()
-    stop = Order("n1x", SYMBOL, Side.SELL, 1.0, OrderType.STOP, T0, price=90.0)
+    limit = Order("n1x", SYMBOL, Side.SELL, 1.0, OrderType.LIMIT, T0, price=110.0)
     with pytest.raises(VenueError, match="market orders only"):
-        venue.submit(stop, T0)
+        venue.submit(limit, T0)  # a manual or entry limit order: it would have to rest there
+
+
+def test_a_stop_loss_is_held_and_sent_as_a_market_order_when_a_closed_bar_reaches_it() -> None:
+    engine, venue = engine_with([1] * 8, stop_loss_pct=0.05, take_profit_pct=0.10)
+    entry = entered(engine, venue)
+    stop, take_profit = sorted(
+        venue.resting(SYMBOL), key=lambda o: o.order_type is not OrderType.STOP
+    )
+    assert stop.order_type is OrderType.STOP and stop.price == 95.0
+    assert stop.qty == pytest.approx(50.0) == take_profit.qty
+    assert take_profit.order_type is OrderType.LIMIT
+    assert take_profit.price == pytest.approx(110.0)
+    # held here: nothing sent, nothing in flight, the symbol free for decisions
+    assert venue.take_outbox() == [] and venue.in_flight() == [] and not venue.busy(SYMBOL)
+    assert stop.status is OrderStatus.SUBMITTED
+    step(engine, 2, close=96.5)  # low 95.5: above the stop
+    assert venue.take_outbox() == []
+    step(engine, 3, close=95.5)  # low 94.5 reaches 95
+    [request] = venue.take_outbox()
+    assert request.action == "create" and request.order is stop
+    assert stop.status is OrderStatus.SUBMITTING and venue.busy(SYMBOL)
+    assert stop.reason == "stop_loss at 95 reached by the bar's low 94.5: sent as a market order"
+    journal = engine.journal
+    assert isinstance(journal, InMemoryJournal)
+    journaled = journal.orders[-1]  # the journal says so before the request goes out
+    assert journaled.client_order_id == stop.client_order_id
+    assert journaled.status is OrderStatus.SUBMITTING
+    step(engine, 4, close=112.0)  # reaches the take-profit, but its sibling is being sent
+    assert venue.take_outbox() == [] and take_profit.status is OrderStatus.SUBMITTED
+    filled(venue, stop, 94.2, "b:2")  # the exchange's price after the bar: worse than 95
+    step(engine, 5)
+    assert stop.status is OrderStatus.FILLED
+    assert take_profit.status is OrderStatus.CANCELLED
+    assert take_profit.reason == "oco sibling filled"
+    assert venue.working_orders() == [] and engine.portfolio.position(SYMBOL).qty == 0
+    [trade] = engine.portfolio.closed_trades
+    assert trade.exit_price == 94.2 and trade.entry_price == entry.avg_fill_price == 100.0
+    # 50 x (94.2 - 100), no fees: -290.0
+    assert engine.portfolio.cash == pytest.approx(10_000 - 290.0)
+    step(engine, 6)  # the target is still long: no re-entry after a stop (blocked)
+    assert venue.take_outbox() == []
+
+
+def test_a_partly_filled_stop_cuts_its_sibling_and_an_unfilled_one_leaves_it_protecting() -> None:
+    engine, venue = engine_with([1] * 8, stop_loss_pct=0.05, take_profit_pct=0.10)
+    entered(engine, venue)
+    stop, take_profit = sorted(
+        venue.resting(SYMBOL), key=lambda o: o.order_type is not OrderType.STOP
+    )
+    step(engine, 2, close=95.0)
+    [request] = venue.take_outbox()
+    filled(venue, stop, 94.9, "b:2", qty=20.0)
+    venue.receive([VenueEvent(EventKind.EXPIRED, stop.client_order_id, T0, reason="no depth")])
+    step(engine, 3, close=96.0)
+    assert stop.status is OrderStatus.EXPIRED and stop.filled_qty == 20.0
+    assert take_profit.qty == pytest.approx(30.0) and venue.resting(SYMBOL) == [take_profit]
+    assert engine.portfolio.position(SYMBOL).qty == pytest.approx(30.0)
+    step(engine, 4, close=111.0)  # the take-profit goes for the rest
+    [request] = venue.take_outbox()
+    assert request.order is take_profit and take_profit.status is OrderStatus.SUBMITTING
+
+
+def test_a_trailing_stop_moves_while_held_and_not_once_sent() -> None:
+    engine, venue = engine_with([1] * 8, trailing_stop_pct=0.05)
+    entered(engine, venue)
+    [stop] = venue.resting(SYMBOL)
+    step(engine, 2, close=110.0)  # high 111: the stop trails to 111 x 0.95
+    assert stop.price == pytest.approx(105.45) and stop.purpose.value == "trailing_stop"
+    step(engine, 3, close=106.0)  # low 105 reaches it
+    [request] = venue.take_outbox()
+    assert request.order is stop and stop.status is OrderStatus.SUBMITTING
+    step(engine, 4, close=120.0)  # a higher high while it is sent: it no longer moves
+    assert stop.price == pytest.approx(105.45)
+    with pytest.raises(VenueError, match="not held"):
+        venue.set_price(stop.client_order_id, 110.0)
+
+
+def test_cancelling_a_held_order_is_immediate_and_the_kill_switch_sends_only_the_exit() -> None:
+    engine, venue = engine_with([1] * 8, stop_loss_pct=0.05)
+    entered(engine, venue)
+    [stop] = venue.resting(SYMBOL)
+    report = engine.kill_switch(bar(2).timestamp, "operator", {SYMBOL: bar(1)})
+    assert stop.status is OrderStatus.CANCELLED and report.cancelled == [stop]
+    [request] = venue.take_outbox()  # no cancel request for what the exchange never saw
+    assert request.action == "create" and request.order.side is Side.SELL
+    assert request.order.qty == pytest.approx(50.0)
 
 
 def test_an_event_row_round_trips() -> None:

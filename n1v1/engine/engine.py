@@ -17,6 +17,7 @@ import pandas as pd
 
 from n1v1.config import Settings
 from n1v1.domain import (
+    PROTECTIVE_PURPOSES,
     Bar,
     ClientOrderId,
     EquityPoint,
@@ -39,10 +40,6 @@ from n1v1.execution.live_venue import LiveVenue
 from n1v1.execution.venue import Execution, SimulatedVenue
 from n1v1.risk.exits import exit_levels, tighter_stop, trailing_stop
 from n1v1.risk.manager import RiskManager
-
-_PROTECTIVE = frozenset(
-    {OrderPurpose.STOP_LOSS, OrderPurpose.TAKE_PROFIT, OrderPurpose.TRAILING_STOP}
-)
 
 
 @dataclass(slots=True)
@@ -321,6 +318,8 @@ class TradingEngine:
     def _check_protective(self, symbol: Symbol, bar: Bar, st: _SymbolState) -> None:
         st.last_bar = bar
         self.venue.match_range(symbol, bar, on_execution=lambda ex, st=st: self._process(ex, st))
+        for order in self.venue.take_changed():  # e.g. a live venue's stop triggered, now sent
+            self.journal.record_order(order)
         pos = self.portfolio.position(symbol)
         trail = self.settings.risk.trailing_stop_pct
         if not pos.is_open or trail is None:
@@ -331,7 +330,12 @@ class TradingEngine:
         new_stop = tighter_stop(
             direction, st.fixed_stop, trailing_stop(direction, st.extreme, trail)
         )
-        if st.stop_id is not None and new_stop is not None:
+        # (a live venue's stop that has triggered, or that the exchange refused, no longer moves)
+        if (
+            st.stop_id is not None
+            and new_stop is not None
+            and any(o.client_order_id == st.stop_id for o in self.venue.resting(symbol))
+        ):
             order = self.venue.set_price(st.stop_id, new_stop)
             trailing_binds = st.fixed_stop is None or new_stop != st.fixed_stop
             order.purpose = OrderPurpose.TRAILING_STOP if trailing_binds else OrderPurpose.STOP_LOSS
@@ -620,7 +624,7 @@ class TradingEngine:
             self.journal.record_order(sibling)
         before = self.portfolio.position(fill.symbol).qty
         closed = self.portfolio.apply_fill(fill)
-        if order.purpose in _PROTECTIVE:
+        if order.purpose in PROTECTIVE_PURPOSES:
             self._on_protective_fill(fill, st, before)
         if closed is not None:
             self._on_trade_closed(closed, order, st)
@@ -649,7 +653,7 @@ class TradingEngine:
     def _on_trade_closed(self, trade: Trade, order: Order, st: _SymbolState) -> None:
         trade.bars_held = st.held_bars
         self.risk.on_trade_closed(trade)
-        if order.purpose in _PROTECTIVE:
+        if order.purpose in PROTECTIVE_PURPOSES:
             st.stop_id = st.take_profit_id = None
         st.held_bars = 0
 

@@ -12,10 +12,16 @@ says is logged as an input too. So this venue never calls the exchange:
   start of the next step (`receive`); the engine applies them (`TradingEngine.on_venue_events`).
   A rebuild hands the stored events to the same code at the same steps: the same fills, exactly.
 
-Only market orders go to the exchange in this version: the engine's resting orders (stop-loss,
-take-profit, trailing stops) are refused in live mode by the settings check (docs/live.md). While a
-symbol has an order whose outcome is not final, the engine makes no new decision for it (`busy`): an
-order in flight is never raced by a second one for the same position.
+Only market orders go to the exchange. The engine's protective orders (stop-loss, take-profit,
+trailing stop) are *held* here instead of resting at the exchange: each closed bar is checked
+against them (`match_range`), and one whose price the bar reached is sent then as a market order
+under its own client id (docs/live.md, "Protective orders"). So they are decided by the bars alone,
+as every other decision, and a rebuild triggers the same ones at the same bars. The price is the
+exchange's after the bar, which can be worse than the stop's (a gap); its OCO siblings wait, and
+are cancelled (or cut to the remainder) by its fills, as at the simulated venue.
+
+While a symbol has an order in flight at the exchange, the engine makes no new decision for it
+(`busy`): an order whose outcome is not final is never raced by a second one for the position.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any
 import pandas as pd
 
 from n1v1.domain import (
+    PROTECTIVE_PURPOSES,
     Bar,
     ClientOrderId,
     Fill,
@@ -36,6 +43,7 @@ from n1v1.domain import (
     Order,
     OrderStatus,
     OrderType,
+    Side,
 )
 from n1v1.execution.venue import Execution, OnExecution, VenueError
 
@@ -120,29 +128,42 @@ class LiveVenue:
 
     def __init__(self) -> None:
         self._working: dict[ClientOrderId, Order] = {}
+        self._held: set[ClientOrderId] = set()  # protective orders not sent (module docstring)
         self._fill_seq: dict[ClientOrderId, int] = {}
         self.outbox: list[VenueRequest] = []
         self._received: list[VenueEvent] = []
+        self._changed: list[Order] = []  # triggered in `match_range`, for the engine to journal
 
     # -- order entry (from the engine: queued, never sent from here) ------------------------------
     def submit(self, order: Order, at: pd.Timestamp) -> None:
-        if order.order_type is not OrderType.MARKET:
-            raise VenueError(
-                f"order {order.client_order_id}: the live venue sends market orders only; "
-                f"{order.order_type.value} orders are refused in live mode (docs/live.md)"
-            )
         if order.client_order_id in self._working:
             raise VenueError(f"order {order.client_order_id} is already working")
+        if order.order_type is not OrderType.MARKET:
+            if order.purpose not in PROTECTIVE_PURPOSES:
+                raise VenueError(
+                    f"order {order.client_order_id}: the live venue sends market orders only; "
+                    f"a {order.order_type.value} order is held only to protect a position "
+                    "(stop-loss, take-profit, trailing stop: docs/live.md)"
+                )
+            order.transition(OrderStatus.SUBMITTED, at)  # working, here: nothing to send yet
+            self._working[order.client_order_id] = order
+            self._held.add(order.client_order_id)
+            return
         order.transition(OrderStatus.SUBMITTING, at)
         self._working[order.client_order_id] = order
         self.outbox.append(VenueRequest("create", order))
 
     def cancel(self, client_order_id: ClientOrderId, at: pd.Timestamp, reason: str) -> Order:
-        """Ask the exchange to cancel: the order stays working until the exchange says it is
-        closed (a fill may still come first); the engine sees the outcome as events."""
+        """A held order is cancelled at once (the exchange never saw it). Otherwise ask the
+        exchange: the order stays working until the exchange says it is closed (a fill may
+        still come first); the engine sees the outcome as events."""
         order = self._working.get(client_order_id)
         if order is None:
             raise VenueError(f"order {client_order_id} is not working")
+        if client_order_id in self._held:
+            self._forget(client_order_id)
+            order.transition(OrderStatus.CANCELLED, at, reason)
+            return order
         if not any(r.action == "cancel" and r.order is order for r in self.outbox):
             self.outbox.append(VenueRequest("cancel", order))
         return order
@@ -150,9 +171,31 @@ class LiveVenue:
     def working_orders(self, symbol: str | None = None) -> list[Order]:
         return [o for o in self._working.values() if symbol is None or o.symbol == symbol]
 
+    def in_flight(self, symbol: str | None = None) -> list[Order]:
+        """Working orders sent (or being sent) to the exchange: what the broker reads."""
+        return [o for o in self.working_orders(symbol) if o.client_order_id not in self._held]
+
+    def resting(self, symbol: str | None = None) -> list[Order]:
+        """The held protective orders: they wait for a bar to reach their price."""
+        return [o for o in self.working_orders(symbol) if o.client_order_id in self._held]
+
+    def is_held(self, client_order_id: str) -> bool:
+        return client_order_id in self._held
+
     def busy(self, symbol: str) -> bool:
-        """Whether `symbol` has an order whose outcome is not final: no new decision for it."""
-        return any(o.symbol == symbol for o in self._working.values())
+        """Whether `symbol` has an order in flight, whose outcome is not final: no new decision
+        for it. A held stop or take-profit is no reason to wait."""
+        return any(o.symbol == symbol for o in self.in_flight())
+
+    def take_changed(self) -> list[Order]:
+        """The held orders triggered since the last call (now SUBMITTING, in the outbox)."""
+        out, self._changed = self._changed, []
+        return out
+
+    def _forget(self, client_order_id: ClientOrderId) -> None:
+        self._working.pop(client_order_id, None)
+        self._held.discard(client_order_id)
+        self._fill_seq.pop(client_order_id, None)
 
     def take_outbox(self) -> list[VenueRequest]:
         out, self.outbox = self.outbox, []
@@ -208,8 +251,7 @@ class LiveVenue:
             else:
                 yield order if self._status(order, event) else None
             if order.status.is_terminal:
-                self._working.pop(cid, None)
-                self._fill_seq.pop(cid, None)
+                self._forget(cid)
 
     def _status(self, order: Order, event: VenueEvent) -> bool:
         at, kind = event.at, event.kind
@@ -247,6 +289,7 @@ class LiveVenue:
         seq = self._fill_seq.get(order.client_order_id, 0)
         self._fill_seq[order.client_order_id] = seq + 1
         order.apply_fill(event.qty, event.price, event.at)  # more than ordered: ValueError
+        cancelled, amended = self._settle_siblings(order, event.at)
         fill = Fill(
             client_order_id=order.client_order_id,
             symbol=order.symbol,
@@ -259,9 +302,31 @@ class LiveVenue:
             purpose=order.purpose,
             seq=seq,
         )
-        return Execution(order=order, fill=fill)
+        return Execution(
+            order=order,
+            fill=fill,
+            cancelled_siblings=tuple(cancelled),
+            amended_siblings=tuple(amended),
+        )
 
-    # -- the simulated venue's matching hooks: nothing to match here -------------------------------
+    def _settle_siblings(self, order: Order, at: pd.Timestamp) -> tuple[list[Order], list[Order]]:
+        """The members of an OCO group protect one quantity (the simulated venue's rule): a
+        partial fill of one cuts the held others to its remainder, a complete fill cancels them."""
+        cancelled: list[Order] = []
+        amended: list[Order] = []
+        if not order.oco_group:
+            return cancelled, amended
+        for sibling in self.resting(order.symbol):
+            if sibling.oco_group != order.oco_group:
+                continue
+            if order.status is OrderStatus.FILLED:
+                cancelled.append(self.cancel(sibling.client_order_id, at, "oco sibling filled"))
+            else:
+                sibling.qty = sibling.filled_qty + order.remaining_qty
+                amended.append(sibling)
+        return cancelled, amended
+
+    # -- matching: only the held protective orders, against the closed bar -------------------------
     def match_open(
         self, symbol: str, bar: Bar, on_execution: OnExecution | None = None
     ) -> list[Execution]:
@@ -270,6 +335,34 @@ class LiveVenue:
     def match_range(
         self, symbol: str, bar: Bar, on_execution: OnExecution | None = None
     ) -> list[Execution]:
+        """Send the held orders whose price this closed bar reached, as market orders (they
+        fill later, as events: no execution here). Stops first, as at the simulated venue: when
+        a bar reaches both a stop and a take-profit, the worse is assumed. One member of an OCO
+        group at a time: the others wait for its outcome (its fills cancel or cut them; if it
+        ends unfilled, they keep protecting the position)."""
+        held = self.resting(symbol)
+        if not held:
+            return []
+        held.sort(key=lambda o: 0 if o.order_type is OrderType.STOP else 1)
+        sent_groups = {o.oco_group for o in self.in_flight(symbol) if o.oco_group}
+        for order in held:
+            if order.oco_group and order.oco_group in sent_groups:
+                continue
+            assert order.price is not None  # a held order is a stop or a limit
+            reached = _reached(order, bar)
+            if reached is None:
+                continue
+            self._held.discard(order.client_order_id)
+            order.transition(
+                OrderStatus.SUBMITTING,
+                bar.timestamp,
+                f"{order.purpose.value} at {order.price:.10g} reached by the bar's {reached}: "
+                "sent as a market order",
+            )
+            self.outbox.append(VenueRequest("create", order))
+            self._changed.append(order)
+            if order.oco_group:
+                sent_groups.add(order.oco_group)
         return []
 
     def fill_at_close(self, order: Order, bar: Bar) -> Execution | None:
@@ -282,4 +375,20 @@ class LiveVenue:
         raise VenueError("a live venue has no end of data")
 
     def set_price(self, client_order_id: ClientOrderId, price: float) -> Order:
-        raise VenueError("the live venue holds no resting orders")
+        """Move a held order's price (a trailing stop); one sent already cannot move."""
+        if client_order_id not in self._held:
+            raise VenueError(f"order {client_order_id} is not held here: its price cannot move")
+        order = self._working[client_order_id]
+        order.price = price
+        return order
+
+
+def _reached(order: Order, bar: Bar) -> str | None:
+    """Which extreme of the bar reached the held order's price ("low 97.1"), or None. A stop
+    protects against the move through it; a take-profit (limit) is reached when touched."""
+    assert order.price is not None
+    buy = order.side is Side.BUY
+    stop = order.order_type is OrderType.STOP
+    if buy == stop:  # a buy stop or a sell limit: reached from below
+        return f"high {bar.high:.10g}" if bar.high >= order.price else None
+    return f"low {bar.low:.10g}" if bar.low <= order.price else None

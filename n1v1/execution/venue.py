@@ -82,6 +82,15 @@ class SimulatedVenue:
         """Never: a simulated order's outcome is decided against the bars, within the step."""
         return False
 
+    def resting(self, symbol: str | None = None) -> list[Order]:
+        """Working stop and limit orders: those whose price may still move (trailing)."""
+        return [o for o in self.working_orders(symbol) if o.order_type is not OrderType.MARKET]
+
+    def take_changed(self) -> list[Order]:
+        """Orders changed without a fill since the last call: none here (every change of a
+        simulated order comes with the execution or the call that made it)."""
+        return []
+
     def expire_all(self, at: pd.Timestamp, reason: str = "end of data") -> list[Order]:
         expired = list(self._working.values())
         for order in expired:

@@ -93,7 +93,7 @@ class ExchangeBroker:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
-        checkpoint: Callable[[str], None] | None = None,
+        checkpoint: Callable[[str, str], None] | None = None,
     ) -> None:
         self.exchange = exchange
         self.exchange_id = str(exchange.id)
@@ -105,8 +105,9 @@ class ExchangeBroker:
         self.clock = clock
         self.sleep = sleep
         self.rng = rng or random.Random()
-        # named points of the order lifecycle, for the crash tests (tests/live_support.py)
-        self.checkpoint = checkpoint or (lambda _point: None)
+        # named points of the order lifecycle, for the crash tests (tests/live_support.py):
+        # (point, the order's purpose, "" for fills)
+        self.checkpoint = checkpoint or (lambda _point, _purpose: None)
         self.stats = BrokerStats()
         self._unknown_since: dict[str, float] = {}  # client order id -> first time not found
 
@@ -140,7 +141,7 @@ class ExchangeBroker:
             return
         for attempt in range(self.max_retries + 1):
             with self.log.fenced():
-                self.checkpoint("before_create")
+                self.checkpoint("before_create", order.purpose.value)
                 try:
                     answer = self.exchange.create_order(
                         order.symbol,
@@ -156,7 +157,7 @@ class ExchangeBroker:
                     if not retry:
                         self._record(self._failed_create(order, reason, outcome))
                 else:
-                    self.checkpoint("after_create")
+                    self.checkpoint("after_create", order.purpose.value)
                     self.stats.sent += 1
                     accepted = VenueEvent(
                         EventKind.ACCEPTED,
@@ -210,7 +211,7 @@ class ExchangeBroker:
     # -- reading -----------------------------------------------------------------------------------
     def poll(self) -> None:
         """Bring every working order up to date: found, filled, closed."""
-        for order in list(self.venue.working_orders()):
+        for order in list(self.venue.in_flight()):
             try:
                 self.refresh(order)
             except ExchangeDisagreement:
@@ -363,7 +364,7 @@ class ExchangeBroker:
         self.stats.fills += sum(e.kind is EventKind.FILL for e in new)
         self.venue.receive(new)
         if any(e.kind is EventKind.FILL for e in new):
-            self.checkpoint("after_fill")
+            self.checkpoint("after_fill", "")
 
     def _outcome(self, exc: Exception, call: str) -> tuple[Outcome, str]:
         """What the error proves (n1v1/execution/exchange_errors.py), counted and logged with

@@ -417,7 +417,10 @@ class TradingSession:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the loop thread (it takes the lease, rebuilds from the store, then trades)."""
+        """Start the loop thread (it takes the lease, rebuilds from the store, then trades). Once:
+        a second loop on the same session would step the same engine twice."""
+        if self._thread is not None:
+            raise RuntimeError("this session was started already; a stopped one is not restarted")
         self._thread = threading.Thread(target=self._run, name="n1v1-engine", daemon=True)
         self._thread.start()
 
@@ -550,7 +553,7 @@ class TradingSession:
         assert isinstance(venue, LiveVenue)
         deadline = time.monotonic() + SETTLE_AT_STOP_S
         try:
-            while (venue.working_orders() or venue.waiting()) and time.monotonic() < deadline:
+            while (venue.in_flight() or venue.waiting()) and time.monotonic() < deadline:
                 self._last_poll = 0.0  # read now
                 self._talk_to_exchange()
                 time.sleep(0.05)
@@ -564,7 +567,7 @@ class TradingSession:
         assert self.broker is not None
         venue = self.engine.venue
         assert isinstance(venue, LiveVenue)
-        if venue.working_orders() or venue.waiting():
+        if venue.in_flight() or venue.waiting():
             return  # again at the next turn of the loop
         self._last_reconcile = time.monotonic()
         positions = {
@@ -1323,12 +1326,13 @@ class TradingSession:
             return {"kind": "paper"}
         venue = self.engine.venue
         assert isinstance(venue, LiveVenue)
-        unknown = [o for o in venue.working_orders() if o.status is OrderStatus.UNKNOWN]
+        unknown = [o for o in venue.in_flight() if o.status is OrderStatus.UNKNOWN]
         return {
             "kind": "live",
             "exchange": None if broker is None else broker.exchange_id,
-            "orders_in_flight": len(venue.working_orders()),
+            "orders_in_flight": len(venue.in_flight()),
             "orders_unknown": len(unknown),
+            "orders_held": len(venue.resting()),  # stops and take-profits not sent yet
             "answers_waiting": venue.waiting(),
             "broker": None if broker is None else dataclasses.asdict(broker.stats),
             "reconciliation": self.reconciliation,

@@ -53,6 +53,7 @@ from n1v1.domain import (
 )
 from n1v1.engine.engine import TradingEngine, _SymbolState
 from n1v1.engine.portfolio import Position, _OpenTrade
+from n1v1.execution.live_venue import LiveVenue
 from n1v1.live.config import LiveConfig, effective_settings
 from n1v1.store.journal import StoreReader
 from n1v1.store.snapshots import JournalMarks, SnapshotError, StoredSnapshot
@@ -234,7 +235,7 @@ def _engine(e: TradingEngine, last_time: int | None, closed_rows: list[list[Any]
         ],
         "closed_trades": closed_rows,
         "working_orders": [
-            {**_order(o), "fills": venue._fill_seq.get(o.client_order_id, 0)}
+            {**_order(o), "fills": venue._fill_seq.get(o.client_order_id, 0), **_held(venue, o)}
             for o in venue._working.values()
         ],
         # client order ids count per (symbol, bar time); only the last bar time can be used again
@@ -262,6 +263,14 @@ def _engine(e: TradingEngine, last_time: int | None, closed_rows: list[list[Any]
             "kill_switch": {"engaged": risk.kill_switch.engaged, "reason": risk.kill_switch.reason},
         },
     }
+
+
+def _held(venue: Any, order: Any) -> Json:
+    """A live venue's protective order not sent to the exchange (n1v1/execution/live_venue.py)
+    says so; other rows are as before held orders existed."""
+    if isinstance(venue, LiveVenue) and venue.is_held(order.client_order_id):
+        return {"held": True}
+    return {}
 
 
 def _symbol_state(st: _SymbolState) -> Json:
@@ -299,11 +308,17 @@ def _restore_engine(e: TradingEngine, d: Json) -> None:
     p.closed_trades = [_trade(row) for row in d["closed_trades"]]
     venue._working = {}
     venue._fill_seq = {}
+    if isinstance(venue, LiveVenue):
+        venue._held = set()
     for row in d["working_orders"]:
         order = _order_from(row)
         venue._working[order.client_order_id] = order
         if row["fills"]:
             venue._fill_seq[order.client_order_id] = int(row["fills"])
+        if row.get("held"):  # absent in snapshots from before held orders: none were held
+            if not isinstance(venue, LiveVenue):
+                raise ValueError(f"order {order.client_order_id}: held, but the venue is simulated")
+            venue._held.add(order.client_order_id)
     e._order_seq = {(Symbol(s), int(ts)): int(n) for s, ts, n in d["order_seq"]}
     e._states = {Symbol(s): _symbol_state_from(st) for s, st in d["symbols"]}
     r = d["risk"]

@@ -359,25 +359,11 @@ class AppArgs(ArgsModel):
         )
 
 
-_RESTING_ORDER_KEYS = (
-    "stop_loss_pct",
-    "atr_stop_multiple",
-    "take_profit_pct",
-    "take_profit_r",
-    "trailing_stop_pct",
-)
-
-
 def live_refusals(risk: RiskSettings, execution: ExecutionSettings) -> list[str]:
-    """Settings a live venue cannot honour yet, each naming its key (docs/live.md): it sends
-    market orders only (no resting stop or take-profit at the exchange), trades spot (no
-    shorts), and fills after the decision, never at the decision bar's close."""
-    out = [
-        f"risk.{key}: the live venue holds no resting orders (stop-loss, take-profit, trailing "
-        "stops); leave it unset in live mode"
-        for key in _RESTING_ORDER_KEYS
-        if getattr(risk, key) is not None
-    ]
+    """Settings a live venue cannot honour yet, each naming its key (docs/live.md): it trades
+    spot (no shorts) and fills after the decision, never at the decision bar's close. (Stops
+    and take-profits are held by the venue and sent as market orders when a bar reaches them.)"""
+    out = []
     if risk.allow_short:
         out.append("risk.allow_short: the live venue trades spot: no short positions")
     if execution.fill != "next_open":
