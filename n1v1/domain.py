@@ -147,6 +147,16 @@ class OrderPurpose(StrEnum):
     END_OF_DATA = "end_of_data"  # backtest.close_at_end: flat at the last close
 
 
+@dataclass(frozen=True, slots=True)
+class DustRule:
+    """The least an exchange trades of a symbol: a quantity (its step or minimum, the larger)
+    and a value in the quote currency (its minimum notional). A position below either cannot
+    be sold: it is *dust* (n1v1/execution/exchange_rules.py `dust_rule`)."""
+
+    min_qty: float
+    min_cost: float = 0.0
+
+
 # The orders that protect an open position: they rest until the price reaches them.
 PROTECTIVE_PURPOSES = frozenset(
     {OrderPurpose.STOP_LOSS, OrderPurpose.TAKE_PROFIT, OrderPurpose.TRAILING_STOP}

@@ -4,7 +4,8 @@ Each test starts `fake_binance.FakeBinance` on a free port and trades through ``
 pointed at it, so what is checked is what a live venue will meet: Binance's request signing, its
 response shapes as ccxt parses them, and the ccxt exception class each refusal or fault becomes.
 Amounts are hand-computed from the fill model: commission 0.1 % of each fill's cost, charged in the
-quote asset; a BUY reserves ``quantity * price * 1.001`` of quote while open.
+quote asset (`set_fee_asset("quote")` here; Binance's own rule, the asset received, has a test of
+its own); a BUY reserves ``quantity * price * 1.001`` of quote while open.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def exchange() -> Iterator[FakeBinance]:
     server = FakeBinance([("BTCUSDT", "BTC", "USDT")])
     server.add_market("ETHUSDT", "ETH", "USDT", price="2000", step_size="0.0001", min_qty="0.001")
     server.set_price("BTCUSDT", "30000")
+    server.set_fee_asset("quote")
     server.start()
     yield server
     server.close()
@@ -249,6 +251,28 @@ def test_market_orders_fill_at_the_set_price_with_the_fee_in_quote(
     ]
     assert [t["order"] for t in trades] == [buy["id"], sell["id"]]
     assert {t["takerOrMaker"] for t in trades} == {"taker"}
+
+
+def test_by_default_the_fee_is_charged_in_the_asset_received_as_binance_does(
+    exchange: FakeBinance, alice: Account
+) -> None:
+    exchange.set_fee_asset("received")
+    client = exchange.client(alice)
+    buy = client.create_order(BTC, "market", "buy", 0.01)
+    # 0.01 BTC bought for 300 USDT; the fee is 0.1 % of the BTC: 0.00001 BTC, 0.00999 received
+    assert buy["fee"] == {"currency": "BTC", "cost": 0.00001}
+    sell = client.create_order(BTC, "market", "sell", 0.00999)
+    # 0.00999 x 30000 = 299.7 USDT; the fee 0.2997 USDT; 700 + 299.7 - 0.2997 = 999.4003
+    assert sell["fee"] == {"currency": "USDT", "cost": 0.2997}
+    assert balances(exchange, alice, "USDT", "BTC") == {
+        "USDT": (D("999.4003"), D(0)),
+        "BTC": (D(0), D(0)),
+    }
+    trades = client.fetch_my_trades(BTC)
+    assert [(t["fee"]["currency"], t["fee"]["cost"]) for t in trades] == [
+        ("BTC", 0.00001),
+        ("USDT", 0.2997),
+    ]
 
 
 def test_a_market_buy_by_cost_buys_the_lots_the_quote_amount_pays_for(

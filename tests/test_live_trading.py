@@ -75,7 +75,11 @@ def check_books_agree(server: FakeBinance, acct: Any, store_url: str) -> dict[st
             assert held or order.status is OrderStatus.REJECTED, (cid, order.status, order.reason)
     trades = server.trades(acct)
     assert len(fills) == len(trades)
-    assert math.isclose(sum(f.qty for f in fills), float(sum(t.qty for t in trades)), abs_tol=1e-9)
+    # the books hold what the account holds: a buy's fee in BTC is BTC not received
+    held_by_trades = sum(
+        t.qty - (t.commission if t.commission_asset == "BTC" else 0) for t in trades
+    )
+    assert math.isclose(sum(f.qty for f in fills), float(held_by_trades), abs_tol=1e-9)
     btc_free, btc_locked = server.balance(acct, "BTC")
     held = positions.get(SYMBOL, {}).get("qty", 0.0)
     assert Decimal(str(held)).quantize(Decimal("1e-8")) == (btc_free + btc_locked)
@@ -319,7 +323,8 @@ def test_a_position_that_differs_from_the_exchange_pauses_trading_and_says_why(
         report = session.reconciliation
         assert not report["ok"] and report["problems"][0] in reason
         [row] = report["positions"]
-        assert row["exchange"] - row["books"] == pytest.approx(0.5)  # the hand-made buy
+        # the hand-made buy: 0.5 BTC less its fee, which Binance charges in BTC
+        assert row["exchange"] - row["books"] == pytest.approx(0.4995)
         assert [o["client_order_id"] for o in report["external_orders"]] == ["by-hand-2"]
         wait_for(lambda: session.snapshot.get("paused"), "the published pause")
     finally:
@@ -338,7 +343,7 @@ def test_the_kill_switch_flattens_at_the_exchange(fake: FakeBinance, tmp_path) -
         session.start()
         wait_for(
             lambda: (
-                session.engine.portfolio.position(SYMBOL).qty > 0
+                session.engine.portfolio.holds(SYMBOL)  # a position, not the dust of one
                 and not session.engine.venue.working_orders()
             ),
             "a position",
@@ -347,7 +352,7 @@ def test_the_kill_switch_flattens_at_the_exchange(fake: FakeBinance, tmp_path) -
         assert result["engaged"] and [o["side"] for o in result["flattening_orders"]] == ["sell"]
         wait_for(
             lambda: (
-                session.engine.portfolio.position(SYMBOL).qty == 0
+                not session.engine.portfolio.holds(SYMBOL)
                 and not session.engine.venue.working_orders()
             ),
             "the flat book",
@@ -355,7 +360,8 @@ def test_the_kill_switch_flattens_at_the_exchange(fake: FakeBinance, tmp_path) -
     finally:
         session.stop()
         store.dispose()
-    assert sum(server_btc(fake, acct)) == 0
+    # flat but for dust: less than the market's step (0.00001 BTC), which no order can sell
+    assert sum(server_btc(fake, acct)) < Decimal("0.00001")
     check_books_agree(fake, acct, url)
 
 
@@ -408,7 +414,10 @@ def test_a_manual_order_goes_to_the_exchange_at_once_not_at_the_next_bar(
         assert [o["status"] for o in result["orders"]] == ["submitting"], result
         wait_for(lambda: len(fake.orders(acct)) == 1, "the order at the exchange", 2.0)
         wait_for(
-            lambda: session.engine.portfolio.position(SYMBOL).qty == 2.0, "the fill in the books", 2
+            # 2 BTC bought, 0.002 of them the fee (charged in BTC)
+            lambda: session.engine.portfolio.position(SYMBOL).qty == pytest.approx(1.998),
+            "the fill in the books",
+            2,
         )
         assert time.monotonic() - asked < 2.5 and session.steps_done == step  # no bar since
     finally:
@@ -436,14 +445,15 @@ def test_cancelling_a_partly_filled_order_keeps_the_fill_that_raced_the_cancel(
         placed = session.submit("order", order, "desk").result(10)
         cid = placed["orders"][0]["client_order_id"]
         wait_for(lambda: len(fake.orders(acct)) == 1, "the order at the exchange")
-        # the first lot fills as the order arrives
-        wait_for(lambda: session.engine.portfolio.position(SYMBOL).qty == 1.0, "the first lot")
+        # the first lot fills as the order arrives: 1 BTC, less its fee of 0.001 BTC
+        position = session.engine.portfolio.position
+        wait_for(lambda: position(SYMBOL).qty == pytest.approx(0.999), "the first lot")
         fake.queue_fault("DELETE", "/api/v3/order", "fill_before_cancel")
         session.submit("cancel", {"client_order_id": cid}, "desk").result(10)
         wait_for(lambda: not session.engine.venue.working_orders(), "the cancel booked")
         [booked] = [o for o in session.engine.journal.latest_orders().values()]
         assert booked.status is OrderStatus.CANCELLED and booked.filled_qty == 2.0
-        assert session.engine.portfolio.position(SYMBOL).qty == 2.0
+        assert position(SYMBOL).qty == pytest.approx(1.998)  # the two lots, less their fees
     finally:
         session.stop()
         store.dispose()

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from n1v1.config import Settings
-from n1v1.domain import Bar, Order, OrderStatus, OrderType, Side, Symbol
+from n1v1.domain import Bar, DustRule, Order, OrderStatus, OrderType, Side, Symbol
 from n1v1.engine.engine import TradingEngine
 from n1v1.engine.journal import InMemoryJournal
 from n1v1.engine.signals import PrecomputedTargets
@@ -245,3 +245,77 @@ def test_cancelling_a_held_order_is_immediate_and_the_kill_switch_sends_only_the
 def test_an_event_row_round_trips() -> None:
     event = VenueEvent(EventKind.FILL, "n1a", T0, "X1", "binance:5", 0.5, 101.25, 0.05, "maker")
     assert VenueEvent.from_row(event.to_row()) == event
+
+
+def test_a_fee_charged_in_the_base_asset_is_base_not_received() -> None:
+    """Binance charges a buy's fee in the asset bought: 50 BTC bought at 100 for 5,000 USDT, the
+    fee 0.05 BTC (worth 5 USDT). The books hold 49.95 BTC, as the account does, and cash goes
+    down by exactly the 5,000 the trade cost; the fee paid is the 5 USDT the 0.05 BTC are worth."""
+    engine, venue = engine_with([1, 1, 1])
+    step(engine, 0)
+    [request] = venue.take_outbox()
+    order, at = request.order, T0 + pd.Timedelta(minutes=1)
+    cid = order.client_order_id
+    venue.receive(
+        [
+            VenueEvent(EventKind.ACCEPTED, cid, at, "X1", qty=50.0),
+            VenueEvent(EventKind.FILL, cid, at, "X1", "b:1", 50.0, 100.0, 5.0, base_fee=0.05),
+        ]
+    )
+    step(engine, 1)
+    assert order.status is OrderStatus.FILLED and order.filled_qty == 50.0  # the exchange's
+    assert engine.portfolio.position(SYMBOL).qty == pytest.approx(49.95)
+    assert engine.portfolio.cash == pytest.approx(10_000 - 5_000)
+    assert engine.portfolio.fees_paid == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="in the base asset"):
+        VenueEvent(EventKind.FILL, cid, at, "X1", "b:2", 1.0, 100.0, 100.0, base_fee=1.0)
+
+
+def test_dust_left_by_an_exit_closes_the_trade_and_does_not_stop_the_next_entry() -> None:
+    """The exchange trades 0.01 at least and rounds the exit of 49.955 down to 49.95: 0.005 is
+    left, which no order can sell. The books keep it (as the exchange does), the trade is
+    closed, and the next long target enters again."""
+    engine, venue = engine_with([1, 0, 0, 1, 1, 1])
+    engine.portfolio.dust_rules = {SYMBOL: DustRule(min_qty=0.01, min_cost=5.0)}
+    step(engine, 0)
+    [entry] = venue.take_outbox()
+    filled(venue, entry.order, 100.0, "b:1", qty=49.955)  # as if 0.045 went to fees elsewhere
+    venue.receive([VenueEvent(EventKind.EXPIRED, entry.order.client_order_id, T0)])
+    step(engine, 1)  # booked; the target is now flat: an exit of 49.955
+    [exit_] = venue.take_outbox()
+    assert exit_.order.qty == pytest.approx(49.955)
+    cid = exit_.order.client_order_id
+    venue.receive(
+        [
+            VenueEvent(EventKind.ACCEPTED, cid, T0, "X2", qty=49.95),  # rounded to its step
+            VenueEvent(EventKind.FILL, cid, T0, "X2", "b:2", 49.95, 110.0, 0.0),
+        ]
+    )
+    step(engine, 2)
+    pos = engine.portfolio.position(SYMBOL)
+    assert pos.qty == pytest.approx(0.005) and engine.portfolio.is_dust(pos)
+    assert not engine.portfolio.holds(SYMBOL)
+    [trade] = engine.portfolio.closed_trades
+    assert trade.exit_price == 110.0 and trade.qty == pytest.approx(49.955)
+    assert venue.take_outbox() == []  # no order for the dust
+    step(engine, 3)  # long again: a new entry, the dust no obstacle
+    [again] = venue.take_outbox()
+    assert again.order.side is Side.BUY and again.order.qty > 40
+    filled(venue, again.order, 100.0, "b:3", qty=40.0)
+    venue.receive([VenueEvent(EventKind.EXPIRED, again.order.client_order_id, T0)])
+    step(engine, 4)
+    assert engine.portfolio.position(SYMBOL).qty == pytest.approx(40.005)  # the dust joins it
+    assert engine.portfolio.open_trade(SYMBOL).qty == pytest.approx(40.0)
+
+
+def test_a_trades_fee_is_valued_in_the_quote_and_its_base_part_kept_apart() -> None:
+    from n1v1.live.broker import _fee_parts
+
+    trade = {"fee": {"currency": "BTC", "cost": 0.00001}}
+    assert _fee_parts(trade, "BTC/USDT", 30_000.0) == (pytest.approx(0.3), 0.00001)
+    assert _fee_parts({"fee": {"currency": "USDT", "cost": 0.3}}, "BTC/USDT", 1.0) == (0.3, 0.0)
+    both = {"fees": [{"currency": "USDT", "cost": 0.1}, {"currency": "BTC", "cost": 0.00001}]}
+    assert _fee_parts(both, "BTC/USDT", 30_000.0) == (pytest.approx(0.4), 0.00001)
+    assert _fee_parts({"fee": None}, "BTC/USDT", 1.0) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="a fee in BNB on BTC/USDT cannot be valued in USDT"):
+        _fee_parts({"fee": {"currency": "BNB", "cost": 0.001}}, "BTC/USDT", 1.0)

@@ -427,7 +427,9 @@ def test_every_field_of_the_engines_parts_is_known_to_the_snapshot() -> None:
     known = {
         TradingEngine: "settings journal portfolio venue risk run_id currency sources atr "
         "equity_curve exposure_bars step _states _order_seq _next_open cost_rate",
-        Portfolio: "initial_cash cash positions fees_paid traded_notional closed_trades _open",
+        # dust_rules: the exchange's, stored once in engine_state and set before every replay
+        Portfolio: "initial_cash cash positions fees_paid traded_notional closed_trades _open "
+        "dust_rules",
         SimulatedVenue: "settings fees slippage affordable_qty _working _fill_seq",
         # outbox, _received and _changed live within one step (sent, applied, journaled by its
         # end); what the exchange said is in venue_events, read again by a new engine

@@ -118,12 +118,18 @@ def check_outage_then_resume(
     with pytest.raises(CommandError) as info:
         refused.result(5)
     assert info.value.code == "unavailable"
-    # the published figures are the last committed step's: no order shown that is not journaled
+    # the published figures are the last committed step's: no order shown that is not journaled.
+    # (A COMMIT whose answer the cut lost may have landed: the session, which cannot know, shows
+    # the step before it; the rebuild after the outage takes the stored one, and the journal is
+    # compared whole at the end.)
     time.sleep(0.3)
     shown = session.snapshot
     committed = direct.get_state("last_step")
-    assert shown["step"] == committed["step"]
-    assert shown["last_bar_time"] == committed["time"]
+    if shown["step"] == committed["step"] - 1:
+        assert shown["last_bar_time"] < committed["time"]
+    else:
+        assert shown["step"] == committed["step"]
+        assert shown["last_bar_time"] == committed["time"]
     stored = direct.latest_orders()
     for order in shown["working_orders"]:
         assert order["client_order_id"] in stored

@@ -141,7 +141,7 @@ class TradingEngine:
             self._check_protective(symbol, bar, st)
             self.portfolio.mark(symbol, bar.close)
             # A position filled at this bar's close does not exist yet: it counts from the next bar
-            if self.portfolio.position(symbol).is_open:
+            if self.portfolio.holds(symbol):
                 st.held_bars += 1
 
         equity = self.portfolio.equity
@@ -164,7 +164,7 @@ class TradingEngine:
         self.journal.record_equity(
             EquityPoint(ts, self.portfolio.cash, self.portfolio.position_value, equity)
         )
-        if any(p.is_open for p in self.portfolio.positions.values()):
+        if any(self.portfolio.holds(symbol) for symbol in self.portfolio.positions):
             self.exposure_bars += 1
 
     def on_venue_events(self, limit: int | None = None) -> int:
@@ -253,12 +253,14 @@ class TradingEngine:
             report.cancelled.append(cancelled)
         for symbol, st in self._states.items():
             pos = self.portfolio.position(symbol)
-            direction = (1 if pos.qty > 0 else -1) if pos.is_open else st.intended
+            direction = (1 if pos.qty > 0 else -1) if self.portfolio.holds(symbol) else st.intended
             if direction:
                 st.blocked = direction
             st.intended = 0
             st.stop_id = st.take_profit_id = None
         for pos in self.portfolio.open_positions():
+            if self.portfolio.is_dust(pos):
+                continue  # the exchange would not take it
             report.positions.append(
                 {
                     "symbol": pos.symbol,
@@ -322,7 +324,7 @@ class TradingEngine:
             self.journal.record_order(order)
         pos = self.portfolio.position(symbol)
         trail = self.settings.risk.trailing_stop_pct
-        if not pos.is_open or trail is None:
+        if not self.portfolio.holds(symbol) or trail is None:
             return
         # The bar's extreme counts only after the bar's own stop check (docs/execution.md).
         direction = 1 if pos.qty > 0 else -1
@@ -343,7 +345,9 @@ class TradingEngine:
     def _check_time_exit(self, symbol: Symbol, bar: Bar, st: _SymbolState) -> None:
         limit = self.settings.risk.time_exit_bars
         pos = self.portfolio.position(symbol)
-        if limit is None or not pos.is_open or st.intended == 0 or st.held_bars < limit:
+        if limit is None or st.intended == 0 or st.held_bars < limit:
+            return
+        if not self.portfolio.holds(symbol):
             return
         st.blocked = 1 if pos.qty > 0 else -1
         self._close_position(symbol, bar, st, OrderPurpose.TIME_EXIT, f"held {st.held_bars} bars")
@@ -376,13 +380,14 @@ class TradingEngine:
                     self.venue.cancel(order.client_order_id, bar.timestamp, "target changed")
                 )
         pos = self.portfolio.position(symbol)
-        if pos.is_open and (pos.qty > 0) == (desired > 0) and desired != 0:
+        holds = self.portfolio.holds(symbol)
+        if holds and (pos.qty > 0) == (desired > 0) and desired != 0:
             st.intended = desired  # already holding (part of) the wanted position
             if st.stop_id is None and st.take_profit_id is None:
                 # e.g. the rest of a partly filled exit, cancelled above: protect it again
                 self._place_protective(symbol, bar.timestamp, st)
             return
-        if pos.is_open:
+        if holds:
             held = 1 if pos.qty > 0 else -1  # closed by the strategies no longer holding it
             leaving = "+".join(name for name, t in st.targets.items() if t != held)
             self._close_position(
@@ -447,7 +452,7 @@ class TradingEngine:
                 if o.purpose is OrderPurpose.ENTRY
                 or (o.purpose is OrderPurpose.MANUAL and pos.qty * o.side.sign >= 0)
             )
-            if pos.is_open or st.intended != 0 or pending > 0:
+            if self.portfolio.holds(symbol) or st.intended != 0 or pending > 0:
                 count += 1
             price = pos.last_price if math.isfinite(pos.last_price) else 0.0
             exposure += abs(pos.market_value) + pending * price

@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from n1v1.domain import Fill, OrderPurpose, Symbol, Trade
+from n1v1.domain import DustRule, Fill, OrderPurpose, Symbol, Trade
 
 # Partial fills sum quantities such as 0.1 + 0.2; a residue below this share of the trade is zero.
 _FLAT_TOLERANCE = 1e-9
@@ -57,6 +57,10 @@ class Portfolio:
     traded_notional: float = 0.0
     closed_trades: list[Trade] = field(default_factory=list)
     _open: dict[Symbol, _OpenTrade] = field(default_factory=dict)
+    # A live exchange's minimums (none on the simulated venue, whose lots leave no remainder).
+    # A position below them stays on the books, as the exchange holds it, but is not traded:
+    # its trade is closed and the engine decides as if flat (docs/live.md, "Dust").
+    dust_rules: dict[Symbol, DustRule] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.cash = self.initial_cash
@@ -86,6 +90,19 @@ class Portfolio:
 
     def open_positions(self) -> list[Position]:
         return [p for p in self.positions.values() if p.is_open]
+
+    def holds(self, symbol: Symbol) -> bool:
+        """Whether `symbol`'s position is one to trade: open and not dust."""
+        pos = self.positions.get(symbol)
+        return pos is not None and pos.is_open and not self.is_dust(pos)
+
+    def is_dust(self, pos: Position) -> bool:
+        rule = self.dust_rules.get(pos.symbol)
+        if rule is None or not pos.is_open:
+            return False
+        qty = abs(pos.qty)
+        value = qty * pos.last_price if math.isfinite(pos.last_price) else math.inf
+        return qty < rule.min_qty or value < rule.min_cost
 
     def open_trade(self, symbol: Symbol) -> Trade | None:
         state = self._open.get(symbol)
@@ -122,6 +139,9 @@ class Portfolio:
 
         if pos.qty == 0.0 or (pos.qty > 0) == (signed > 0):
             self._add(pos, fill, fill.qty, fill.fee)
+            return None
+        if fill.symbol not in self._open:  # only dust is held: this fill takes it first
+            self._reduce_dust(pos, fill)
             return None
 
         closing = min(fill.qty, abs(pos.qty))
@@ -161,10 +181,13 @@ class Portfolio:
         state.exit_qty += qty
         state.exit_value += fill.price * qty
         state.trade.fees += fee
-        if abs(pos.qty) > state.trade.qty * _FLAT_TOLERANCE:
+        remainder = abs(pos.qty) > state.trade.qty * _FLAT_TOLERANCE
+        if remainder and not self.is_dust(pos):
             return None
-        pos.qty = 0.0
-        pos.avg_entry = 0.0
+        if not remainder:
+            pos.qty = 0.0
+            pos.avg_entry = 0.0
+        # else dust: the trade ends here, the books keep what the exchange holds
         trade = state.trade
         trade.open_qty = 0.0
         trade.exit_time = fill.timestamp
@@ -174,6 +197,21 @@ class Portfolio:
         del self._open[fill.symbol]
         self.closed_trades.append(trade)
         return trade
+
+    def _reduce_dust(self, pos: Position, fill: Fill) -> None:
+        """A fill against a dust position with no trade open: it takes the dust first (its
+        profit booked to the position), the rest opens a trade the other way."""
+        direction = 1.0 if pos.qty > 0 else -1.0
+        closing = min(fill.qty, abs(pos.qty))
+        fee = fill.fee * closing / fill.qty
+        pos.realized_pnl += (fill.price - pos.avg_entry) * closing * direction - fee
+        pos.qty -= closing * direction
+        if abs(pos.qty) <= closing * _FLAT_TOLERANCE:
+            pos.qty = 0.0
+            pos.avg_entry = 0.0
+        rest = fill.qty - closing
+        if rest > fill.qty * _FLAT_TOLERANCE:
+            self._add(pos, fill, rest, fill.fee - fee)
 
 
 def _exit_reason(purpose: OrderPurpose) -> str:

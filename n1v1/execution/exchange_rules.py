@@ -20,7 +20,8 @@ the numbers, and whose ``rule`` attribute is machine-readable. Numbers are compa
 so an amount exactly at a limit passes.
 
 `instrument_spec` turns a loaded market into the `InstrumentSpec` the risk manager sizes with, so
-sizing and the exchange agree on the step and the minimum notional.
+sizing and the exchange agree on the step and the minimum notional; `dust_rule` into the least
+quantity and value the books can still trade.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any, Literal
 import ccxt
 
 from n1v1.config import InstrumentSpec
+from n1v1.domain import DustRule
 
 Side = Literal["buy", "sell"]
 
@@ -217,3 +219,18 @@ def instrument_spec(exchange: ccxt.Exchange, symbol: str) -> InstrumentSpec:
         tick_size=step(precision.get("price")),
         min_notional=float(min_cost) if min_cost is not None else 0.0,
     )
+
+
+def dust_rule(exchange: ccxt.Exchange, symbol: str) -> DustRule:
+    """The least `symbol`'s market on `exchange` trades: a quantity (one step, or the minimum
+    amount of a market order if larger) and a minimum value. A position below either can never
+    be sold (every order for it is refused here), so the books call it dust."""
+    market = _market(exchange, symbol)
+    limits = market.get("limits") or {}
+    spec = instrument_spec(exchange, symbol)
+    least = [Decimal(repr(spec.lot_size))]
+    for key in ("amount", "market"):
+        low = _limit(exchange, limits, key, "min")
+        if low is not None:
+            least.append(low)
+    return DustRule(min_qty=float(max(least)), min_cost=spec.min_notional)

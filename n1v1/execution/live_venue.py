@@ -68,9 +68,13 @@ class VenueEvent:
     trade_id: str = ""  # fills only; one row per (venue, trade id)
     qty: float = 0.0  # a fill's quantity; for ACCEPTED the quantity the exchange holds
     price: float = 0.0
-    fee: float = 0.0  # in the account currency
+    fee: float = 0.0  # in the account currency (a fee charged in the base asset, valued at price)
     liquidity: str = Liquidity.TAKER.value
     reason: str = ""
+    # The part of the fee charged in the base asset, in base units (Binance charges a buy's fee
+    # in the asset bought): the account holds `qty - base_fee` more after a buy, `qty + base_fee`
+    # less after a sell. Already counted in `fee`.
+    base_fee: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind is EventKind.FILL:
@@ -80,6 +84,11 @@ class VenueEvent:
                 raise ValueError(
                     f"fill {self.trade_id} of {self.client_order_id}: qty {self.qty}, price "
                     f"{self.price} and fee {self.fee} must be positive and finite"
+                )
+            if not 0 <= self.base_fee < self.qty:
+                raise ValueError(
+                    f"fill {self.trade_id} of {self.client_order_id}: a fee of {self.base_fee} in "
+                    f"the base asset on {self.qty} bought or sold"
                 )
 
     def to_row(self) -> dict[str, Any]:
@@ -101,6 +110,7 @@ class VenueEvent:
             fee=float(get("fee") or 0.0),
             liquidity=get("liquidity") or Liquidity.TAKER.value,
             reason=get("reason") or "",
+            base_fee=float(get("base_fee") or 0.0),
         )
 
 
@@ -290,11 +300,14 @@ class LiveVenue:
         self._fill_seq[order.client_order_id] = seq + 1
         order.apply_fill(event.qty, event.price, event.at)  # more than ordered: ValueError
         cancelled, amended = self._settle_siblings(order, event.at)
+        # The books hold what the account holds: a fee paid in the base asset is base not
+        # received (a buy) or given on top (a sell). The fill is that quantity at the trade's
+        # price, its fee that base amount's value: cash moves by exactly the trade's cost.
         fill = Fill(
             client_order_id=order.client_order_id,
             symbol=order.symbol,
             side=order.side,
-            qty=event.qty,
+            qty=event.qty - order.side.sign * event.base_fee,
             price=event.price,
             fee=event.fee,
             liquidity=Liquidity(event.liquidity),

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import ccxt
 import pandas as pd
 
-from n1v1.domain import Order, OrderStatus
+from n1v1.domain import DustRule, Order, OrderStatus
 from n1v1.execution.client_ids import ccxt_client_id_params, exchange_client_id
 from n1v1.execution.exchange_errors import (
     Outcome,
@@ -44,7 +44,7 @@ from n1v1.execution.exchange_errors import (
     classify,
     retry_after_seconds,
 )
-from n1v1.execution.exchange_rules import OrderRuleError, prepare_order
+from n1v1.execution.exchange_rules import OrderRuleError, dust_rule, prepare_order
 from n1v1.execution.live_venue import EventKind, Heard, LiveVenue, VenueEvent, VenueRequest
 
 log = logging.getLogger(__name__)
@@ -264,7 +264,7 @@ class ExchangeBroker:
             trade_id = f"{self.exchange_id}:{trade['id']}"
             if trade_id in seen:
                 continue
-            fee = trade.get("fee") or {}
+            quote_fee, base_fee = _fee_parts(trade, order.symbol, float(trade["price"]))
             yield VenueEvent(
                 EventKind.FILL,
                 order.client_order_id,
@@ -273,8 +273,9 @@ class ExchangeBroker:
                 trade_id=trade_id,
                 qty=float(trade["amount"]),
                 price=float(trade["price"]),
-                fee=_fee_in_quote(fee, order.symbol, float(trade["price"])),
+                fee=quote_fee,
                 liquidity="maker" if trade.get("takerOrMaker") == "maker" else "taker",
+                base_fee=base_fee,
             )
 
     def _not_found(self, order: Order, heard: Heard) -> None:
@@ -313,6 +314,10 @@ class ExchangeBroker:
         """The account's total balance per asset (free + locked)."""
         total = self.exchange.fetch_balance().get("total") or {}
         return {str(k): float(v) for k, v in total.items() if v is not None}
+
+    def dust_rule(self, symbol: str) -> DustRule:
+        """The least `symbol`'s market trades (n1v1/execution/exchange_rules.py)."""
+        return dust_rule(self.exchange, symbol)
 
     def reconcile(
         self, positions: dict[str, float], baseline: dict[str, float], ours: set[str]
@@ -376,14 +381,22 @@ class ExchangeBroker:
         return found.outcome, reason
 
 
-def _fee_in_quote(fee: dict[str, Any], symbol: str, price: float) -> float:
-    """A trade's fee in the quote currency (the account's); a fee in the base asset is valued at
-    the trade's price. Other currencies (e.g. BNB) are refused: their value is not known here."""
-    cost = float(fee.get("cost") or 0.0)
-    currency = fee.get("currency")
+def _fee_parts(trade: dict[str, Any], symbol: str, price: float) -> tuple[float, float]:
+    """A trade's fee: its value in the quote currency (the account's), and the part charged in
+    the base asset in base units (Binance charges a buy's fee in the asset bought), which the
+    books must not count as held. Other currencies (e.g. BNB) are refused: their value is not
+    known here."""
+    fees = trade.get("fees") or [trade.get("fee") or {}]
     base, _, quote = symbol.partition("/")
-    if cost == 0.0 or currency in (None, quote):
-        return cost
-    if currency == base:
-        return cost * price
-    raise ValueError(f"a fee in {currency} on {symbol} cannot be valued in {quote}")
+    value = in_base = 0.0
+    for fee in fees:
+        cost = float((fee or {}).get("cost") or 0.0)
+        currency = (fee or {}).get("currency")
+        if cost == 0.0 or currency in (None, quote):
+            value += cost
+        elif currency == base:
+            value += cost * price
+            in_base += cost
+        else:
+            raise ValueError(f"a fee in {currency} on {symbol} cannot be valued in {quote}")
+    return value, in_base

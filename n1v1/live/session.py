@@ -65,7 +65,7 @@ import numpy as np
 import pandas as pd
 
 from n1v1.config import ConfigError, Settings
-from n1v1.domain import Bar, Order, OrderStatus, Side, Symbol, Trade
+from n1v1.domain import Bar, DustRule, Order, OrderStatus, Side, Symbol, Trade
 from n1v1.engine.engine import FlattenReport, ManualOrderResult, TradingEngine
 from n1v1.engine.journal import InMemoryJournal, Journal
 from n1v1.engine.shadows import StrategyShadows
@@ -184,6 +184,7 @@ SLOTS_COMMAND = "strategy_slots"  # logged by the session itself, never submitte
 # Logged by a live session when the exchange's answers wait and no bar comes: the engine applies
 # the `count` oldest between bars, and a replay applies the same ones at the same point.
 VENUE_COMMAND = "venue_events"
+VENUE_RULES = "venue_rules"  # engine_state: the exchange's least tradable quantity and value
 VENUE_APPLY_AFTER_S = 0.5  # how long received answers may wait for a bar before that
 RECONCILE_RETRY_S = 2.0  # after a reconciliation the exchange did not answer
 SETTLE_AT_STOP_S = 3.0  # a live session's clean stop waits this long for its orders' answers
@@ -592,6 +593,18 @@ class TradingSession:
                 self._commit_command("pause", {"reason": reason}, "reconciliation")
         self._publish()
 
+    def _store_dust_rules(self) -> None:
+        """The exchange's least tradable quantity and value per symbol, read once and stored:
+        the books call a position below them dust (docs/live.md, "Dust"), and a rebuild must
+        decide with the same rules the session traded under, whatever the exchange says later."""
+        assert self.broker is not None
+        if self._sql.get_state(VENUE_RULES) is not None:
+            return
+        rules = {s: self.broker.dust_rule(s) for s in self.feed.symbols}
+        with self._sql.atomic():
+            self._sql.set_state(VENUE_RULES, {s: [r.min_qty, r.min_cost] for s, r in rules.items()})
+        self.engine.portfolio.dust_rules = {Symbol(s): r for s, r in rules.items()}
+
     def _venue_baseline(self, positions: Mapping[str, float]) -> dict[str, float]:
         """Each traded base asset's balance before the session's first order, stored once (a
         store that traded before this was kept derives it from today's balance and position)."""
@@ -707,6 +720,7 @@ class TradingSession:
             venue = self.engine.venue
             assert isinstance(venue, LiveVenue)
             self.broker = self._broker_factory(venue, _SessionEventLog(self), self._last_close)
+            self._store_dust_rules()
             self.broker.poll()  # orders left in flight by the last engine: found, or not
             self._last_poll = time.monotonic()
             self.reconciliation = None  # no bar is traded until the first check has run
@@ -787,6 +801,8 @@ class TradingSession:
         logged = reader.predictions(after_step=marks.step - 1)  # model answers: inputs too
         heard = reader.venue_events(marks.step)  # what a live exchange said: inputs too
         venue = self.engine.venue
+        if isinstance(venue, LiveVenue):  # the exchange's minimums, stored once: inputs too
+            self.engine.portfolio.dust_rules = _dust_rules(reader.get_state(VENUE_RULES))
         if heard and not isinstance(venue, LiveVenue):
             raise RebuildError(
                 "the store holds a live venue's events: this session traded at an exchange, so "
@@ -1440,6 +1456,10 @@ def order_dict(order: Order) -> dict[str, Any]:
     return row
 
 
+def _dust_rules(stored: Any) -> dict[Symbol, DustRule]:
+    return {Symbol(s): DustRule(float(q), float(c)) for s, (q, c) in (stored or {}).items()}
+
+
 def positions_list(engine: TradingEngine) -> list[dict[str, Any]]:
     out = []
     for symbol, pos in sorted(engine.portfolio.positions.items()):
@@ -1455,6 +1475,8 @@ def positions_list(engine: TradingEngine) -> list[dict[str, Any]]:
                 "market_value": pos.market_value if marked else None,
                 "unrealized_pnl": pos.unrealized_pnl if marked else None,
                 "realized_pnl": pos.realized_pnl,
+                # too small for the exchange to trade: held, not traded (docs/live.md, "Dust")
+                "dust": engine.portfolio.is_dust(pos),
             }
         )
     return out
@@ -1464,7 +1486,7 @@ def risk_state(engine: TradingEngine) -> dict[str, Any]:
     """Limits, how much of each is used, and the breaker: what GET /api/v1/risk shows."""
     risk, portfolio = engine.risk, engine.portfolio
     equity = portfolio.equity
-    open_positions = sum(1 for p in portfolio.positions.values() if p.is_open)
+    open_positions = sum(1 for s in portfolio.positions if portfolio.holds(s))  # dust: not one
     gross = sum(
         abs(p.market_value)
         for p in portfolio.positions.values()

@@ -271,6 +271,7 @@ venue_events = Table(
     Column("qty", Double, nullable=False),
     Column("price", Double, nullable=False),
     Column("fee", Double, nullable=False),
+    Column("base_fee", Double, nullable=False),  # a fee charged in the base asset, in base units
     Column("liquidity", String(8), nullable=False),
     Column("reason", Text, nullable=False),
     Column("at", UtcTimestamp, nullable=False),

@@ -9,15 +9,18 @@ one part per fill step, and a fill step runs for every open order that can fill 
 `set_price` and each `advance`. So a test sees PARTIALLY_FILLED, can cancel a partly filled order,
 and can let a fill land just before a cancel (``fill_first`` of `cancel`).
 
-The ledger follows Binance's balance model with one simplification the tests rely on: the
-commission is always charged in the quote asset, at ``fee_rate`` on each fill's cost, rounded to 8
-decimals half up (Binance charges the asset received unless BNB pays). Each open order holds its
-reserve in ``locked``: a SELL its base quantity, a BUY ``quantity * price * (1 + fee_rate)``
-rounded up (at the limit price, or the market price on entry for MARKET); fills release it and a
-cancel or the last fill returns what is left to ``free``. An order whose reserve the account cannot
-cover is refused with -2010 "Account has insufficient balance for requested action."; a MARKET BUY
-part that a rising price makes dearer than its reserve plus the free balance expires the order's
-rest (status EXPIRED), as Binance expires a market order it cannot fill.
+The ledger follows Binance's balance model. The commission is charged as Binance charges it when
+BNB does not pay: in the asset received (``fee_asset = "received"``, the default): a BUY's in the
+base asset, ``fee_rate`` of the quantity, a SELL's in the quote asset, ``fee_rate`` of the cost,
+each rounded to 8 decimals half up. ``fee_asset = "quote"`` charges every fill's in the quote
+asset instead (``fee_rate`` of the cost), as exchanges that charge the quote do. Each open order
+holds its reserve in ``locked``: a SELL its base quantity, a BUY
+``quantity * price * (1 + fee_rate)`` rounded up (at the limit price, or the market price on
+entry for MARKET); fills release it and a cancel or the last fill returns what is left to
+``free``. An order whose reserve the account cannot cover is refused with -2010 "Account has
+insufficient balance for requested action."; a MARKET BUY part that a rising price makes dearer
+than its reserve plus the free balance expires the order's rest (status EXPIRED), as Binance
+expires a market order it cannot fill.
 
 ``newClientOrderId`` follows Binance: 1-36 characters of ``[.A-Z:/a-z0-9_-]``, unique among the
 account's OPEN orders on the symbol (-2010 "Duplicate order sent."), reusable once the order is
@@ -99,6 +102,7 @@ class Engine:
         self.orders: list[Order] = []
         self.trades: list[Trade] = []
         self.fee_rate = Decimal("0.001")
+        self.fee_asset = "received"  # or "quote" (module docstring)
         self.partial_fills = 1
         self._next_order_id = 10_000_001
         self._next_trade_id = 500_001
@@ -203,7 +207,9 @@ class Engine:
         price = order.price if is_maker else self.prices[market.id]
         qty = order.parts[0]
         cost = round8(qty * price)
-        fee = round8(cost * self.fee_rate)
+        fee_in_base = order.side == BUY and self.fee_asset == "received"
+        fee = round8((qty if fee_in_base else cost) * self.fee_rate)
+        quote_fee = Decimal(0) if fee_in_base else fee
         if order.side == BUY:
             last = len(order.parts) == 1
             release = (
@@ -211,12 +217,12 @@ class Engine:
                 if last
                 else min(order.reserved, ceil8(qty * order.reserve_price * (1 + self.fee_rate)))
             )
-            if cost + fee - release > account.balance(market.quote)[0]:
+            if cost + quote_fee - release > account.balance(market.quote)[0]:
                 self._close(order, "EXPIRED")
                 return None
             account.unlock(market.quote, release)
-            account.credit(market.quote, -(cost + fee))
-            account.credit(market.base, qty)
+            account.credit(market.quote, -(cost + quote_fee))
+            account.credit(market.base, qty - fee if fee_in_base else qty)
             order.reserved -= release
         else:
             account.take_locked(market.base, qty)
@@ -235,7 +241,7 @@ class Engine:
             qty=qty,
             quote_qty=cost,
             commission=fee,
-            commission_asset=market.quote,
+            commission_asset=market.base if fee_in_base else market.quote,
             time=now,
             is_maker=is_maker,
         )

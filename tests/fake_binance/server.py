@@ -240,6 +240,13 @@ class FakeBinance:
         with self._lock:
             self.engine.fee_rate = as_decimal(rate)
 
+    def set_fee_asset(self, asset: str) -> None:
+        """ "received" (Binance without BNB: a buy pays in the base asset) or "quote"."""
+        if asset not in ("received", "quote"):
+            raise ValueError(f"fee asset: 'received' or 'quote', not {asset!r}")
+        with self._lock:
+            self.engine.fee_asset = asset
+
     def set_partial_fills(self, parts: int) -> None:
         """Orders created from now on fill in ``parts`` lots (1: at once)."""
         if parts < 1:

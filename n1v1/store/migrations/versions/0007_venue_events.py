@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("qty", sa.Double(), nullable=False),
         sa.Column("price", sa.Double(), nullable=False),
         sa.Column("fee", sa.Double(), nullable=False),
+        sa.Column("base_fee", sa.Double(), nullable=False),
         sa.Column("liquidity", sa.String(8), nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("at", UtcTimestamp(), nullable=False),
