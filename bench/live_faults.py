@@ -2,12 +2,16 @@
 faulted, then the books against the exchange.
 
     python bench/live_faults.py [--orders 1000] [--fault-rate 0.2] [--seed 7] [--partial 2]
+                                [--no-exits]
 
 The real session, live venue, broker and ccxt client trade a seeded random walk (sma_cross 2/5,
 which turns often) at the fake Binance of the tests (tests/fake_binance: Binance's REST API,
 signing and error codes), which faults `--fault-rate` of the order entries (accepted then timed
 out, 5xx before and after accepting, connections dropped before and after, 429s, orders invisible
 for a while) and of the order and trade queries, and fills every order in `--partial` lots.
+The exchange charges fees as Binance does (a buy's in BTC), and the session holds a 0.3 %
+stop-loss and a 0.4 % take-profit on every position (unless `--no-exits`), sent when a bar
+reaches them.
 The feed goes on until `--orders` orders have reached the exchange. Then, from the store and from
 the exchange itself: exactly one exchange order per intent, the journal's fills equal the
 exchange's trades (count, quantity, value), the stored position equals the BTC balance and the
@@ -30,8 +34,18 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from fake_binance.faults import Fault  # noqa: E402
-from live_support import CASH, MARKET, SYMBOL, bars, exchange, live_session  # noqa: E402
+from live_support import (  # noqa: E402
+    CASH,
+    EXITS,
+    MARKET,
+    SETTINGS,
+    SYMBOL,
+    bars,
+    exchange,
+    live_session,
+)
 
+from n1v1.domain import PROTECTIVE_PURPOSES  # noqa: E402
 from n1v1.store import create_store  # noqa: E402
 from n1v1.store.journal import StoreReader  # noqa: E402
 
@@ -59,6 +73,7 @@ def main() -> int:
         default=50.0,
         help="the feed's pace: time for answers between bars, as a live feed gives",
     )
+    ap.add_argument("--no-exits", action="store_true", help="no stop-loss or take-profit")
     a = ap.parse_args()
     from api import machine_info  # bench/api.py
 
@@ -88,6 +103,7 @@ def main() -> int:
             timeout_ms=500,
             grace_s=1.0,
             bars_per_second=a.bars_per_second,
+            settings=SETTINGS if a.no_exits else EXITS,
         )
         started = time.monotonic()
         last_report = started
@@ -133,6 +149,15 @@ def main() -> int:
     btc = sum(fake.balance(acct, "BTC"))
     usdt = sum(fake.balance(acct, "USDT"))
     paid = sum(f.price * f.qty * (1 if f.side.value == "buy" else -1) + f.fee for f in fills)
+    # what the account received: a buy's fee in BTC is BTC it never got
+    received = sum(t.qty - (t.commission if t.commission_asset == "BTC" else 0) for t in trades)
+    in_btc = sum(1 for t in trades if t.commission_asset == "BTC")
+    sent_ids = {o.client_order_id for o in at_exchange}
+    exits = collections.Counter(
+        o.purpose.value
+        for o in orders.values()
+        if o.purpose in PROTECTIVE_PURPOSES and o.client_order_id in sent_ids
+    )
     fake.close()
 
     duplicates = sum(n - 1 for n in per_id.values() if n > 1)
@@ -143,8 +168,8 @@ def main() -> int:
         "no intent placed twice (duplicates)": duplicates == 0,
         "no exchange order unknown to the journal": not unknown_to_us,
         "journal fills == exchange trades (count)": len(fills) == len(trades),
-        "journal fills == exchange trades (quantity)": math.isclose(
-            sum(f.qty for f in fills), float(sum(t.qty for t in trades)), abs_tol=1e-9
+        "journal fills == exchange trades (quantity received)": math.isclose(
+            sum(f.qty for f in fills), float(received), abs_tol=1e-9
         ),
         "stored position == BTC balance": Decimal(str(position)).quantize(Decimal("1e-8")) == btc,
         "engine cash == USDT balance": math.isclose(CASH - paid, float(usdt), abs_tol=1e-6),
@@ -153,6 +178,10 @@ def main() -> int:
         f"\n{session.steps_done:,} bars in {wall:.0f} s; orders decided {len(orders):,} "
         f"({dict(statuses)}); at the exchange {len(at_exchange):,}; fills {len(fills):,} "
         f"(exchange trades {len(trades):,}); partial lots per order {a.partial}"
+    )
+    print(
+        f"stops and take-profits reached and sent: {dict(exits)}; trades whose fee was charged in "
+        f"BTC: {in_btc:,}"
     )
     print(f"calls to the exchange: {dict(calls)}")
     injected = sum(faults.values())

@@ -462,6 +462,38 @@ def test_cancelling_a_partly_filled_order_keeps_the_fill_that_raced_the_cancel(
     check_books_agree(fake, acct, url)
 
 
+def test_a_failed_read_after_a_cancel_is_read_again_by_the_next_poll(
+    fake: FakeBinance, tmp_path
+) -> None:
+    """The read that follows a cancel meets a 5xx: the session carries on, and the next poll
+    books the cancel and the lot filled before it."""
+    acct = account(fake)
+    fake.set_partial_fills(3)
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    store = create_store(url)
+    session = live_session(
+        store, fake.url, acct.api_key, acct.secret, bars(8, flat_tail=0), bars_per_second=0.1
+    )
+    try:
+        session.start()
+        wait_for(lambda: session.steps_done >= 1, "the first bar")
+        placed = session.submit("order", {"symbol": SYMBOL, "side": "buy", "qty": 3.0}, "desk")
+        cid = placed.result(10)["orders"][0]["client_order_id"]
+        position = session.engine.portfolio.position
+        wait_for(lambda: position(SYMBOL).qty == pytest.approx(0.999), "the first lot")
+        fake.queue_fault("GET", "/api/v3/order", "error_5xx_before_accept")
+        session.submit("cancel", {"client_order_id": cid}, "desk").result(10)
+        wait_for(lambda: not session.engine.venue.working_orders(), "the cancel booked")
+        assert session.alive, session.failure
+        [booked] = [o for o in session.engine.journal.latest_orders().values()]
+        assert booked.status is OrderStatus.CANCELLED and booked.filled_qty == 1.0
+        assert session.broker is not None and session.broker.stats.errors["ExchangeNotAvailable"]
+    finally:
+        session.stop()
+        store.dispose()
+    check_books_agree(fake, acct, url)
+
+
 def test_a_failed_start_up_check_is_retried_and_no_bar_is_traded_before_it_passes(
     fake: FakeBinance, tmp_path
 ) -> None:

@@ -206,23 +206,28 @@ class ExchangeBroker:
                 self.exchange.cancel_order(None, order.symbol, self._id_params(order))
             except Exception as exc:
                 self._outcome(exc, "cancel")  # counted; what happened is read below
-        self.refresh(order)  # its fills up to the cancel, then its final state
+        self._read(order)  # its fills up to the cancel, then its final state
 
     # -- reading -----------------------------------------------------------------------------------
     def poll(self) -> None:
         """Bring every working order up to date: found, filled, closed."""
         for order in list(self.venue.in_flight()):
-            try:
-                self.refresh(order)
-            except ExchangeDisagreement:
-                raise
-            except Exception as exc:
-                outcome, reason = self._outcome(exc, "query")
-                if reason.startswith("InvalidNonce"):
-                    self._resync_clock()  # read again at the next poll
-                elif outcome is Outcome.REJECTED:
-                    raise  # e.g. authentication: nothing will work, say so
-                log.warning("poll of %s: %s", order.client_order_id, reason)
+            self._read(order)
+
+    def _read(self, order: Order) -> None:
+        """`refresh`, where a failed read is logged and left to the next poll (it reads the
+        order again by its client id); only what no retry can fix is raised."""
+        try:
+            self.refresh(order)
+        except ExchangeDisagreement:
+            raise
+        except Exception as exc:
+            outcome, reason = self._outcome(exc, "query")
+            if reason.startswith("InvalidNonce"):
+                self._resync_clock()  # read again at the next poll
+            elif outcome is Outcome.REJECTED:
+                raise  # e.g. authentication: nothing will work, say so
+            log.warning("read of %s: %s", order.client_order_id, reason)
 
     def refresh(self, order: Order) -> None:
         """Read one order at the exchange by its client id and store what is new about it."""
