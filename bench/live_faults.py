@@ -179,6 +179,12 @@ def main() -> int:
         f"({dict(statuses)}); at the exchange {len(at_exchange):,}; fills {len(fills):,} "
         f"(exchange trades {len(trades):,}); partial lots per order {a.partial}"
     )
+    refusals = collections.Counter(
+        (o.purpose.value, o.side.value, o.reason.split(":")[0][:40])
+        for o in orders.values()
+        if o.status.value == "rejected"
+    )
+    print(f"refused (purpose, side, why): {dict(refusals.most_common())}")
     print(
         f"stops and take-profits reached and sent: {dict(exits)}; trades whose fee was charged in "
         f"BTC: {in_btc:,}"

@@ -180,9 +180,47 @@ class TradingEngine:
             applied += 1
             if isinstance(item, Execution):
                 self._process(item, self.state(item.order.symbol))
+                self._protect_again(item.order)
             elif item is not None:
                 self.journal.record_order(item)
+                self._protect_again(item)
         return applied
+
+    def _protect_again(self, order: Order) -> None:
+        """A live venue's stop or take-profit, sent when a bar reached it, that ended with the
+        position still held (refused, proven never to have arrived, expired unfilled or in
+        part): held again at its level for what is left, under a new id, so the next bar that
+        reaches it sends it again. One cancelled on purpose no longer has its id in the
+        symbol's state, and is left alone."""
+        if order.purpose not in PROTECTIVE_PURPOSES or not order.status.is_terminal:
+            return
+        st = self.state(order.symbol)
+        if order.client_order_id not in (st.stop_id, st.take_profit_id):
+            return
+        is_stop = order.client_order_id == st.stop_id
+        if is_stop:
+            st.stop_id = None
+        else:
+            st.take_profit_id = None
+        pos = self.portfolio.position(order.symbol)
+        if not self.portfolio.holds(order.symbol) or st.last_bar is None:
+            return
+        assert order.price is not None
+        again = self._submit_resting(
+            order.symbol,
+            order.side,
+            abs(pos.qty),
+            order.order_type,
+            order.price,
+            st.last_bar.timestamp,
+            order.purpose,
+            order.oco_group,
+            order.strategy,
+        )
+        if is_stop:
+            st.stop_id = again
+        else:
+            st.take_profit_id = again
 
     def finish(self, ts: pd.Timestamp) -> None:
         """End of data: working orders expire; open positions stay open, marked at the last close.

@@ -16,6 +16,9 @@ from n1v1.domain import DustRule, Fill, OrderPurpose, Symbol, Trade
 
 # Partial fills sum quantities such as 0.1 + 0.2; a residue below this share of the trade is zero.
 _FLAT_TOLERANCE = 1e-9
+# At a live exchange (a symbol with dust rules) a residue is real: 2 satoshi left by an exit of
+# 25 BTC is below 1e-9 of it, and still in the account. Only float noise is zero there.
+_NOISE_TOLERANCE = 1e-12
 
 
 @dataclass(slots=True)
@@ -148,7 +151,7 @@ class Portfolio:
         closing_fee = fill.fee * closing / fill.qty
         closed = self._reduce(pos, fill, closing, closing_fee)
         rest = fill.qty - closing
-        if rest > fill.qty * _FLAT_TOLERANCE:
+        if rest > fill.qty * self._tolerance(fill.symbol):
             self._add(pos, fill, rest, fill.fee - closing_fee)  # a flip in one fill
         return closed
 
@@ -181,7 +184,7 @@ class Portfolio:
         state.exit_qty += qty
         state.exit_value += fill.price * qty
         state.trade.fees += fee
-        remainder = abs(pos.qty) > state.trade.qty * _FLAT_TOLERANCE
+        remainder = abs(pos.qty) > state.trade.qty * self._tolerance(fill.symbol)
         if remainder and not self.is_dust(pos):
             return None
         if not remainder:
@@ -198,6 +201,9 @@ class Portfolio:
         self.closed_trades.append(trade)
         return trade
 
+    def _tolerance(self, symbol: Symbol) -> float:
+        return _NOISE_TOLERANCE if symbol in self.dust_rules else _FLAT_TOLERANCE
+
     def _reduce_dust(self, pos: Position, fill: Fill) -> None:
         """A fill against a dust position with no trade open: it takes the dust first (its
         profit booked to the position), the rest opens a trade the other way."""
@@ -206,11 +212,11 @@ class Portfolio:
         fee = fill.fee * closing / fill.qty
         pos.realized_pnl += (fill.price - pos.avg_entry) * closing * direction - fee
         pos.qty -= closing * direction
-        if abs(pos.qty) <= closing * _FLAT_TOLERANCE:
+        if abs(pos.qty) <= closing * _NOISE_TOLERANCE:
             pos.qty = 0.0
             pos.avg_entry = 0.0
         rest = fill.qty - closing
-        if rest > fill.qty * _FLAT_TOLERANCE:
+        if rest > fill.qty * _NOISE_TOLERANCE:
             self._add(pos, fill, rest, fill.fee - fee)
 
 

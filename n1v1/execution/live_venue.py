@@ -18,7 +18,8 @@ against them (`match_range`), and one whose price the bar reached is sent then a
 under its own client id (docs/live.md, "Protective orders"). So they are decided by the bars alone,
 as every other decision, and a rebuild triggers the same ones at the same bars. The price is the
 exchange's after the bar, which can be worse than the stop's (a gap); its OCO siblings wait, and
-are cancelled (or cut to the remainder) by its fills, as at the simulated venue.
+are cancelled (or cut to the remainder) by its fills, as at the simulated venue. None is sent
+while another order of the symbol is in flight.
 
 While a symbol has an order in flight at the exchange, the engine makes no new decision for it
 (`busy`): an order whose outcome is not final is never raced by a second one for the position.
@@ -348,19 +349,18 @@ class LiveVenue:
     def match_range(
         self, symbol: str, bar: Bar, on_execution: OnExecution | None = None
     ) -> list[Execution]:
-        """Send the held orders whose price this closed bar reached, as market orders (they
-        fill later, as events: no execution here). Stops first, as at the simulated venue: when
-        a bar reaches both a stop and a take-profit, the worse is assumed. One member of an OCO
-        group at a time: the others wait for its outcome (its fills cancel or cut them; if it
-        ends unfilled, they keep protecting the position)."""
+        """Send the first held order whose price this closed bar reached, as a market order (it
+        fills later, as events: no execution here). Stops first, as at the simulated venue: when
+        a bar reaches both a stop and a take-profit, the worse is assumed. Nothing is sent while
+        the symbol has an order in flight (`busy`): an exit sized from a position that fills
+        are still changing could sell what the account does not hold. So one exit at a time;
+        its fills cancel or cut its OCO siblings, and if it ends unfilled they keep protecting
+        the position (and the engine holds it again: `TradingEngine.on_venue_events`)."""
         held = self.resting(symbol)
-        if not held:
+        if not held or self.busy(symbol):
             return []
         held.sort(key=lambda o: 0 if o.order_type is OrderType.STOP else 1)
-        sent_groups = {o.oco_group for o in self.in_flight(symbol) if o.oco_group}
         for order in held:
-            if order.oco_group and order.oco_group in sent_groups:
-                continue
             assert order.price is not None  # a held order is a stop or a limit
             reached = _reached(order, bar)
             if reached is None:
@@ -374,8 +374,7 @@ class LiveVenue:
             )
             self.outbox.append(VenueRequest("create", order))
             self._changed.append(order)
-            if order.oco_group:
-                sent_groups.add(order.oco_group)
+            break
         return []
 
     def fill_at_close(self, order: Order, bar: Bar) -> Execution | None:
