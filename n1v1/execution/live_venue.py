@@ -15,11 +15,11 @@ says is logged as an input too. So this venue never calls the exchange:
 Only market orders go to the exchange. The engine's protective orders (stop-loss, take-profit,
 trailing stop) are *held* here instead of resting at the exchange: each closed bar is checked
 against them (`match_range`), and one whose price the bar reached is sent then as a market order
-under its own client id (docs/live.md, "Protective orders"). So they are decided by the bars alone,
-as every other decision, and a rebuild triggers the same ones at the same bars. The price is the
-exchange's after the bar, which can be worse than the stop's (a gap); its OCO siblings wait, and
-are cancelled (or cut to the remainder) by its fills, as at the simulated venue. None is sent
-while another order of the symbol is in flight.
+under its own client id (docs/live.md, "Stops and take-profits"). So they are decided by the
+bars alone, as every other decision, and a rebuild triggers the same ones at the same bars. The
+price is the exchange's after the bar, which can be worse than the stop's (a gap); its OCO
+siblings wait, and are cancelled (or cut to the remainder) by its fills, as at the simulated
+venue. None is sent while another order of the symbol is in flight.
 
 While a symbol has an order in flight at the exchange, the engine makes no new decision for it
 (`busy`): an order whose outcome is not final is never raced by a second one for the position.
