@@ -1,0 +1,91 @@
+"""Implementation shortfall: what executing a parent order cost against its arrival price.
+
+The one home of the formula (docs/execution.md, "Implementation shortfall"). For a parent of
+quantity Q on side s (+1 buy, -1 sell), accepted when the price was A (the arrival price: the
+mid, or the last close when there is no quote), with fills (q_i, p_i, fee_i) and the price E
+when it ended:
+
+    executed    X = sum q_i,   average P = sum q_i p_i / X
+    paper value V = Q x A                      (what trading all of Q at arrival would move)
+    execution   = s x X x (P - A) / V          (the price moved against the fills)
+    fees        = sum fee_i / V
+    opportunity = s x (Q - X) x (E - A) / V    (the part never filled, marked at the end)
+    shortfall   = execution + fees + opportunity
+
+each in basis points (x 10,000): positive is a cost. The three parts add up to the total, and
+for a parent filled in full the opportunity is 0 and the execution part is s x (P - A) / A.
+`vs_vwap_bps` compares the average fill with the interval's volume-weighted average price W:
+s x (P - W) / W, positive when the fills were worse than the market's average.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+BPS = 10_000.0
+
+
+@dataclass(frozen=True, slots=True)
+class Shortfall:
+    executed: float
+    average_price: float | None  # None: nothing filled
+    execution_bps: float
+    fees_bps: float
+    opportunity_bps: float
+    total_bps: float
+    vs_vwap_bps: float | None  # None: no interval VWAP given, or nothing filled
+
+
+def _positive(name: str, value: float) -> float:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name}: must be finite and > 0, got {value!r}")
+    return float(value)
+
+
+def implementation_shortfall(
+    side: int,
+    qty: float,
+    arrival: float,
+    fills: Iterable[tuple[float, float, float]],
+    end_price: float,
+    interval_vwap: float | None = None,
+) -> Shortfall:
+    """The shortfall of a parent (module docstring); `fills` are (qty, price, fee in the account
+    currency) and must not add up to more than `qty`."""
+    if side not in (1, -1):
+        raise ValueError(f"side: +1 (buy) or -1 (sell), got {side!r}")
+    qty = _positive("qty", qty)
+    arrival = _positive("arrival price", arrival)
+    end_price = _positive("end price", end_price)
+    executed = value = fees = 0.0
+    for q, p, fee in fills:
+        _positive("fill qty", q)
+        _positive("fill price", p)
+        if not math.isfinite(fee):
+            raise ValueError(f"fill fee: must be finite, got {fee!r}")
+        executed += q
+        value += q * p
+        fees += fee
+    if executed > qty * (1 + 1e-12):
+        raise ValueError(f"fills: {executed} executed of a parent of {qty}")
+    paper = qty * arrival
+    average = value / executed if executed > 0 else None
+    execution = side * (value - executed * arrival) / paper * BPS
+    fee_part = fees / paper * BPS
+    unfilled = max(qty - executed, 0.0)
+    opportunity = side * unfilled * (end_price - arrival) / paper * BPS
+    vs_vwap = None
+    if interval_vwap is not None and average is not None:
+        vwap = _positive("interval vwap", interval_vwap)
+        vs_vwap = side * (average - vwap) / vwap * BPS
+    return Shortfall(
+        executed=executed,
+        average_price=average,
+        execution_bps=execution,
+        fees_bps=fee_part,
+        opportunity_bps=opportunity,
+        total_bps=execution + fee_part + opportunity,
+        vs_vwap_bps=vs_vwap,
+    )
