@@ -151,6 +151,8 @@ def test_stops_and_take_profits_are_held_and_sent_when_a_bar_reaches_them(
     store = create_store(url)
     try:
         orders = StoreReader(store).latest_orders()
+        # the market's least tradable quantity and value, stored for rebuilds (docs/live.md)
+        assert StoreReader(store).get_state("venue_rules") == {SYMBOL: [0.00001, 5.0]}
     finally:
         store.dispose()
     sent = {o.client_order_id for o in fake.orders(acct)}

@@ -598,12 +598,16 @@ class TradingSession:
         the books call a position below them dust (docs/live.md, "Dust"), and a rebuild must
         decide with the same rules the session traded under, whatever the exchange says later."""
         assert self.broker is not None
-        if self._sql.get_state(VENUE_RULES) is not None:
+        stored = dict(self._sql.get_state(VENUE_RULES) or {})
+        missing = [s for s in self.feed.symbols if s not in stored]  # e.g. a symbol added
+        if not missing:
             return
-        rules = {s: self.broker.dust_rule(s) for s in self.feed.symbols}
+        for symbol in missing:
+            rule = self.broker.dust_rule(symbol)
+            stored[symbol] = [rule.min_qty, rule.min_cost]
         with self._sql.atomic():
-            self._sql.set_state(VENUE_RULES, {s: [r.min_qty, r.min_cost] for s, r in rules.items()})
-        self.engine.portfolio.dust_rules = {Symbol(s): r for s, r in rules.items()}
+            self._sql.set_state(VENUE_RULES, stored)
+        self.engine.portfolio.dust_rules = _dust_rules(stored)
 
     def _venue_baseline(self, positions: Mapping[str, float]) -> dict[str, float]:
         """Each traded base asset's balance before the session's first order, stored once (a
