@@ -163,6 +163,7 @@ class AiohttpLoad:
         self.rps, self.clients = rps, clients
         self._random = random.Random(seed)
         self._records: list[tuple[float, str, str, float]] = []
+        self.failed_answers: list[str] = []  # "route status: body" of each failed answer
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
 
@@ -205,6 +206,9 @@ class AiohttpLoad:
                 async with http.request(method, self.url + path) as response:
                     body = await response.read()
                     result = classify(name, response.status, body, response.headers)
+                    if result == str(response.status):  # a failure: whose answer was it?
+                        shown = body[:300].decode("utf-8", "replace")
+                        self.failed_answers.append(f"{name} {response.status}: {shown}")
             except TimeoutError:
                 result = "timeout"
             except aiohttp.ClientError as exc:  # refused, reset, disconnected: by name
@@ -544,9 +548,11 @@ class FaultCluster:
 
 def unhandled_errors(logs: Path, lines: int = 25) -> list[str]:
     """The gateway's logged 500s (n1v1/serve/errors.py, `unhandled error <id>`) with the lines
-    of traceback after each, from Ray logs a cluster kept (`keep_logs`)."""
+    of traceback after each, from Ray logs a cluster kept (`keep_logs`): Serve's replica logs
+    and the workers' own stderr and stdout, where an application logger's records land."""
     found = []
-    for path in sorted(logs.rglob("*.log")):
+    paths = [p for pattern in ("*.log", "*.err", "*.out") for p in logs.rglob(pattern)]
+    for path in sorted(paths):
         text = path.read_text(errors="replace").splitlines()
         for i, line in enumerate(text):
             if "unhandled error" in line:

@@ -51,6 +51,7 @@ def rows(
     rng = random.Random(7)
     out: list[faults.Outcome] = []
     load = None
+    failed_answers: list[str] = []
     began = time.monotonic()
     try:
         cluster.start()
@@ -67,6 +68,7 @@ def rows(
                 )
             )
         report = load.stop()
+        failed_answers = load.failed_answers
         load = None
         for row in out:
             row.count(report)
@@ -87,7 +89,7 @@ def rows(
     ]
     table = faults.render("tests/test_faults.py", out, notes)
     print("\n" + table)
-    errors = faults.unhandled_errors(work / "ray-logs")
+    errors = [*failed_answers, *faults.unhandled_errors(work / "ray-logs")]
     for error in errors:
         print(error)
     if os.environ.get("RELIABILITY_DOC") == "1":
@@ -96,7 +98,8 @@ def rows(
     yield by_fault, reference, errors
 
 
-# The rows by fault, the uninterrupted run, and the gateway's logged 500s (with tracebacks)
+# The rows by fault, the uninterrupted run, and each failed answer (route, status, body) followed
+# by the errors the app logged (with tracebacks)
 Rows = tuple[dict[str, faults.Outcome], faults.Reference, list[str]]
 
 
@@ -112,8 +115,8 @@ def _no_failed_request(rows: Rows, name: str) -> None:
     row = rows[0][name]
     assert row.load["requests"] > 0
     assert row.load["failed"] == 0, (
-        f"{row.fault}: requests failed: {row.load['failures_by_route']}; the gateway logged:\n"
-        + "\n".join(rows[2])
+        f"{row.fault}: requests failed: {row.load['failures_by_route']}; the failed answers, "
+        "then the errors the app logged:\n" + "\n".join(rows[2])
     )
 
 
