@@ -43,6 +43,7 @@ from live_support import (  # noqa: E402
     bars,
     exchange,
     live_session,
+    received_qty,
 )
 
 from n1v1.domain import PROTECTIVE_PURPOSES  # noqa: E402
@@ -150,7 +151,7 @@ def main() -> int:
     usdt = sum(fake.balance(acct, "USDT"))
     paid = sum(f.price * f.qty * (1 if f.side.value == "buy" else -1) + f.fee for f in fills)
     # what the account received: a buy's fee in BTC is BTC it never got
-    received = sum(t.qty - (t.commission if t.commission_asset == "BTC" else 0) for t in trades)
+    received = received_qty(trades)
     in_btc = sum(1 for t in trades if t.commission_asset == "BTC")
     sent_ids = {o.client_order_id for o in at_exchange}
     exits = collections.Counter(

@@ -78,6 +78,12 @@ def bars(n: int, seed: int = 7, flat_tail: int = 6) -> dict[str, pd.DataFrame]:
     return {SYMBOL: frame}
 
 
+def received_qty(trades: Any, base: str = "BTC") -> Any:
+    """What the account received from the exchange's trades: a fee charged in the base asset
+    (Binance's rule for a buy) is base the account never got. The books must hold this."""
+    return sum(t.qty - (t.commission if t.commission_asset == base else 0) for t in trades)
+
+
 def exchange() -> FakeBinance:
     server = FakeBinance().start()
     server.add_market(MARKET, "BTC", "USDT", price=100)

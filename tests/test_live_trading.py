@@ -27,6 +27,7 @@ from live_support import (
     bars,
     exchange,
     live_session,
+    received_qty,
     run_until_settled,
 )
 
@@ -76,10 +77,7 @@ def check_books_agree(server: FakeBinance, acct: Any, store_url: str) -> dict[st
     trades = server.trades(acct)
     assert len(fills) == len(trades)
     # the books hold what the account holds: a buy's fee in BTC is BTC not received
-    held_by_trades = sum(
-        t.qty - (t.commission if t.commission_asset == "BTC" else 0) for t in trades
-    )
-    assert math.isclose(sum(f.qty for f in fills), float(held_by_trades), abs_tol=1e-9)
+    assert math.isclose(sum(f.qty for f in fills), float(received_qty(trades)), abs_tol=1e-9)
     btc_free, btc_locked = server.balance(acct, "BTC")
     held = positions.get(SYMBOL, {}).get("qty", 0.0)
     assert Decimal(str(held)).quantize(Decimal("1e-8")) == (btc_free + btc_locked)
@@ -427,6 +425,27 @@ def test_a_manual_order_goes_to_the_exchange_at_once_not_at_the_next_bar(
         store.dispose()
 
 
+def slow_session(fake: FakeBinance, acct: Any, store: Any) -> Any:
+    """A session with bars every 10 s, at an exchange filling each order in three lots."""
+    fake.set_partial_fills(3)
+    return live_session(
+        store, fake.url, acct.api_key, acct.secret, bars(8, flat_tail=0), bars_per_second=0.1
+    )
+
+
+def buy_three_in_lots(session: Any, fake: FakeBinance, acct: Any) -> str:
+    """Start `session`; the operator buys 3 BTC; returns the order's id once its first lot
+    (1 BTC, less its fee of 0.001 BTC) is in the books."""
+    session.start()
+    wait_for(lambda: session.steps_done >= 1, "the first bar")
+    placed = session.submit("order", {"symbol": SYMBOL, "side": "buy", "qty": 3.0}, "desk")
+    cid = placed.result(10)["orders"][0]["client_order_id"]
+    wait_for(lambda: len(fake.orders(acct)) == 1, "the order at the exchange")
+    position = session.engine.portfolio.position
+    wait_for(lambda: position(SYMBOL).qty == pytest.approx(0.999), "the first lot")
+    return cid
+
+
 def test_cancelling_a_partly_filled_order_keeps_the_fill_that_raced_the_cancel(
     fake: FakeBinance, tmp_path
 ) -> None:
@@ -434,22 +453,12 @@ def test_cancelling_a_partly_filled_order_keeps_the_fill_that_raced_the_cancel(
     second lot fills at the exchange just before the cancel lands. The order ends cancelled with
     both lots booked, and the books equal the exchange."""
     acct = account(fake)
-    fake.set_partial_fills(3)
     url = f"sqlite:///{tmp_path / 'live.db'}"
     store = create_store(url)
-    session = live_session(
-        store, fake.url, acct.api_key, acct.secret, bars(8, flat_tail=0), bars_per_second=0.1
-    )
+    session = slow_session(fake, acct, store)
     try:
-        session.start()
-        wait_for(lambda: session.steps_done >= 1, "the first bar")
-        order = {"symbol": SYMBOL, "side": "buy", "qty": 3.0}
-        placed = session.submit("order", order, "desk").result(10)
-        cid = placed["orders"][0]["client_order_id"]
-        wait_for(lambda: len(fake.orders(acct)) == 1, "the order at the exchange")
-        # the first lot fills as the order arrives: 1 BTC, less its fee of 0.001 BTC
+        cid = buy_three_in_lots(session, fake, acct)
         position = session.engine.portfolio.position
-        wait_for(lambda: position(SYMBOL).qty == pytest.approx(0.999), "the first lot")
         fake.queue_fault("DELETE", "/api/v3/order", "fill_before_cancel")
         session.submit("cancel", {"client_order_id": cid}, "desk").result(10)
         wait_for(lambda: not session.engine.venue.working_orders(), "the cancel booked")
@@ -470,19 +479,11 @@ def test_a_failed_read_after_a_cancel_is_read_again_by_the_next_poll(
     """The read that follows a cancel meets a 5xx: the session carries on, and the next poll
     books the cancel and the lot filled before it."""
     acct = account(fake)
-    fake.set_partial_fills(3)
     url = f"sqlite:///{tmp_path / 'live.db'}"
     store = create_store(url)
-    session = live_session(
-        store, fake.url, acct.api_key, acct.secret, bars(8, flat_tail=0), bars_per_second=0.1
-    )
+    session = slow_session(fake, acct, store)
     try:
-        session.start()
-        wait_for(lambda: session.steps_done >= 1, "the first bar")
-        placed = session.submit("order", {"symbol": SYMBOL, "side": "buy", "qty": 3.0}, "desk")
-        cid = placed.result(10)["orders"][0]["client_order_id"]
-        position = session.engine.portfolio.position
-        wait_for(lambda: position(SYMBOL).qty == pytest.approx(0.999), "the first lot")
+        cid = buy_three_in_lots(session, fake, acct)
         fake.queue_fault("GET", "/api/v3/order", "error_5xx_before_accept")
         session.submit("cancel", {"client_order_id": cid}, "desk").result(10)
         wait_for(lambda: not session.engine.venue.working_orders(), "the cancel booked")

@@ -147,7 +147,7 @@ class ParentOrder:
 
     def _first_share(self, rest: Decimal, weights: list[float]) -> Decimal:
         if rest < self.least:
-            return rest  # too small to split: all of it goes once the market takes it
+            return Decimal(0)  # too small for the market: it stays open, unfilled at the end
         if sum(weights) == 0:
             return Decimal(0)
         return split(rest, weights, self.lot, self.least)[0]
