@@ -804,10 +804,56 @@ class Witness:
         return f"status: {' > '.join(self.states)}; /readyz {codes}; store gauge min {gauge}"
 
 
-class Reference:
-    """The uninterrupted run of the same replay: unpaced, on SQLite, no Ray, started at once."""
+class CommandedFeed:
+    """A feed that applies logged operator commands at the steps they were logged at: before it
+    hands over the step after N, the commands logged at N are submitted and answered (the loop
+    applies them while this returns no bar). An uninterrupted run with the faulted run's inputs."""
 
-    def __init__(self, args: AppArgs, path: Path) -> None:
+    def __init__(self, inner: Any, commands: list[dict[str, Any]]) -> None:
+        self.inner = inner
+        self.symbols = inner.symbols
+        self.session: TradingSession | None = None
+        self._plan: dict[int, list[dict[str, Any]]] = {}
+        for command in commands:
+            self._plan.setdefault(int(command["step"]), []).append(command)
+        self._pending: Any = None
+
+    @property
+    def exhausted(self) -> bool:
+        return bool(self.inner.exhausted)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self.inner.describe())
+
+    def resume_after(self, last: pd.Timestamp | None) -> None:
+        self.inner.resume_after(last)
+
+    def next_step(self, timeout: float) -> Any:
+        assert self.session is not None
+        if self._pending is not None:
+            if not self._pending.done():
+                time.sleep(min(timeout, 0.005))
+                return None
+            self._pending.result()  # a refusal here is a refusal the faulted run did not have
+            self._pending = None
+        waiting = self._plan.get(self.session.steps_done)
+        if waiting:
+            command = waiting.pop(0)
+            self._pending = self.session.submit(command["kind"], command["payload"], "reference")
+            return None
+        return self.inner.next_step(timeout)
+
+
+class Reference:
+    """The uninterrupted run of the same replay: unpaced, on SQLite, no Ray, started at once;
+    with `commands` (as the faulted run logged them), each applied at its logged step."""
+
+    def __init__(
+        self, args: AppArgs, path: Path, commands: list[dict[str, Any]] | None = None
+    ) -> None:
         url = f"sqlite:///{path}"
         ref_args = args.model_copy(
             update={
@@ -816,14 +862,19 @@ class Reference:
             }
         )
         self.store = create_store(url)
+        feed = replay_feed(ref_args.feed)
+        if commands:
+            feed = CommandedFeed(feed, commands)
         self.session = TradingSession(
             ref_args.settings(),
             ref_args.strategies,
-            replay_feed(ref_args.feed),
+            feed,
             self.store,
             window=args.engine.window,
             lease_ttl=args.engine.lease_ttl_s,
         )
+        if commands:
+            feed.session = self.session
         self.session.start()
         self._outcome: dict[str, Any] | None = None
 

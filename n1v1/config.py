@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -93,6 +94,46 @@ BUNDLED_INSTRUMENTS: dict[str, InstrumentSpec] = {
 }
 
 
+class AlgoSettings(StrictModel):
+    """Execute the strategies' entries and target exits as parent orders (docs/execution.md,
+    "Execution algorithms"): a child every `interval` over `duration`, from the bar the strategy
+    decided on. Stops, take-profits, time exits and the kill switch stay single market orders."""
+
+    name: Literal["twap", "vwap"] = "twap"
+    duration: str = Field("4h", description="how long a parent works, e.g. '4h' (pandas spelling)")
+    interval: str = Field("1h", description="time between children, e.g. '1h'")
+    max_participation: float | None = Field(
+        None, gt=0, le=1, description="a child is at most this share of the last bar's volume"
+    )
+    apply_to: Literal["entries", "exits", "both"] = "both"
+    profile: str | None = Field(
+        None,
+        description="vwap: the bundled dataset whose volume by time of day weights the slots",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> AlgoSettings:
+        for name in ("duration", "interval"):
+            value = getattr(self, name)
+            try:
+                span = pd.Timedelta(value)
+            except (ValueError, TypeError):
+                raise ValueError(f"{name}: not a duration: {value!r} (e.g. '4h')") from None
+            if span is pd.NaT or span <= pd.Timedelta(0):
+                raise ValueError(f"{name}: must be > 0, got {value!r}")
+        if pd.Timedelta(self.duration) < pd.Timedelta(self.interval):
+            raise ValueError(
+                f"duration: {self.duration} is shorter than the interval {self.interval}"
+            )
+        if self.name == "vwap" and self.profile is None:
+            raise ValueError("profile: a vwap needs the dataset its volume profile is learned from")
+        return self
+
+    def applies_to(self, purpose: str) -> bool:
+        named = {"entry": "entries", "exit": "exits"}.get(purpose)
+        return self.apply_to == "both" or named == self.apply_to
+
+
 class ExecutionSettings(StrictModel):
     """Fill, fee and slippage model of the simulated venue (see docs/execution.md)."""
 
@@ -114,6 +155,9 @@ class ExecutionSettings(StrictModel):
     )
     default_instrument: InstrumentSpec = InstrumentSpec()
     instruments: dict[str, InstrumentSpec] = Field(default_factory=dict)
+    algo: AlgoSettings | None = Field(
+        None, description="execute entries and exits by TWAP or VWAP parents (None: one order)"
+    )
 
     def instrument(self, symbol: str) -> InstrumentSpec:
         """The symbol's rules: `instruments`, else the bundled table, else `default_instrument`."""

@@ -38,6 +38,8 @@ def outcome(store: Store) -> dict[str, Any]:
         "equity": reader.equity(),
         "positions": reader.positions(),
         "commands": [(c["step"], c["kind"], c["payload"]) for c in reader.commands()],
+        # parent orders as last written (when is the store's clock, not the run's)
+        "algo_orders": [{**p, "updated_at": None} for p in reader.algo_orders()],
     }
 
 
@@ -67,8 +69,9 @@ def invariant_problems(served: dict[str, Any], expected: dict[str, Any], steps: 
 def journal_prefix(run: dict[str, Any], steps: int, last: Any) -> dict[str, Any]:
     """The part of an `outcome` written by its first `steps` steps, whose last bar is at `last`:
     every journal row is stamped with its step's bar time, so a run still trading can be held
-    against the first steps of a finished one. The orders' latest states and the positions are
-    current values, not history: their histories and the equity curve stand for them here."""
+    against the first steps of a finished one. The orders' latest states, the positions and the
+    parent orders are current values, not history: the histories of the orders (the parents'
+    children among them) and the equity curve stand for them here."""
     return {
         "bars": [row for row in run["bars"] if row[0] < steps],
         "histories": {

@@ -4,9 +4,10 @@ Seeded random bars (hourly, so days change and the daily-loss guard resets), thr
 rules that keep state between bars: stops, a trailing stop, take-profits, a time exit, Kelly sizing
 from closed trades, a participation cap (partial fills), drawdown and loss-run breakers with a
 cooldown, a daily loss limit, shorts. Random operator commands (pause, resume, config changes,
-manual orders, cancels, the kill switch) apply at fixed steps, whatever the pace and however often
-the session restarts: `ScheduledFeed` hands over the step after N only once the command planned
-at N has been applied, or found in the store (a previous process applied it), or refused.
+manual orders, cancels, parent orders and their cancels, the kill switch) apply at fixed steps,
+whatever the pace and however often the session restarts: `ScheduledFeed` hands over the step
+after N only once the command planned at N has been applied, or found in the store (a previous
+process applied it), or refused.
 
 As a script: `python random_session.py STORE_PATH` trades the session into the SQLite store at
 STORE_PATH (carrying on from what is stored), printing `step N` after each step and `done N` at
@@ -109,9 +110,33 @@ def command_plan(steps: int, seed: int, every: int = 8) -> Plan:
             if resume < steps - 1:
                 plan[resume] = ("resume", {"reset_kill_switch": kind == "kill_switch"})
         else:
-            payload = {}  # cancel: the first working order at that point, if any
+            payload = {}  # cancel: the first working order (parent) at that point, if any
         plan[step] = (kind, payload)
+    _add_parent_orders(plan, steps, random.Random(seed + 1), every * 4)
     return plan
+
+
+def _add_parent_orders(plan: Plan, steps: int, rng: random.Random, every: int) -> None:
+    """TWAP parents at free steps (their own random stream, so the other commands stay as they
+    were for a seed), half of them cancelled a few steps later."""
+    for step in range(5, steps - 1):
+        if step in plan or rng.random() > 1 / every:
+            continue
+        plan[step] = (
+            "algo_order",
+            {
+                "symbol": rng.choice(SYMBOLS),
+                "side": rng.choice(["buy", "sell"]),
+                "qty": f"{rng.uniform(1, 40):.3f}",
+                "algo": "twap",
+                "duration": f"{rng.randint(3, 12)}h",
+                "interval": rng.choice(["1h", "2h"]),
+                **({"max_participation": 0.3} if rng.random() < 0.3 else {}),
+            },
+        )
+        stop = step + rng.randint(2, 6)
+        if rng.random() < 0.5 and stop < steps - 1 and stop not in plan:
+            plan[stop] = ("algo_cancel", {})
 
 
 class ScheduledFeed:
@@ -202,6 +227,13 @@ class ScheduledFeed:
                 self._tried.add(n)
                 return False
             payload = {"client_order_id": working[0]["client_order_id"]}
+        if kind == "algo_cancel":
+            parents = self.session.snapshot.get("algo_orders") or []
+            working = [p for p in parents if p["status"] == "working"]
+            if not working:
+                self._tried.add(n)
+                return False
+            payload = {"parent_id": working[0]["parent_id"]}
         self._pending = self.session.submit(kind, payload, "plan")
         self._tried.add(n)  # after `_pending`: `held_at` reads both from another thread
         return True

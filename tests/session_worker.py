@@ -48,10 +48,22 @@ WINDOW = 100  # bars each strategy sees; 4 x the longest warm-up is smaller, so 
 
 # Operator commands the worker applies, by the step they apply before: a config change that lets
 # a second position open, then a manual buy that needs it (max_open_positions 1 would refuse it
-# whenever the strategies hold BTC/USD).
+# whenever the strategies hold BTC/USD), then a parent order adding to it.
 SCHEDULE: dict[int, tuple[str, dict[str, Any]]] = {
     40: ("config", {"risk": {"max_open_positions": 2}, "strategies": {"fast_sma": {"fast": 4}}}),
     80: ("order", {"symbol": "LTC/USD", "side": "buy", "qty": 5.0}),
+    # a TWAP working from step 100 to 140, through the kill of the SIGKILL test (at 120 or after)
+    100: (
+        "algo_order",
+        {
+            "symbol": "LTC/USD",
+            "side": "buy",
+            "qty": "4",
+            "algo": "twap",
+            "duration": "40min",
+            "interval": "5min",
+        },
+    ),
 }
 
 

@@ -28,6 +28,7 @@ from session_worker import GatedFeed, make_session, market, run_to, settings, wa
 
 from n1v1.backtest.runner import run_backtest
 from n1v1.config import Settings
+from n1v1.engine.algo_orders import parent_id_for
 from n1v1.live.config import StrategySlot
 from n1v1.live.session import TradingSession
 from n1v1.serve.api import API, TokenBucket, create_api, downsample, hash_token
@@ -40,6 +41,14 @@ READ = "read-token-0123456789abcdef"
 WRONG = "wrong-token-0123456789abcdef"
 START_STEP = 30  # BTC/USD has an open position with a working stop order here
 JOB = "bt-0001"  # a stored backtest, so GET backtests/{job_id} has something to read
+PARENT_ORDER = {
+    "symbol": "LTC/USD",
+    "side": "buy",
+    "qty": "1",
+    "duration": "1h",
+    "interval": "30min",
+}
+PARENT = parent_id_for(settings().backtest.run_id, 0)  # the session's first parent
 MUTATING = {"POST", "PUT", "DELETE", "PATCH"}
 
 
@@ -87,7 +96,7 @@ def served(live: Live, **options: Any) -> Iterator[Client]:
 
 
 @contextmanager
-def running_session(tmp_path: Path) -> Iterator[Live]:
+def running_session(tmp_path: Path, parent: bool = False) -> Iterator[Live]:
     store = create_store(f"sqlite:///{tmp_path}/s.db")
     feed = GatedFeed(market())
     session = make_session(store, feed, config=settings(max_open_positions=None))
@@ -96,6 +105,10 @@ def running_session(tmp_path: Path) -> Iterator[Live]:
         wait_until(lambda: session.state == "running", "the session to take the lease")
         run_to(session, feed, START_STEP)
         create_backtest(store, JOB, {"dataset": "coinbase_BTC-EUR_1m"}, "admin:test")
+        if parent:  # cancelled at once (its one child too): GET algo-orders/{id} reads it
+            placed = session.submit("algo_order", PARENT_ORDER, "test").result(30)["algo_order"]
+            session.submit("algo_cancel", {"parent_id": placed["parent_id"]}, "test").result(30)
+            assert placed["parent_id"] == PARENT
         yield Live(session, feed, store)
     finally:
         session.stop()
@@ -117,14 +130,17 @@ def api(live: Live) -> Iterator[Client]:
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     """One served session for the tests that change nothing (refused or read-only requests)."""
-    with running_session(tmp_path_factory.mktemp("shared")) as held, served(held) as client:
+    with (
+        running_session(tmp_path_factory.mktemp("shared"), parent=True) as held,
+        served(held) as client,
+    ):
         yield client
 
 
 def api_routes(app: FastAPI) -> list[tuple[str, str]]:
     """(method, concrete path) of every /api/v1 route, however it was added (HEAD aside: it has
     no body to check); path parameters get real-looking values."""
-    values = {"job_id": JOB, "client_order_id": "no-such-order"}
+    values = {"job_id": JOB, "client_order_id": "no-such-order", "parent_id": PARENT}
     out = []
     for route in app.routes:
         template = getattr(route, "path", "")

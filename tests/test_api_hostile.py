@@ -425,11 +425,15 @@ def test_the_openapi_document_declares_the_bearer_scheme_and_every_error(api: Cl
     envelope = {"$ref": "#/components/schemas/ErrorResponse"}
     changes = {("post", "pause"), ("post", "resume"), ("post", "kill-switch"), ("post", "orders")}
     changes |= {("delete", "orders/{client_order_id}"), ("put", "config"), ("post", "backtests")}
+    changes |= {("post", "algo-orders"), ("delete", "algo-orders/{parent_id}")}
     specific = {
         ("get", "backtests/{job_id}"): {"404"},
         ("delete", "orders/{client_order_id}"): {"404", "503"},
         ("post", "predict"): {"404", "503"},
         ("post", "orders"): {"409", "503"},
+        ("post", "algo-orders"): {"404", "409", "422", "503"},
+        ("delete", "algo-orders/{parent_id}"): {"404", "409", "503"},
+        ("get", "algo-orders/{parent_id}"): {"404", "503"},
         ("post", "kill-switch"): {"409", "503"},
         ("post", "resume"): {"409", "503"},
         ("get", "status"): {"503"},

@@ -19,13 +19,17 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import faults  # noqa: E402
+
+from n1v1.store import StoreReader  # noqa: E402
 
 pytestmark = pytest.mark.slow
 CUT_S = 5.0  # the database cut: longer than the Engine's lease (3 s), so it is taken again
@@ -56,8 +60,10 @@ def rows(
     try:
         cluster.start()
         assert cluster.args is not None
-        reference = faults.Reference(cluster.args, work / "reference.db")
         cluster.wait_ready()
+        # a TWAP working through every fault below; the reference applies it at the same step
+        commands = place_parent(cluster)
+        reference = faults.Reference(cluster.args, work / "reference.db", commands)
         reference.outcome()  # the reference finishes first: it shares the CPUs
         ready_s = time.monotonic() - began
         load = faults.start_load(cluster.http, faults.TOKEN, rps=20.0, seed=7)
@@ -96,6 +102,31 @@ def rows(
         faults.write_section(faults.DOC, "test", table)
     by_fault = {"database": out[0], "engine": out[1], "gateway": out[2], "end": out[3]}
     yield by_fault, reference, errors
+
+
+TWAP = {
+    "symbol": "BTC/USD",
+    "side": "buy",
+    "qty": 0.009,
+    "algo": "twap",
+    "duration": "270min",
+    "interval": "30min",
+}
+
+
+def place_parent(cluster: faults.FaultCluster) -> list[dict[str, Any]]:
+    """POST the TWAP (the app is trading) and return the commands logged so far: just it."""
+    answer = requests.post(
+        f"{cluster.http}/api/v1/algo-orders",
+        json=TWAP,
+        headers={"Authorization": f"Bearer {faults.TOKEN}"},
+        timeout=60,
+    )
+    assert answer.status_code == 201, answer.text
+    assert cluster.direct is not None
+    commands = StoreReader(cluster.direct).commands()
+    assert [c["kind"] for c in commands] == ["algo_order"], commands
+    return commands
 
 
 # The rows by fault, the uninterrupted run, and each failed answer (route, status, body) followed
@@ -149,6 +180,29 @@ def test_a_kill_9_of_one_gateway_replica_fails_no_request(
     _no_failed_request(rows, "gateway")
     assert row.recover_s is not None and row.recover_s < 60
     assert row.invariant == [], row.invariant
+
+
+def test_a_twap_working_through_the_faults_completes_exactly_once(rows: Rows) -> None:
+    """The parent was accepted before the database cut and ends after the engine's kill -9:
+    its children (deterministic ids) were each placed once and filled once, and the parent is
+    the reference's, the stored document included."""
+    outcomes, reference, _ = rows
+    assert outcomes["end"].invariant == []  # the parents and every order: as the reference
+    (parent,) = reference.outcome()["algo_orders"]
+    document = parent["document"]
+    assert (parent["status"], document["filled"]) == ("done", "0.0090000000")
+    children = document["children"]
+    assert len(children) == len(set(children)) == 9
+    orders = reference.outcome()["orders"]
+    assert all(orders[c][3].value == "filled" for c in children)
+    fills = [f for f in reference.outcome()["fills"] if f.client_order_id in children]
+    assert len(fills) == 9 and sum(f.qty for f in fills) == pytest.approx(0.009)
+    # it spanned the engine's kill: a child before the database cut, one after the new engine
+    bars = reference.outcome()["bars"]
+    times = {row[0]: row[2] for row in bars}
+    created = sorted(orders[c][6] for c in children)
+    assert created[0] < times[outcomes["database"].steps - 1]
+    assert created[-1] > times[outcomes["engine"].steps - 1]
 
 
 def test_the_whole_journal_equals_an_uninterrupted_run(rows: Rows) -> None:

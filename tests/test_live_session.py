@@ -262,6 +262,7 @@ def _outcome(store: Store) -> dict[str, Any]:
             for k, o in reader.latest_orders().items()
         },
         "manual": [k for k, o in reader.latest_orders().items() if o.purpose.value == "manual"],
+        "algo_orders": [{**a, "updated_at": None} for a in reader.algo_orders()],
         "fills": reader.fills(),
         "positions": reader.positions(),
         "equity": reader.equity(),
@@ -322,7 +323,8 @@ def test_a_session_killed_with_sigkill_is_carried_on_exactly(tmp_path: Path) -> 
     total = len(PacedReplay(market(), 0))
     killed_at = steps_done()
     assert 120 <= killed_at < total, f"precondition: killed mid-run, not at step {killed_at}"
-    assert [c["kind"] for c in reader.commands()] == ["config", "order"]  # both before the kill
+    # all three before the kill; the parent may still be working
+    assert [c["kind"] for c in reader.commands()] == ["config", "order", "algo_order"]
 
     feed = PacedReplay(market(), 0)
     successor = make_session(store, feed, lease_ttl=2.0, holder="successor")
@@ -337,7 +339,16 @@ def test_a_session_killed_with_sigkill_is_carried_on_exactly(tmp_path: Path) -> 
     assert taken is not None and (taken.holder, taken.token) == ("successor", 2)
     store.dispose()
 
-    assert len(resumed["manual"]) == 1 and resumed["orders"][resumed["manual"][0]][0] == "filled"
+    (parent,) = resumed["algo_orders"]
+    assert resumed["algo_orders"] == expected["algo_orders"]
+    # the parent completed exactly once: 8 children of 0.5, each filled once, none sent twice
+    assert (parent["status"], parent["filled"]) == ("done", "4.0000000000")
+    children = parent["document"]["children"]
+    assert len(children) == len(set(children)) == 8
+    assert [resumed["orders"][c][:3] for c in children] == [("filled", 0.5, 0.5)] * 8
+    assert sum(f.client_order_id in children for f in resumed["fills"]) == 8
+    manual = [k for k in resumed["manual"] if k not in children]
+    assert len(manual) == 1 and resumed["orders"][manual[0]][0] == "filled"
     assert (
         resumed["commands"]
         == expected["commands"]

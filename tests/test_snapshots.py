@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,10 @@ from session_worker import wait_until
 from sqlalchemy import delete, select, update
 
 from n1v1.domain import Bar, ClientOrderId, Order, OrderType, Side, Symbol, Trade
+from n1v1.engine.algo_orders import AlgoBook
 from n1v1.engine.engine import TradingEngine, _SymbolState
 from n1v1.engine.portfolio import Portfolio, Position, _OpenTrade
+from n1v1.execution.algos import ParentOrder, parent_to_dict
 from n1v1.execution.live_venue import LiveVenue
 from n1v1.execution.venue import SimulatedVenue
 from n1v1.live.history import BarHistory, RollingTargets
@@ -65,6 +68,7 @@ def _outcome(store: Store) -> dict[str, Any]:
         "risk_decisions": reader.risk_decisions(),
         "equity": reader.equity(),
         "positions": [{**p, "updated_at": None} for p in reader.positions()],
+        "algo_orders": [{**a, "updated_at": None} for a in reader.algo_orders()],
         "commands": [(c["step"], c["kind"], c["payload"]) for c in reader.commands()],
         "live_config": reader.get_state("live_config"),
         "bars": len(reader.bar_log()),
@@ -181,6 +185,11 @@ def test_the_random_session_exercises_what_a_snapshot_must_keep(reference: Refer
     assert max(fills_per_order.values()) > 1  # partial fills
     kinds = {kind for _, kind, _ in out["commands"]}
     assert {"order", "config", "pause", "resume", "kill_switch", "cancel"} <= kinds
+    assert {"algo_order", "algo_cancel"} <= kinds
+    # parents that worked across snapshots, several children each, stopped part-way
+    parents = out["algo_orders"]
+    assert {"cancelled", "ended"} <= {a["status"] for a in parents}
+    assert sum(len(a["document"]["children"]) > 1 and a["filled"] != "0" for a in parents) >= 2
     rules = {(d.rule, d.action) for d in out["risk_decisions"]}
     assert ("circuit_breaker", "halt") in rules and ("kill_switch", "flatten") in rules
     assert any(
@@ -421,12 +430,24 @@ def test_killed_at_random_points_even_mid_snapshot_it_ends_like_an_uninterrupted
 
 
 # -- the parts of the state ------------------------------------------------------------------------
+def _a_parent() -> ParentOrder:
+    t0 = pd.Timestamp("2024-01-01", tz="UTC")
+    lot = Decimal("0.001")
+    hour, quarter = pd.Timedelta("1h"), pd.Timedelta("15min")
+    return ParentOrder.twap("p", "BTC", Side.BUY, "1", t0, hour, quarter, lot, lot, 100.0)
+
+
 def test_every_field_of_the_engines_parts_is_known_to_the_snapshot() -> None:
     """A field added to one of these must be kept by n1v1/live/snapshot.py (or be shown there to
     be derived): then add it to this list."""
     known = {
+        # volume_profiles: a backtest's execution.algo vwap only (a session's parents carry
+        # their weights in the logged command)
         TradingEngine: "settings journal portfolio venue risk run_id currency sources atr "
-        "equity_curve exposure_bars step _states _order_seq _next_open cost_rate",
+        "equity_curve exposure_bars step _states _order_seq _next_open cost_rate algos "
+        "volume_profiles",
+        # _owner is derived from the parents' children; _at_open lives within one bar
+        AlgoBook: "engine parents _owner accepted _at_open",
         # dust_rules: the exchange's, stored once in engine_state and set before every replay
         Portfolio: "initial_cash cash positions fees_paid traded_notional closed_trades _open "
         "dust_rules",
@@ -446,6 +467,7 @@ def test_every_field_of_the_engines_parts_is_known_to_the_snapshot() -> None:
         LiveVenue: LiveVenue(),
         RiskManager: engine.risk,
         BarHistory: BarHistory(10),
+        AlgoBook: engine.algos,
     }
     for cls, names in known.items():
         obj = instances[cls]
@@ -453,6 +475,8 @@ def test_every_field_of_the_engines_parts_is_known_to_the_snapshot() -> None:
         if hasattr(obj, "__dataclass_fields__"):
             fields = set(obj.__dataclass_fields__)
         assert fields == set(names.split()), cls.__name__
+    # a parent's stored form holds every one of its fields
+    assert set(parent_to_dict(_a_parent())) == set(ParentOrder.__dataclass_fields__)
     values = {
         _SymbolState: "index intended blocked targets held_bars entry_atr extreme fixed_stop "
         "stop_id take_profit_id last_bar",

@@ -34,6 +34,8 @@ from n1v1.engine.journal import InMemoryJournal
 from n1v1.engine.shadows import StrategyShadows
 from n1v1.engine.signals import PrecomputedTargets
 from n1v1.execution.instruments import account_currency
+from n1v1.execution.profiles import run_volume_profile
+from n1v1.execution.shortfall import aggregate_shortfall
 from n1v1.strategies.base import Strategy
 
 
@@ -60,6 +62,8 @@ class BacktestResult:
     # under backtest.gaps=segment the figures of each gap-free segment (n1v1.backtest.gaps).
     gaps: list[Gap] = field(default_factory=list)
     segments: list[dict[str, Any]] | None = None
+    # execution.algo: the parents' implementation shortfall added up (None: no parents)
+    execution: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """metrics, trades, equity ([isoformat, value] per bar) and meta, as plain JSON data."""
@@ -115,6 +119,7 @@ class BacktestResult:
                 "gap_multiple": backtest.gap_multiple,
                 "gaps": [gap.to_dict() for gap in self.gaps],
                 "segments": self.segments,
+                "execution": self.execution,
                 "notes": self.notes,
             },
         }
@@ -234,6 +239,7 @@ def fast_path_unsupported(settings: Settings, frames: Mapping[str, pd.DataFrame]
         (risk.max_drawdown is not None, "risk.max_drawdown"),
         (risk.max_consecutive_losses is not None, "risk.max_consecutive_losses"),
         (risk.flatten_on_breach, "risk.flatten_on_breach"),
+        (ex.algo is not None, "execution.algo"),
     ]
     return ", ".join(reason for failed, reason in checks if failed)
 
@@ -289,6 +295,11 @@ def _run_event(
                     risk.atr_period,
                 ),
             )
+    if settings.execution.algo is not None and settings.execution.algo.name == "vwap":
+        for symbol, frame in frames.items():
+            engine.volume_profiles[Symbol(symbol)] = run_volume_profile(
+                settings.execution.algo, frame.index[0]
+            )
     shadows = None
     if with_shadows and len(strategies) > 1:
         shadows = StrategyShadows(settings, engine.sources, atr=engine.atr)
@@ -318,7 +329,7 @@ def _run_event(
                 "metrics": _account_results(shadow, settings)[1],
             }
     several = len(strategies) > 1
-    return BacktestResult(
+    result = BacktestResult(
         metrics,
         trades,
         engine.equity_series(),
@@ -332,6 +343,13 @@ def _run_event(
         journal,
         strategies=per_strategy,
     )
+    parents = list(engine.algos.parents.values())
+    if parents:
+        result.execution = {
+            "algo": settings.execution.algo.model_dump() if settings.execution.algo else None,
+            **aggregate_shortfall((p.shortfall(), p.paper_value, p.status.value) for p in parents),
+        }
+    return result
 
 
 def _account_results(

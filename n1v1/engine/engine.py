@@ -31,10 +31,13 @@ from n1v1.domain import (
     Trade,
     make_client_order_id,
 )
+from n1v1.engine.algo_orders import STRATEGY_PURPOSES, AlgoBook, AlgoRequest, parse_span
 from n1v1.engine.journal import InMemoryJournal, Journal
 from n1v1.engine.manual import ManualOrderResult, place_manual_order
 from n1v1.engine.portfolio import Portfolio
 from n1v1.engine.signals import SignalSource
+from n1v1.execution.algo_plan import PlanError, profile_weights, slot_times
+from n1v1.execution.algos import ParentOrder
 from n1v1.execution.instruments import account_currency
 from n1v1.execution.live_venue import LiveVenue
 from n1v1.execution.venue import Execution, SimulatedVenue
@@ -97,6 +100,8 @@ class TradingEngine:
         self._states: dict[Symbol, _SymbolState] = {}
         self._order_seq: dict[tuple[Symbol, int], int] = {}
         self._next_open = settings.execution.fill == "next_open"
+        self.algos = AlgoBook(self)
+        self.volume_profiles: dict[Symbol, pd.Series] = {}  # for execution.algo: vwap
         self.cost_rate = settings.execution.taker_fee + settings.execution.slippage_bps / 10_000.0
 
     # -- set-up ----------------------------------------------------------------------------------
@@ -132,6 +137,7 @@ class TradingEngine:
 
     def on_bar(self, ts: pd.Timestamp, bars: Mapping[Symbol, tuple[int, Bar]]) -> None:
         self.step += 1
+        self.algos.begin_bar()
         for symbol, (index, bar) in bars.items():
             st = self.state(symbol)
             st.index = index
@@ -158,6 +164,7 @@ class TradingEngine:
                 continue  # a live order's outcome is not final yet: decide once it is
             self._check_time_exit(symbol, bar, st)
             self._act_on_targets(symbol, index, bar, st, equity)
+        self.algos.on_bars(ts, bars)
 
         equity = self.portfolio.equity
         self.equity_curve.append((ts, equity))
@@ -183,6 +190,7 @@ class TradingEngine:
                 self._protect_again(item.order)
             elif item is not None:
                 self.journal.record_order(item)
+                self.algos.on_order_closed(item)
                 self._protect_again(item)
         return applied
 
@@ -231,6 +239,7 @@ class TradingEngine:
         """
         for order in self.venue.expire_all(ts):
             self.journal.record_order(order)
+        self.algos.end_all(ts)
         open_positions = self.portfolio.open_positions()
         if not self.settings.backtest.close_at_end or not open_positions:
             return
@@ -285,6 +294,7 @@ class TradingEngine:
         flattening order that is still filling (docs/execution.md, "Kill switch").
         """
         report = FlattenReport(reason)
+        self.algos.cancel_all(ts, reason)
         for order in list(self.venue.working_orders()):
             cancelled = self.venue.cancel(order.client_order_id, ts, reason)
             self.journal.record_order(cancelled)
@@ -326,11 +336,24 @@ class TradingEngine:
         *,
         resize: bool = False,
         reverse: bool = False,
+        client_order_id: ClientOrderId | None = None,
+        reason: str = "operator",
     ) -> ManualOrderResult:
         """An operator's market order, filled at the next bar's open; `price` is the last close.
         The rules (never past flat without `reverse`, never resized without `resize`) are in
         `n1v1.engine.manual` and docs/execution.md, "Manual orders"."""
-        return place_manual_order(self, symbol, side, qty, ts, price, resize, reverse)
+        return place_manual_order(
+            self, symbol, side, qty, ts, price, resize, reverse, client_order_id, reason
+        )
+
+    def submit_algo_order(self, request: AlgoRequest, ts: pd.Timestamp, bar: Bar) -> ParentOrder:
+        """A parent order (TWAP, VWAP) accepted at `bar`, the symbol's last closed bar: planned
+        now (PlanError naming the field), its children sent bar by bar (engine/algo_orders.py)."""
+        return self.algos.accept(request, ts, bar)
+
+    def cancel_algo_order(self, parent_id: str, ts: pd.Timestamp, reason: str) -> ParentOrder:
+        """Stop a parent and cancel its working children (KeyError: no such parent)."""
+        return self.algos.cancel(parent_id, ts, reason)
 
     def cancel_order(self, client_order_id: str, ts: pd.Timestamp, reason: str) -> Order:
         """Cancel a working order (KeyError when no working order has that id)."""
@@ -412,6 +435,7 @@ class TradingEngine:
         if desired == st.intended:
             return
         # Changing course: what is still working was meant for the old course.
+        self.algos.cancel_symbol(symbol, bar.timestamp, "target changed", STRATEGY_PURPOSES)
         for order in self.venue.working_orders(symbol):
             if order.order_type is OrderType.MARKET:
                 self.journal.record_order(
@@ -468,6 +492,8 @@ class TradingEngine:
         st.intended = direction
         st.entry_atr = atr if atr is not None else math.nan
         side = Side.BUY if direction > 0 else Side.SELL
+        if self._by_algo(symbol, side, qty, bar, OrderPurpose.ENTRY, strategy):
+            return
         self._submit_market(
             symbol, side, qty, bar.timestamp, OrderPurpose.ENTRY, bar, "", strategy=strategy
         )
@@ -489,7 +515,7 @@ class TradingEngine:
                 for o in self.venue.working_orders(symbol)
                 if o.purpose is OrderPurpose.ENTRY
                 or (o.purpose is OrderPurpose.MANUAL and pos.qty * o.side.sign >= 0)
-            )
+            ) + self.algos.pending_entries(symbol)
             if self.portfolio.holds(symbol) or st.intended != 0 or pending > 0:
                 count += 1
             price = pos.last_price if math.isfinite(pos.last_price) else 0.0
@@ -506,6 +532,7 @@ class TradingEngine:
         strategy: str = "",
     ) -> None:
         self._cancel_protective(symbol, bar.timestamp, st)
+        self.algos.cancel_symbol(symbol, bar.timestamp, reason, STRATEGY_PURPOSES)
         for order in self.venue.working_orders(symbol):
             if order.order_type is OrderType.MARKET:  # e.g. the rest of a partially filled entry
                 self.journal.record_order(
@@ -514,9 +541,49 @@ class TradingEngine:
         pos = self.portfolio.position(symbol)
         st.intended = 0
         side = Side.SELL if pos.qty > 0 else Side.BUY
+        if purpose is OrderPurpose.EXIT and self._by_algo(
+            symbol, side, abs(pos.qty), bar, purpose, strategy
+        ):
+            return
         self._submit_market(
             symbol, side, abs(pos.qty), bar.timestamp, purpose, bar, reason, strategy=strategy
         )
+
+    def _by_algo(
+        self, symbol: Symbol, side: Side, qty: float, bar: Bar, purpose: OrderPurpose, strategy: str
+    ) -> bool:
+        """With `execution.algo` the strategies' entries (and/or target exits) are parents, not
+        one market order. A parent too small to plan (below what the market trades) goes as one
+        market order, as without the setting. Stops, take-profits, time exits, the kill switch
+        and risk flattening stay single market orders: they must not wait."""
+        algo = self.settings.execution.algo
+        if algo is None or not algo.applies_to(purpose.value):
+            return False
+        duration = parse_span("duration", algo.duration)
+        interval = parse_span("interval", algo.interval)
+        weights = None
+        if algo.name == "vwap":
+            profile = self.volume_profiles.get(symbol)
+            if profile is None:
+                raise PlanError(f"execution.algo: vwap needs a volume profile for {symbol}")
+            weights = tuple(profile_weights(profile, slot_times(bar.timestamp, duration, interval)))
+        request = AlgoRequest(
+            symbol,
+            side,
+            repr(qty),
+            duration,
+            interval,
+            algo.name,
+            max_participation=algo.max_participation,
+            weights=weights,
+            purpose=purpose,
+            strategy=strategy,
+        )
+        try:
+            self.algos.accept(request, bar.timestamp, bar)
+        except PlanError:
+            return False
+        return True
 
     # -- orders ----------------------------------------------------------------------------------
     def _new_order_id(
@@ -538,9 +605,10 @@ class TradingEngine:
         reason: str,
         *,
         strategy: str = "",
+        client_order_id: ClientOrderId | None = None,
     ) -> Order:
         order = Order(
-            client_order_id=self._new_order_id(symbol, ts, purpose),
+            client_order_id=client_order_id or self._new_order_id(symbol, ts, purpose),
             symbol=symbol,
             side=side,
             qty=qty,
@@ -667,6 +735,7 @@ class TradingEngine:
             self.journal.record_order(sibling)
         before = self.portfolio.position(fill.symbol).qty
         closed = self.portfolio.apply_fill(fill)
+        self.algos.on_execution(order, fill.price, fill.fee)
         if order.purpose in PROTECTIVE_PURPOSES:
             self._on_protective_fill(fill, st, before)
         if closed is not None:
@@ -687,6 +756,9 @@ class TradingEngine:
         st.blocked = 1 if before > 0 else -1
         st.intended = 0
         # An entry remainder still working must not rebuild what the stop is closing.
+        self.algos.cancel_symbol(
+            fill.symbol, fill.timestamp, "stopped out", (OrderPurpose.ENTRY.value,)
+        )
         for working in self.venue.working_orders(fill.symbol):
             if working.purpose is OrderPurpose.ENTRY:
                 self.journal.record_order(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from n1v1.domain import Order, OrderPurpose, OrderType, Side, Symbol
+from n1v1.domain import ClientOrderId, Order, OrderPurpose, OrderType, Side, Symbol
 from n1v1.execution.instruments import round_qty_down
 from n1v1.risk.manager import Adjustment
 
@@ -55,6 +55,8 @@ def place_manual_order(
     price: float,
     resize: bool,
     reverse: bool,
+    client_order_id: ClientOrderId | None = None,
+    reason: str = "operator",
 ) -> ManualOrderResult:
     """An operator's market order, filled at the next bar's open (docs/execution.md, "Manual
     orders"). `price` is the last close, which the checks value the order at.
@@ -65,7 +67,12 @@ def place_manual_order(
     the other side with the rest, as a second order. What opens or adds passes
     `RiskManager.review_manual`: over a limit, the cash or off the lot it is refused naming
     the rule, unless `resize` asks to cut it. Nothing is placed when any part is refused.
+
+    `client_order_id` names the order (a parent's child: n1v1/engine/algo_orders.py); it is
+    for an order that places one order, so it is refused with `reverse`.
     """
+    if client_order_id is not None and reverse:
+        raise ValueError("client_order_id: one order's id, and a reversal places two")
     sym = Symbol(symbol)
     engine.state(sym)  # a symbol in another currency is refused here
     spec = engine.settings.execution.instrument(sym)
@@ -125,12 +132,28 @@ def place_manual_order(
     if close_qty > 0.0:
         result.orders.append(
             engine._submit_market(
-                sym, side, close_qty, ts, OrderPurpose.MANUAL, None, "operator: reduce"
+                sym,
+                side,
+                close_qty,
+                ts,
+                OrderPurpose.MANUAL,
+                None,
+                f"{reason}: reduce",
+                client_order_id=client_order_id,
             )
         )
     if open_qty > 0.0:
         result.orders.append(
-            engine._submit_market(sym, side, open_qty, ts, OrderPurpose.MANUAL, None, "operator")
+            engine._submit_market(
+                sym,
+                side,
+                open_qty,
+                ts,
+                OrderPurpose.MANUAL,
+                None,
+                reason,
+                client_order_id=client_order_id,
+            )
         )
     return result
 

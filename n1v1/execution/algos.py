@@ -24,12 +24,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
 from enum import StrEnum
+from typing import Any
 
 import pandas as pd
 
 from n1v1.domain import Bar, Side
 from n1v1.execution.algo_plan import PlanError, as_decimal, slot_times, split
 from n1v1.execution.shortfall import Shortfall, implementation_shortfall
+
+_FILL_QUANTUM = Decimal("1e-10")
 
 
 class ParentStatus(StrEnum):
@@ -62,6 +65,13 @@ class ParentOrder:
     end_price: float | None = None
     reason: str = ""
     next_slot: int = 0  # the first slot not acted on yet
+    algo: str = "twap"
+    purpose: str = "manual"  # the children's: manual (an operator's parent), entry or exit
+    strategy: str = ""
+    created_at: pd.Timestamp | None = None
+    child_filled: dict[str, Decimal] = field(default_factory=dict)  # child id -> filled so far
+    market_value: float = 0.0  # sum of typical price x volume of the bars while it worked
+    market_volume: float = 0.0
 
     @classmethod
     def twap(
@@ -116,11 +126,12 @@ class ParentOrder:
         """Neither filled nor in flight: what the slots left must place."""
         return self.qty - self.filled - sum(self.in_flight.values(), Decimal(0))
 
-    def on_bar(self, bar: Bar) -> Decimal:
+    def on_bar(self, bar: Bar, hold: bool = False) -> Decimal:
         """The quantity of the child to send after this closed bar (0: none now). A slot is due
         at the first bar at or after its time; of several due at once (the engine was down) only
         the latest counts and the rest is spread over it and the slots after it. Ends the parent
-        at the first bar after its last slot, once nothing is in flight."""
+        at the first bar after its last slot, once nothing is in flight. With `hold` (trading is
+        paused) the due slots pass without a child: their quantity goes to the slots after."""
         if self.status is not ParentStatus.WORKING:
             return Decimal(0)
         n = len(self.slots)
@@ -131,8 +142,9 @@ class ParentOrder:
             return Decimal(0)
         current = due[-1]
         self.next_slot = current + 1
-        rest = self.open_qty
-        if rest <= 0:
+        # in whole lots: a partial fill capped by the bar's volume need not be one
+        rest = (self.open_qty / self.lot).to_integral_value(rounding=ROUND_FLOOR) * self.lot
+        if rest <= 0 or hold:
             return Decimal(0)
         if self.limit_price is not None and self.side.sign * (bar.close - self.limit_price) > 0:
             return Decimal(0)  # beyond the limit: this slice waits
@@ -157,14 +169,34 @@ class ParentOrder:
         self.children.append(child_id)
         self.in_flight[child_id] = qty
 
-    def on_fill(self, child_id: str, qty: float, price: float, fee: float) -> None:
-        exact = Decimal(repr(qty))
+    def on_fill(self, child_id: str, child_filled: float, price: float, fee: float) -> None:
+        """A fill of a child: `child_filled` is all the child has filled so far at the venue
+        (gross of a fee paid in the asset, so the parent counts what the exchange executed),
+        `price` and `fee` this fill's. Counted to 1e-10 so float sums (0.1 + 0.2) add up."""
+        total = Decimal(repr(child_filled)).quantize(_FILL_QUANTUM)
+        exact = total - self.child_filled.get(child_id, Decimal(0))
+        if exact <= 0:
+            return
+        self.child_filled[child_id] = total
         self.filled += exact
         self.in_flight[child_id] = max(self.in_flight.get(child_id, Decimal(0)) - exact, Decimal(0))
-        self.fills.append((qty, price, fee))
-        if self.filled >= self.qty:
+        self.fills.append((float(exact), price, fee))
+        if self.filled >= self.qty and self.status is ParentStatus.WORKING:
             self.status = ParentStatus.DONE
             self.end_price = price
+
+    @property
+    def average_price(self) -> float | None:
+        executed = sum(q for q, _, _ in self.fills)
+        return sum(q * p for q, p, _ in self.fills) / executed if executed > 0 else None
+
+    def end(self, price: float, reason: str) -> None:
+        """End it where it stands (the data ended): what is unfilled stays unfilled."""
+        if self.status is ParentStatus.WORKING:
+            self.in_flight.clear()
+            self.status = ParentStatus.DONE if self.filled >= self.qty else ParentStatus.ENDED
+            self.end_price = price
+            self.reason = reason
 
     def on_child_closed(self, child_id: str) -> None:
         """A child is final (filled, cancelled, refused, expired): its unfilled rest is free for
@@ -186,12 +218,96 @@ class ParentOrder:
         self.end_price = price
 
     # -- what it cost ------------------------------------------------------------------------------
+    def observe_market(self, bar: Bar) -> None:
+        """Count a bar after the parent's acceptance into the interval's market VWAP (typical
+        price (high + low + close) / 3 weighted by volume)."""
+        if self.created_at is not None and bar.timestamp <= self.created_at:
+            return
+        if bar.volume > 0:
+            self.market_value += (bar.high + bar.low + bar.close) / 3.0 * bar.volume
+            self.market_volume += bar.volume
+
+    @property
+    def paper_value(self) -> float:
+        """The parent's quantity at its arrival price (the shortfall's denominator)."""
+        return float(self.qty) * self.arrival_price
+
+    @property
+    def interval_vwap(self) -> float | None:
+        return self.market_value / self.market_volume if self.market_volume > 0 else None
+
     def shortfall(
         self, price: float | None = None, interval_vwap: float | None = None
     ) -> Shortfall:
         """Implementation shortfall so far, the unfilled part marked at `price` (default: the
-        end price once ended, else the arrival price)."""
+        end price once ended, else the arrival price), against `interval_vwap` (default: the
+        market's VWAP over the bars it worked through)."""
         mark = price if price is not None else (self.end_price or self.arrival_price)
+        vwap = interval_vwap if interval_vwap is not None else self.interval_vwap
         return implementation_shortfall(
-            self.side.sign, float(self.qty), self.arrival_price, self.fills, mark, interval_vwap
+            self.side.sign, float(self.qty), self.arrival_price, self.fills, mark, vwap
         )
+
+
+# -- stored form (snapshots, the algo_orders table) ------------------------------------------------
+def parent_to_dict(p: ParentOrder) -> dict[str, Any]:
+    """Everything a parent is, as JSON: exact quantities as decimal strings, times as ISO."""
+    return {
+        "parent_id": p.parent_id,
+        "algo": p.algo,
+        "symbol": p.symbol,
+        "side": p.side.value,
+        "qty": str(p.qty),
+        "slots": [t.isoformat() for t in p.slots],
+        "weights": list(p.weights),
+        "lot": str(p.lot),
+        "least": str(p.least),
+        "arrival_price": p.arrival_price,
+        "limit_price": p.limit_price,
+        "max_participation": p.max_participation,
+        "status": p.status.value,
+        "filled": str(p.filled),
+        "in_flight": {k: str(v) for k, v in p.in_flight.items()},
+        "children": list(p.children),
+        "fills": [list(f) for f in p.fills],
+        "end_price": p.end_price,
+        "reason": p.reason,
+        "next_slot": p.next_slot,
+        "purpose": p.purpose,
+        "strategy": p.strategy,
+        "created_at": None if p.created_at is None else p.created_at.isoformat(),
+        "child_filled": {k: str(v) for k, v in p.child_filled.items()},
+        "market_value": p.market_value,
+        "market_volume": p.market_volume,
+    }
+
+
+def parent_from_dict(d: dict[str, Any]) -> ParentOrder:
+    return ParentOrder(
+        parent_id=d["parent_id"],
+        symbol=d["symbol"],
+        side=Side(d["side"]),
+        qty=Decimal(d["qty"]),
+        slots=[pd.Timestamp(t) for t in d["slots"]],
+        weights=[float(w) for w in d["weights"]],
+        lot=Decimal(d["lot"]),
+        least=Decimal(d["least"]),
+        arrival_price=float(d["arrival_price"]),
+        limit_price=d["limit_price"],
+        max_participation=d["max_participation"],
+        status=ParentStatus(d["status"]),
+        filled=Decimal(d["filled"]),
+        in_flight={k: Decimal(v) for k, v in d["in_flight"].items()},
+        children=list(d["children"]),
+        fills=[(float(q), float(p), float(f)) for q, p, f in d["fills"]],
+        end_price=d["end_price"],
+        reason=d["reason"],
+        next_slot=int(d["next_slot"]),
+        algo=d["algo"],
+        purpose=d["purpose"],
+        strategy=d["strategy"],
+        created_at=None if d["created_at"] is None else pd.Timestamp(d["created_at"]),
+        child_filled={k: Decimal(v) for k, v in d["child_filled"].items()},
+        market_value=float(d["market_value"]),
+        market_volume=float(d["market_volume"]),
+    )

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 BPS = 10_000.0
 
@@ -89,3 +90,28 @@ def implementation_shortfall(
         total_bps=execution + fee_part + opportunity,
         vs_vwap_bps=vs_vwap,
     )
+
+
+def aggregate_shortfall(parents: Iterable[tuple[Shortfall, float, str]]) -> dict[str, Any]:
+    """Parents' shortfalls added up, each weighted by its paper value V (so the total is what
+    the whole of it cost against the arrival prices: Σ total_i × V_i / Σ V_i); `parents` are
+    (shortfall, paper value, status). The VWAP comparison is weighted by each executed value."""
+    count: dict[str, int] = {}
+    paper = executed_value = 0.0
+    parts = {"execution_bps": 0.0, "fees_bps": 0.0, "opportunity_bps": 0.0, "total_bps": 0.0}
+    vs_vwap = 0.0
+    for shortfall, value, status in parents:
+        count[status] = count.get(status, 0) + 1
+        paper += value
+        for name in parts:
+            parts[name] += getattr(shortfall, name) * value
+        if shortfall.vs_vwap_bps is not None and shortfall.average_price is not None:
+            weight = shortfall.executed * shortfall.average_price
+            vs_vwap += shortfall.vs_vwap_bps * weight
+            executed_value += weight
+    return {
+        "parents": sum(count.values()),
+        "by_status": count,
+        **{name: (total / paper if paper > 0 else None) for name, total in parts.items()},
+        "vs_vwap_bps": vs_vwap / executed_value if executed_value > 0 else None,
+    }

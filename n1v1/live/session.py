@@ -69,8 +69,12 @@ from n1v1.domain import Bar, DustRule, Order, OrderStatus, Side, Symbol, Trade
 from n1v1.engine.engine import FlattenReport, ManualOrderResult, TradingEngine
 from n1v1.engine.journal import InMemoryJournal, Journal
 from n1v1.engine.shadows import StrategyShadows
+from n1v1.execution.algo_plan import PlanError
+from n1v1.execution.algos import ParentStatus, parent_to_dict
 from n1v1.execution.instruments import account_currency
 from n1v1.execution.live_venue import LiveVenue, VenueEvent
+from n1v1.execution.shortfall import aggregate_shortfall
+from n1v1.live.algo_commands import AlgoFieldError, algo_request, parent_dict, with_vwap_weights
 from n1v1.live.config import LiveConfig, StrategySlot, build_strategies, effective_settings
 from n1v1.live.history import BarHistory, RollingTargets
 from n1v1.live.predictions import (
@@ -179,7 +183,17 @@ class _Pending:
     future: Future[dict[str, Any]]
 
 
-COMMANDS = ("pause", "resume", "kill_switch", "order", "cancel", "config", "user_config")
+COMMANDS = (
+    "pause",
+    "resume",
+    "kill_switch",
+    "order",
+    "cancel",
+    "config",
+    "user_config",
+    "algo_order",
+    "algo_cancel",
+)
 SLOTS_COMMAND = "strategy_slots"  # logged by the session itself, never submitted by a caller
 # Logged by a live session when the exchange's answers wait and no bar comes: the engine applies
 # the `count` oldest between bars, and a replay applies the same ones at the same point.
@@ -301,6 +315,7 @@ class TradingSession:
         self.engine = TradingEngine(
             self.settings, journal=InMemoryJournal(keep_equity=True), venue=venue
         )
+        self._algo_written: dict[str, str] = {}  # parent id -> status as last written
         self.shadows: StrategyShadows | None = None
         self._install_strategies(strategies)
         # Each strategy's own P&L: a shadow account per strategy (n1v1/engine/shadows.py).
@@ -999,6 +1014,7 @@ class TradingSession:
                 self._advance(ts, bars, indexed)
                 decided = time.perf_counter()
                 self._sql.write_positions(self.engine.portfolio, ts)
+                self._write_algo_orders(ts)
                 self._sql.set_state("last_step", {"step": self.steps_done, "time": ts.isoformat()})
                 if self.snapshot_every and self.steps_done % self.snapshot_every == 0:
                     self._write_snapshot("periodic")
@@ -1068,7 +1084,7 @@ class TradingSession:
             future.set_exception(
                 CommandError("unavailable", f"engine is {self.state}; {self.failure}".rstrip("; "))
             )
-        elif self.state == "replay_finished" and kind == "order":
+        elif self.state == "replay_finished" and kind in ("order", "algo_order"):
             future.set_exception(
                 CommandError(
                     "conflict",
@@ -1140,13 +1156,27 @@ class TradingSession:
                 self._sql.set_state("user_config", payload)
             if self.last_ts is not None:
                 self._sql.write_positions(self.engine.portfolio, self.last_ts)
+                self._write_algo_orders(self.last_ts)
         return result
+
+    def _write_algo_orders(self, at: pd.Timestamp) -> None:
+        """Store the parents that are working or changed status since last written (in the
+        open transaction: a rolled-back one is followed by a rebuild, which resets this)."""
+        changed = []
+        for pid, parent in self.engine.algos.parents.items():
+            status = parent.status.value
+            if status != "working" and self._algo_written.get(pid) == status:
+                continue
+            changed.append(parent_to_dict(parent))
+            self._algo_written[pid] = status
+        if changed:
+            self._sql.write_algo_orders(changed, at)
 
     def _validate(self, kind: str, payload: dict[str, Any]) -> None:
         """Everything that can refuse a command, checked before anything changes."""
-        if self.last_ts is None and kind in ("order", "kill_switch"):
+        if self.last_ts is None and kind in ("order", "kill_switch", "algo_order"):
             raise CommandError("conflict", "no bar has been processed yet: there is no price")
-        if kind == "order":
+        if kind in ("order", "algo_order"):
             symbol = payload.get("symbol")
             if symbol not in self.feed.symbols:
                 raise CommandError(
@@ -1156,6 +1186,14 @@ class TradingSession:
                 )
             if symbol not in self.last_bars:
                 raise CommandError("conflict", f"{symbol}: no bar seen yet, so no price")
+            if kind == "algo_order":
+                assert self.last_ts is not None
+                try:
+                    with_vwap_weights(payload, self.last_ts)
+                    algo_request(payload)
+                except AlgoFieldError as exc:
+                    raise CommandError("invalid", str(exc), {"field": exc.field}) from None
+                return
             qty = payload.get("qty")
             if not isinstance(qty, int | float) or not math.isfinite(qty) or qty <= 0:
                 raise CommandError(
@@ -1164,6 +1202,14 @@ class TradingSession:
             for flag in ("resize", "reverse"):
                 if not isinstance(payload.get(flag, False), bool):
                     raise CommandError("invalid", f"{flag}: must be true or false", {"field": flag})
+        elif kind == "algo_cancel":
+            parent = self.engine.algos.parents.get(payload.get("parent_id", ""))
+            if parent is None:
+                raise CommandError("not_found", f"no algo order {payload.get('parent_id')!r}")
+            if parent.status.value != "working":
+                raise CommandError(
+                    "conflict", f"algo order {parent.parent_id} is {parent.status.value}"
+                )
         elif kind == "cancel":
             working = {o.client_order_id for o in self.engine.venue.working_orders()}
             if payload["client_order_id"] not in working:
@@ -1213,6 +1259,22 @@ class TradingSession:
                 reverse=payload.get("reverse", False),
             )
             return manual_order_dict(result)
+        elif kind == "algo_order":
+            assert ts is not None
+            try:
+                parent = engine.submit_algo_order(
+                    algo_request(payload), ts, self.last_bars[payload["symbol"]]
+                )
+            except AlgoFieldError as exc:
+                raise CommandError("invalid", str(exc), {"field": exc.field}) from None
+            except PlanError as exc:  # the plan itself (lots, least tradable): names its field
+                field_name = str(exc).partition(":")[0]
+                raise CommandError("invalid", str(exc), {"field": field_name}) from None
+            return {"algo_order": parent_dict(parent)}
+        elif kind == "algo_cancel":
+            assert ts is not None
+            parent = engine.cancel_algo_order(payload["parent_id"], ts, "cancelled by operator")
+            return {"algo_order": parent_dict(parent)}
         elif kind == "cancel":
             assert ts is not None
             return {
@@ -1327,6 +1389,8 @@ class TradingSession:
             "halt": None if halt is None else {"rule": halt[0], "reason": halt[1]},
             "positions": positions_list(engine),
             "working_orders": [order_dict(o) for o in engine.venue.working_orders()],
+            "algo_orders": algo_orders_list(engine),
+            "algo_summary": algo_summary(engine),
             "risk": risk_state(engine),
             "live_config": self.live.model_dump(),
             "recovery": self.recovery,
@@ -1441,6 +1505,41 @@ def feed_description(feed: Feed) -> dict[str, Any]:
         )
         return {"kind": "ccxt", "label": label, "phase": "live"}
     return {"kind": type(feed).__name__, "label": getattr(feed, "label", ""), "phase": "live"}
+
+
+ALGO_ORDERS_SHOWN = 50  # finished parents in the status (the store keeps all of them)
+
+
+def algo_orders_list(engine: TradingEngine) -> list[dict[str, Any]]:
+    """The working parents and the newest finished ones, newest first."""
+    parents = list(engine.algos.parents.values())
+    finished = [p for p in parents if p.status.value != "working"][-ALGO_ORDERS_SHOWN:]
+    shown = {p.parent_id for p in finished} | {p.parent_id for p in engine.algos.working()}
+    return [parent_dict(p) for p in reversed(parents) if p.parent_id in shown]
+
+
+def algo_summary(engine: TradingEngine) -> dict[str, Any]:
+    """Counts of the parents by status, their children sent and in flight, and the shortfall of
+    the newest finished parents by algorithm (what the metrics export)."""
+    parents = list(engine.algos.parents.values())
+    counts = {status.value: 0 for status in ParentStatus}
+    for p in parents:
+        counts[p.status.value] += 1
+    finished = [p for p in parents if p.status is not ParentStatus.WORKING][-ALGO_ORDERS_SHOWN:]
+    shortfall: dict[str, float] = {}
+    for name in sorted({p.algo for p in finished}):
+        mine = [(p.shortfall(), p.paper_value, p.status.value) for p in finished if p.algo == name]
+        total = aggregate_shortfall(mine)["total_bps"]
+        if total is not None:
+            shortfall[name] = total
+    return {
+        "parents": counts,
+        "children_sent": sum(len(p.children) for p in parents),
+        "children_in_flight": sum(
+            sum(1 for q in p.in_flight.values() if q > 0) for p in engine.algos.working()
+        ),
+        "shortfall_bps": shortfall,
+    }
 
 
 def open_trades(engine: TradingEngine) -> list[Trade]:

@@ -53,6 +53,7 @@ from n1v1.domain import (
 )
 from n1v1.engine.engine import TradingEngine, _SymbolState
 from n1v1.engine.portfolio import Position, _OpenTrade
+from n1v1.execution.algos import parent_from_dict, parent_to_dict
 from n1v1.execution.live_venue import LiveVenue
 from n1v1.live.config import LiveConfig, effective_settings
 from n1v1.store.journal import StoreReader
@@ -245,6 +246,10 @@ def _engine(e: TradingEngine, last_time: int | None, closed_rows: list[list[Any]
             if last_time is not None and ts >= last_time
         ],
         "symbols": [[s, _symbol_state(st)] for s, st in e._states.items()],
+        "algos": {
+            "accepted": e.algos.accepted,
+            "parents": [parent_to_dict(x) for x in e.algos.parents.values()],
+        },
         "risk": {
             "paused_reason": risk.paused_reason,
             "previous_equity": _opt(risk._previous_equity),
@@ -321,6 +326,8 @@ def _restore_engine(e: TradingEngine, d: Json) -> None:
             venue._held.add(order.client_order_id)
     e._order_seq = {(Symbol(s), int(ts)): int(n) for s, ts, n in d["order_seq"]}
     e._states = {Symbol(s): _symbol_state_from(st) for s, st in d["symbols"]}
+    algos = d.get("algos", {"accepted": 0, "parents": []})  # none before parent orders existed
+    e.algos.restore([parent_from_dict(x) for x in algos["parents"]], int(algos["accepted"]))
     r = d["risk"]
     risk.paused_reason = r["paused_reason"]
     risk._previous_equity = _opt_float(r["previous_equity"])

@@ -73,6 +73,7 @@ from n1v1.serve.guard import (
 )
 from n1v1.serve.openapi import document, errors
 from n1v1.serve.schemas import (
+    AlgoOrderBody,
     BacktestBody,
     ConfigBody,
     KillSwitchBody,
@@ -546,6 +547,49 @@ def create_api(
         payload = {"client_order_id": client_order_id}
         return (await backend.command("cancel", payload, request.state.actor))["order"]
 
+    @app.post(f"{API}/algo-orders", status_code=201, responses=errors(404, 409, 422, 503))
+    async def place_algo_order(body: AlgoOrderBody, request: Request) -> dict[str, Any]:
+        """Accepted and planned at the last closed bar; its first child goes now if due."""
+        result = await backend.command("algo_order", body.payload(), request.state.actor)
+        return result["algo_order"]
+
+    @app.get(f"{API}/algo-orders", responses=errors(503))
+    async def algo_orders(
+        symbol: str | None = Query(None, max_length=64),
+        status: str | None = Query(None, pattern=r"^(working|done|ended|cancelled)$"),
+        limit: int = Query(100, ge=1, le=1000),
+        offset: int = Query(0, ge=0, le=MAX_OFFSET),
+    ) -> dict[str, Any]:
+        rows, total = await asyncio.to_thread(
+            reader.query_algo_orders, symbol=symbol, status=status, limit=limit, offset=offset
+        )
+        return {
+            "algo_orders": [_parent(row) for row in rows],
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+        }
+
+    @app.get(f"{API}/algo-orders/{{parent_id}}", responses=errors(404, 503))
+    async def get_algo_order(parent_id: str = Path(max_length=64)) -> dict[str, Any]:
+        """One parent with its children as orders (status, filled, average price)."""
+        from n1v1.live.session import order_dict
+
+        rows = await asyncio.to_thread(reader.algo_orders, parent_id)
+        if not rows:
+            raise ApiError(404, "not_found", f"no algo order {parent_id!r}")
+        parent = _parent(rows[0])
+        stored = await asyncio.to_thread(reader.orders_by_id, parent["children"])
+        parent["child_orders"] = [order_dict(stored[c]) for c in parent["children"] if c in stored]
+        return parent
+
+    @app.delete(f"{API}/algo-orders/{{parent_id}}", responses=errors(404, 409, 503))
+    async def cancel_algo_order(
+        request: Request, parent_id: str = Path(max_length=64)
+    ) -> dict[str, Any]:
+        payload = {"parent_id": parent_id}
+        return (await backend.command("algo_cancel", payload, request.state.actor))["algo_order"]
+
     @app.put(f"{API}/config", responses=errors(503))
     async def put_config(body: ConfigBody, request: Request) -> dict[str, Any]:
         if body.strategies:
@@ -584,6 +628,14 @@ def create_api(
         return {"id": job_id, "status": "queued", "url": f"{API}/backtests/{job_id}"}
 
     return app
+
+
+def _parent(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored parent as the API shows it (the same form as the status)."""
+    from n1v1.execution.algos import parent_from_dict
+    from n1v1.live.algo_commands import parent_dict
+
+    return parent_dict(parent_from_dict(row["document"]))
 
 
 def parse_time(field: str, text: str) -> pd.Timestamp:

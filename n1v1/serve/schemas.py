@@ -142,6 +142,60 @@ class OrderBody(Body):
     )
 
 
+DURATION = r"^[0-9]{1,6}(\.[0-9]{1,6})?\s?(s|sec|min|h|d)$"  # pandas' spelling, the usual units
+DATASET = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+class AlgoOrderBody(Body):
+    """A parent order executed by an algorithm (docs/execution.md, "Execution algorithms"):
+    children of whole lots every `interval` over `duration`, from the last closed bar."""
+
+    model_config = _examples(
+        {
+            "symbol": "BTC/USD",
+            "side": "buy",
+            "qty": 0.5,
+            "algo": "twap",
+            "duration": "1h",
+            "interval": "5min",
+        },
+        {
+            "symbol": "BTC/USD",
+            "side": "sell",
+            "qty": 0.5,
+            "algo": "vwap",
+            "duration": "4h",
+            "interval": "15min",
+            "profile": "coinbase_BTC-USD_1m",
+            "max_participation": 0.1,
+            "limit_price": 6500.0,
+        },
+    )
+
+    symbol: str = Field(min_length=1, max_length=64, pattern=SYMBOL)
+    side: Literal["buy", "sell"]
+    qty: float = Field(gt=0, le=MAX_QUANTITY, description="units of the base asset, whole lots")
+    algo: Literal["twap", "vwap"] = "twap"
+    duration: str = Field(pattern=DURATION, description="how long it works, e.g. '1h'")
+    interval: str = Field(pattern=DURATION, description="time between children, e.g. '5min'")
+    limit_price: float | None = Field(
+        None, gt=0, le=MAX_AMOUNT, description="a child waits while the close is beyond it"
+    )
+    max_participation: float | None = Field(
+        None, gt=0, le=1, description="a child is at most this share of the last bar's volume"
+    )
+    profile: str | None = Field(
+        None,
+        max_length=128,
+        pattern=DATASET,
+        description="vwap: the bundled dataset whose volume by time of day weights the slots "
+        "(its bars before the last closed bar only)",
+    )
+
+    def payload(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
 class ConfigBody(Body):
     """A partial update of the live-tunable settings (merged into the current ones)."""
 

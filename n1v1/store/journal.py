@@ -250,6 +250,38 @@ class StoreReader:
         rows = self._rows(select(t.positions).order_by(t.positions.c.symbol))
         return [dict(r._mapping) for r in rows]
 
+    def algo_orders(self, parent_id: str | None = None) -> list[dict[str, Any]]:
+        """The parent orders as last written, newest first (one: `parent_id`)."""
+        stmt = select(t.algo_orders).order_by(
+            t.algo_orders.c.created_at.desc(), t.algo_orders.c.parent_id.desc()
+        )
+        if parent_id is not None:
+            stmt = stmt.where(t.algo_orders.c.parent_id == parent_id)
+        return [dict(r._mapping) for r in self._rows(stmt)]
+
+    def query_algo_orders(
+        self, *, symbol: str | None = None, status: str | None = None, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One page of parent orders, newest first, and how many match the filters."""
+        q = select(t.algo_orders)
+        count = select(func.count()).select_from(t.algo_orders)
+        for column, value in (("symbol", symbol), ("status", status)):
+            if value is not None:
+                q = q.where(t.algo_orders.c[column] == value)
+                count = count.where(t.algo_orders.c[column] == value)
+        q = q.order_by(t.algo_orders.c.created_at.desc(), t.algo_orders.c.parent_id.desc())
+        rows = self._rows(q.limit(limit).offset(offset))
+        with self.store.engine.connect() as conn:
+            total = int(conn.execute(count).scalar_one())
+        return [dict(r._mapping) for r in rows], total
+
+    def orders_by_id(self, client_order_ids: list[str]) -> dict[str, Order]:
+        """The latest state of each of these orders that is stored."""
+        if not client_order_ids:
+            return {}
+        rows = self._rows(select(t.orders).where(t.orders.c.client_order_id.in_(client_order_ids)))
+        return {r.client_order_id: _order_from(r) for r in rows}
+
     def bar_log(self, from_step: int = 0) -> list[tuple[int, pd.Timestamp, dict[str, Bar]]]:
         """The engine's input bars, grouped into the steps it processed, in order (from the step
         numbered `from_step`: a snapshot's)."""
@@ -343,6 +375,7 @@ class _PendingWrites:
     def __init__(self) -> None:
         self.orders: dict[str, dict[str, Any]] = {}  # client_order_id -> latest row
         self.positions: dict[str, dict[str, Any]] = {}  # symbol -> latest row
+        self.algo_orders: dict[str, dict[str, Any]] = {}  # parent id -> latest row
         self.state: dict[str, dict[str, Any]] = {}  # engine_state key -> latest row
         self.fills: dict[tuple[str, int], dict[str, Any]] = {}
         self.rows: dict[Any, list[dict[str, Any]]] = {}  # table -> appended rows, in order
@@ -353,6 +386,7 @@ class _PendingWrites:
     def flush(self, conn: Connection) -> None:
         _upsert(conn, t.orders, list(self.orders.values()))
         _upsert(conn, t.positions, list(self.positions.values()))
+        _upsert(conn, t.algo_orders, list(self.algo_orders.values()))
         _upsert(conn, t.engine_state, list(self.state.values()))
         if self.fills:
             orders = sorted({k[0] for k in self.fills})
@@ -366,6 +400,7 @@ class _PendingWrites:
         for table, rows in self.rows.items():  # events after their orders (foreign keys)
             conn.execute(table.insert(), rows)
         self.orders, self.positions, self.state, self.fills, self.rows = {}, {}, {}, {}, {}
+        self.algo_orders = {}
 
 
 def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
@@ -568,6 +603,29 @@ class SqlJournal(StoreReader):
             return
         with self._tx() as conn:
             _upsert(conn, t.positions, list(rows.values()))
+
+    def write_algo_orders(self, parents: list[dict[str, Any]], at: pd.Timestamp) -> None:
+        """Upsert parent orders (`parent_to_dict` documents) that changed."""
+        rows = {
+            d["parent_id"]: {
+                "parent_id": d["parent_id"],
+                "symbol": d["symbol"],
+                "side": d["side"],
+                "algo": d["algo"],
+                "status": d["status"],
+                "qty": d["qty"],
+                "filled": d["filled"],
+                "document": d,
+                "created_at": pd.Timestamp(d["created_at"]),
+                "updated_at": at,
+            }
+            for d in parents
+        }
+        if self._pending is not None:
+            self._pending.algo_orders.update(rows)
+            return
+        with self._tx() as conn:
+            _upsert(conn, t.algo_orders, list(rows.values()))
 
     def journal_marks(self, step: int) -> JournalMarks:
         """Where the journal stands now (in the open transaction: a snapshot's marks)."""

@@ -54,7 +54,8 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 # by its number (n1v1/store/migrations/versions, docs/store.md "Migrations").
 # 6: the predictions table (an ml_signal slot's model answers, inputs of the engine).
 # 7: the venue_events table (what a live exchange said about our orders, inputs of the engine).
-SCHEMA_VERSION = 7
+# 8: the algo_orders table (parent orders of the execution algorithms, their plan and progress).
+SCHEMA_VERSION = 8
 
 
 class SchemaVersionError(RuntimeError):
@@ -302,6 +303,21 @@ positions = Table(
     Column("market_value", Double, nullable=False),
     Column("unrealized_pnl", Double, nullable=False),
     Column("realized_pnl", Double, nullable=False),
+    Column("updated_at", UtcTimestamp, nullable=False),
+)
+
+algo_orders = Table(
+    "algo_orders",
+    metadata,
+    Column("parent_id", String(64), primary_key=True),
+    Column("symbol", String(64), nullable=False),
+    Column("side", String(8), nullable=False),
+    Column("algo", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("qty", String(64), nullable=False),  # exact decimal
+    Column("filled", String(64), nullable=False),
+    Column("document", JSON, nullable=False),  # the whole parent (n1v1/execution/algos.py)
+    Column("created_at", UtcTimestamp, nullable=False),
     Column("updated_at", UtcTimestamp, nullable=False),
 )
 
