@@ -37,6 +37,14 @@ from n1v1.store import create_store
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
+TWAP = {
+    "symbol": "LTC/USD",
+    "side": "buy",
+    "qty": "3",
+    "algo": "twap",
+    "duration": "30min",
+    "interval": "5min",
+}
 BARS = 500  # of each dataset: ends with both positions open and well over 20 orders
 PAGE_WAIT_S = 20.0
 FEED_LABEL = "a replay of the first 500 bundled one-minute bars of BTC/EUR and LTC/USD, unpaced"
@@ -56,6 +64,9 @@ return {
     tr.querySelector(".col-symbol").textContent, tr.querySelector(".col-qty").textContent]),
   orders: rows("#orders-table").map(
     (tr) => tr.querySelector(".col-client_order_id").textContent),
+  parents: rows("#algo-table").map((tr) => [
+    tr.querySelector(".col-parent_id").textContent, tr.querySelector(".col-progress").textContent,
+    tr.querySelector(".col-status").textContent]),
   signals: rows("#signals-table").map((tr) => [
     tr.querySelector(".col-symbol").textContent, tr.querySelector(".col-strategy").textContent]),
   trades: rows("#trades-table").map((tr) => [
@@ -105,7 +116,15 @@ def running_api(tmp: Path) -> Iterator[LiveApi]:
         StrategySlot(name="macd"),
     ]
     feed = PacedReplay(frames, 0, label=FEED_LABEL)
-    session = TradingSession(settings, slots, feed, store, window=200)
+    session: TradingSession | None = None
+
+    def operator(_latency: float, _engine: object) -> None:
+        """At step 100 an operator sends a TWAP, which the page must list with its progress."""
+        assert session is not None
+        if session.steps_done == 100:
+            session.submit("algo_order", TWAP, "operator")
+
+    session = TradingSession(settings, slots, feed, store, window=200, on_step=operator)
     token = secrets.token_urlsafe(24)
     with ExitStack() as stack:
         session.start()
@@ -286,6 +305,9 @@ def test_dashboard_shows_the_running_session(api: LiveApi, browser: WebDriver) -
     assert len(page["orders"]) == 20
     assert page["orders"] == [o["client_order_id"] for o in newest_orders["orders"]]
     assert page["signals"] == [[s["symbol"], s["strategy"]] for s in signals["signals"]]
+    (parent,) = api.get("algo-orders?limit=20")["algo_orders"]
+    assert parent["status"] == "done" and len(parent["children"]) == 6
+    assert page["parents"] == [[parent["parent_id"], "100.0 %", "done"]]
     trades = api.get("trades?limit=20")["trades"]
     assert page["trades"] == [
         [

@@ -161,8 +161,8 @@ def app_args(tmp: Path, models: Path, tiny: str) -> AppArgs:
 
 
 def traffic(http: str, tiny: str) -> None:
-    """Requests that answer 200, 401, 404 and 422, and two predictions: one served, one with
-    rows of the wrong width (counted as an inference error)."""
+    """Requests that answer 200, 401, 404 and 422, two predictions (one served, one with rows
+    of the wrong width: counted as an inference error) and a parent order."""
     auth = {"Authorization": f"Bearer {TOKEN}"}
     api = f"{http}/api/v1"
     for path in ("/status", "/positions", "/orders?limit=5", "/risk"):
@@ -176,6 +176,12 @@ def traffic(http: str, tiny: str) -> None:
     assert requests.post(f"{api}/predict", json=body, headers=auth, timeout=30).status_code == 200
     body["rows"] = [[0.1] * (n + 1)]
     assert requests.post(f"{api}/predict", json=body, headers=auth, timeout=30).status_code == 422
+    # a parent order of two one-minute slices: done (or ended) within seconds at 40 bars/s, so
+    # the parent gauges and its shortfall have series
+    parent = {"symbol": "BTC/USD", "side": "buy", "qty": 0.001, "duration": "2min"}
+    parent["interval"] = "1min"
+    answer = requests.post(f"{api}/algo-orders", json=parent, headers=auth, timeout=30)
+    assert answer.status_code == 201, answer.text
 
 
 def test_every_panel_and_alert_probe_returns_series_from_a_real_paper_session(

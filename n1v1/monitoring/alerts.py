@@ -34,6 +34,7 @@ RISK_REJECTIONS_10M = 30  # entries a risk rule refused in 10 minutes
 TRAINING_FAILED_WINDOW = "1h"  # how long a failed training run keeps its alert firing
 MODEL_MAX_AGE_DAYS = 7  # a week of daily retraining (the RayCronJob) without a promotion
 PREDICTION_FAILURE_RATIO = 0.05  # an ml_signal slot's model calls that failed, over 10 minutes
+SHORTFALL_ALERT_BPS = 50.0  # parents' implementation shortfall (paper-value weighted), in bps
 
 Severity = Literal["critical", "warning"]
 
@@ -120,6 +121,7 @@ def _alerts() -> tuple[Alert, ...]:
     model_age = (
         "time() - max by (namespace, model) (ray_n1v1_model_promoted_trained_timestamp_seconds)"
     )
+    shortfall = "max by (namespace, algo) (ray_n1v1_algo_shortfall_bps)"
     return (
         Alert(
             "N1V1EngineNotRunning",
@@ -288,6 +290,19 @@ def _alerts() -> tuple[Alert, ...]:
             f"ml_signal slot {{{{ $labels.strategy }}}} got no usable answer (timeout, error or "
             f"mismatch; threshold {PREDICTION_FAILURE_RATIO:.0%}): the slot holds its last "
             "target or goes flat (engine.on_prediction_failure) instead of following its model.",
+        ),
+        Alert(
+            "N1V1AlgoShortfallHigh",
+            f"{shortfall} > {SHORTFALL_ALERT_BPS:g}",
+            (shortfall,),
+            "15m",
+            "warning",
+            '{{ $labels.algo }} parents cost {{ $value | printf "%.1f" }} bps',
+            f"The newest finished {{{{ $labels.algo }}}} parent orders cost "
+            f'{{{{ $value | printf "%.1f" }}}} bps of implementation shortfall against '
+            f"their arrival prices (weighted by paper value; threshold {SHORTFALL_ALERT_BPS:g} "
+            "bps) for 15 minutes: slices too large for the market, a duration too long for a "
+            "moving price, or unfilled parents marked at a price that ran away.",
         ),
         Alert(
             "N1V1ServeReplicaUnhealthy",

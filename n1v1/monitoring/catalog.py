@@ -127,6 +127,26 @@ METRICS: tuple[MetricSpec, ...] = (
         "share of bars on which an ml_signal slot's shadow version wanted the traded target",
         ("strategy",),
     ),
+    _g(
+        "n1v1_algo_parents",
+        "the engine's parent orders (TWAP, VWAP) by status: working, done, ended, cancelled",
+        ("status",),
+    ),
+    _g(
+        "n1v1_algo_children_in_flight",
+        "child orders of working parents whose outcome is not final yet",
+    ),
+    _g(
+        "n1v1_algo_children_sent",
+        "child orders the engine's parents have sent since the session began (a count rebuilt "
+        "with the engine: use delta(), not rate())",
+    ),
+    _g(
+        "n1v1_algo_shortfall_bps",
+        "implementation shortfall of the newest finished parents (up to 50), weighted by "
+        "paper value, in basis points; positive is a cost",
+        ("algo",),
+    ),
     _h(
         "n1v1_decision_latency_seconds",
         "from a bar's arrival to the engine's decisions on it",

@@ -11,11 +11,14 @@ from __future__ import annotations
 from n1v1.monitoring.alerts import (
     API_5XX_RATIO,
     MODEL_MAX_AGE_DAYS,
+    SHORTFALL_ALERT_BPS,
     STALL_FLOOR_S,
     STALL_INTERVALS,
 )
 from n1v1.monitoring.grafana import Dashboard, Panel, Row, Target
 from n1v1.monitoring.promql import CLUSTER, recent, sel
+
+WORKING = 'status="working"'
 
 
 def c(series: str, *matchers: str) -> str:
@@ -274,6 +277,36 @@ def _trading() -> Dashboard:
                             ),
                         ),
                         unit="percentunit",
+                        width=8,
+                    ),
+                    Panel(
+                        "Parent orders (TWAP, VWAP)",
+                        "Working parents, and the child orders of working parents whose outcome "
+                        "is not final yet.",
+                        (
+                            Target(f"sum({c('ray_n1v1_algo_parents', WORKING)})", "working"),
+                            Target(
+                                f"sum({c('ray_n1v1_algo_children_in_flight')})",
+                                "children in flight",
+                            ),
+                            Target(
+                                f"sum(delta({c('ray_n1v1_algo_children_sent')}[5m]))",
+                                "children sent (5 min)",
+                            ),
+                        ),
+                        width=8,
+                    ),
+                    Panel(
+                        "Implementation shortfall",
+                        "Of the newest finished parents, weighted by paper value (positive is a "
+                        f"cost); the alert fires above {SHORTFALL_ALERT_BPS:g} bps.",
+                        (
+                            Target(
+                                f"max by (algo) ({c('ray_n1v1_algo_shortfall_bps')})",
+                                "{{algo}}",
+                            ),
+                        ),
+                        unit="none",
                         width=8,
                     ),
                     Panel(

@@ -150,8 +150,8 @@ def observe_engine(snapshot: Mapping[str, Any]) -> None:
     (1 for the current state, 0 for every other), `n1v1_engine_lease_held` (1 in a state that holds
     the lease: running or replay_finished; the sum over replicas is the number of engines acting),
     `n1v1_trading_halted{rule}`, `n1v1_store_available` (0 while the engine cannot reach its
-    store), a live venue's orders in flight, unknown orders and last reconciliation, and each
-    strategy's net P&L."""
+    store), a live venue's orders in flight, unknown orders and last reconciliation, the parent
+    orders' counts and shortfall, and each strategy's net P&L."""
     state = str(snapshot.get("state", "starting"))
     for name in ENGINE_STATES:
         _set("n1v1_engine_state", 1.0 if name == state else 0.0, {"state": name})
@@ -176,6 +176,14 @@ def observe_engine(snapshot: Mapping[str, Any]) -> None:
         }
         for rule in HALT_RULES:
             _set("n1v1_trading_halted", 1.0 if halted[rule] else 0.0, {"rule": rule})
+    algo = snapshot.get("algo_summary")
+    if isinstance(algo, Mapping):
+        for status, n in algo["parents"].items():
+            _set("n1v1_algo_parents", float(n), {"status": status})
+        _set("n1v1_algo_children_in_flight", float(algo["children_in_flight"]))
+        _set("n1v1_algo_children_sent", float(algo["children_sent"]))
+        for name, bps in algo["shortfall_bps"].items():
+            _set("n1v1_algo_shortfall_bps", float(bps), {"algo": name})
     for strategy in snapshot.get("strategies") or []:
         pnl = strategy.get("pnl")
         if isinstance(pnl, Mapping):
