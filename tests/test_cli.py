@@ -101,6 +101,25 @@ def test_backtest_prints_a_metrics_table_trades_engine_and_paths(capsys, tmp_pat
     assert f"Wrote {path}" in out
 
 
+def test_a_backtest_by_twap_prints_and_reports_what_slicing_cost(capsys, tmp_path):
+    path, report = tmp_path / "r.json", tmp_path / "r.html"
+    algo = "execution.algo={name: twap, duration: 3h, interval: 1h}"
+    argv = ["--json", str(path), "--report", str(report), "--set", algo]
+    code, out, _ = run(capsys, "backtest", "--data", DATASET, *SMA_FAST, *argv)
+    assert code == 0
+    execution = json.loads(path.read_text())["meta"]["execution"]
+    n = execution["parents"]
+    assert n >= 2 and execution["by_status"].get("done", 0) >= 1
+    statuses = ", ".join(f"{v} {k}" for k, v in sorted(execution["by_status"].items()))
+    assert "engine: event" in out and "event-driven engine used: execution.algo" in out
+    assert f"parent orders: {n} TWAP over 3h, a child every 1h ({statuses})" in out
+    assert f"implementation shortfall: {execution['total_bps']:,.2f} bps" in out
+    assert f"as one market order at the next open: {execution['single_order_bps']:,.2f} bps" in out
+    html = report.read_text()
+    assert "<h2>Execution (parent orders)</h2>" in html
+    assert f"{execution['total_bps']:,.2f} bps" in html
+
+
 def test_report_flag_writes_an_html_file(capsys, tmp_path):
     report = tmp_path / "sub" / "report.html"
     code, out, _ = run(capsys, "backtest", "--data", DATASET, *SMA_FAST, "--report", str(report))

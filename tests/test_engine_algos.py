@@ -24,6 +24,7 @@ from n1v1.engine.feeds import ReplayFeed
 from n1v1.execution.algo_plan import PlanError
 from n1v1.execution.algos import ParentStatus, parent_from_dict, parent_to_dict
 from n1v1.execution.live_venue import EventKind, LiveVenue, VenueEvent
+from n1v1.execution.shortfall import Shortfall, aggregate_shortfall, execution_rows
 from n1v1.live.algo_commands import AlgoFieldError, algo_request
 from n1v1.strategies.registry import create_strategy
 
@@ -82,6 +83,8 @@ def test_a_twap_sends_a_quarter_each_slot_and_its_shortfall_is_the_hand_figure()
     assert s.fees_bps == 0.0 and s.opportunity_bps == 0.0 and s.total_bps == pytest.approx(250.0)
     # the market's VWAP over the bars it worked through (1..4, equal volume): 102.5
     assert parent.interval_vwap == pytest.approx(102.5) and s.vs_vwap_bps == pytest.approx(0.0)
+    # as one market order: all of it at bar 1's open, 101: 100 bps
+    assert parent.single_order_bps == pytest.approx(100.0)
     # children are the operator's orders: the manual rules and the journal as any other
     purposes = {
         o.purpose for o in desk.engine.journal.orders if o.client_order_id in parent.children
@@ -97,6 +100,8 @@ def test_fees_count_in_the_shortfall() -> None:
     # fees 0.1 % of 0.25 x (101 + 102 + 103 + 104) = 0.1025 over V = 100: 10.25 bps
     assert parent.shortfall().fees_bps == pytest.approx(10.25)
     assert parent.shortfall().total_bps == pytest.approx(260.25)
+    # one order at 101 with its fee of 0.101 on V = 100: 100 + 10.1 bps
+    assert parent.single_order_bps == pytest.approx(110.1)
 
 
 def test_slices_below_the_minimum_notional_are_merged_never_dropped_or_sent_small() -> None:
@@ -282,6 +287,23 @@ def test_bad_parameters_are_refused_naming_the_field(field: str, value: Any, mes
     assert desk.engine.journal.orders == []
 
 
+def test_parents_add_up_weighted_by_paper_value() -> None:
+    a = Shortfall(10.0, 101.0, 80.0, 20.0, 0.0, 100.0, 10.0)  # V = 1,000
+    b = Shortfall(30.0, 99.0, 10.0, 10.0, 0.0, 20.0, -10.0)  # V = 3,000
+    summary = aggregate_shortfall([(a, 1000.0, "done", 50.0), (b, 3000.0, "ended", None)])
+    assert summary["parents"] == 2 and summary["by_status"] == {"done": 1, "ended": 1}
+    # (100 x 1,000 + 20 x 3,000) / 4,000 = 40; (80 x 1,000 + 10 x 3,000) / 4,000 = 27.5
+    assert summary["total_bps"] == pytest.approx(40.0)
+    assert summary["execution_bps"] == pytest.approx(27.5)
+    assert summary["fees_bps"] == pytest.approx(12.5)
+    # by executed value: (10 x 1,010 - 10 x 2,970) / 3,980
+    assert summary["vs_vwap_bps"] == pytest.approx((10 * 1010 - 10 * 2970) / 3980)
+    assert summary["single_order_bps"] == pytest.approx(50.0)  # over the parents that have one
+    rows = dict(execution_rows(summary))
+    assert rows["implementation shortfall"] == "40.00 bps"
+    assert rows["parent orders"] == "2 (1 done, 1 ended)"
+
+
 # -- strategies executed by an algorithm ---------------------------------------------------------
 def _cross_bars() -> pd.DataFrame:
     """A dip and a rise and a fall again: one sma_cross entry and its exit."""
@@ -320,8 +342,9 @@ def test_a_backtest_executes_entries_and_exits_by_twap_and_reports_the_shortfall
     execution = sliced.execution
     assert execution is not None and execution["parents"] >= 2
     assert execution["by_status"] == {"done": execution["parents"]}
-    # rising into the entry, falling into the exit: slicing costs against the arrival price
-    assert execution["total_bps"] > 0
+    # rising into the entry, falling into the exit: slicing costs against the arrival price,
+    # more than one market order at the next open would have
+    assert execution["total_bps"] > execution["single_order_bps"] > 0
     assert single.execution is None
     # the report's figure is the parents' own, weighted by paper value
     engine_parents = sliced.execution["parents"]

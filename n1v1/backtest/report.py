@@ -23,6 +23,7 @@ import pandas as pd
 from n1v1.backtest.metrics import METRICS, drawdown
 from n1v1.data.gaps import Gap
 from n1v1.domain import Side, Trade
+from n1v1.execution.shortfall import execution_rows
 
 _Mapper = Callable[[float], float]  # data coordinate -> SVG pixel
 
@@ -45,6 +46,18 @@ svg{width:100%;height:auto;background:#fff}svg text{font-size:11px;fill:#555}
 """
 
 
+def _execution_table(execution: dict) -> str:
+    """The parents' implementation shortfall added up (docs/execution.md): positive is a cost."""
+    rows = "".join(
+        f'<tr><td class="l">{_e(label)}</td><td>{_e(value)}</td></tr>'
+        for label, value in execution_rows(execution)
+    )
+    return (
+        '<p class="note">Against each parent\'s arrival price (the close it was decided at), '
+        "weighted by paper value; positive is a cost.</p><table>" + rows + "</table>"
+    )
+
+
 def write_html_report(
     path: str | Path,
     *,
@@ -58,6 +71,7 @@ def write_html_report(
     strategies: dict[str, dict] | None = None,
     gaps: Sequence[Gap] = (),
     segments: Sequence[dict] | None = None,
+    execution: dict | None = None,
 ) -> Path:
     """Write the report to `path` (parent directories are created) and return the path.
 
@@ -119,6 +133,8 @@ def write_html_report(
         body.append(_line_chart(px, py, height=320, label=symbol, trades=mine, bands=bands))
     if strategies and len(strategies) > 1:
         body += ["<h2>Strategies</h2>", _strategies_section(strategies)]
+    if execution:
+        body += ["<h2>Execution (parent orders)</h2>", _execution_table(execution)]
     body += ["<h2>Trades</h2>", _trades_table(trades)]
     if params:
         body += ["<h2>Parameters</h2>", _params_table(params)]

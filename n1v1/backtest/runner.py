@@ -347,7 +347,9 @@ def _run_event(
     if parents:
         result.execution = {
             "algo": settings.execution.algo.model_dump() if settings.execution.algo else None,
-            **aggregate_shortfall((p.shortfall(), p.paper_value, p.status.value) for p in parents),
+            **aggregate_shortfall(
+                (p.shortfall(), p.paper_value, p.status.value, p.single_order_bps) for p in parents
+            ),
         }
     return result
 

@@ -231,6 +231,7 @@ def write_outputs(
                 strategies=result.strategies,
                 gaps=result.gaps,
                 segments=result.segments,
+                execution=result.execution,
             )
         )
     return written

@@ -61,6 +61,11 @@ def trades_summary(result: BacktestResult) -> str:
         + f"; engine: {result.engine}"
     ]
     lines += notes_lines(result.notes)
+    if result.execution:
+        from n1v1.execution.shortfall import execution_rows
+
+        lines += ["", f"{result.strategy}: execution by parent orders (positive bps: a cost)"]
+        lines += [f"  {label}: {value}" for label, value in execution_rows(result.execution)]
     if result.segments:
         lines += ["", f"{result.strategy}: gap-free segments (backtest.gaps=segment)"]
         lines.append(segments_table(result.segments))

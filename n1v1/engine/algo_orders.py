@@ -27,9 +27,11 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from n1v1.domain import Bar, ClientOrderId, Order, OrderPurpose, Side, Symbol
+from n1v1.domain import Bar, ClientOrderId, Liquidity, Order, OrderPurpose, Side, Symbol
 from n1v1.execution.algo_plan import PlanError, as_decimal, least_tradable
 from n1v1.execution.algos import ParentOrder, ParentStatus
+from n1v1.execution.costs import cost_models
+from n1v1.execution.shortfall import implementation_shortfall
 
 if TYPE_CHECKING:
     from n1v1.engine.engine import TradingEngine
@@ -171,6 +173,8 @@ class AlgoBook:
             entry = bars.get(Symbol(parent.symbol))
             if entry is not None:
                 parent.observe_market(entry[1])
+                if parent.single_order_bps is None:
+                    parent.single_order_bps = self._as_one_order(parent, entry[1])
         self._at_open = []
         for parent in self.working():
             entry = bars.get(Symbol(parent.symbol))
@@ -263,6 +267,19 @@ class AlgoBook:
     def _in_flight_size(self, parent: ParentOrder) -> float:
         working = {o.client_order_id: o for o in self.engine.venue.working_orders(parent.symbol)}
         return sum(working[c].remaining_qty for c in parent.in_flight if c in working)
+
+    def _as_one_order(self, parent: ParentOrder, bar: Bar) -> float:
+        """The shortfall (bps) of the whole parent as one market order filled at `bar`'s open,
+        under the fee and slippage rules of the settings (n1v1/execution/costs.py), volume
+        impact included: the cost slicing is measured against."""
+        fees, slippage = cost_models(self.engine.settings.execution)
+        qty = float(parent.qty)
+        price = slippage.adjust(bar.open, parent.side, qty, bar.volume)
+        fee = fees.fee(qty * price, Liquidity.TAKER)
+        fills = [(qty, price, fee)]
+        return implementation_shortfall(
+            parent.side.sign, qty, parent.arrival_price, fills, price
+        ).total_bps
 
     # -- what the venue says -----------------------------------------------------------------------
     def on_execution(self, order: Order, fill_price: float, fee: float) -> None:

@@ -72,6 +72,9 @@ class ParentOrder:
     child_filled: dict[str, Decimal] = field(default_factory=dict)  # child id -> filled so far
     market_value: float = 0.0  # sum of typical price x volume of the bars while it worked
     market_volume: float = 0.0
+    # the same parent as one market order at the first open after acceptance (the venue's fee
+    # and slippage rules): what slicing is compared with; None until that bar
+    single_order_bps: float | None = None
 
     @classmethod
     def twap(
@@ -279,6 +282,7 @@ def parent_to_dict(p: ParentOrder) -> dict[str, Any]:
         "child_filled": {k: str(v) for k, v in p.child_filled.items()},
         "market_value": p.market_value,
         "market_volume": p.market_volume,
+        "single_order_bps": p.single_order_bps,
     }
 
 
@@ -310,4 +314,5 @@ def parent_from_dict(d: dict[str, Any]) -> ParentOrder:
         child_filled={k: Decimal(v) for k, v in d["child_filled"].items()},
         market_value=float(d["market_value"]),
         market_volume=float(d["market_volume"]),
+        single_order_bps=d["single_order_bps"],
     )

@@ -92,19 +92,26 @@ def implementation_shortfall(
     )
 
 
-def aggregate_shortfall(parents: Iterable[tuple[Shortfall, float, str]]) -> dict[str, Any]:
+def aggregate_shortfall(
+    parents: Iterable[tuple[Shortfall, float, str, float | None]],
+) -> dict[str, Any]:
     """Parents' shortfalls added up, each weighted by its paper value V (so the total is what
     the whole of it cost against the arrival prices: Σ total_i × V_i / Σ V_i); `parents` are
-    (shortfall, paper value, status). The VWAP comparison is weighted by each executed value."""
+    (shortfall, paper value, status, the shortfall as one market order or None). The VWAP
+    comparison is weighted by each executed value; the one-order figure is over the parents
+    that have one."""
     count: dict[str, int] = {}
-    paper = executed_value = 0.0
+    paper = executed_value = single_paper = single = 0.0
     parts = {"execution_bps": 0.0, "fees_bps": 0.0, "opportunity_bps": 0.0, "total_bps": 0.0}
     vs_vwap = 0.0
-    for shortfall, value, status in parents:
+    for shortfall, value, status, as_one_order in parents:
         count[status] = count.get(status, 0) + 1
         paper += value
         for name in parts:
             parts[name] += getattr(shortfall, name) * value
+        if as_one_order is not None:
+            single += as_one_order * value
+            single_paper += value
         if shortfall.vs_vwap_bps is not None and shortfall.average_price is not None:
             weight = shortfall.executed * shortfall.average_price
             vs_vwap += shortfall.vs_vwap_bps * weight
@@ -114,4 +121,29 @@ def aggregate_shortfall(parents: Iterable[tuple[Shortfall, float, str]]) -> dict
         "by_status": count,
         **{name: (total / paper if paper > 0 else None) for name, total in parts.items()},
         "vs_vwap_bps": vs_vwap / executed_value if executed_value > 0 else None,
+        "single_order_bps": single / single_paper if single_paper > 0 else None,
     }
+
+
+def execution_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """An `aggregate_shortfall` summary (a backtest's `execution`) as (label, value) rows, the
+    same for the CLI and the HTML report."""
+
+    def bps(value: float | None) -> str:
+        return "-" if value is None else f"{value:,.2f} bps"
+
+    algo = summary.get("algo") or {}
+    statuses = ", ".join(f"{n} {status}" for status, n in sorted(summary["by_status"].items()))
+    how = algo.get("name", "").upper()
+    if algo:
+        how += f" over {algo['duration']}, a child every {algo['interval']}"
+    rows = [
+        ("parent orders", f"{summary['parents']} {how} ({statuses})".replace("  ", " ")),
+        ("implementation shortfall", bps(summary["total_bps"])),
+        ("  price moved against the fills", bps(summary["execution_bps"])),
+        ("  fees", bps(summary["fees_bps"])),
+        ("  unfilled, marked at the end", bps(summary["opportunity_bps"])),
+        ("as one market order at the next open", bps(summary.get("single_order_bps"))),
+        ("fills against the interval's VWAP", bps(summary["vs_vwap_bps"])),
+    ]
+    return rows

@@ -145,6 +145,7 @@ def parent_dict(parent: ParentOrder) -> dict[str, Any]:
             "total_bps": shortfall.total_bps,
             "interval_vwap": parent.interval_vwap,
             "vs_vwap_bps": shortfall.vs_vwap_bps,
+            "single_order_bps": parent.single_order_bps,
         },
     }
 

@@ -1528,7 +1528,11 @@ def algo_summary(engine: TradingEngine) -> dict[str, Any]:
     finished = [p for p in parents if p.status is not ParentStatus.WORKING][-ALGO_ORDERS_SHOWN:]
     shortfall: dict[str, float] = {}
     for name in sorted({p.algo for p in finished}):
-        mine = [(p.shortfall(), p.paper_value, p.status.value) for p in finished if p.algo == name]
+        mine = [
+            (p.shortfall(), p.paper_value, p.status.value, p.single_order_bps)
+            for p in finished
+            if p.algo == name
+        ]
         total = aggregate_shortfall(mine)["total_bps"]
         if total is not None:
             shortfall[name] = total
