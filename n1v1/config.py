@@ -22,6 +22,8 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from n1v1.data.datasets import dataset_names
+
 ENV_PREFIX = "N1V1_"
 # Secrets share the prefix but are not settings: they are read where they are used, never from YAML.
 NOT_SETTINGS = frozenset(
@@ -127,6 +129,10 @@ class AlgoSettings(StrictModel):
             )
         if self.name == "vwap" and self.profile is None:
             raise ValueError("profile: a vwap needs the dataset its volume profile is learned from")
+        if self.profile is not None and self.profile not in dataset_names():
+            raise ValueError(
+                f"profile: no bundled dataset {self.profile!r} (datasets: {dataset_names()})"
+            )
         return self
 
     def applies_to(self, purpose: str) -> bool:

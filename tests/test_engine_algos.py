@@ -17,6 +17,8 @@ import pytest
 from builders import make_bars, settings
 
 from n1v1.backtest.runner import run_backtest
+from n1v1.config import AlgoSettings, Settings
+from n1v1.data import load_dataset
 from n1v1.domain import OrderPurpose, OrderStatus, Side, Symbol
 from n1v1.engine.algo_orders import AlgoRequest, child_id_for
 from n1v1.engine.engine import TradingEngine
@@ -24,6 +26,7 @@ from n1v1.engine.feeds import ReplayFeed
 from n1v1.execution.algo_plan import PlanError
 from n1v1.execution.algos import ParentStatus, parent_from_dict, parent_to_dict
 from n1v1.execution.live_venue import EventKind, LiveVenue, VenueEvent
+from n1v1.execution.profiles import dataset_profile
 from n1v1.execution.shortfall import Shortfall, aggregate_shortfall, execution_rows
 from n1v1.live.algo_commands import AlgoFieldError, algo_request
 from n1v1.strategies.registry import create_strategy
@@ -368,3 +371,40 @@ def test_a_vwap_profile_must_come_from_before_the_run() -> None:
             [(100, 100, 100, 100)] * 30, freq="15min", start=pd.Timestamp("2016-01-01")
         )
         run_backtest(bars, create_strategy("sma_cross", {"fast": 5, "slow": 20}), config)
+
+
+def test_a_backtest_by_vwap_slices_by_the_profile_before_each_parent() -> None:
+    """Hourly BTC/USDT of May 2018; the profile from the one-minute BTC/USD history before each
+    parent's first bar (it ends in April): the children follow its hours, not equal shares."""
+    bars = load_dataset("binance_BTC-USDT_1h")
+    config = Settings.model_validate(
+        {
+            "execution": {
+                "algo": {
+                    "name": "vwap",
+                    "duration": "3h",
+                    "interval": "1h",
+                    "profile": "coinbase_BTC-USD_1m",
+                }
+            }
+        }
+    )
+    result = run_backtest(
+        {"BTC/USDT": bars}, create_strategy("sma_cross", {"fast": 3, "slow": 8}), config
+    )
+    assert result.execution is not None and result.execution["parents"] >= 4
+    orders = {o.client_order_id: o for o in result.journal.orders}
+    entries = [o for o in orders.values() if o.purpose is OrderPurpose.ENTRY]
+    first = entries[0]
+    profile = dataset_profile("coinbase_BTC-USD_1m", first.created_at, pd.Timedelta("1h"))
+    slots = [first.created_at + k * pd.Timedelta("1h") for k in range(3)]
+    weights = [float(profile.iloc[t.hour]) for t in slots]
+    sizes = [o.qty for o in entries[:3]]
+    assert len({round(q, 5) for q in sizes}) > 1  # not a TWAP
+    # the first child is its slot's share of the parent, to the lot (1e-5 for BTC/USDT)
+    assert sizes[0] == pytest.approx(sum(sizes) * weights[0] / sum(weights), abs=2e-5)
+
+
+def test_a_vwap_profile_must_name_a_bundled_dataset() -> None:
+    with pytest.raises(ValueError, match="profile: no bundled dataset 'nope'"):
+        AlgoSettings(name="vwap", duration="1h", interval="15min", profile="nope")

@@ -441,11 +441,8 @@ def test_every_field_of_the_engines_parts_is_known_to_the_snapshot() -> None:
     """A field added to one of these must be kept by n1v1/live/snapshot.py (or be shown there to
     be derived): then add it to this list."""
     known = {
-        # volume_profiles: a backtest's execution.algo vwap only (a session's parents carry
-        # their weights in the logged command)
         TradingEngine: "settings journal portfolio venue risk run_id currency sources atr "
-        "equity_curve exposure_bars step _states _order_seq _next_open cost_rate algos "
-        "volume_profiles",
+        "equity_curve exposure_bars step _states _order_seq _next_open cost_rate algos",
         # _owner is derived from the parents' children; _at_open lives within one bar
         AlgoBook: "engine parents _owner accepted _at_open",
         # dust_rules: the exchange's, stored once in engine_state and set before every replay

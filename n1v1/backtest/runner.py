@@ -34,7 +34,7 @@ from n1v1.engine.journal import InMemoryJournal
 from n1v1.engine.shadows import StrategyShadows
 from n1v1.engine.signals import PrecomputedTargets
 from n1v1.execution.instruments import account_currency
-from n1v1.execution.profiles import run_volume_profile
+from n1v1.execution.profiles import check_profile
 from n1v1.execution.shortfall import aggregate_shortfall
 from n1v1.strategies.base import Strategy
 
@@ -295,11 +295,8 @@ def _run_event(
                     risk.atr_period,
                 ),
             )
-    if settings.execution.algo is not None and settings.execution.algo.name == "vwap":
-        for symbol, frame in frames.items():
-            engine.volume_profiles[Symbol(symbol)] = run_volume_profile(
-                settings.execution.algo, frame.index[0]
-            )
+    if settings.execution.algo is not None:  # a vwap's profile has history before the run
+        check_profile(settings.execution.algo, min(frame.index[0] for frame in frames.values()))
     shadows = None
     if with_shadows and len(strategies) > 1:
         shadows = StrategyShadows(settings, engine.sources, atr=engine.atr)

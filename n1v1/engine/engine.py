@@ -40,6 +40,7 @@ from n1v1.execution.algo_plan import PlanError, profile_weights, slot_times
 from n1v1.execution.algos import ParentOrder
 from n1v1.execution.instruments import account_currency
 from n1v1.execution.live_venue import LiveVenue
+from n1v1.execution.profiles import dataset_profile, profile_bucket
 from n1v1.execution.venue import Execution, SimulatedVenue
 from n1v1.risk.exits import exit_levels, tighter_stop, trailing_stop
 from n1v1.risk.manager import RiskManager
@@ -101,7 +102,6 @@ class TradingEngine:
         self._order_seq: dict[tuple[Symbol, int], int] = {}
         self._next_open = settings.execution.fill == "next_open"
         self.algos = AlgoBook(self)
-        self.volume_profiles: dict[Symbol, pd.Series] = {}  # for execution.algo: vwap
         self.cost_rate = settings.execution.taker_fee + settings.execution.slippage_bps / 10_000.0
 
     # -- set-up ----------------------------------------------------------------------------------
@@ -562,10 +562,12 @@ class TradingEngine:
         duration = parse_span("duration", algo.duration)
         interval = parse_span("interval", algo.interval)
         weights = None
-        if algo.name == "vwap":
-            profile = self.volume_profiles.get(symbol)
-            if profile is None:
-                raise PlanError(f"execution.algo: vwap needs a volume profile for {symbol}")
+        if algo.name == "vwap":  # its profile: the named dataset's volume before this bar
+            assert algo.profile is not None  # AlgoSettings requires one
+            try:
+                profile = dataset_profile(algo.profile, bar.timestamp, profile_bucket(interval))
+            except PlanError:
+                return False  # no history before now (a replay of older bars): one order
             weights = tuple(profile_weights(profile, slot_times(bar.timestamp, duration, interval)))
         request = AlgoRequest(
             symbol,

@@ -1,8 +1,8 @@
-"""Where a VWAP's volume profile comes from: a bundled dataset, cut before the trading starts.
+"""Where a VWAP's volume profile comes from: a bundled dataset, cut before the parent starts.
 
-A profile learned from bars the strategy has not lived through yet would be lookahead (the volume
-of the very hours being traded), so a backtest takes it only from the dataset's bars strictly
-before its own first bar, and refuses a dataset with none (the error names it and the time).
+A profile learned from bars not lived through yet would be lookahead (the volume of the very
+hours being traded), so a parent's profile is taken only from the dataset's bars strictly before
+the bar it starts at, and a dataset with none is refused (the error names it and the time).
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ def dataset_profile(name: str, before: pd.Timestamp | None, bucket: pd.Timedelta
     return volume_profile(bars, bucket)
 
 
-def run_volume_profile(algo: AlgoSettings, start: pd.Timestamp) -> pd.Series:
-    """`execution.algo`'s profile for a run starting at `start`."""
-    assert algo.profile is not None  # AlgoSettings requires one for a vwap
-    return dataset_profile(algo.profile, start, profile_bucket(pd.Timedelta(algo.interval)))
+def check_profile(algo: AlgoSettings, start: pd.Timestamp) -> None:
+    """A run starting at `start` with `algo`: a vwap's dataset must have bars before it
+    (PlanError naming `profile` otherwise), so no parent of the run goes without a profile."""
+    if algo.name == "vwap":
+        assert algo.profile is not None  # AlgoSettings requires one for a vwap
+        dataset_profile(algo.profile, start, profile_bucket(pd.Timedelta(algo.interval)))
