@@ -194,6 +194,20 @@ def test_a_pause_holds_the_slots_and_the_rest_spreads_over_the_time_left() -> No
     assert parent.status is ParentStatus.DONE
 
 
+def test_a_parent_that_reduces_the_position_goes_on_while_paused() -> None:
+    desk = Desk(rising(10))
+    desk.bar()
+    ts, bars = desk.steps[0]
+    desk.engine.submit_manual_order("BTC", Side.BUY, 1.0, ts, bars[Symbol("BTC")][1].close)
+    desk.bar()  # long 1 at 101
+    parent = desk.parent("1", side="sell")
+    desk.engine.risk.paused_reason = "lunch"
+    desk.bar(5)
+    assert [q for _, q, _ in desk.children(parent)] == [0.25] * 4
+    assert parent.status is ParentStatus.DONE
+    assert desk.engine.portfolio.position(Symbol("BTC")).qty == pytest.approx(0.0)
+
+
 def test_a_child_refused_by_the_venue_is_re_planned_and_an_unknown_one_holds_its_quantity() -> None:
     venue = LiveVenue()
     desk = Desk(rising(), venue=venue)

@@ -168,7 +168,8 @@ class AlgoBook:
 
     def on_bars(self, ts: pd.Timestamp, bars: Mapping[Symbol, tuple[int, Bar]]) -> None:
         """After the bar's decisions: each working parent of a symbol with a bar sends what is
-        due. Paused or with the kill switch engaged, due slots pass without a child."""
+        due. Paused or with the kill switch engaged, the slots of a parent that would open or add
+        to a position pass without a child; one that reduces a position goes on."""
         for parent in self._at_open:
             entry = bars.get(Symbol(parent.symbol))
             if entry is not None:
@@ -184,7 +185,8 @@ class AlgoBook:
     def _work(self, parent: ParentOrder, bar: Bar, ts: pd.Timestamp) -> None:
         self._sweep(parent)
         risk = self.engine.risk
-        hold = risk.paused_reason is not None or risk.kill_switch.engaged
+        halted = risk.paused_reason is not None or risk.kill_switch.engaged
+        hold = halted and self._adds(parent)  # exits work while paused, as everywhere
         slot = parent.next_slot
         try:
             qty = parent.on_bar(bar, hold=hold)
@@ -200,6 +202,15 @@ class AlgoBook:
             parent.reason = f"slot {parent.next_slot - 1} passed unsent ({why})"
         if qty > 0:
             self._send(parent, qty, bar, ts)
+
+    def _adds(self, parent: ParentOrder) -> bool:
+        """Whether the parent's next child would open or add to a position (an entry's always;
+        an operator's when it is on the position's side or the symbol is flat)."""
+        if parent.purpose == OrderPurpose.ENTRY.value:
+            return True
+        if parent.purpose == OrderPurpose.EXIT.value:
+            return False
+        return self.engine.portfolio.position(Symbol(parent.symbol)).qty * parent.side.sign >= 0
 
     def _sweep(self, parent: ParentOrder) -> None:
         """Children no longer working at the venue are final: their unfilled rest is free."""
@@ -251,7 +262,11 @@ class AlgoBook:
         said: an entry child that filled after the exit was planned (its cancel raced it at a
         live exchange) is sold too, and the parent's quantity becomes what it sells in all (the
         shortfall is of that). With nothing held, the child is not sent."""
-        held = abs(self.engine.portfolio.position(Symbol(parent.symbol)).qty)
+        # what is held on the side this exit closes (a sell closes a long): a reversal's entry
+        # may be filling meanwhile, and its short is not this exit's to buy back
+        held = max(
+            -parent.side.sign * self.engine.portfolio.position(Symbol(parent.symbol)).qty, 0.0
+        )
         size = max(held - self._in_flight_size(parent), 0.0)
         exact = Decimal(repr(size)).quantize(_QUANTUM) if size > 0 else Decimal(0)
         parent.qty += exact - planned
