@@ -9,6 +9,7 @@ added later is checked without editing them.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -68,6 +69,7 @@ class Client:
     app: FastAPI
     base_url: str
     http: requests.Session
+    store: Store
 
     def call(
         self, method: str, path: str, token: str | None = ADMIN, **kwargs: Any
@@ -92,7 +94,7 @@ def served(live: Live, **options: Any) -> Iterator[Client]:
         **options,
     )
     with serve_app(app) as base_url, requests.Session() as http:
-        yield Client(app, base_url, http)
+        yield Client(app, base_url, http, live.store)
 
 
 @contextmanager
@@ -740,3 +742,42 @@ def test_downsample_known_answers() -> None:
     assert downsample(list(range(10)), 4) == [0, 3, 6, 9]
     assert downsample(list(range(10)), 5) == [0, 2, 4, 7, 9]  # 2.25 -> 2, 4.5 -> 4, 6.75 -> 7
     assert downsample(list(range(3)), 5) == [0, 1, 2]
+
+
+# -- the dashboard's market chart ------------------------------------------------------------------
+def test_the_chart_library_is_served_as_vendored_and_nothing_else_from_its_folder(
+    shared: Client,
+) -> None:
+    folder = resources.files("n1v1.serve").joinpath("static/lightweight-charts")
+    recorded = re.search(r"SHA-256\s+`([0-9a-f]{64})`", folder.joinpath("README.md").read_text())
+    assert recorded is not None
+    script = shared.call(
+        "GET", "/static/lightweight-charts/lightweight-charts.standalone.production.js", token=None
+    )
+    assert script.status_code == 200
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert hashlib.sha256(script.content).hexdigest() == recorded.group(1)
+    for path in ("/static/lightweight-charts/LICENSE", "/static/lightweight-charts/..%2fapi.py"):
+        assert shared.call("GET", path, token=None).status_code == 404, path
+
+
+def test_bars_are_the_engines_candles_with_their_fills(shared: Client) -> None:
+    answer = shared.call("GET", "/api/v1/bars", params={"symbol": "BTC/USD", "limit": 10})
+    assert answer.status_code == 200
+    body = answer.json()
+    reader = StoreReader(shared.store)
+    stored = reader.recent_bars("BTC/USD", 10)
+    assert body["bars"] == [
+        [b.timestamp.isoformat(), b.open, b.high, b.low, b.close, b.volume] for b in stored
+    ]
+    first, last = stored[0].timestamp, stored[-1].timestamp
+    fills = [f for f in reader.fills() if f.symbol == "BTC/USD" and first <= f.timestamp <= last]
+    assert [f["client_order_id"] for f in body["fills"]] == [f.client_order_id for f in fills]
+    everything = shared.call("GET", "/api/v1/bars").json()  # the first symbol, 500 bars at most
+    assert everything["symbol"] == "BTC/USD"
+    assert len(everything["bars"]) == START_STEP  # every bar so far, oldest first
+    assert everything["bars"][-10:] == body["bars"]
+    missing = shared.call("GET", "/api/v1/bars", params={"symbol": "DOGE/USD"})
+    assert missing.status_code == 404 and _error(missing)["code"] == "not_found"
+    bad = shared.call("GET", "/api/v1/bars", params={"symbol": "BTC/USD", "end": "soon"})
+    assert bad.status_code == 422 and _fields(bad) == ["query.end"]

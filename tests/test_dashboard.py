@@ -72,6 +72,10 @@ return {
   trades: rows("#trades-table").map((tr) => [
     tr.querySelector(".col-symbol").textContent, tr.querySelector(".col-exit_time").textContent,
     tr.querySelector(".col-bars_held").textContent]),
+  marketSymbol: q("#market-symbol").value,
+  marketSymbols: Array.from(q("#market-symbol").options).map((o) => o.value),
+  marketCount: q("#market-count").textContent,
+  marketCanvases: document.querySelectorAll("#market-chart canvas").length,
   feedShown: !q("#feed-panel").hidden,
   feedLabel: q("#feed-label").textContent,
   feedPhase: q("#feed-phase").textContent,
@@ -305,6 +309,14 @@ def test_dashboard_shows_the_running_session(api: LiveApi, browser: WebDriver) -
     assert len(page["orders"]) == 20
     assert page["orders"] == [o["client_order_id"] for o in newest_orders["orders"]]
     assert page["signals"] == [[s["symbol"], s["strategy"]] for s in signals["signals"]]
+    # the market chart: the first symbol's candles and fills, drawn by the vendored library
+    symbol = snap["symbols"][0]
+    candles = api.get(f"bars?limit=500&symbol={symbol}")
+    assert len(candles["bars"]) == 500 and len(candles["fills"]) > 0
+    page = browser.wait_for("page.marketCount !== ''")
+    assert (page["marketSymbol"], page["marketSymbols"]) == (symbol, snap["symbols"])
+    assert page["marketCount"] == f"500 bars, {len(candles['fills'])} fills"
+    assert page["marketCanvases"] > 0
     (parent,) = api.get("algo-orders?limit=20")["algo_orders"]
     assert parent["status"] == "done" and len(parent["children"]) == 6
     assert page["parents"] == [[parent["parent_id"], "100.0 %", "done"]]

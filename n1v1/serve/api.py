@@ -100,6 +100,8 @@ _SWAGGER_FILES = {
     "swagger-ui.css": "text/css; charset=utf-8",
     "favicon-32x32.png": "image/png",
 }
+CHARTS = "/static/lightweight-charts"
+_CHART_FILES = {"lightweight-charts.standalone.production.js": "text/javascript; charset=utf-8"}
 _STATUS_FOR = {"not_found": 404, "conflict": 409, "invalid": 422, "unavailable": 503}
 _MUTATING = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 _READ_ONLY_POSTS = frozenset({f"{API}/predict"})  # a computation, not a change: no audit, no 403
@@ -372,6 +374,18 @@ def create_api(
             headers={"Cache-Control": "public, max-age=86400"},
         )
 
+    @app.get(f"{CHARTS}/{{name}}", include_in_schema=False)
+    async def chart_asset(name: str) -> Response:
+        media_type = _CHART_FILES.get(name)
+        if media_type is None:
+            raise ApiError(404, "not_found", f"no such chart asset {printable(name)!r}")
+        data = resources.files("n1v1.serve").joinpath(f"static/lightweight-charts/{name}")
+        return Response(
+            data.read_bytes(),
+            media_type=media_type,
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -479,6 +493,50 @@ def create_api(
         return {
             "points": [[p.timestamp.isoformat(), p.equity, p.cash] for p in sampled],
             "total": len(points),
+        }
+
+    @app.get(f"{API}/bars", responses=errors(404, 503))
+    async def bars(
+        symbol: str | None = Query(None, max_length=64, description="default: the first traded"),
+        limit: int = Query(500, ge=1, le=5000),
+        end: str | None = Query(
+            None, max_length=64, description="ISO-8601 date or time (UTC without an offset)"
+        ),
+    ) -> dict[str, Any]:
+        """The `limit` newest bars of `symbol` the engine traded on (at or before `end`), oldest
+        first, as [time, open, high, low, close, volume], and the fills among them (the chart's
+        entries, exits and stops)."""
+        high = None if end is None else parse_time("query.end", end)
+        if symbol is None:
+            traded = (await backend.status()).get("symbols") or []
+            if not traded:
+                raise ApiError(404, "not_found", "no symbol is traded here yet")
+            symbol = str(traded[0])
+        candles = await asyncio.to_thread(reader.recent_bars, symbol, limit, high)
+        if not candles:
+            snap = await backend.status()
+            if symbol not in (snap.get("symbols") or []):
+                raise ApiError(404, "not_found", f"symbol {printable(symbol)!r} is not traded here")
+            return {"symbol": symbol, "bars": [], "fills": []}
+        fills = await asyncio.to_thread(
+            reader.symbol_fills, symbol, candles[0].timestamp, candles[-1].timestamp
+        )
+        return {
+            "symbol": symbol,
+            "bars": [
+                [b.timestamp.isoformat(), b.open, b.high, b.low, b.close, b.volume] for b in candles
+            ],
+            "fills": [
+                {
+                    "time": f.timestamp.isoformat(),
+                    "client_order_id": f.client_order_id,
+                    "side": f.side.value,
+                    "qty": f.qty,
+                    "price": f.price,
+                    "purpose": f.purpose.value,
+                }
+                for f in fills
+            ],
         }
 
     @app.get(f"{API}/signals", responses=errors(503))

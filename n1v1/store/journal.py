@@ -292,6 +292,22 @@ class StoreReader:
             bars[r.symbol] = Bar(r.timestamp, r.open, r.high, r.low, r.close, r.volume)
         return [(step, ts, bars) for step, (ts, bars) in sorted(steps.items())]
 
+    def recent_bars(self, symbol: str, limit: int, end: pd.Timestamp | None = None) -> list[Bar]:
+        """The `limit` newest bars of `symbol` the engine took (at or before `end`), oldest
+        first."""
+        b = t.bars
+        q = select(b).where(b.c.symbol == symbol)
+        if end is not None:
+            q = q.where(b.c.timestamp <= end)
+        rows = self._rows(q.order_by(b.c.timestamp.desc()).limit(limit))
+        return [Bar(r.timestamp, r.open, r.high, r.low, r.close, r.volume) for r in reversed(rows)]
+
+    def symbol_fills(self, symbol: str, start: pd.Timestamp, end: pd.Timestamp) -> list[Fill]:
+        """The fills of `symbol` with start <= timestamp <= end, in time order."""
+        f = t.fills
+        q = select(f).where(f.c.symbol == symbol, f.c.timestamp >= start, f.c.timestamp <= end)
+        return [_fill_from(r) for r in self._rows(q.order_by(f.c.timestamp, f.c.id))]
+
     def predictions(self, after_step: int = -1) -> dict[int, list[dict[str, Any]]]:
         """The model answers the engine used, by step (those after `after_step`), in order."""
         p = t.predictions
