@@ -171,6 +171,22 @@ class WebDriver:
             "POST", f"{self.session_url}/execute/sync", {"script": script, "args": list(args)}
         )
 
+    def _element(self, css: str) -> str:
+        found = self._call(
+            "POST", f"{self.session_url}/element", {"using": "css selector", "value": css}
+        )
+        return str(next(iter(found.values())))
+
+    def click(self, css: str) -> None:
+        """A real click on the element (scrolled into view), as a user's."""
+        self._call("POST", f"{self.session_url}/element/{self._element(css)}/click", {})
+
+    def type(self, css: str, text: str) -> None:
+        """Clear the field and type `text` into it, key by key."""
+        element = self._element(css)
+        self._call("POST", f"{self.session_url}/element/{element}/clear", {})
+        self._call("POST", f"{self.session_url}/element/{element}/value", {"text": text})
+
     def screenshot(self, path: Path) -> None:
         path.write_bytes(base64.b64decode(self._call("GET", f"{self.session_url}/screenshot")))
 
@@ -183,11 +199,14 @@ class WebDriver:
         entries = self._call("POST", f"{self.session_url}/se/log", {"type": "browser"})
         return [e["message"] for e in entries if e.get("source") == "security"]
 
-    def wait_for(self, ready: str, timeout: float = PAGE_WAIT_S) -> dict[str, Any]:
-        """Read the page until the JS expression `ready` (over `page`) holds; the last reading."""
+    def wait_for(
+        self, ready: str, timeout: float = PAGE_WAIT_S, reader: str = READ_PAGE
+    ) -> dict[str, Any]:
+        """Read the page (`reader`) until the JS expression `ready` (over `page`) holds; the last
+        reading."""
         deadline = time.monotonic() + timeout
         while True:
-            page = self.execute(READ_PAGE)
+            page = self.execute(reader)
             if self.execute(f"const page = arguments[0]; return Boolean({ready});", page):
                 return page
             if time.monotonic() > deadline:

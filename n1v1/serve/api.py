@@ -420,6 +420,12 @@ def create_api(
     async def status() -> Response:
         return status_body.response(await backend.status())
 
+    @app.get(f"{API}/whoami")
+    async def whoami(request: Request) -> dict[str, Any]:
+        """What the presented token may do: `admin` (everything) or `read` (reads and
+        predictions); the dashboard shows its controls to `admin` only."""
+        return {"role": request.state.role, "actor": request.state.actor}
+
     @app.get(f"{API}/positions", responses=errors(503))
     async def positions() -> dict[str, Any]:
         snap = await backend.status()

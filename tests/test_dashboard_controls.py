@@ -1,0 +1,200 @@
+"""The dashboard's controls, driven in Debian's Chromium with real clicks and keystrokes against a
+live session held at an exact step (no bar comes unless the test lets one): pause and resume, a
+manual order placed (after a refused one whose error shows next to its field) and cancelled, a
+risk limit changed (invalid, then valid), a parent order started and cancelled, the kill switch
+tripped (confirmed, its result shown) and reset, and the read-only token's page without controls.
+Screenshots go to the test's artefact folder (`N1V1_TEST_ARTIFACTS`, default build/test-artifacts).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from dashboard_api import LocalBackend, serve_app
+from session_worker import GatedFeed, make_session, market, run_to, settings, wait_until
+from test_dashboard import WebDriver, _require_browser, headless_chromium
+
+from n1v1.serve.api import create_api, hash_token
+from n1v1.store import StoreReader, create_store
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = Path(os.environ.get("N1V1_TEST_ARTIFACTS", ROOT / "build" / "test-artifacts"))
+
+READ = """
+const q = (sel) => document.querySelector(sel);
+const rows = (table) => Array.from(
+  document.querySelectorAll(table + " tbody tr:not(.empty-row)"));
+const cell = (tr, cls) => (tr.querySelector(cls) || {}).textContent;
+return {
+  controls: !q("#controls-panel").hidden,
+  result: q("#control-result").textContent,
+  resultFailed: q("#control-result").classList.contains("failed"),
+  qtyError: q("#order-form-qty-error").textContent,
+  drawdownError: q("#limits-form-max_drawdown-error").textContent,
+  drawdownInvalid: q("#limit-max_drawdown").getAttribute("aria-invalid"),
+  killConfirm: !q("#kill-confirm").hidden,
+  risk: Object.fromEntries(Array.from(q("#risk-list").querySelectorAll("dt")).map(
+    (dt) => [dt.textContent, dt.nextElementSibling.textContent])),
+  orders: rows("#orders-table").map((tr) => [
+    cell(tr, ".col-client_order_id"), cell(tr, ".col-status"),
+    tr.querySelectorAll("button.row-action").length]),
+  parents: rows("#algo-table").map((tr) => [
+    cell(tr, ".col-parent_id"), cell(tr, ".col-status"),
+    tr.querySelectorAll("button.row-action").length]),
+  buttons: document.querySelectorAll("button.row-action").length,
+  lastUpdated: q("#last-updated").textContent,
+  orderSymbols: Array.from(q("#order-symbol").options).map((o) => o.value),
+};
+"""
+
+
+class Live:
+    def __init__(
+        self, base_url: str, admin: str, read: str, session: Any, feed: GatedFeed, store: Any
+    ):
+        self.base_url, self.admin, self.read = base_url, admin, read
+        self.session, self.feed, self.store = session, feed, store
+
+    def get(self, path: str) -> Any:
+        headers = {"Authorization": f"Bearer {self.admin}"}
+        response = requests.get(f"{self.base_url}/api/v1/{path}", headers=headers, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    tmp = tmp_path_factory.mktemp("controls")
+    admin, read = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    with ExitStack() as stack:
+        store = create_store(f"sqlite:///{tmp}/s.db")
+        stack.callback(store.dispose)
+        feed = GatedFeed(market())
+        session = make_session(store, feed, config=settings(max_open_positions=None))
+        session.start()
+        stack.callback(session.stop)
+        wait_until(lambda: session.state == "running", "the session to take the lease")
+        run_to(session, feed, 30)  # held here: a manual order stays working until let go
+        app = create_api(
+            LocalBackend(session),
+            store,
+            admin_token_hash=hash_token(admin),
+            read_token_hash=hash_token(read),
+        )
+        base_url = stack.enter_context(serve_app(app))
+        yield Live(base_url, admin, read, session, feed, store)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    _require_browser()
+    with headless_chromium(tmp_path_factory.mktemp("chromium")) as driver:
+        yield driver
+
+
+def shot(browser: WebDriver, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.screenshot(ARTIFACTS / f"dashboard-{name}.png")
+
+
+def wait(browser: WebDriver, ready: str) -> dict[str, Any]:
+    return browser.wait_for(ready, reader=READ)
+
+
+def test_an_operator_runs_the_session_from_the_page(live: Live, browser: WebDriver) -> None:
+    browser.get("about:blank")
+    browser.get(f"{live.base_url}/#token={live.admin}")
+    page = wait(browser, "page.controls && page.orderSymbols.length === 2 && page.risk.paused")
+    assert page["orderSymbols"] == ["BTC/USD", "LTC/USD"]
+
+    # pause, then resume: the risk panel follows
+    browser.click("#pause-btn")
+    page = wait(browser, "page.result.startsWith('Paused') && page.risk.paused === 'yes'")
+    browser.click("#resume-btn")
+    page = wait(browser, "page.result.startsWith('Resumed') && page.risk.paused === 'no'")
+    assert live.session.snapshot["paused"] is False
+
+    # a quantity that is not a number: the error is next to the field, nothing is placed
+    before = len(StoreReader(live.store).latest_orders())
+    browser.type("#order-qty", "lots")
+    browser.click("#order-form button[type=submit]")
+    page = wait(browser, "page.qtyError !== ''")
+    assert page["resultFailed"] and "422" in page["result"]
+    assert len(StoreReader(live.store).latest_orders()) == before
+    # a valid one: sent, listed as working with a Cancel button (no bar comes to fill it)
+    browser.click("#order-symbol option[value='LTC/USD']")
+    browser.type("#order-qty", "2")
+    browser.click("#order-form button[type=submit]")
+    page = wait(browser, "page.result.startsWith('Order sent') && page.qtyError === ''")
+    (placed,) = [o for o in live.get("orders?symbol=LTC/USD")["orders"] if o["purpose"] == "manual"]
+    assert placed["status"] == "submitted" and placed["client_order_id"] in page["result"]
+    page = wait(browser, f"page.orders.some((o) => o[0] === '{placed['client_order_id']}')")
+    (row,) = [o for o in page["orders"] if o[0] == placed["client_order_id"]]
+    assert row[1:] == ["submitted", 1]
+    shot(browser, "order-working")
+    browser.click(f"button[aria-label='cancel order {placed['client_order_id']}']")
+    wait(
+        browser,
+        f"page.orders.some((o) => o[0] === '{placed['client_order_id']}' && o[1] === 'cancelled')",
+    )
+    assert live.get("orders?symbol=LTC/USD")["orders"][0]["status"] == "cancelled"
+
+    # a risk limit: refused with the field named, then saved
+    browser.type("#limit-max_drawdown", "5")
+    browser.click("#limits-form button[type=submit]")
+    page = wait(browser, "page.drawdownError !== ''")
+    assert page["drawdownInvalid"] == "true" and "less than 1" in page["drawdownError"].lower()
+    assert live.session.snapshot["risk"]["limits"]["max_drawdown"] is None
+    browser.type("#limit-max_drawdown", "0.3")
+    browser.click("#limits-form button[type=submit]")
+    page = wait(browser, "page.result === 'Limits saved.' && page.drawdownError === ''")
+    assert live.session.snapshot["risk"]["limits"]["max_drawdown"] == 0.3
+    page = wait(browser, "page.risk.drawdown.endsWith('30.00 %')")
+
+    # a parent order: started, listed with a Cancel button, cancelled
+    browser.type("#algo-qty", "3")
+    browser.click("#algo-form button[type=submit]")
+    page = wait(browser, "page.result.startsWith('Algorithm order')")
+    (parent,) = live.get("algo-orders")["algo_orders"]
+    assert parent["status"] == "working" and parent["parent_id"] in page["result"]
+    wait(browser, f"page.parents.some((p) => p[0] === '{parent['parent_id']}' && p[2] === 1)")
+    browser.click(f"button[aria-label='cancel algorithm order {parent['parent_id']}']")
+    wait(
+        browser,
+        f"page.parents.some((p) => p[0] === '{parent['parent_id']}' && p[1] === 'cancelled')",
+    )
+
+    # the kill switch: asks first, then says what it cancelled and flattened
+    positions = live.session.snapshot["positions"]
+    browser.click("#kill-btn")
+    page = wait(browser, "page.killConfirm")
+    shot(browser, "kill-switch-confirm")
+    browser.type("#kill-reason", "drill")
+    browser.click("#kill-yes")
+    page = wait(browser, "page.result.startsWith('Kill switch engaged (drill)')")
+    held = [p for p in positions if p["qty"]]
+    assert f"with {len(held)} market order" in page["result"]
+    for p in held:
+        assert p["symbol"] in page["result"]
+    page = wait(browser, "page.risk['kill switch'].startsWith('ENGAGED')")
+    shot(browser, "kill-switch-engaged")
+    browser.click("#reset-kill")
+    browser.click("#resume-btn")
+    page = wait(browser, "page.risk['kill switch'] === 'off'")
+    assert live.session.snapshot["risk"]["kill_switch"]["engaged"] is False
+    assert browser.security_messages() == []
+
+
+def test_the_read_only_token_sees_the_page_without_controls(live: Live, browser: WebDriver) -> None:
+    browser.get("about:blank")
+    browser.get(f"{live.base_url}/#token={live.read}")
+    page = wait(browser, "page.lastUpdated.startsWith('last updated') && page.orders.length > 0")
+    assert page["controls"] is False and page["buttons"] == 0
+    shot(browser, "read-only")
