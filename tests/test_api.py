@@ -781,3 +781,24 @@ def test_bars_are_the_engines_candles_with_their_fills(shared: Client) -> None:
     assert missing.status_code == 404 and _error(missing)["code"] == "not_found"
     bad = shared.call("GET", "/api/v1/bars", params={"symbol": "BTC/USD", "end": "soon"})
     assert bad.status_code == 422 and _fields(bad) == ["query.end"]
+
+
+def test_equity_with_its_benchmark_and_drawdown_by_hand(shared: Client) -> None:
+    body = shared.call("GET", "/api/v1/equity", params={"benchmark": "true"}).json()
+    initial = body["initial_cash"]
+    points = body["points"]
+    assert len(points) == body["total"] == START_STEP  # one per step, none dropped
+    reader = StoreReader(shared.store)
+    first = {s: reader.recent_bars(s, 10_000)[0].close for s in ("BTC/USD", "LTC/USD")}
+    peak = initial
+    for time, equity, _cash, drawdown, hold in points:
+        at = pd.Timestamp(time)
+        last = {s: [b for b in reader.recent_bars(s, 10_000, at)][-1].close for s in first}
+        # the initial cash split equally at the first closes, held: 10,000 x mean(C_t / C_0)
+        expected = initial * sum(last[s] / first[s] for s in first) / len(first)
+        assert hold == pytest.approx(expected, rel=1e-12)
+        peak = max(peak, equity)
+        assert drawdown == pytest.approx(1 - equity / peak, abs=1e-12)
+    assert points[0][4] == pytest.approx(initial)
+    plain = shared.call("GET", "/api/v1/equity").json()
+    assert [p[:3] for p in points] == plain["points"]

@@ -54,12 +54,12 @@ READ_PAGE = """
 const q = (sel) => document.querySelector(sel);
 const rows = (table) => Array.from(
   document.querySelectorAll(table + " tbody tr:not(.empty-row)"));
-const line = q('#equity-chart polyline[data-series="equity"]');
 return {
   state: q("#status-state").textContent,
   equity: q("#equity-value").textContent,
-  series: document.querySelectorAll("#equity-chart polyline, #equity-chart path").length,
-  chartPoints: line ? line.points.numberOfItems : 0,
+  equityCount: q("#equity-count").textContent,
+  equityLegend: q("#equity-legend").textContent,
+  equityCanvases: document.querySelectorAll("#equity-chart canvas").length,
   positions: rows("#positions-table").map((tr) => [
     tr.querySelector(".col-symbol").textContent, tr.querySelector(".col-qty").textContent]),
   orders: rows("#orders-table").map(
@@ -307,7 +307,7 @@ def test_dashboard_shows_the_running_session(api: LiveApi, browser: WebDriver) -
     snap = api.session.snapshot
     assert snap["positions"], "precondition: the replay should end with open positions"
     newest_orders = api.get("orders?limit=20")
-    equity = api.get("equity?max_points=400")
+    equity = api.get("equity?benchmark=true&max_points=400")
     signals = api.get("signals?limit=20")
     assert newest_orders["total"] > 20, "precondition: more orders than the page lists"
 
@@ -321,8 +321,12 @@ def test_dashboard_shows_the_running_session(api: LiveApi, browser: WebDriver) -
     replay_end = snap["feed"]["replay_end"].replace("T", " ").replace("+00:00", "Z")
     assert page["feedPhase"].startswith(f"Replay finished at {replay_end}: no further bars")
     assert page["equity"].replace(",", "") == f"{snap['equity']:.2f}"
-    assert page["series"] == 1  # equity only until "show cash" is ticked
-    assert page["chartPoints"] == len(equity["points"]) > 10
+    assert page["equityCount"] == f"{len(equity['points'])} of {equity['total']} points"
+    assert len(equity["points"]) > 10 and page["equityCanvases"] > 0
+    _, value, _, under, hold = equity["points"][-1]
+    assert page["equityLegend"] == (
+        f"equity {value:,.2f} · buy & hold {hold:,.2f} · drawdown {100 * under:.2f} %"
+    )
     shown = {symbol: float(qty.replace(",", "")) for symbol, qty in page["positions"]}
     assert shown == pytest.approx({p["symbol"]: p["qty"] for p in snap["positions"]}, abs=1e-6)
     assert len(page["orders"]) == 20

@@ -198,6 +198,18 @@ def drawdown(equity: np.ndarray, initial_cash: float) -> np.ndarray:
     return 1.0 - equity / running_peak(equity, initial_cash)
 
 
+def buy_and_hold_curve(closes: pd.DataFrame, initial_cash: float) -> pd.Series:
+    """The reference a trader holds an account against: `initial_cash` split equally across the
+    symbols (the columns of `closes`, one row per bar time) at each one's first close, and held,
+    without fees: value_t = initial_cash × mean_i(C_i,t / C_i,first), where a symbol before its
+    first bar counts as cash (1) and after it at its last close so far."""
+    if closes.empty:
+        return pd.Series(dtype=np.float64)
+    first = closes.apply(lambda col: col.dropna().iloc[0] if col.notna().any() else np.nan)
+    growth = (closes.ffill() / first).fillna(1.0)
+    return initial_cash * growth.mean(axis=1)
+
+
 def running_peak(equity: np.ndarray, initial_cash: float) -> np.ndarray:
     """max(initial_cash, E_0..E_t) for every bar t: the high-water mark drawdowns start from."""
     peak = np.maximum(equity, initial_cash)

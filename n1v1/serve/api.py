@@ -36,6 +36,7 @@ from datetime import datetime
 from importlib import resources
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
@@ -486,20 +487,28 @@ def create_api(
             None, max_length=64, description="ISO-8601 date or time (UTC without an offset)"
         ),
         max_points: int = Query(500, ge=2, le=10_000),
+        benchmark: bool = Query(False, description="add buy-and-hold and drawdown per point"),
     ) -> dict[str, Any]:
         """Points from `start` to `end` (both inclusive), downsampled to `max_points`. A bound
         beyond the times the store can hold (years 1677 to 2262) is clamped to them: 0001-01-01
-        means from the first point, 9999-12-31 to the last."""
+        means from the first point, 9999-12-31 to the last. With `benchmark`, each point also has
+        its drawdown (from the whole run's high-water mark, initial cash included) and the value
+        of buy-and-hold (docs/serve.md)."""
         low = None if start is None else parse_time("query.start", start)
         high = None if end is None else parse_time("query.end", end)
         if low is not None and high is not None and high < low:
             raise invalid_field("query.end", f"before query.start ({start})")
-        points = await asyncio.to_thread(reader.equity, low, high)
-        sampled = downsample(points, max_points)
-        return {
-            "points": [[p.timestamp.isoformat(), p.equity, p.cash] for p in sampled],
-            "total": len(points),
-        }
+        if not benchmark:
+            points = await asyncio.to_thread(reader.equity, low, high)
+            sampled = downsample(points, max_points)
+            return {
+                "points": [[p.timestamp.isoformat(), p.equity, p.cash] for p in sampled],
+                "total": len(points),
+            }
+        initial = (await backend.status()).get("initial_cash")
+        view = await asyncio.to_thread(_equity_with_benchmark, reader, low, high, initial)
+        sampled = downsample(view, max_points)
+        return {"points": sampled, "total": len(view), "initial_cash": initial}
 
     @app.get(f"{API}/bars", responses=errors(404, 503))
     async def bars(
@@ -880,6 +889,31 @@ async def _engine_state(backend: Backend) -> dict[str, Any]:
     except Exception as exc:
         return {"state": None, "reason": f"status not available: {type(exc).__name__}"}
     return {"state": snap.get("state"), "reason": snap.get("failure") or ""}
+
+
+def _equity_with_benchmark(
+    reader: StoreReader, low: Any, high: Any, initial_cash: float | None
+) -> list[list[Any]]:
+    """[time, equity, cash, drawdown, buy_and_hold] per stored equity point in [low, high]: the
+    drawdown from the whole run's peak (metrics.drawdown), buy-and-hold from the run's first
+    bar (metrics.buy_and_hold_curve), both computed over every point before sampling."""
+    from n1v1.backtest.metrics import buy_and_hold_curve, drawdown
+
+    everything = reader.equity()
+    if not everything or initial_cash is None:
+        return []
+    values = np.array([p.equity for p in everything], dtype=np.float64)
+    under = drawdown(values, float(initial_cash))
+    times = pd.DatetimeIndex([p.timestamp for p in everything])
+    hold = buy_and_hold_curve(reader.closes(), float(initial_cash))
+    held = hold.reindex(times, method="ffill").fillna(float(initial_cash)) if len(hold) else None
+    out = []
+    for i, p in enumerate(everything):
+        if (low is not None and p.timestamp < low) or (high is not None and p.timestamp > high):
+            continue
+        bench = float(held.iloc[i]) if held is not None else float(initial_cash)
+        out.append([p.timestamp.isoformat(), p.equity, p.cash, float(under[i]), bench])
+    return out
 
 
 def downsample(points: list[Any], max_points: int) -> list[Any]:

@@ -302,6 +302,19 @@ class StoreReader:
         rows = self._rows(q.order_by(b.c.timestamp.desc()).limit(limit))
         return [Bar(r.timestamp, r.open, r.high, r.low, r.close, r.volume) for r in reversed(rows)]
 
+    def closes(self, start: pd.Timestamp | None = None) -> pd.DataFrame:
+        """The closes of every symbol the engine took, one row per bar time (NaN where a symbol
+        had no bar), from `start`."""
+        b = t.bars
+        q = select(b.c.timestamp, b.c.symbol, b.c.close)
+        if start is not None:
+            q = q.where(b.c.timestamp >= start)
+        rows = self._rows(q.order_by(b.c.timestamp))
+        frame = pd.DataFrame(rows, columns=["timestamp", "symbol", "close"])
+        if frame.empty:
+            return pd.DataFrame()
+        return frame.pivot(index="timestamp", columns="symbol", values="close")
+
     def symbol_fills(self, symbol: str, start: pd.Timestamp, end: pd.Timestamp) -> list[Fill]:
         """The fills of `symbol` with start <= timestamp <= end, in time order."""
         f = t.fills
