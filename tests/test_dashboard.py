@@ -76,6 +76,8 @@ return {
   marketSymbols: Array.from(q("#market-symbol").options).map((o) => o.value),
   marketCount: q("#market-count").textContent,
   marketCanvases: document.querySelectorAll("#market-chart canvas").length,
+  health: Object.fromEntries(Array.from(q("#health-list").querySelectorAll("dt")).map(
+    (dt) => [dt.textContent, dt.nextElementSibling.textContent])),
   feedShown: !q("#feed-panel").hidden,
   feedLabel: q("#feed-label").textContent,
   feedPhase: q("#feed-phase").textContent,
@@ -332,6 +334,13 @@ def test_dashboard_shows_the_running_session(api: LiveApi, browser: WebDriver) -
     assert len(page["orders"]) == 20
     assert page["orders"] == [o["client_order_id"] for o in newest_orders["orders"]]
     assert page["signals"] == [[s["symbol"], s["strategy"]] for s in signals["signals"]]
+    # health: what the status says, in words
+    health = page["health"]
+    assert health["engine"] == "replay finished"
+    assert health["lease"].startswith(f"{snap['lease']['holder']} (token {snap['lease']['token']}")
+    assert health["store"] == "reachable" and health["venue"] == "paper (simulated fills)"
+    assert health["last step"].startswith("taken ") and health["last step"].endswith(" ago")
+    assert health["last bar"] == snap["last_bar_time"].replace("T", " ").replace("+00:00", "Z")
     # the market chart: the first symbol's candles and fills, drawn by the vendored library
     symbol = snap["symbols"][0]
     candles = api.get(f"bars?limit=500&symbol={symbol}")

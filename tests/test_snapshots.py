@@ -53,7 +53,10 @@ EVERY = 25
 CUT = 237  # where the store is copied: 12 steps after the snapshot at 225
 WORKER = Path(__file__).with_name("random_session.py")
 # What the status shows about this process rather than the trading: may differ between runs.
-PROCESS_FIELDS = {"holder", "lease", "recovery", "snapshots", "state", "feed", "feed_exhausted"}
+PROCESS_FIELDS = {
+    *("holder", "lease", "recovery", "snapshots", "state", "feed", "feed_exhausted"),
+    "last_step_at",  # this process's wall clock
+}
 
 
 def _outcome(store: Store) -> dict[str, Any]:

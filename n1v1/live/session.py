@@ -301,6 +301,7 @@ class TradingSession:
         self.reconcile_s = reconcile_s
         self._last_reconcile = 0.0
         self.reconciliation: dict[str, Any] | None = None  # the last check against the exchange
+        self.last_step_at: pd.Timestamp | None = None  # wall clock of this process's last step
         self._reset_engine()
 
     # -- building the engine -----------------------------------------------------------------------
@@ -1037,6 +1038,7 @@ class TradingSession:
             self._on_step(decided - started, self.engine)
         if self._on_predictions is not None and records:
             self._on_predictions(records)
+        self.last_step_at = pd.Timestamp.now(tz="UTC").floor("ms")
         self._publish()
 
     # -- snapshots ---------------------------------------------------------------------------------
@@ -1366,6 +1368,7 @@ class TradingSession:
             },
             "step": self.steps_done,
             "last_bar_time": None if self.last_ts is None else self.last_ts.isoformat(),
+            "last_step_at": None if self.last_step_at is None else self.last_step_at.isoformat(),
             "feed_exhausted": bool(self.feed.exhausted),
             "symbols": list(self.feed.symbols),
             "strategies": [
