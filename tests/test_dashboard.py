@@ -69,6 +69,12 @@ return {
     tr.querySelector(".col-status").textContent]),
   signals: rows("#signals-table").map((tr) => [
     tr.querySelector(".col-symbol").textContent, tr.querySelector(".col-strategy").textContent]),
+  pnlSymbols: rows("#pnl-symbol-table").map(
+    (tr) => Array.from(tr.children).map((td) => td.textContent)),
+  pnlStrategies: rows("#pnl-strategy-table").map((tr) => tr.children[0].textContent),
+  tradesTotal: q("#trades-total").textContent,
+  tradePnls: rows("#trades-table").map((tr) => tr.querySelector(".col-pnl").textContent),
+  currencyShown: q("#pnl-symbol-table .ccy").textContent,
   trades: rows("#trades-table").map((tr) => [
     tr.querySelector(".col-symbol").textContent, tr.querySelector(".col-exit_time").textContent,
     tr.querySelector(".col-bars_held").textContent]),
@@ -362,6 +368,32 @@ def test_dashboard_shows_the_running_session(api: LiveApi, browser: WebDriver) -
         for t in trades
     ]
     assert any(t["bars_held"] > 0 for t in trades)
+    # P&L by symbol: the status's summary (the backtest's formulas), with the currency
+    summary = snap["trades_summary"]
+    shown = {row[0]: row for row in page["pnlSymbols"]}
+    assert set(shown) == {*(r["symbol"] for r in summary["by_symbol"]), "all"}
+    for r in summary["by_symbol"]:
+        assert shown[r["symbol"]][1] == str(r["n_trades"])
+        assert shown[r["symbol"]][2] == f"{100 * r['win_rate']:.2f} %"
+    assert shown["all"][1] == str(summary["all"]["n_trades"]) and page["currencyShown"] == "(USD)"
+    assert page["pnlStrategies"] == [x["id"] for x in snap["strategies"]]
+    # trades: paged, filtered, sorted
+    total = api.get("trades?limit=1")["total"]
+    assert page["tradesTotal"] == f"(1–20 of {total})"
+    browser.click("#trades-older")
+    older = api.get("trades?limit=20&offset=20")["trades"]
+    page = browser.wait_for(f"page.tradesTotal === '(21–{min(40, total)} of {total})'")
+    assert page["tradePnls"] == [f"{t['pnl']:+,.2f}" for t in older]
+    browser.click("#trades-table button[data-sort='pnl']")  # largest first
+    page = browser.wait_for("page.tradePnls.length > 0")
+    assert page["tradePnls"] == [
+        f"{t['pnl']:+,.2f}" for t in sorted(older, key=lambda t: -t["pnl"])
+    ]
+    browser.click("#trades-symbol option[value='LTC/USD']")
+    ltc = api.get("trades?limit=20&symbol=LTC/USD")
+    page = browser.wait_for(f"page.tradesTotal === '(1–{len(ltc['trades'])} of {ltc['total']})'")
+    assert {t[0] for t in page["trades"]} == {"LTC/USD"}
+
     # the token left the address bar but stays for this tab's next refreshes
     assert api.token not in page["hash"] and page["hash"] == ""
     assert page["tokenStored"]

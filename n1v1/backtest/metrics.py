@@ -275,7 +275,7 @@ def compute_metrics(
     )
     cagr = out["cagr"]
     out["calmar"] = cagr / max_dd if cagr is not None and max_dd > 0.0 else None
-    out.update(_trade_stats(trades))
+    out.update(trade_stats(trades))
     out["exposure"] = exposure_bars / n if exposure_bars is not None else None
     mean_equity = float(values.mean())
     out["turnover"] = fills_notional / mean_equity if mean_equity > 0.0 else None
@@ -398,8 +398,9 @@ def _longest_underwater(
     return stop - first, seconds
 
 
-def _trade_stats(trades: Sequence[Trade]) -> dict[str, MetricValue]:
-    """Statistics of closed round trips; a trade still open at the end of the data is ignored."""
+def trade_stats(trades: Sequence[Trade]) -> dict[str, MetricValue]:
+    """Statistics of closed round trips; a trade still open at the end of the data is ignored.
+    The backtest's metrics and the dashboard's P&L by symbol (live/session.py) both use it."""
     closed = [t for t in trades if t.exit_time is not None]
     pnl = np.array([t.pnl for t in closed], dtype=float)
     for i, t in enumerate(closed):

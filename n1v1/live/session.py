@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import pandas as pd
 
+from n1v1.backtest.metrics import trade_stats
 from n1v1.config import ConfigError, Settings
 from n1v1.domain import Bar, DustRule, Order, OrderStatus, Side, Symbol, Trade
 from n1v1.engine.engine import FlattenReport, ManualOrderResult, TradingEngine
@@ -285,6 +286,7 @@ class TradingSession:
         self._trades_closed: list[dict[str, Any]] = []  # published; append-only per engine
         self._trades_open: list[dict[str, Any]] = []  # published; replaced every step
         self._trades_engine: TradingEngine | None = None
+        self._trades_summary: dict[str, Any] | None = None  # of the published closed trades
         self._slots_checked = 0.0
         self.snapshot_every, self.snapshots_kept = snapshot_every, snapshots_kept
         self._trade_rows = TradeRows()  # closed trades encoded once for the snapshots
@@ -1319,8 +1321,10 @@ class TradingSession:
         published = self._trades_closed
         if engine is not self._trades_engine or len(closed) < len(published):
             published, self._trades_engine = [], engine  # a rebuild made a new engine
-        if len(closed) > len(published):
+            self._trades_summary = None
+        if len(closed) > len(published) or self._trades_summary is None:
             published = published + [t.to_dict() for t in closed[len(published) :]]
+            self._trades_summary = trades_summary(closed)
         self._trades_closed = published
         self._trades_open = [t.to_dict() for t in open_trades(engine)]
 
@@ -1394,6 +1398,7 @@ class TradingSession:
             "working_orders": [order_dict(o) for o in engine.venue.working_orders()],
             "algo_orders": algo_orders_list(engine),
             "algo_summary": algo_summary(engine),
+            "trades_summary": self._trades_summary,
             "risk": risk_state(engine),
             "live_config": self.live.model_dump(),
             "recovery": self.recovery,
@@ -1519,6 +1524,30 @@ def algo_orders_list(engine: TradingEngine) -> list[dict[str, Any]]:
     finished = [p for p in parents if p.status.value != "working"][-ALGO_ORDERS_SHOWN:]
     shown = {p.parent_id for p in finished} | {p.parent_id for p in engine.algos.working()}
     return [parent_dict(p) for p in reversed(parents) if p.parent_id in shown]
+
+
+def trades_summary(closed: list[Trade]) -> dict[str, Any]:
+    """The closed trades by symbol and in all: count, win rate, profit factor, expectancy (the
+    backtest's formulas: metrics.trade_stats), net P&L and fees, in the account currency."""
+
+    def summary(trades: list[Trade]) -> dict[str, Any]:
+        stats = trade_stats(trades)
+        return {
+            "n_trades": stats["n_trades"],
+            "win_rate": stats["win_rate"],
+            "profit_factor": stats["profit_factor"],
+            "expectancy": stats["expectancy"],
+            "net_pnl": float(sum(t.pnl for t in trades)),
+            "fees": float(sum(t.fees for t in trades)),
+        }
+
+    symbols = sorted({t.symbol for t in closed})
+    return {
+        "by_symbol": [
+            {"symbol": s, **summary([t for t in closed if t.symbol == s])} for s in symbols
+        ],
+        "all": summary(closed),
+    }
 
 
 def algo_summary(engine: TradingEngine) -> dict[str, Any]:
