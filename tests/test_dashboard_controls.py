@@ -1,8 +1,9 @@
 """The dashboard's controls, driven in Debian's Chromium with real clicks and keystrokes against a
 live session held at an exact step (no bar comes unless the test lets one): pause and resume, a
 manual order placed (after a refused one whose error shows next to its field) and cancelled, a
-risk limit changed (invalid, then valid), a parent order started and cancelled, the kill switch
-tripped (confirmed, its result shown) and reset, and the read-only token's page without controls.
+risk limit and a strategy parameter changed (invalid, then valid), a parent order started and
+cancelled, the kill switch tripped (confirmed, its result shown) and reset, and the read-only
+token's page without controls.
 Screenshots go to the test's artefact folder (`N1V1_TEST_ARTIFACTS`, default build/test-artifacts).
 """
 
@@ -51,6 +52,8 @@ return {
   buttons: document.querySelectorAll("button.row-action").length,
   lastUpdated: q("#last-updated").textContent,
   orderSymbols: Array.from(q("#order-symbol").options).map((o) => o.value),
+  params: Array.from(document.querySelectorAll("#strategy-params input")).map((i) => i.name),
+  periodError: (q("#strategy-form-period-error") || {}).textContent || "",
 };
 """
 
@@ -157,6 +160,20 @@ def test_an_operator_runs_the_session_from_the_page(live: Live, browser: WebDriv
     page = wait(browser, "page.result === 'Limits saved.' && page.drawdownError === ''")
     assert live.session.snapshot["risk"]["limits"]["max_drawdown"] == 0.3
     page = wait(browser, "page.risk.drawdown.endsWith('30.00 %')")
+
+    # a strategy parameter: refused with the field named, then saved
+    browser.click("#strategy-id option[value='rsi']")
+    page = wait(browser, "page.params.includes('period')")
+    browser.type("#param-period", "-3")
+    browser.click("#strategy-form button[type=submit]")
+    page = wait(browser, "page.periodError !== ''")
+    assert page["periodError"] == "Input should be greater than or equal to 2"
+    assert "body.strategies.rsi.period" in page["result"]
+    browser.type("#param-period", "10")
+    browser.click("#strategy-form button[type=submit]")
+    page = wait(browser, "page.result === 'Parameters of rsi saved.'")
+    (rsi,) = [x for x in live.session.snapshot["strategies"] if x["id"] == "rsi"]
+    assert rsi["params"]["period"] == 10
 
     # a parent order: started, listed with a Cancel button, cancelled
     browser.type("#algo-qty", "3")

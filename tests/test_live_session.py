@@ -137,8 +137,14 @@ def test_strategy_parameter_override_shows_in_the_snapshot(
         "id": "fast_sma",
         "name": "sma_cross",
         "params": {"fast": 3, "slow": 20},
+        "effective_params": {"fast": 3, "slow": 20},  # every parameter, defaults included
         "state": "active",
         "note": "",
+    }
+    assert strategies["rsi"]["effective_params"] == {
+        "period": 14,
+        "oversold": 30.0,
+        "overbought": 70.0,
     }
     assert strategies["ema_cross"]["params"] == {"fast": 8, "slow": 30}  # untouched
     assert session.snapshot["live_config"]["strategies"] == {"fast_sma": {"fast": 3}}

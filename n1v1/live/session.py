@@ -334,6 +334,11 @@ class TradingSession:
         previous = {s.name: s for s in self.engine.sources if isinstance(s, ModelTargets)}
         allow_short = self.settings.risk.allow_short
         sources: list[RollingTargets | ModelTargets] = []
+        # every parameter each slot trades with, defaults included (the dashboard's form)
+        self.effective_params = {
+            slot_id: strategy.params.model_dump(mode="json")
+            for slot_id, strategy in strategies.items()
+        }
         for slot_id, strategy in strategies.items():
             if slot_id in self.aside:
                 continue
@@ -1380,6 +1385,7 @@ class TradingSession:
                     "id": s.slot_id,
                     "name": s.name,
                     "params": {**s.params, **self.live.strategies.get(s.slot_id, {})},
+                    "effective_params": self.effective_params.get(s.slot_id),
                     "pnl": pnl.get(s.slot_id),
                     "state": "standing_aside" if s.slot_id in self.aside else "active",
                     "note": self.aside.get(s.slot_id, ""),
