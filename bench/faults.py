@@ -110,10 +110,19 @@ ROUTES: tuple[tuple[str, str, str, int], ...] = (
 EXPECTED = {"cancel_unknown": 404}  # the answer that is right for a route besides 2xx
 
 
+# What Ray's HTTP proxy answers (through uvicorn) for a request whose Gateway replica died while
+# handling it: not our envelope, which every answer of the app itself is.
+PROXY_500 = b"Internal Server Error"
+IN_FLIGHT = "500 in flight"  # such an answer, before it is known whether a kill explains it
+
+
 def classify(route: str, status: int, body: bytes, headers: Any) -> str:
-    """ok | 503 (documented) | the status code as text (a failure)."""
+    """ok | 503 (documented) | IN_FLIGHT (Ray's proxy: the replica died under the request) | the
+    status code as text (a failure)."""
     if 200 <= status < 300 or EXPECTED.get(route) == status:
         return "ok"
+    if status == 500 and body.strip() == PROXY_500:
+        return IN_FLIGHT
     if status == 503:
         if route == "readyz" or "Retry-After" in headers:
             return "503"
@@ -125,13 +134,24 @@ def classify(route: str, status: int, body: bytes, headers: Any) -> str:
 
 @dataclass
 class LoadReport:
-    """Every finished request: (monotonic time it was sent, route, outcome, seconds)."""
+    """Every finished request: (monotonic time it was sent, route, outcome, seconds), and the
+    moments Gateway replicas were killed (`gateway_kills`)."""
 
     records: list[tuple[float, str, str, float]] = field(default_factory=list)
+    gateway_kills: list[float] = field(default_factory=list)
 
     def window(self, start: float, end: float) -> LoadReport:
         """The requests sent in [start, end) (a timeout counts where it was sent)."""
-        return LoadReport([r for r in self.records if start <= r[0] < end])
+        return LoadReport([r for r in self.records if start <= r[0] < end], self.gateway_kills)
+
+    def _lost(self, record: tuple[float, str, str, float]) -> bool:
+        """A request that was being handled when a Gateway replica was killed and got Ray's
+        proxy 500: the process answering it died (documented, docs/reliability.md). The same
+        answer at any other moment is a failure."""
+        began, _, result, seconds = record
+        return result == IN_FLIGHT and any(
+            began <= k <= began + seconds for k in self.gateway_kills
+        )
 
     def by_route(self) -> dict[str, dict[str, int]]:
         out: dict[str, Counter[str]] = {}
@@ -140,13 +160,16 @@ class LoadReport:
         return {route: dict(counts) for route, counts in sorted(out.items())}
 
     def summary(self) -> dict[str, Any]:
-        outcomes = Counter(r[2] for r in self.records)
+        lost = [r for r in self.records if self._lost(r)]
+        kept = [r for r in self.records if not self._lost(r)]
+        outcomes = Counter(r[2] for r in kept)
         failed = {k: v for k, v in outcomes.items() if k not in ("ok", "503")}
-        where = Counter(f"{r[1]} {r[2]}" for r in self.records if r[2] not in ("ok", "503"))
+        where = Counter(f"{r[1]} {r[2]}" for r in kept if r[2] not in ("ok", "503"))
         return {
             "requests": len(self.records),
             "ok": outcomes["ok"],
             "documented_503": outcomes["503"],
+            "lost_in_flight": len(lost),
             "failed": sum(failed.values()),
             "failures": dict(sorted(failed.items())),
             "failures_by_route": dict(sorted(where.items())),
@@ -339,6 +362,7 @@ class FaultCluster:
         self.direct: Store | None = None
         self.http = f"http://127.0.0.1:{free_port()}"
         self.args: AppArgs | None = None
+        self.kills: list[tuple[str, float]] = []  # (actor class, monotonic time) of each kill -9
 
     # -- set up -----------------------------------------------------------------------------------
     def app_args(self, store_url: str) -> AppArgs:
@@ -408,6 +432,11 @@ class FaultCluster:
         if self.gcs_ft:
             self.gcs = GcsSupervisor(self.head, self.head.temp_dir / "gcs_restarts.log")
         self._deploy()
+
+    def gateway_kills(self) -> list[float]:
+        """When Gateway replicas were killed (monotonic): the requests they were handling then
+        are lost with them."""
+        return [at for name, at in self.kills if name == f"ServeReplica:{APP}:Gateway"]
 
     @property
     def dashboard(self) -> str:
@@ -603,8 +632,10 @@ class Injected:
 def _kill_one(cluster: FaultCluster, class_name: str, count: int, rng: random.Random) -> Injected:
     pids = wait_until(lambda: cluster.actors(class_name), 60, f"a live {class_name}")
     victim = rng.choice(pids)
+    before = time.monotonic()
     os.kill(victim, signal.SIGKILL)
     now = time.monotonic()
+    cluster.kills.append((class_name, before))
 
     def back() -> bool:
         alive = cluster.actors(class_name)
@@ -753,6 +784,8 @@ class Outcome:
             detail = load["failures"]
         if detail:
             failed += " (" + ", ".join(f"{k}: {v}" for k, v in detail.items()) + ")"
+        if load.get("lost_in_flight"):
+            failed += f"; {load['lost_in_flight']} lost in flight with the killed replica"
         if not self.timed:
             recover = "-"
         else:
@@ -1132,6 +1165,7 @@ def main() -> int:
             print(progress(rows[-1]), flush=True)
         whole = load.stop()
         load = None
+        whole.gateway_kills = cluster.gateway_kills()
         for row in rows:
             row.count(whole)
         rows.append(final_check(cluster, reference, limit_s=900))
