@@ -223,3 +223,24 @@ def test_the_whole_journal_equals_an_uninterrupted_run(rows: Rows) -> None:
     # new Engine replica took over
     assert traded_after(reference, outcomes["database"].steps)
     assert traded_after(reference, outcomes["engine"].steps)
+
+
+def test_a_plain_500_counts_as_lost_only_while_a_killed_gateway_was_handling_it() -> None:
+    kill = 100.0
+    report = faults.LoadReport(
+        [
+            (99.95, "equity", faults.IN_FLIGHT, 0.10),  # sent before the kill, answered after
+            (100.20, "status", faults.IN_FLIGHT, 0.05),  # sent after it: a failure
+            (99.00, "trades", faults.IN_FLIGHT, 0.05),  # over before it: a failure
+            (99.90, "orders", "ok", 0.20),
+        ],
+        gateway_kills=[kill],
+    )
+    summary = report.summary()
+    assert (summary["lost_in_flight"], summary["failed"], summary["ok"]) == (1, 2, 1)
+    assert summary["failures_by_route"] == {
+        f"status {faults.IN_FLIGHT}": 1,
+        f"trades {faults.IN_FLIGHT}": 1,
+    }
+    assert faults.classify("equity", 500, b"Internal Server Error", {}) == faults.IN_FLIGHT
+    assert faults.classify("equity", 500, b'{"error": {"code": "internal"}}', {}) == "500"
