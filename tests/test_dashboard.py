@@ -195,6 +195,17 @@ class WebDriver:
         self._call("POST", f"{self.session_url}/element/{element}/clear", {})
         self._call("POST", f"{self.session_url}/element/{element}/value", {"text": text})
 
+    def press_enter(self, css: str) -> None:
+        """The Enter key sent to the element (it takes the focus), as a keyboard user does."""
+        element = self._element(css)
+        self._call("POST", f"{self.session_url}/element/{element}/value", {"text": "\ue007"})
+
+    def execute_async(self, script: str, *args: Any) -> Any:
+        """A script that calls its last argument (`arguments[arguments.length - 1]`) when done."""
+        return self._call(
+            "POST", f"{self.session_url}/execute/async", {"script": script, "args": list(args)}
+        )
+
     def screenshot(self, path: Path) -> None:
         path.write_bytes(base64.b64decode(self._call("GET", f"{self.session_url}/screenshot")))
 

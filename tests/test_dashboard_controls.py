@@ -215,3 +215,39 @@ def test_the_read_only_token_sees_the_page_without_controls(live: Live, browser:
     page = wait(browser, "page.lastUpdated.startsWith('last updated') && page.orders.length > 0")
     assert page["controls"] is False and page["buttons"] == 0
     shot(browser, "read-only")
+
+
+AXE = Path(__file__).with_name("vendor") / "axe-core" / "axe.min.js"
+RUN_AXE = """
+const done = arguments[arguments.length - 1];
+axe.run(document, {runOnly: {type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}})
+  .then((r) => done(r.violations.map((v) => ({
+    id: v.id, impact: v.impact, help: v.help,
+    nodes: v.nodes.slice(0, 5).map((n) => n.target.join(" ") + ": " + n.failureSummary)}))))
+  .catch((e) => done([{id: "axe-error", help: String(e), nodes: []}]));
+"""
+
+
+def accessibility_problems(browser: WebDriver) -> list[dict[str, Any]]:
+    """What axe-core (vendored, tests/vendor) finds against WCAG 2.1 A and AA: labels, contrast,
+    names of buttons and links, landmarks, ARIA use."""
+    browser.execute(AXE.read_text())
+    return browser.execute_async(RUN_AXE)
+
+
+@pytest.mark.parametrize("who", ["admin", "read"])
+def test_the_page_passes_the_accessibility_checker_and_works_from_the_keyboard(
+    live: Live, browser: WebDriver, who: str
+) -> None:
+    token = live.admin if who == "admin" else live.read
+    browser.get("about:blank")
+    browser.get(f"{live.base_url}/#token={token}")
+    wait(browser, "page.lastUpdated.startsWith('last updated') && page.orders.length > 0")
+    problems = accessibility_problems(browser)
+    assert problems == [], "\n".join(f"{p['id']}: {p['help']} {p['nodes']}" for p in problems)
+    if who == "admin":  # the controls work from the keyboard alone
+        browser.press_enter("#pause-btn")
+        wait(browser, "page.result.startsWith('Paused') && page.risk.paused === 'yes'")
+        assert browser.execute("return document.activeElement.id") == "pause-btn"
+        browser.press_enter("#resume-btn")
+        wait(browser, "page.result.startsWith('Resumed') && page.risk.paused === 'no'")
