@@ -2,13 +2,15 @@
 
 The dashboard test needs the exact app production serves (`create_api`), but not Ray Serve: the
 `LocalBackend` here answers the `Backend` protocol from a `TradingSession` running in this process,
-the way the benchmark's bare-uvicorn twin does. Model and backtest routes say "unavailable", since
-the dashboard never calls them.
+the way the benchmark's bare-uvicorn twin does. Model routes say "unavailable"; backtests run in a
+thread of this process (as the Serve app's Ray task would) when the backend is given the store's
+URL, and say "unavailable" otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import socket
 import threading
 import time
@@ -21,13 +23,16 @@ from fastapi import FastAPI
 
 from n1v1.cli.local_ray import free_port  # noqa: F401 (the tests import it from here)
 from n1v1.live.session import READY_STATES, CommandError, TradingSession
+from n1v1.serve.backtests import execute_backtest_job
+from n1v1.store.backtests import create_backtest
 
 
 class LocalBackend:
     """`n1v1.serve.api.Backend` over a session in this process (no deployment handles)."""
 
-    def __init__(self, session: TradingSession) -> None:
+    def __init__(self, session: TradingSession, store_url: str | None = None) -> None:
         self.session = session
+        self.store_url = store_url
 
     async def status(self) -> dict[str, Any]:
         return self.session.snapshot
@@ -46,7 +51,15 @@ class LocalBackend:
         return {"models": []}
 
     async def submit_backtest(self, request: dict[str, Any], actor: str) -> str:
-        raise CommandError("unavailable", "no backtest runner in this process")
+        if self.store_url is None:
+            raise CommandError("unavailable", "no backtest runner in this process")
+        job_id = "bt_" + secrets.token_hex(8)
+        await asyncio.to_thread(create_backtest, self.session.store, job_id, request, actor)
+        runner = threading.Thread(
+            target=execute_backtest_job, args=(self.store_url, job_id, request), daemon=True
+        )
+        runner.start()
+        return job_id
 
     async def ready(self) -> dict[str, bool]:
         return {"store": True, "engine": self.session.state in READY_STATES, "model": False}

@@ -29,6 +29,7 @@ from session_worker import GatedFeed, make_session, market, run_to, settings, wa
 
 from n1v1.backtest.runner import run_backtest
 from n1v1.config import Settings
+from n1v1.data.datasets import dataset_names
 from n1v1.engine.algo_orders import parent_id_for
 from n1v1.live.config import StrategySlot
 from n1v1.live.session import TradingSession
@@ -802,3 +803,20 @@ def test_equity_with_its_benchmark_and_drawdown_by_hand(shared: Client) -> None:
     assert points[0][4] == pytest.approx(initial)
     plain = shared.call("GET", "/api/v1/equity").json()
     assert [p[:3] for p in points] == plain["points"]
+
+
+def test_the_catalog_and_the_list_of_backtests(shared: Client) -> None:
+    catalog = shared.call("GET", "/api/v1/catalog").json()
+    assert [d["name"] for d in catalog["datasets"]] == dataset_names()
+    by_name = {x["name"]: x["params"] for x in catalog["strategies"]}
+    assert by_name["sma_cross"] == create_strategy("sma_cross", {}).params.model_dump(mode="json")
+    assert "ml_signal" not in by_name  # needs a registered model
+    listed = shared.call("GET", "/api/v1/backtests").json()
+    assert listed["total"] == 1
+    (job,) = listed["backtests"]
+    assert (job["id"], job["status"], job["request"]) == (
+        JOB,
+        "queued",
+        {"dataset": "coinbase_BTC-EUR_1m"},
+    )
+    assert job["headline"]["total_return"] is None  # not run

@@ -47,7 +47,7 @@ TWAP = {
 }
 BARS = 500  # of each dataset: ends with both positions open and well over 20 orders
 PAGE_WAIT_S = 20.0
-FEED_LABEL = "a replay of 500 bundled one-minute bars of BTC/USD and LTC/USD from 2018-04-04, unpaced"
+FEED_LABEL = "500 bundled one-minute bars of BTC/USD and LTC/USD from 2018-04-04, unpaced"
 
 # What the page shows, read in one go (rows of the "no data" placeholder do not count).
 READ_PAGE = """

@@ -53,6 +53,17 @@ return {
   lastUpdated: q("#last-updated").textContent,
   orderSymbols: Array.from(q("#order-symbol").options).map((o) => o.value),
   params: Array.from(document.querySelectorAll("#strategy-params input")).map((i) => i.name),
+  btForm: getComputedStyle(q("#backtest-form")).display !== "none",
+  btParams: Array.from(document.querySelectorAll("#bt-params input")).map((i) => i.name),
+  btFastError: (q("#backtest-form-fast-error") || {}).textContent || "",
+  backtests: rows("#backtests-table").map((tr) => [
+    tr.querySelector(".col-status").textContent, tr.querySelectorAll("button").length]),
+  report: q("#backtest-report").hidden ? null : {
+    title: q("#report-title").textContent,
+    metrics: Object.fromEntries(Array.from(q("#report-metrics").querySelectorAll("dd")).map(
+      (dd) => [dd.dataset.metric, dd.textContent])),
+    canvases: q("#report-chart").querySelectorAll("canvas").length,
+  },
   periodError: (q("#strategy-form-period-error") || {}).textContent || "",
 };
 """
@@ -86,7 +97,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         wait_until(lambda: session.state == "running", "the session to take the lease")
         run_to(session, feed, 30)  # held here: a manual order stays working until let go
         app = create_api(
-            LocalBackend(session),
+            LocalBackend(session, store_url=f"sqlite:///{tmp}/s.db"),
             store,
             admin_token_hash=hash_token(admin),
             read_token_hash=hash_token(read),
@@ -107,8 +118,8 @@ def shot(browser: WebDriver, name: str) -> None:
     browser.screenshot(ARTIFACTS / f"dashboard-{name}.png")
 
 
-def wait(browser: WebDriver, ready: str) -> dict[str, Any]:
-    return browser.wait_for(ready, reader=READ)
+def wait(browser: WebDriver, ready: str, timeout: float = 20.0) -> dict[str, Any]:
+    return browser.wait_for(ready, timeout=timeout, reader=READ)
 
 
 def test_an_operator_runs_the_session_from_the_page(live: Live, browser: WebDriver) -> None:
@@ -213,7 +224,7 @@ def test_the_read_only_token_sees_the_page_without_controls(live: Live, browser:
     browser.get("about:blank")
     browser.get(f"{live.base_url}/#token={live.read}")
     page = wait(browser, "page.lastUpdated.startsWith('last updated') && page.orders.length > 0")
-    assert page["controls"] is False and page["buttons"] == 0
+    assert page["controls"] is False and page["buttons"] == 0 and page["btForm"] is False
     shot(browser, "read-only")
 
 
@@ -233,6 +244,35 @@ def accessibility_problems(browser: WebDriver) -> list[dict[str, Any]]:
     names of buttons and links, landmarks, ARIA use."""
     browser.execute(AXE.read_text())
     return browser.execute_async(RUN_AXE)
+
+
+def test_a_backtest_is_launched_from_the_page_and_its_report_opened(
+    live: Live, browser: WebDriver
+) -> None:
+    browser.get("about:blank")
+    browser.get(f"{live.base_url}/#token={live.admin}")
+    wait(browser, "page.btForm && page.btParams.length > 0")
+    browser.click("#bt-dataset option[value='coinbase_BTC-USD_1d']")
+    browser.click("#bt-strategy option[value='sma_cross']")
+    wait(browser, "page.btParams.includes('fast')")
+    browser.type("#bt-param-fast", "fast")
+    browser.click("#backtest-form button[type=submit]")
+    page = wait(browser, "page.btFastError !== ''")
+    assert live.get("backtests")["total"] == 0  # refused at the door: nothing queued
+    browser.type("#bt-param-fast", "10")
+    browser.type("#bt-start", "2015-01-08")
+    browser.click("#backtest-form button[type=submit]")
+    page = wait(browser, "page.report !== null && page.report.canvases > 0", timeout=90)
+    (job,) = live.get("backtests")["backtests"]
+    stored = live.get(f"backtests/{job['id']}")
+    assert stored["status"] == "done" and stored["request"]["params"]["fast"] == 10
+    metrics = stored["result"]["metrics"]
+    assert page["report"]["title"].startswith(f"Backtest {job['id']}: sma_cross on coinbase_BTC")
+    assert page["report"]["metrics"]["total_return"] == f"{100 * metrics['total_return']:,.2f} %"
+    assert page["report"]["metrics"]["n_trades"] == str(metrics["n_trades"])
+    page = wait(browser, "page.backtests.length === 1")
+    assert page["backtests"] == [["done", 1]]
+    shot(browser, "backtest-report")
 
 
 @pytest.mark.parametrize("who", ["admin", "read"])

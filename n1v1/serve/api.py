@@ -579,6 +579,22 @@ def create_api(
     async def models() -> dict[str, Any]:
         return await backend.models()
 
+    @app.get(f"{API}/backtests", responses=errors(503))
+    async def backtests(
+        limit: int = Query(20, ge=1, le=200), offset: int = Query(0, ge=0, le=MAX_OFFSET)
+    ) -> dict[str, Any]:
+        """Past backtests, newest first, with their headline figures once done."""
+        from n1v1.store.backtests import list_backtests
+
+        rows, total = await asyncio.to_thread(list_backtests, store, limit, offset)
+        return {"backtests": rows, "total": total, "limit": limit, "offset": offset}
+
+    @app.get(f"{API}/catalog")
+    async def catalog() -> dict[str, Any]:
+        """What a backtest may be asked for: the bundled datasets (with their span) and the
+        built-in strategies with every parameter's default."""
+        return await asyncio.to_thread(_catalog)
+
     @app.get(f"{API}/backtests/{{job_id}}", responses=errors(404, 503))
     async def get_backtest(job_id: str = Path(max_length=64)) -> dict[str, Any]:
         from n1v1.store.backtests import get_backtest as load
@@ -701,6 +717,30 @@ def create_api(
         return {"id": job_id, "status": "queued", "url": f"{API}/backtests/{job_id}"}
 
     return app
+
+
+@functools.cache
+def _catalog() -> dict[str, Any]:
+    from n1v1.data.datasets import list_datasets
+    from n1v1.strategies.registry import create_strategy, list_strategies
+
+    return {
+        "datasets": [
+            {
+                "name": d.name,
+                "timeframe": d.timeframe,
+                "rows": d.rows,
+                "first": d.first.isoformat(),
+                "last": d.last.isoformat(),
+            }
+            for d in list_datasets()
+        ],
+        "strategies": [
+            {"name": name, "params": create_strategy(name, {}).params.model_dump(mode="json")}
+            for name in list_strategies()
+            if name != "ml_signal"  # needs a registered model: not from this form
+        ],
+    }
 
 
 def _parent(row: dict[str, Any]) -> dict[str, Any]:

@@ -16,8 +16,9 @@ from n1v1.store.backtests import update_backtest
 MAX_EQUITY_POINTS = 500
 
 
-@ray.remote(num_cpus=1, max_retries=0)
-def run_backtest_job(store_url: str, job_id: str, request: dict[str, Any]) -> str:
+def execute_backtest_job(store_url: str, job_id: str, request: dict[str, Any]) -> str:
+    """Run one requested backtest and store its result (or its failure); "done" or "failed".
+    A Ray task in the Serve app (`run_backtest_job`); in-process where there is no Ray."""
     from n1v1.backtest.runner import run_backtest
     from n1v1.config import Settings
     from n1v1.data.market import load_market
@@ -64,3 +65,6 @@ def run_backtest_job(store_url: str, job_id: str, request: dict[str, Any]) -> st
         return "failed"
     finally:
         store.dispose()
+
+
+run_backtest_job = ray.remote(num_cpus=1, max_retries=0)(execute_backtest_job)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from n1v1.store import schema as t
 from n1v1.store.schema import Store
@@ -60,3 +60,32 @@ def get_backtest(store: Store, job_id: str) -> dict[str, Any] | None:
     for key in ("created_at", "finished_at"):
         out[key] = out[key].isoformat() if out[key] is not None else None
     return out
+
+
+def list_backtests(store: Store, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+    """One page of backtests, newest first, each with its request, status, times and headline
+    figures (total return, Sharpe, max drawdown, trades) once done; and how many there are."""
+    b = t.backtests
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            select(b).order_by(b.c.created_at.desc(), b.c.id.desc()).limit(limit).offset(offset)
+        ).all()
+        total = int(conn.execute(select(func.count()).select_from(b)).scalar_one())
+    out = []
+    for row in rows:
+        metrics = (row.result or {}).get("metrics") or {}
+        out.append(
+            {
+                "id": row.id,
+                "status": row.status,
+                "request": row.request,
+                "created_at": row.created_at.isoformat(),
+                "finished_at": None if row.finished_at is None else row.finished_at.isoformat(),
+                "error": row.error,
+                "headline": {
+                    k: metrics.get(k)
+                    for k in ("total_return", "sharpe", "max_drawdown", "n_trades", "final_equity")
+                },
+            }
+        )
+    return out, total
