@@ -364,7 +364,12 @@ def test_dashboard_shows_the_running_session(api: LiveApi, browser: WebDriver) -
     assert len(candles["bars"]) == 500 and len(candles["fills"]) > 0
     page = browser.wait_for("page.marketCount !== ''")
     assert (page["marketSymbol"], page["marketSymbols"]) == (symbol, snap["symbols"])
-    assert page["marketCount"] == f"500 bars, {len(candles['fills'])} fills"
+    levels = candles["levels"]  # the stop resting under the open BTC/USD position
+    assert levels and {lv["purpose"] for lv in levels} <= {"stop_loss", "take_profit"}
+    resting = ", ".join(f"{lv['purpose'].replace('_', ' ')} {lv['price']:,.2f}" for lv in levels)
+    assert page["marketCount"] == (
+        f"500 bars, {len(candles['fills'])} fills, {len(levels)} resting ({resting})"
+    )
     assert page["marketCanvases"] > 0
     (parent,) = api.get("algo-orders?limit=20")["algo_orders"]
     assert parent["status"] == "done" and len(parent["children"]) == 6

@@ -532,11 +532,25 @@ def create_api(
             snap = await backend.status()
             if symbol not in (snap.get("symbols") or []):
                 raise ApiError(404, "not_found", f"symbol {printable(symbol)!r} is not traded here")
-            return {"symbol": symbol, "bars": [], "fills": []}
+            return {"symbol": symbol, "bars": [], "fills": [], "levels": []}
         fills = await asyncio.to_thread(
             reader.symbol_fills, symbol, candles[0].timestamp, candles[-1].timestamp
         )
+        working = (await backend.status()).get("working_orders") or []
         return {
+            # the stops and take-profits resting now: the chart's price lines
+            "levels": [
+                {
+                    "client_order_id": o["client_order_id"],
+                    "purpose": o["purpose"],
+                    "order_type": o["order_type"],
+                    "side": o["side"],
+                    "qty": o["qty"],
+                    "price": o["price"],
+                }
+                for o in working
+                if o["symbol"] == symbol and o.get("price") is not None
+            ],
             "symbol": symbol,
             "bars": [
                 [b.timestamp.isoformat(), b.open, b.high, b.low, b.close, b.volume] for b in candles
