@@ -10,6 +10,7 @@ added later is checked without editing them.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -85,8 +86,14 @@ class Client:
 @contextmanager
 def served(live: Live, **options: Any) -> Iterator[Client]:
     """The app over `live`; every request of these tests comes from 127.0.0.1, so the limit on
-    requests without a valid token is lifted unless a test sets it (tests/test_api_hostile.py)."""
-    options = {"anonymous_rate_per_s": 1000.0, "anonymous_burst": 1000, **options}
+    requests without a valid token is lifted unless a test sets it (tests/test_api_hostile.py).
+    An /events stream lasts a second here (the route tests read every route to its end)."""
+    options = {
+        "anonymous_rate_per_s": 1000.0,
+        "anonymous_burst": 1000,
+        "event_stream_s": 1.0,
+        **options,
+    }
     app = create_api(
         LocalBackend(live.session),
         live.store,
@@ -820,3 +827,28 @@ def test_the_catalog_and_the_list_of_backtests(shared: Client) -> None:
         {"dataset": "coinbase_BTC-EUR_1m"},
     )
     assert job["headline"]["total_return"] is None  # not run
+
+
+def test_events_stream_the_status_as_it_changes_then_say_bye(live: Live) -> None:
+    with (
+        served(live, event_stream_s=3.0) as api,
+        api.http.get(
+            f"{api.base_url}/api/v1/events",
+            headers={"Authorization": f"Bearer {ADMIN}"},
+            stream=True,
+            timeout=30,
+        ) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        run_to(live.session, live.feed, START_STEP + 2)  # two more steps while listening
+        text = response.text  # to the end of the stream (bye)
+    events = [block for block in text.split("\n\n") if block.startswith("event:")]
+    kinds = [block.splitlines()[0].removeprefix("event: ") for block in events]
+    assert kinds[-1] == "bye" and set(kinds[:-1]) == {"status"}
+    steps = [
+        json.loads(block.splitlines()[1].removeprefix("data: "))["step"] for block in events[:-1]
+    ]
+    assert steps[0] == START_STEP and steps[-1] == START_STEP + 2  # the first, then each new one
+    assert steps == sorted(steps)
+    assert text.startswith("retry: 2000")

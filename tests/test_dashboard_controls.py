@@ -52,6 +52,10 @@ return {
   buttons: document.querySelectorAll("button.row-action").length,
   lastUpdated: q("#last-updated").textContent,
   orderSymbols: Array.from(q("#order-symbol").options).map((o) => o.value),
+  live: q("#live-state").textContent,
+  reconnects: Number(q("#live-state").dataset.reconnects),
+  events: Number(q("#live-state").dataset.events),
+  step: q("#step-value").textContent,
   params: Array.from(document.querySelectorAll("#strategy-params input")).map((i) => i.name),
   btForm: getComputedStyle(q("#backtest-form")).display !== "none",
   btParams: Array.from(document.querySelectorAll("#bt-params input")).map((i) => i.name),
@@ -99,6 +103,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         app = create_api(
             LocalBackend(session, store_url=f"sqlite:///{tmp}/s.db"),
             store,
+            event_stream_s=3.0,  # each /events stream ends after 3 s: the page must reconnect
             admin_token_hash=hash_token(admin),
             read_token_hash=hash_token(read),
         )
@@ -244,6 +249,22 @@ def accessibility_problems(browser: WebDriver) -> list[dict[str, Any]]:
     names of buttons and links, landmarks, ARIA use."""
     browser.execute(AXE.read_text())
     return browser.execute_async(RUN_AXE)
+
+
+def test_the_page_follows_the_engine_as_it_steps_and_reconnects_its_stream(
+    live: Live, browser: WebDriver
+) -> None:
+    """While its event stream is up the page polls every 10 s only: a new step shown within a
+    few seconds came through the stream. The server ends each stream after 3 s here."""
+    browser.get("about:blank")
+    browser.get(f"{live.base_url}/#token={live.admin}")
+    page = wait(browser, "page.live === 'live' && page.step !== '–'")
+    step, events = live.session.steps_done, page["events"]
+    run_to(live.session, live.feed, step + 1)
+    page = wait(browser, f"page.step === '{step + 1}'", timeout=5)
+    assert page["events"] > events
+    page = wait(browser, "page.reconnects >= 2 && page.live === 'live'", timeout=15)
+    assert browser.security_messages() == []
 
 
 def test_a_backtest_is_launched_from_the_page_and_its_report_opened(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from n1v1.monitoring.alerts import (
     API_5XX_RATIO,
     MODEL_MAX_AGE_DAYS,
+    NOT_LATENCY,
     SHORTFALL_ALERT_BPS,
     STALL_FLOOR_S,
     STALL_INTERVALS,
@@ -19,6 +20,7 @@ from n1v1.monitoring.grafana import Dashboard, Panel, Row, Target
 from n1v1.monitoring.promql import CLUSTER, recent, sel
 
 WORKING = 'status="working"'
+LATENCY = ("ray_n1v1_api_latency_seconds_bucket", "route, le", NOT_LATENCY)
 
 
 def c(series: str, *matchers: str) -> str:
@@ -381,14 +383,25 @@ def _serving() -> Dashboard:
                     ),
                     Panel(
                         "Latency by route",
-                        "Gateway handling time, p50 and p99.",
+                        "Gateway handling time, p50 and p99 (not /readyz, which waits on its "
+                        "probes, nor the /api/v1/events streams).",
                         (
                             Target(
-                                _quantile(0.5, "ray_n1v1_api_latency_seconds_bucket", "route, le"),
+                                _quantile(
+                                    0.5,
+                                    "ray_n1v1_api_latency_seconds_bucket",
+                                    "route, le",
+                                    NOT_LATENCY,
+                                ),
                                 "p50 {{route}}",
                             ),
                             Target(
-                                _quantile(0.99, "ray_n1v1_api_latency_seconds_bucket", "route, le"),
+                                _quantile(
+                                    0.99,
+                                    "ray_n1v1_api_latency_seconds_bucket",
+                                    "route, le",
+                                    NOT_LATENCY,
+                                ),
                                 "p99 {{route}}",
                             ),
                         ),

@@ -43,7 +43,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.datastructures import MutableHeaders
@@ -103,6 +103,7 @@ _SWAGGER_FILES = {
 }
 CHARTS = "/static/lightweight-charts"
 _CHART_FILES = {"lightweight-charts.standalone.production.js": "text/javascript; charset=utf-8"}
+_EVENT_FIELDS = ("state", "step", "last_bar_time", "last_step_at", "paused", "halt", "failure")
 _STATUS_FOR = {"not_found": 404, "conflict": 409, "invalid": 422, "unavailable": 503}
 _MUTATING = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 _READ_ONLY_POSTS = frozenset({f"{API}/predict"})  # a computation, not a change: no audit, no 403
@@ -170,10 +171,12 @@ def create_api(
     anonymous_rate_per_s: float = 2.0,
     anonymous_burst: int = 20,
     refusal_window_s: float = 60.0,
+    event_stream_s: float = 60.0,
 ) -> FastAPI:
     """The app. `anonymous_rate_per_s`/`anonymous_burst`: the token bucket of each client address
     for requests without a valid token; `refusal_window_s`: how long refused requests are counted
-    before their summary row is written."""
+    before their summary row is written; `event_stream_s`: how long one /events stream lasts
+    before the client is asked to reconnect (proxies and load balancers cut idle streams)."""
     reader = StoreReader(store)
     limiter = TokenBucket(rate_limit_per_s, rate_burst)
     anonymous = TokenBucket(anonymous_rate_per_s, anonymous_burst)
@@ -426,6 +429,41 @@ def create_api(
         """What the presented token may do: `admin` (everything) or `read` (reads and
         predictions); the dashboard shows its controls to `admin` only."""
         return {"role": request.state.role, "actor": request.state.actor}
+
+    @app.get(f"{API}/events", include_in_schema=False)
+    async def events(request: Request) -> StreamingResponse:
+        """Server-sent events: `status` (step, state, last bar time, paused, halt) each time the
+        engine publishes a new status, a `: keepalive` comment every 15 s, then `bye` after
+        `event_stream_s` (reconnect). The dashboard reads it with the same bearer token (fetch,
+        not EventSource, which cannot send one) and refreshes on each event."""
+
+        async def stream() -> AsyncIterator[bytes]:
+            started = last_sent = time.monotonic()
+            seen: Any = None
+            yield b"retry: 2000\n\n"
+            while time.monotonic() - started < event_stream_s:
+                if await request.is_disconnected():
+                    return
+                try:
+                    snap = await backend.status()
+                except Exception as exc:  # the engine away: say so, keep the stream
+                    snap = {"state": "unavailable", "failure": f"{type(exc).__name__}"}
+                if snap is not seen:
+                    seen = snap
+                    event = {k: snap.get(k) for k in _EVENT_FIELDS}
+                    yield b"event: status\ndata: " + json.dumps(event).encode() + b"\n\n"
+                    last_sent = time.monotonic()
+                elif time.monotonic() - last_sent > 15.0:
+                    yield b": keepalive\n\n"
+                    last_sent = time.monotonic()
+                await asyncio.sleep(0.25)
+            yield b"event: bye\ndata: {}\n\n"
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
 
     @app.get(f"{API}/positions", responses=errors(503))
     async def positions() -> dict[str, Any]:
