@@ -28,6 +28,7 @@ from n1v1.store import StoreReader, create_store
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("N1V1_TEST_ARTIFACTS", ROOT / "build" / "test-artifacts"))
 
+READ_FORM = "return {formShown: !document.querySelector('#token-form').hidden};"
 READ = """
 const q = (sel) => document.querySelector(sel);
 const rows = (table) => Array.from(
@@ -129,7 +130,12 @@ def wait(browser: WebDriver, ready: str, timeout: float = 20.0) -> dict[str, Any
 
 def test_an_operator_runs_the_session_from_the_page(live: Live, browser: WebDriver) -> None:
     browser.get("about:blank")
-    browser.get(f"{live.base_url}/#token={live.admin}")
+    browser.get(f"{live.base_url}/")  # no token yet: the page asks for one
+    browser.execute("sessionStorage.clear()")
+    browser.get(f"{live.base_url}/")
+    browser.wait_for("page.formShown", reader=READ_FORM)
+    browser.type("#token-input", live.admin)
+    browser.press_enter("#token-input")
     page = wait(browser, "page.controls && page.orderSymbols.length === 2 && page.risk.paused")
     assert page["orderSymbols"] == ["BTC/USD", "LTC/USD"]
 
