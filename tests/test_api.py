@@ -51,7 +51,8 @@ PARENT_ORDER = {
     "duration": "1h",
     "interval": "30min",
 }
-PARENT = parent_id_for(settings().backtest.run_id, 0)  # the session's first parent
+# the session's first parent, accepted at the bar of step START_STEP
+PARENT = parent_id_for(settings().backtest.run_id, market()["BTC/USD"].index[START_STEP - 1], 0)
 MUTATING = {"POST", "PUT", "DELETE", "PATCH"}
 
 

@@ -74,9 +74,12 @@ def parse_span(name: str, value: object) -> pd.Timedelta:
     return span
 
 
-def parent_id_for(run_id: str, n: int) -> str:
-    """The n-th parent of a run: the same id whenever the run is rebuilt."""
-    return "pa" + hashlib.sha256(f"{run_id}|parent|{n}".encode()).hexdigest()[:22]
+def parent_id_for(run_id: str, accepted_at: pd.Timestamp, n: int) -> str:
+    """The n-th parent of a run, accepted at bar time `accepted_at`: the same id whenever the
+    run is rebuilt, and (with the time, as every client order id has) not the id of another
+    run's parent, so an exchange never sees a child id twice."""
+    key = f"{run_id}|parent|{accepted_at.value}|{n}"
+    return "pa" + hashlib.sha256(key.encode()).hexdigest()[:22]
 
 
 def child_id_for(parent_id: str, seq: int) -> ClientOrderId:
@@ -139,7 +142,7 @@ class AlgoBook:
         if request.purpose is not OrderPurpose.MANUAL:  # a strategy's size: to the lot, down
             qty = (qty / lot).to_integral_value(rounding=ROUND_FLOOR) * lot
         parent = ParentOrder.twap(
-            parent_id_for(engine.run_id, self.accepted),
+            parent_id_for(engine.run_id, ts, self.accepted),
             symbol,
             request.side,
             str(qty),
