@@ -82,6 +82,7 @@ return {
   marketSymbols: Array.from(q("#market-symbol").options).map((o) => o.value),
   marketCount: q("#market-count").textContent,
   marketCanvases: document.querySelectorAll("#market-chart canvas").length,
+  marketLines: q("#market-lines").textContent,
   health: Object.fromEntries(Array.from(q("#health-list").querySelectorAll("dt")).map(
     (dt) => [dt.textContent, dt.nextElementSibling.textContent])),
   feedShown: !q("#feed-panel").hidden,
@@ -371,6 +372,13 @@ def test_dashboard_shows_the_running_session(api: LiveApi, browser: WebDriver) -
         f"500 bars, {len(candles['fills'])} fills, {len(levels)} resting ({resting})"
     )
     assert page["marketCanvases"] > 0
+    # the strategies' own lines where they have them: sma_cross's two averages
+    (fast, slow) = candles["lines"]
+    assert (fast["label"], slow["label"]) == ("sma(5)", "sma(20)")
+    assert (len(fast["points"]), len(slow["points"])) == (500 - 4, 500 - 19)  # warm-up left out
+    closes = [b[4] for b in candles["bars"]]
+    assert fast["points"][-1][1] == pytest.approx(sum(closes[-5:]) / 5)
+    assert page["marketLines"] == "lines: sma_cross sma(5), sma_cross sma(20)"
     (parent,) = api.get("algo-orders?limit=20")["algo_orders"]
     assert parent["status"] == "done" and len(parent["children"]) == 6
     assert page["parents"] == [[parent["parent_id"], "100.0 %", "done"]]

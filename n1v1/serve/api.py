@@ -570,12 +570,15 @@ def create_api(
             snap = await backend.status()
             if symbol not in (snap.get("symbols") or []):
                 raise ApiError(404, "not_found", f"symbol {printable(symbol)!r} is not traded here")
-            return {"symbol": symbol, "bars": [], "fills": [], "levels": []}
+            return {"symbol": symbol, "bars": [], "fills": [], "levels": [], "lines": []}
         fills = await asyncio.to_thread(
             reader.symbol_fills, symbol, candles[0].timestamp, candles[-1].timestamp
         )
-        working = (await backend.status()).get("working_orders") or []
+        snap = await backend.status()
+        working = snap.get("working_orders") or []
+        lines = await asyncio.to_thread(_strategy_lines, snap.get("strategies") or [], candles)
         return {
+            "lines": lines,
             # the stops and take-profits resting now: the chart's price lines
             "levels": [
                 {
@@ -769,6 +772,29 @@ def create_api(
         return {"id": job_id, "status": "queued", "url": f"{API}/backtests/{job_id}"}
 
     return app
+
+
+def _strategy_lines(strategies: list[dict[str, Any]], candles: list[Any]) -> list[dict[str, Any]]:
+    """Each running rule strategy's chart lines over these bars (built-in strategies, as the
+    engine runs them with their effective parameters), the warm-up left out: the lines start
+    where the bars shown give them a value, which may be later than in the engine's own window."""
+    from n1v1.strategies.registry import create_strategy, list_strategies
+
+    frame = pd.DataFrame(
+        [[b.open, b.high, b.low, b.close, b.volume] for b in candles],
+        columns=["open", "high", "low", "close", "volume"],
+        index=pd.DatetimeIndex([b.timestamp for b in candles]),
+    )
+    times = [b.timestamp.isoformat() for b in candles]
+    out = []
+    for slot in strategies:
+        name, params = slot.get("name"), slot.get("effective_params")
+        if name not in list_strategies() or name == "ml_signal" or params is None:
+            continue
+        for label, values in create_strategy(name, params).chart_lines(frame).items():
+            points = [[t, float(v)] for t, v in zip(times, values, strict=True) if np.isfinite(v)]
+            out.append({"strategy": slot["id"], "label": label, "points": points})
+    return out
 
 
 @functools.cache

@@ -225,6 +225,11 @@ class Strategy(abc.ABC):
         """
         return self.target_positions(bars, allow_short)
 
+    def chart_lines(self, bars: pd.DataFrame) -> dict[str, np.ndarray]:
+        """The price-scale lines the rule reads (an average, a band), by label, one value per bar
+        (NaN in warm-up): what a chart draws over the candles. None by default."""
+        return {}
+
     @classmethod
     def param_space(cls) -> dict[str, ParamSpec]:
         """Same as the module-level `param_space(cls)`."""

@@ -132,6 +132,16 @@ class BollingerReversion(Strategy):
     def warmup(self) -> int:
         return max(self.params.period - 1, volume_filter_warmup(self.params))
 
+    def chart_lines(self, bars: pd.DataFrame) -> dict[str, np.ndarray]:
+        (close,) = self.columns(bars, "close")
+        p = self.params
+        mid, upper, lower = ind.bollinger(close, p.period, p.k)
+        return {
+            f"bb({p.period}) upper": upper,
+            f"bb({p.period}) mid": mid,
+            f"bb({p.period}) lower": lower,
+        }
+
     def target_positions(self, bars: pd.DataFrame, allow_short: bool = False) -> np.ndarray:
         close, volume = self.columns(bars, "close", "volume")
         p = self.params

@@ -67,6 +67,15 @@ class _AverageCross(Strategy):
         fast, slow = self.average(close, p.fast), self.average(close, p.slow)
         return _cross_positions(fast, slow, self.warmup, bool(allow_short))
 
+    def chart_lines(self, bars: pd.DataFrame) -> dict[str, np.ndarray]:
+        (close,) = self.columns(bars, "close")
+        kind = self.name.split("_")[0]  # sma, ema
+        p = self.params
+        return {
+            f"{kind}({p.fast})": self.average(close, p.fast),
+            f"{kind}({p.slow})": self.average(close, p.slow),
+        }
+
     def cached_target_positions(
         self, bars: pd.DataFrame, allow_short: bool, cache: dict[Hashable, np.ndarray]
     ) -> np.ndarray:
