@@ -36,6 +36,8 @@ NOT_SETTINGS = frozenset(
         "N1V1_API_READ_TOKEN_SHA256",
         "N1V1_STORE_URL",
         "N1V1_STORE_URL_FILE",
+        # the Prometheus whose alerts the dashboard shows (n1v1/serve/gateway.py)
+        "N1V1_PROMETHEUS_URL",
         # a live venue's exchange credentials (n1v1/live/credentials.py)
         "N1V1_EXCHANGE_API_KEY",
         "N1V1_EXCHANGE_API_KEY_FILE",

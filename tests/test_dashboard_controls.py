@@ -57,6 +57,7 @@ return {
   reconnects: Number(q("#live-state").dataset.reconnects),
   events: Number(q("#live-state").dataset.events),
   step: q("#step-value").textContent,
+  alerts: q("#health-alerts").textContent,
   params: Array.from(document.querySelectorAll("#strategy-params input")).map((i) => i.name),
   btForm: getComputedStyle(q("#backtest-form")).display !== "none",
   btParams: Array.from(document.querySelectorAll("#bt-params input")).map((i) => i.name),
@@ -138,6 +139,11 @@ def test_an_operator_runs_the_session_from_the_page(live: Live, browser: WebDriv
     browser.press_enter("#token-input")
     page = wait(browser, "page.controls && page.orderSymbols.length === 2 && page.risk.paused")
     assert page["orderSymbols"] == ["BTC/USD", "LTC/USD"]
+    # no Prometheus here: the health panel says so (tests/test_alerts_route.py has one)
+    page = wait(browser, "page.alerts !== ''")
+    assert (
+        page["alerts"] == "Alerts: not available (no Prometheus configured (N1V1_PROMETHEUS_URL))"
+    )
 
     # pause, then resume: the risk panel follows
     browser.click("#pause-btn")

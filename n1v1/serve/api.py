@@ -172,11 +172,13 @@ def create_api(
     anonymous_burst: int = 20,
     refusal_window_s: float = 60.0,
     event_stream_s: float = 60.0,
+    prometheus_url: str | None = None,
 ) -> FastAPI:
     """The app. `anonymous_rate_per_s`/`anonymous_burst`: the token bucket of each client address
     for requests without a valid token; `refusal_window_s`: how long refused requests are counted
     before their summary row is written; `event_stream_s`: how long one /events stream lasts
-    before the client is asked to reconnect (proxies and load balancers cut idle streams)."""
+    before the client is asked to reconnect (proxies and load balancers cut idle streams);
+    `prometheus_url`: the Prometheus whose firing N1V1 alerts /alerts shows (None: none)."""
     reader = StoreReader(store)
     limiter = TokenBucket(rate_limit_per_s, rate_burst)
     anonymous = TokenBucket(anonymous_rate_per_s, anonymous_burst)
@@ -423,6 +425,15 @@ def create_api(
     @app.get(f"{API}/status", response_model=dict[str, Any], responses=errors(503))
     async def status() -> Response:
         return status_body.response(await backend.status())
+
+    @app.get(f"{API}/alerts")
+    async def alerts() -> dict[str, Any]:
+        """The N1V1 alerts (the rules the cluster runs, n1v1/monitoring/alerts.py) that the
+        configured Prometheus has pending or firing now; `available` false, with why, when no
+        Prometheus is configured or it does not answer within 2 s."""
+        if not prometheus_url:
+            return {"available": False, "reason": "no Prometheus configured (N1V1_PROMETHEUS_URL)"}
+        return await asyncio.to_thread(_prometheus_alerts, prometheus_url)
 
     @app.get(f"{API}/whoami")
     async def whoami(request: Request) -> dict[str, Any]:
@@ -795,6 +806,39 @@ def _strategy_lines(strategies: list[dict[str, Any]], candles: list[Any]) -> lis
             points = [[t, float(v)] for t, v in zip(times, values, strict=True) if np.isfinite(v)]
             out.append({"strategy": slot["id"], "label": label, "points": points})
     return out
+
+
+def _prometheus_alerts(base_url: str) -> dict[str, Any]:
+    """GET {base_url}/api/v1/alerts, N1V1's alerts only (by name), oldest first."""
+    import urllib.error
+    import urllib.request
+
+    from n1v1.monitoring.alerts import ALERTS
+
+    ours = {a.name for a in ALERTS}
+    url = base_url.rstrip("/") + "/api/v1/alerts"
+    try:
+        with urllib.request.urlopen(url, timeout=2.0) as answer:
+            body = json.loads(answer.read())
+    except (OSError, ValueError, urllib.error.URLError) as exc:
+        return {"available": False, "reason": f"Prometheus at {base_url}: {exc}"}
+    found = []
+    for alert in (body.get("data") or {}).get("alerts") or []:
+        labels = alert.get("labels") or {}
+        if labels.get("alertname") not in ours:
+            continue
+        found.append(
+            {
+                "name": labels["alertname"],
+                "state": alert.get("state"),
+                "severity": labels.get("severity"),
+                "summary": (alert.get("annotations") or {}).get("summary"),
+                "since": alert.get("activeAt"),
+                "labels": {k: v for k, v in labels.items() if k not in ("alertname", "severity")},
+            }
+        )
+    found.sort(key=lambda a: (a["since"] or "", a["name"]))
+    return {"available": True, "prometheus": base_url, "alerts": found}
 
 
 @functools.cache

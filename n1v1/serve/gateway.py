@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import time
 from collections.abc import Awaitable
@@ -320,4 +321,5 @@ class Gateway:
             anonymous_rate_per_s=self.api["anonymous_rate_per_s"],
             anonymous_burst=self.api["anonymous_burst"],
             observe_request=observe_request,
+            prometheus_url=os.environ.get("N1V1_PROMETHEUS_URL") or None,
         )
