@@ -187,8 +187,15 @@ class WebDriver:
         return str(next(iter(found.values())))
 
     def click(self, css: str) -> None:
-        """A real click on the element (scrolled into view), as a user's."""
-        self._call("POST", f"{self.session_url}/element/{self._element(css)}/click", {})
+        """A real click on the element (scrolled into view), as a user's; found again if the
+        page re-rendered it between finding and clicking (a stale reference)."""
+        for attempt in range(3):
+            try:
+                self._call("POST", f"{self.session_url}/element/{self._element(css)}/click", {})
+                return
+            except RuntimeError as exc:
+                if "stale element" not in str(exc) or attempt == 2:
+                    raise
 
     def type(self, css: str, text: str) -> None:
         """Clear the field and type `text` into it, key by key."""
