@@ -18,11 +18,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from n1v1.data.datasets import dataset_names
+from n1v1.execution.algo_plan import parse_span
 
 ENV_PREFIX = "N1V1_"
 # Secrets share the prefix but are not settings: they are read where they are used, never from YAML.
@@ -117,15 +117,8 @@ class AlgoSettings(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> AlgoSettings:
-        for name in ("duration", "interval"):
-            value = getattr(self, name)
-            try:
-                span = pd.Timedelta(value)
-            except (ValueError, TypeError):
-                raise ValueError(f"{name}: not a duration: {value!r} (e.g. '4h')") from None
-            if span is pd.NaT or span <= pd.Timedelta(0):
-                raise ValueError(f"{name}: must be > 0, got {value!r}")
-        if pd.Timedelta(self.duration) < pd.Timedelta(self.interval):
+        duration = parse_span("duration", self.duration)  # a PlanError is a ValueError
+        if duration < parse_span("interval", self.interval):
             raise ValueError(
                 f"duration: {self.duration} is shorter than the interval {self.interval}"
             )

@@ -5,7 +5,6 @@ exchange executed (its fee in BTC included), and the books agree with the accoun
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from decimal import Decimal
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 from fake_binance import FakeBinance
 from fake_binance.faults import Fault
 from live_support import MARKET, SETTINGS, bars, exchange, live_session, run_until_settled
-from test_live_trading import account, check_books_agree
+from test_live_trading import account, check_books_agree, wait_for
 
 from n1v1.config import Settings
 from n1v1.engine.algo_orders import child_id_for
@@ -46,14 +45,6 @@ def fake() -> Any:
     server = exchange()
     yield server
     server.close()
-
-
-def wait_for(check: Any, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def test_parents_at_a_faulty_exchange_send_each_child_once_and_the_books_agree(

@@ -61,19 +61,6 @@ class AlgoRequest:
     strategy: str = ""
 
 
-def parse_span(name: str, value: object) -> pd.Timedelta:
-    """A duration such as "30min", "4h" or "1d" (pandas' spelling), or PlanError naming `name`."""
-    if not isinstance(value, str) or not value.strip():
-        raise PlanError(f"{name}: a duration such as '15min', '4h' or '1d', got {value!r}")
-    try:
-        span = pd.Timedelta(value)
-    except (ValueError, TypeError):
-        raise PlanError(f"{name}: not a duration: {value!r} (e.g. '15min', '4h', '1d')") from None
-    if span is pd.NaT or span <= pd.Timedelta(0):
-        raise PlanError(f"{name}: must be > 0, got {value!r}")
-    return span
-
-
 def parent_id_for(run_id: str, accepted_at: pd.Timestamp, n: int) -> str:
     """The n-th parent of a run, accepted at bar time `accepted_at`: the same id whenever the
     run is rebuilt, and (with the time, as every client order id has) not the id of another

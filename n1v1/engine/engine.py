@@ -31,12 +31,12 @@ from n1v1.domain import (
     Trade,
     make_client_order_id,
 )
-from n1v1.engine.algo_orders import STRATEGY_PURPOSES, AlgoBook, AlgoRequest, parse_span
+from n1v1.engine.algo_orders import STRATEGY_PURPOSES, AlgoBook, AlgoRequest
 from n1v1.engine.journal import InMemoryJournal, Journal
 from n1v1.engine.manual import ManualOrderResult, place_manual_order
 from n1v1.engine.portfolio import Portfolio
 from n1v1.engine.signals import SignalSource
-from n1v1.execution.algo_plan import PlanError, profile_weights, slot_times
+from n1v1.execution.algo_plan import PlanError, parse_span, profile_weights, slot_times
 from n1v1.execution.algos import ParentOrder
 from n1v1.execution.instruments import account_currency
 from n1v1.execution.live_venue import LiveVenue

@@ -109,6 +109,20 @@ def _merge_small(qty: list[Decimal], least: Decimal) -> list[Decimal]:
         out[i] = Decimal(0)
 
 
+def parse_span(name: str, value: object) -> pd.Timedelta:
+    """A duration such as "30min", "4h" or "1d" (pandas' spelling), or PlanError naming `name`
+    (the settings' `execution.algo` and an API parent alike)."""
+    if not isinstance(value, str) or not value.strip():
+        raise PlanError(f"{name}: a duration such as '15min', '4h' or '1d', got {value!r}")
+    try:
+        span = pd.Timedelta(value)
+    except (ValueError, TypeError):
+        raise PlanError(f"{name}: not a duration: {value!r} (e.g. '15min', '4h', '1d')") from None
+    if span is pd.NaT or span <= pd.Timedelta(0):
+        raise PlanError(f"{name}: must be > 0, got {value!r}")
+    return span
+
+
 def slot_times(start: pd.Timestamp, duration: pd.Timedelta, interval: pd.Timedelta) -> list:
     """The due time of each slot: start, start + interval, ... before start + duration."""
     if interval <= pd.Timedelta(0):

@@ -16,8 +16,14 @@ from typing import Any
 import pandas as pd
 
 from n1v1.domain import OrderPurpose, Side
-from n1v1.engine.algo_orders import ALGOS, AlgoRequest, parse_span
-from n1v1.execution.algo_plan import PlanError, as_decimal, profile_weights, slot_times
+from n1v1.engine.algo_orders import ALGOS, AlgoRequest
+from n1v1.execution.algo_plan import (
+    PlanError,
+    as_decimal,
+    parse_span,
+    profile_weights,
+    slot_times,
+)
 from n1v1.execution.algos import ParentOrder, parent_to_dict
 from n1v1.execution.profiles import dataset_profile, profile_bucket
 
