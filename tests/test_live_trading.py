@@ -75,7 +75,7 @@ def check_books_agree(server: FakeBinance, acct: Any, store_url: str) -> dict[st
             )
             assert held or order.status is OrderStatus.REJECTED, (cid, order.status, order.reason)
     trades = server.trades(acct)
-    assert len(fills) == len(trades)
+    assert len(fills) == len(trades), fill_mismatch(fills, trades, store_url)
     # the books hold what the account holds: a buy's fee in BTC is BTC not received
     assert math.isclose(sum(f.qty for f in fills), float(received_qty(trades)), abs_tol=1e-9)
     btc_free, btc_locked = server.balance(acct, "BTC")
@@ -85,6 +85,39 @@ def check_books_agree(server: FakeBinance, acct: Any, store_url: str) -> dict[st
     paid = sum(f.price * f.qty * (1 if f.side.value == "buy" else -1) + f.fee for f in fills)
     assert math.isclose(CASH - paid, float(usdt_free + usdt_locked), abs_tol=1e-6)
     return {"orders": len(orders), "exchange_orders": len(at_exchange), "fills": len(fills)}
+
+
+def fill_mismatch(fills: list[Any], trades: list[Any], store_url: str) -> str:
+    """Which orders' journal fills differ from their exchange trades, with what the store heard
+    from the exchange about them (and at which step): a failure understood from CI's log alone."""
+    booked = Counter(f.client_order_id for f in fills)
+    executed = Counter(tr.order.client_order_id for tr in trades)
+    differ = sorted(cid for cid in set(booked) | set(executed) if booked[cid] != executed[cid])
+    store = create_store(store_url)
+    try:
+        heard = StoreReader(store).venue_events()
+    finally:
+        store.dispose()
+    lines = [f"{len(fills)} fills booked, {len(trades)} trades at the exchange"]
+    for cid in differ:
+        lines.append(f"order {cid}: {booked[cid]} booked, {executed[cid]} executed")
+        lines += [
+            f"  trade {tr.id} {tr.order.side} {tr.qty} @ {tr.price} at {tr.time}"
+            for tr in trades
+            if tr.order.client_order_id == cid
+        ]
+        lines += [
+            f"  booked {f.side.value} {f.qty} @ {f.price} at {f.timestamp}"
+            for f in fills
+            if f.client_order_id == cid
+        ]
+        lines += [
+            f"  heard at step {step}: {e.kind.value} trade={e.trade_id} qty={e.qty} at {e.at}"
+            for step, events in sorted(heard.items())
+            for e in events
+            if e.client_order_id == cid
+        ]
+    return "\n".join(lines)
 
 
 @pytest.mark.parametrize("parts", [1, 3])
