@@ -214,6 +214,38 @@ class WebDriver:
             "POST", f"{self.session_url}/execute/async", {"script": script, "args": list(args)}
         )
 
+    def wheel(self, css: str, delta_y: int) -> None:
+        """A mouse-wheel turn over the middle of the element (negative: away from the user, which
+        zooms a chart in), as a user's wheel sends it."""
+        origin = {"element-6066-11e4-a52e-4f735466cecf": self._element(css)}
+        self._call(
+            "POST",
+            f"{self.session_url}/actions",
+            {
+                "actions": [
+                    {
+                        "type": "wheel",
+                        "id": "wheel",
+                        "actions": [
+                            {
+                                "type": "scroll",
+                                "x": 0,
+                                "y": 0,
+                                "deltaX": 0,
+                                "deltaY": delta_y,
+                                "origin": origin,
+                            }
+                        ],
+                    }
+                ]
+            },
+        )
+
+    def console_errors(self) -> list[str]:
+        """The errors the page's scripts logged or threw since the last call."""
+        entries = self._call("POST", f"{self.session_url}/se/log", {"type": "browser"})
+        return [e["message"] for e in entries if e.get("level") == "SEVERE"]
+
     def screenshot(self, path: Path) -> None:
         path.write_bytes(base64.b64decode(self._call("GET", f"{self.session_url}/screenshot")))
 

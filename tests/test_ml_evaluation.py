@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from report_pages import breaks, chart_specs, markers, markup
 
 from n1v1.backtest.runner import run_backtest
 from n1v1.config import Settings
@@ -247,9 +248,27 @@ def test_html_report_has_tables_reliability_and_equity_charts(result, tmp_path):
     page = write_evaluation_report(tmp_path / "r.html", result, title="WF <test>").read_text()
     assert "WF &lt;test&gt;" in page and "<script src" not in page
     assert page.count('id="fold-') == 2
-    assert page.count('aria-label="reliability diagram') == 2
-    assert page.count('class="series overlay"') == 4  # buy-and-hold and best rule, per fold
-    assert 'class="bin calibrated"' in page and 'class="bin uncalibrated"' in page
+    charts = chart_specs(page)
+    assert list(charts) == [
+        "fold-0-reliability",
+        "fold-0-equity",
+        "fold-1-reliability",
+        "fold-1-equity",
+    ]
+    for fold in result.folds:
+        equity = charts[f"fold-{fold.number}-equity"]["series"]
+        names = [s["name"] for s in equity]  # ml_signal against buy-and-hold and the best rule
+        assert names[:2] == ["ml_signal", "buy_and_hold"] and names[2].startswith("best_rule (")
+        assert equity[0]["data"][-1][1] == pytest.approx(float(fold.equity["ml_signal"].iloc[-1]))
+        diagonal, *curves = charts[f"fold-{fold.number}-reliability"]["series"]
+        assert diagonal["data"][0] == [0.0, 0.0] and diagonal["data"][-1] == [1.0, 1.0]
+        assert len(diagonal["data"]) == 1001  # every 0.001: x positions are true on the chart
+        assert [c["name"] for c in curves] == ["uncalibrated", "calibrated"]
+        bins = [b for b in fold.metrics["calibrated"]["reliability"] if b["count"]]
+        assert sorted(r[1] for r in curves[1]["data"]) == pytest.approx(
+            sorted(b["observed_frequency"] for b in bins)
+        )
+    assert "<svg" not in markup(page)  # no hand-drawn chart left
 
 
 def test_html_report_shades_a_gap_in_a_folds_test_bars(result, tmp_path):
@@ -265,9 +284,12 @@ def test_html_report_shades_a_gap_in_a_folds_test_bars(result, tmp_path):
     equity = {name: series.set_axis(shifted) for name, series in fold.equity.items()}
     gappy = replace(result, folds=[replace(fold, equity=equity), *result.folds[1:]])
     page = write_evaluation_report(tmp_path / "g.html", gappy, title="gaps").read_text()
-    assert page.count('class="gap"') == 1 and page.count('class="gap-link"') >= 1
+    equity = chart_specs(page)["fold-0-equity"]
+    assert len(markers(equity, "gap")) == 1
+    assert all(len(breaks(series)) == 1 for series in equity["series"])
     plain = write_evaluation_report(tmp_path / "p.html", result, title="plain").read_text()
-    assert 'class="gap"' not in plain
+    equity = chart_specs(plain)["fold-0-equity"]
+    assert markers(equity, "gap") == [] and all(breaks(s) == [] for s in equity["series"])
 
 
 def test_too_few_bars_is_a_clear_error():

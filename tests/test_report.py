@@ -10,13 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from n1v1.backtest.metrics import compute_metrics
-from n1v1.backtest.report import (
+from n1v1.backtest.charts import (
     MAX_CHART_POINTS,
-    MAX_TABLE_TRADES,
+    candle_points,
     downsample_minmax,
-    write_html_report,
+    histogram_bins,
+    line_points,
 )
+from n1v1.backtest.metrics import compute_metrics, monthly_returns
+from n1v1.backtest.report import MAX_TABLE_TRADES, write_html_report
 from n1v1.domain import Side, Symbol, Trade
 
 VOID = {"meta", "br", "hr", "img", "input", "link"}
@@ -63,6 +65,19 @@ def _parse(path: Path) -> _Page:
     page.close()
     assert page.stack == [], f"unclosed elements: {page.stack}"
     return page
+
+
+def _charts(page: _Page) -> dict[str, dict]:
+    """The report's chart specs (n1v1/backtest/charts.py), by chart id."""
+    return {c["id"]: c for c in json.loads(page.scripts["n1v1-charts"])}
+
+
+def _markers(chart: dict, kind: str) -> list[dict]:
+    return [m for m in chart["markers"] if m["kind"] == kind]
+
+
+def _seconds(stamp: pd.Timestamp) -> int:
+    return int(stamp.value // 1_000_000_000)
 
 
 def _index(n: int, freq: str = "D") -> pd.DatetimeIndex:
@@ -121,9 +136,15 @@ def test_writes_the_file_and_creates_parent_directories(report: tuple) -> None:
 
 
 def test_is_self_contained(report: tuple) -> None:
-    text = report[0].read_text(encoding="utf-8")
-    assert "http://" not in text and "https://" not in text
-    assert "<link" not in text and "src=" not in text
+    """Nothing is fetched: no linked file, no script or image from elsewhere, no link out but to
+    the page's own sections (the charting library is inline; tests/test_report_browser.py opens
+    the page in a browser that cannot resolve any host)."""
+    page = _parse(report[0])
+    assert [tag for tag, _ in page.elements if tag in ("link", "img", "iframe", "object")] == []
+    assert [a for tag, a in page.elements if tag == "script" and "src" in a] == []
+    assert all(a["href"].startswith("#") for tag, a in page.elements if tag == "a")
+    scripts = [a for tag, a in page.elements if tag == "script"]
+    assert len(scripts) == 4  # the metrics, the chart specs, the library, the renderer
 
 
 def test_escapes_user_text(report: tuple) -> None:
@@ -168,23 +189,182 @@ def test_undefined_metrics_read_na(tmp_path: Path) -> None:
     assert "n/a" in path.read_text(encoding="utf-8")
 
 
-def test_one_svg_per_chart(report: tuple) -> None:
+def test_one_chart_per_view(report: tuple) -> None:
     page = _parse(report[0])
-    svgs = [a for tag, a in page.elements if tag == "svg"]
-    # equity, drawdown, and one price chart per symbol (2)
-    assert len(svgs) == 4
-    labels = [a["aria-label"] for a in svgs]
-    assert labels == ["equity chart", "drawdown chart", "BTC/USDT chart", "ETH/USDT chart"]
+    charts = _charts(page)
+    # equity, drawdown, one price chart per symbol (2), the closed trades' P&L distribution
+    assert list(charts) == ["equity", "drawdown", "price-0", "price-1", "pnl-distribution"]
+    labels = {
+        a["id"]: a["aria-label"]
+        for _, a in page.elements
+        if "chart-canvas" in (a.get("class") or "").split()
+    }
+    assert labels == {
+        "chart-equity-canvas": "Equity chart",
+        "chart-drawdown-canvas": "Drawdown chart",
+        "chart-price-0-canvas": "BTC/USDT price chart",
+        "chart-price-1-canvas": "ETH/USDT price chart",
+        "chart-pnl-distribution-canvas": "Histogram of closed trades' profit and loss",
+    }
+    # a log scale is offered where every value is positive: equity and prices, not drawdowns
+    assert {k: c["log"] for k, c in charts.items()} == {
+        "equity": True,
+        "drawdown": False,
+        "price-0": True,
+        "price-1": True,
+        "pnl-distribution": False,
+    }
+    assert len(page.with_class("log")) == 3 and len(page.with_class("fit")) == 5
+
+
+def test_the_equity_chart_carries_buy_and_hold_of_the_symbols(report: tuple) -> None:
+    """Both symbols rise 100 -> 109 (ETH at 20x the price): equal cash in each at its first
+    close grows by 9 %, so the benchmark ends at 10 900; it starts at the cash, 10 000."""
+    equity, hold = _charts(_parse(report[0]))["equity"]["series"]
+    assert equity["name"] == "equity" and equity["base"] == CASH
+    assert hold["name"] == "buy and hold"
+    assert hold["data"][0] == [_seconds(_index(10)[0]), pytest.approx(CASH)]
+    assert hold["data"][-1] == [_seconds(_index(10)[-1]), pytest.approx(10_900.0)]
+    assert [row[1] for row in equity["data"]] == [
+        10_100.0,
+        9_900.0,
+        10_200.0,
+        10_000.0,
+        10_500.0,
+    ] * 2
+
+
+def test_the_drawdown_chart_is_the_percentage_below_the_running_peak(report: tuple) -> None:
+    (under,) = _charts(_parse(report[0]))["drawdown"]["series"]
+    # peaks: 10 100 (bar 0), 10 200 (bar 2), 10 500 (bar 4 on); 9 900 is 1.98 % below 10 100
+    expected = [
+        0.0,
+        -1.980198,
+        0.0,
+        -1.960784,
+        0.0,
+        -3.809524,
+        -5.714286,
+        -2.857143,
+        -4.761905,
+        0.0,
+    ]
+    assert [row[1] for row in under["data"]] == pytest.approx(expected, abs=1e-6)
+    assert under["type"] == "baseline" and under["base"] == 0.0
 
 
 def test_trade_markers(report: tuple) -> None:
-    page = _parse(report[0])
-    assert len(page.with_class("entry-long")) == 2  # BTC long + ETH long
-    assert len(page.with_class("entry-short")) == 1
-    assert len(page.with_class("exit")) == 2  # the open ETH trade has no exit
-    colours = {a["fill"] for a in page.with_class("entry-long")}
-    assert colours == {"#1a9850"}  # green
-    assert {a["fill"] for a in page.with_class("entry-short")} == {"#d73027"}  # red
+    charts = _charts(_parse(report[0]))
+    btc, eth = charts["price-0"], charts["price-1"]
+    index = _index(10)
+    assert [(m["x"], m["shape"], m["colour"]) for m in _markers(btc, "entry-long")] == [
+        (_seconds(index[0]), "arrowUp", "#1a7f43")  # green, below the bar
+    ]
+    assert [(m["x"], m["shape"], m["colour"]) for m in _markers(btc, "entry-short")] == [
+        (_seconds(index[3]), "arrowDown", "#c0392b")  # red, above the bar
+    ]
+    exits = _markers(btc, "exit")  # won 40 (green), lost 15 (red), with the P&L in the text
+    assert [(m["x"], m["colour"], m["text"]) for m in exits] == [
+        (_seconds(index[2]), "#1a7f43", "signal +40.00"),
+        (_seconds(index[5]), "#c0392b", "signal -15.00"),
+    ]
+    assert len(_markers(eth, "entry-long")) == 1 and _markers(eth, "exit") == []  # still open
+
+
+def test_the_pnl_distribution_counts_the_closed_trades(report: tuple) -> None:
+    (bins,) = _charts(_parse(report[0]))["pnl-distribution"]["series"]
+    counted = [(x, n) for x, n, _ in bins["data"] if n]
+    assert len(counted) == 2 and sum(n for _, n in counted) == 2  # -15 and +40; the open one not
+    assert counted[0][0] < 0 < counted[1][0]
+    text = report[0].read_text(encoding="utf-8")
+    assert "2 closed trades, net of fees: 1 won, 1 lost; median 12.50" in text
+
+
+def test_histogram_bins_put_an_edge_at_zero() -> None:
+    """-15 and +40 in 30 bins of 55/30 = 1.8333: 9 bins below 0 (down to -16.5) and 22 above (up
+    to 40.33), so no bin holds both a loss and a gain."""
+    bins = histogram_bins([-15.0, 40.0], bins=30)
+    width = 55.0 / 30
+    assert len(bins) == 31
+    assert bins[0]["lower"] == pytest.approx(-9 * width) and bins[-1]["upper"] == pytest.approx(
+        22 * width
+    )
+    assert all(b["upper"] <= 1e-12 or b["lower"] >= -1e-12 for b in bins)
+    assert [b["count"] for b in bins if b["count"]] == [1, 1]
+    assert histogram_bins([5.0, 5.0]) == [{"lower": 5.0, "upper": 5.0, "centre": 5.0, "count": 2}]
+    assert histogram_bins([]) == []
+
+
+def test_monthly_returns_known_answer() -> None:
+    """From 10 000: January ends at 11 000 (+10 %), February at 9 900 (-10 %), no bars in March,
+    April ends at 9 801 (-1 % on February's 9 900); the year: 9 801 / 10 000 - 1 = -1.99 %."""
+    index = pd.DatetimeIndex(
+        ["2024-01-15", "2024-01-31 23:00", "2024-02-10", "2024-02-29", "2024-04-02"], tz="UTC"
+    )
+    equity = pd.Series([10_500.0, 11_000.0, 10_000.0, 9_900.0, 9_801.0], index=index)
+    table = monthly_returns(equity, CASH)
+    assert list(table.index) == [2024]
+    row = table.loc[2024]
+    assert row[1] == pytest.approx(0.10) and row[2] == pytest.approx(-0.10)
+    assert np.isnan(row[3]) and row[4] == pytest.approx(-0.01)
+    assert row["year"] == pytest.approx(-0.0199)
+    assert np.isnan(row[list(range(5, 13))].to_numpy(dtype=float)).all()
+
+
+def test_the_report_shows_monthly_returns(tmp_path: Path) -> None:
+    """Two years: December 2023 from 10 000 to 12 000 (+20 %), January 2024 down to 9 000
+    (-25 %): 2023's row holds December only, 2024's January and the year."""
+    index = pd.DatetimeIndex(["2023-12-01", "2023-12-31", "2024-01-15", "2024-01-31"], tz="UTC")
+    equity = pd.Series([11_000.0, 12_000.0, 10_000.0, 9_000.0], index=index)
+    metrics = compute_metrics(equity, [], CASH, fills_notional=0.0, fees_paid=0.0)
+    path = write_html_report(
+        tmp_path / "m.html", title="m", metrics=metrics, equity=equity, trades=[], prices={}
+    )
+    text = path.read_text(encoding="utf-8")
+    table = text[text.index('<table id="monthly-returns">') :]
+    table = table[: table.index("</table>")]
+    rows = table.split("<tr>")[2:]
+    assert rows[0].startswith('<td class="l">2023</td>') and "20.00%" in rows[0]
+    assert rows[0].count("<td></td>") == 11  # January..November of 2023: no bars
+    assert rows[1].startswith('<td class="l">2024</td>')
+    assert rows[1].count('class="neg">-25.00%</td>') == 2  # January and the year
+
+
+def test_candles_are_merged_into_buckets() -> None:
+    """Five bars into at most 2 buckets of 3: bars 0-2 and 3-4. A bucket opens at its first
+    bar's open, closes at its last's close, spans its highs and lows, sums its volume."""
+    index = _index(5)
+    frame = pd.DataFrame(
+        {
+            "open": [10.0, 11, 12, 13, 14],
+            "high": [11.0, 15, 13, 14, 16],
+            "low": [9.0, 10, 8, 12, 13],
+            "close": [11.0, 12, 13, 14, 15],
+            "volume": [1.0, 2, 3, 4, 5],
+        },
+        index=index,
+    )
+    candles, volumes = candle_points(frame, max_points=2)
+    assert candles == [
+        [_seconds(index[0]), 10.0, 15.0, 8.0, 13.0],
+        [_seconds(index[3]), 13.0, 16.0, 12.0, 15.0],
+    ]
+    assert [v[:2] for v in volumes] == [[_seconds(index[0]), 6.0], [_seconds(index[3]), 9.0]]
+    whole, _ = candle_points(frame)
+    assert len(whole) == 5 and whole[1] == [_seconds(index[1]), 11.0, 15.0, 10.0, 12.0]
+
+
+def test_a_line_breaks_inside_a_gap_only() -> None:
+    from n1v1.data.gaps import long_gaps
+
+    index = _index(5).append(_index(5) + pd.Timedelta(days=40))
+    x = index.as_unit("ns").asi8
+    rows = line_points(x, np.arange(10.0), long_gaps(index))
+    breaks = [r for r in rows if r[1] is None]
+    assert len(rows) == 11 and len(breaks) == 1
+    assert _seconds(index[4]) < breaks[0][0] < _seconds(index[5])  # between the two sides
+    assert [r[0] for r in rows] == sorted(r[0] for r in rows)
+    assert line_points(x, np.arange(10.0)) == [[_seconds(t), float(k)] for k, t in enumerate(index)]
 
 
 def test_trades_table_lists_every_trade(report: tuple) -> None:
@@ -227,7 +407,7 @@ def test_trades_table_is_capped_and_says_so(tmp_path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     assert f"Showing the first {MAX_TABLE_TRADES:,} of {n:,} trades" in text
     assert text.count("<td>X</td>") == MAX_TABLE_TRADES
-    assert len(_parse(path).with_class("entry-long")) == n  # under the marker cap: all drawn
+    assert len(_markers(_charts(_parse(path))["price-0"], "entry-long")) == n  # under the cap
 
 
 def test_single_price_frame_needs_a_single_symbol(tmp_path: Path) -> None:
@@ -297,21 +477,16 @@ def test_long_report_stays_small_and_keeps_the_extremes(tmp_path: Path) -> None:
     )
     size = path.stat().st_size
     assert size < 2_000_000, f"report is {size:,} bytes"
-    page = _parse(path)
-    series = page.with_class("series")
-    assert len(series) == 3
-    for polyline in series:
-        assert len(polyline["points"].split()) <= MAX_CHART_POINTS
-    # the spike and the crash are the extremes of the equity line: the smallest and largest pixel y
-    # of the drawn line must be at the spike's and the crash's x positions (1 px tolerance)
-    pts = np.array([[float(v) for v in p.split(",")] for p in series[0]["points"].split()])
-    left, right = pts[0, 0], pts[-1, 0]  # the line spans the plot from the first to the last bar
-
-    def x_of(i: int) -> float:
-        return left + i / (n - 1) * (right - left)
-
-    assert abs(pts[np.argmin(pts[:, 1]), 0] - x_of(400_000)) < 1.0  # highest point = spike
-    assert abs(pts[np.argmax(pts[:, 1]), 0] - x_of(700_001)) < 1.0  # lowest point = crash
+    charts = _charts(_parse(path))
+    for chart in ("equity", "drawdown", "price-0"):
+        (series, *_) = charts[chart]["series"]
+        assert len(series["data"]) <= MAX_CHART_POINTS, chart
+    # the spike and the crash are the extremes of the drawn equity line, at their own bars
+    drawn = charts["equity"]["series"][0]["data"]
+    assert max(drawn, key=lambda r: r[1]) == [_seconds(index[400_000]), 25_000.0]
+    assert min(drawn, key=lambda r: r[1]) == [_seconds(index[700_001]), 2_000.0]
+    assert drawn[0][0] == _seconds(index[0]) and drawn[-1][0] == _seconds(index[-1])
+    assert len(_markers(charts["price-0"], "entry-long")) == 1_000
     assert "Markers for the first 1,000 of 2,000 trades" in path.read_text(encoding="utf-8")
 
 
@@ -379,24 +554,32 @@ def _gappy_report(tmp_path: Path, policy: str = "segment") -> tuple[Path, list]:
     return path, gaps
 
 
-def test_gaps_are_shaded_on_every_chart_and_listed(tmp_path: Path) -> None:
+def test_gaps_break_every_line_are_marked_and_listed(tmp_path: Path) -> None:
     path, gaps = _gappy_report(tmp_path)
-    page = _parse(path)
+    charts = _charts(_parse(path))
     assert len(gaps) == 1 and gaps[0].missing_bars == 35
-    bands = page.with_class("gap")
-    assert len(bands) == 3  # equity, drawdown, price
-    # the band runs from the last bar before the hole (day 4) to the first after it (day 40):
-    # 36 of the 44 days of the x-axis, so 36/44 of the 866-pixel plot width = 708.5 px
-    assert float(bands[0]["width"]) == pytest.approx(36 / 44 * (960 - 78 - 16), abs=0.2)
-    # the line is broken at the gap and the two sides joined by a dotted link
-    assert len(page.with_class("gap-link")) == 3
-    assert len(page.with_class("series")) == 6  # two pieces per chart
+    index = _index(5).append(_index(5) + pd.Timedelta(days=40))
+    for chart in ("equity", "drawdown", "price-0"):
+        for series in charts[chart]["series"]:  # equity and buy-and-hold, drawdown, the closes
+            breaks = [row[0] for row in series["data"] if row[1] is None]
+            assert len(breaks) == 1, (chart, series["name"])
+            assert _seconds(index[4]) < breaks[0] < _seconds(index[5])
+    # a grey square on the first bar after the hole (day 40), on equity and price
+    for chart in ("equity", "price-0"):
+        assert [m["x"] for m in _markers(charts[chart], "gap")] == [_seconds(index[5])]
     text = path.read_text(encoding="utf-8")
-    assert "2024-01-06 00:00 to 2024-02-09 00:00 UTC (35 missing bars, 35d)" in text
+    gaps_table = text[text.index('<h2 id="gaps">') :]
+    assert (
+        '<td class="l">2024-01-06 00:00</td><td class="l">2024-02-09 00:00</td><td>35</td>'
+        "<td>35 d</td>"
+    ) in gaps_table
     assert 'id="gaps"' in text and "Gap-free segments" in text
 
 
 def test_no_gap_marks_without_gaps(report: tuple) -> None:
-    page = _parse(report[0])
-    assert page.with_class("gap") == [] and page.with_class("gap-link") == []
+    charts = _charts(_parse(report[0]))
+    assert all(_markers(c, "gap") == [] for c in charts.values())
+    assert all(
+        row[1] is not None for c in charts.values() for s in c["series"] for row in s["data"]
+    )
     assert 'id="gaps"' not in report[0].read_text(encoding="utf-8")

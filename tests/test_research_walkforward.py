@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from builders import FixedTargets, settings, synthetic_walk
+from report_pages import breaks, chart_specs, markers, markup
 
 from n1v1.backtest.metrics import bar_returns, compute_metrics
 from n1v1.backtest.runner import run_backtest
@@ -364,7 +365,9 @@ def test_windows_straddling_a_gap_are_named_and_withheld(gappy, tmp_path):
     assert data["gaps"][0]["missing_bars"] == 720  # 30 days of hourly bars
     assert data["config"]["gap_policy"] == "refuse"
     page = write_walkforward_report(tmp_path / "gaps.html", result).read_text(encoding="utf-8")
-    assert page.count('class="gap"') == 1 and "train 1, test 0" in page
+    (equity,) = chart_specs(page)["wf-equity"]["series"]
+    assert len(breaks(equity)) == 1 and "train 1, test 0" in page
+    assert len(markers(chart_specs(page)["wf-equity"], "gap")) == 1
     # opting in: every window chooses a set and the stitched figures are computed
     allow = walk_forward_optimise(
         {"BTC": gappy}, "sma_cross", SETS, settings(
@@ -447,13 +450,25 @@ def test_the_surface_averages_each_set_over_windows(rolling):
 def test_the_html_report_has_the_equity_window_and_heatmap_charts(rolling, tmp_path):
     path = write_walkforward_report(tmp_path / "out" / "wf.html", rolling)
     page = path.read_text(encoding="utf-8")
-    svgs = re.findall(r"<svg.*?</svg>", page, flags=re.S)
-    equity = [s for s in svgs if "out-of-sample equity" in s]
-    assert len(equity) == 1 and equity[0].count('class="boundary"') == 5
-    bars = [s for s in svgs if 'class="bars"' in s]
-    assert len(bars) == 1 and bars[0].count('class="bar"') == 10  # IS and OOS per window
-    heat = [s for s in svgs if 'class="heatmap"' in s]
+    charts = chart_specs(page)
+    assert list(charts) == ["wf-equity", "wf-windows"]
+    equity = charts["wf-equity"]
+    assert equity["log"] is True  # the early windows of a grown curve need it
+    starts = [int(pd.Timestamp(t).value // 1_000_000_000) for t in rolling.boundaries]
+    assert [m["x"] for m in markers(equity, "window")] == starts  # each window's first test bar
+    drawn = equity["series"][0]["data"]
+    assert drawn[-1][1] == pytest.approx(float(rolling.equity.iloc[-1]))
+    in_sample, out_of_sample = charts["wf-windows"]["series"]
+    assert [r[1] for r in in_sample["data"]] == pytest.approx(
+        [float(v) for v in rolling.windows["is_metric"]], nan_ok=True
+    )
+    assert [r[1] for r in out_of_sample["data"]] == pytest.approx(
+        [float(v) for v in rolling.windows["oos_metric"]], nan_ok=True
+    )
+    assert len(in_sample["data"]) == 5  # one point per window
+    heat = re.findall(r'<table class="heatmap".*?</table>', page, flags=re.S)
     assert len(heat) == 1 and heat[0].count('class="cell"') == 9  # fast x slow
+    assert "<svg" not in markup(page)  # no hand-drawn chart left
     assert "Deflated Sharpe ratio" in page and "Parameter stability" in page
     data = re.search(
         r'<script type="application/json" id="walkforward-json">(.*?)</script>', page, re.S
@@ -508,7 +523,7 @@ def test_cli_walkforward_local_end_to_end(capsys, tmp_path):
     assert n == 3  # 120 bars: windows end at 70, 90, 110; 10 bars left over
     assert len(re.findall(r"^\d+ +\d{4}-\d\d-\d\d", out.out, flags=re.M)) == n
     assert "window 3/3 done" in out.err
-    assert html_path.read_text().count("<svg") == 3
+    assert list(chart_specs(html_path.read_text())) == ["wf-equity", "wf-windows"]
 
 
 def test_cli_walkforward_user_errors_exit_2(capsys):

@@ -210,6 +210,31 @@ def buy_and_hold_curve(closes: pd.DataFrame, initial_cash: float) -> pd.Series:
     return initial_cash * growth.mean(axis=1)
 
 
+def monthly_returns(equity: pd.Series, initial_cash: float) -> pd.DataFrame:
+    """Each calendar month's return (UTC), one row per year, columns 1..12 and "year":
+    r_m = E_m / E_(m-1) - 1, where E_m is the equity at the last bar of month m and E_(m-1) that of
+    the month before with bars (the first month's is `initial_cash`: a backtest that starts mid-
+    month shows that part of the month); the year's is the product of (1 + r_m) less 1, that is its
+    last month's equity over the equity before its first. Months without bars are NaN."""
+    if len(equity) == 0:
+        return pd.DataFrame(columns=[*range(1, 13), "year"], dtype=np.float64)
+    index = pd.DatetimeIndex(equity.index)
+    if index.tz is not None:
+        index = index.tz_convert("UTC").tz_localize(None)
+    closes = (
+        pd.Series(equity.to_numpy(dtype=np.float64), index=index)
+        .groupby([index.year, index.month])
+        .last()
+    )
+    before = np.r_[initial_cash, closes.to_numpy()[:-1]]
+    monthly = pd.Series(closes.to_numpy() / before - 1.0, index=closes.index)
+    table = monthly.unstack().reindex(columns=range(1, 13))
+    table["year"] = (1.0 + monthly).groupby(level=0).prod() - 1.0
+    table.index.name = None
+    table.columns.name = None
+    return table
+
+
 def running_peak(equity: np.ndarray, initial_cash: float) -> np.ndarray:
     """max(initial_cash, E_0..E_t) for every bar t: the high-water mark drawdowns start from."""
     peak = np.maximum(equity, initial_cash)

@@ -1,48 +1,57 @@
-"""A self-contained HTML report of one backtest: metrics, equity, drawdown, prices, trades.
+"""A self-contained HTML report of one backtest: metrics, equity against buy-and-hold, drawdown,
+monthly returns, prices with the trades, the trades' P&L distribution, the trades.
 
 The file must open anywhere (an air-gapped laptop, a CI artifact, an e-mail attachment), so it
-embeds everything: inline CSS and inline SVG charts drawn here in plain Python, no JavaScript, no
-CDN, no matplotlib. It must also stay small on years of minute bars, so every series is downsampled
-to at most `MAX_CHART_POINTS` points by keeping the minimum and the maximum of each bucket (a crash
-or a spike is never averaged away), and the trades table and chart markers are capped (the page
-says so when it cuts).
+embeds everything: inline CSS, the charting library and the charts' data (n1v1/backtest/charts.py,
+which keeps them small on years of minute bars), no CDN. The trades table is capped (the page says
+so when it cuts); the numbers are also embedded as JSON for tools that read them back.
 """
 
 from __future__ import annotations
 
 import html
-import itertools
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from n1v1.backtest.metrics import METRICS, drawdown
+from n1v1.backtest.charts import (
+    BLUE,
+    CHART_CSS,
+    GREEN,
+    GREY,
+    MAX_CHART_POINTS,
+    MAX_MARKERS_PER_CHART,
+    RED,
+    Chart,
+    candle_points,
+    chart_html,
+    chart_scripts,
+    histogram_bins,
+    line_points,
+    mark_gaps,
+    mark_trades,
+    point_times,
+    precision_of,
+    series_arrays,
+)
+from n1v1.backtest.metrics import METRICS, buy_and_hold_curve, drawdown, monthly_returns
 from n1v1.data.gaps import Gap
 from n1v1.domain import Side, Trade
 from n1v1.execution.shortfall import execution_rows
 
-_Mapper = Callable[[float], float]  # data coordinate -> SVG pixel
-
-MAX_CHART_POINTS = 2000
 MAX_TABLE_TRADES = 500
-MAX_MARKERS_PER_CHART = 1000
-
-_W, _LEFT, _RIGHT, _TOP, _BOTTOM = 960, 78, 16, 14, 30
-_GREEN, _RED, _BLUE, _GREY = "#1a9850", "#d73027", "#2c7fb8", "#888"
-_GAP_FILL = "#b0b0b0"
-MAX_GAP_BANDS = 200  # gaps shaded per chart (every gap is listed in the JSON)
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;
 max-width:1000px;color:#222;padding:0 12px}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:.88em}td,th{padding:3px 8px;border-bottom:1px solid #eee;
-text-align:right}th{background:#f5f5f5}td.l,th.l{text-align:left}td.f{color:#777;text-align:left}
-svg{width:100%;height:auto;background:#fff}svg text{font-size:11px;fill:#555}
-.pos{color:#1a9850}.neg{color:#d73027}.note{color:#666;font-size:.88em}
+text-align:right}th{background:#f5f5f5}td.l,th.l{text-align:left}td.f{color:#555;text-align:left}
+.pos{color:#1a7f43}.neg{color:#c0392b}.note{color:#555;font-size:.88em}
 """
 
 
@@ -79,58 +88,63 @@ def write_html_report(
     symbol to an OHLCV frame with a `close` column and a DatetimeIndex, or is one such frame
     when all trades share a symbol. `strategies` is `BacktestResult.strategies` (each
     strategy's own P&L); with more than one strategy the report gets a section comparing them.
-    `gaps` (`BacktestResult.gaps`) are shaded on every chart and listed with the per-segment
-    figures of backtest.gaps=segment (`segments`).
+    `gaps` (`BacktestResult.gaps`) break the charts' lines and are marked on them, and listed
+    with the per-segment figures of backtest.gaps=segment (`segments`).
     """
     path = Path(path)
-    x, y = _series_arrays(equity, "equity")
+    x, y = series_arrays(equity, "equity")
     price_frames = _price_frames(prices, trades)
     initial_cash = metrics.get("initial_cash")
     if not isinstance(initial_cash, int | float) or not initial_cash > 0:
         initial_cash = float(y[0])  # best available peak reference when the caller omitted it
-    underwater = -100.0 * drawdown(y, float(initial_cash))
+    charts: list[Chart] = []
 
     body = [f"<h1>{_e(title)}</h1>"]
     if len(x):
         body.append(
             f'<p class="note">{len(x):,} bars from {_e(_fmt_time(x[0]))} to {_e(_fmt_time(x[-1]))} '
             f"(UTC). Charts show at most {MAX_CHART_POINTS:,} points per series: the minimum and "
-            "maximum of each bucket of bars, so spikes survive.</p>"
+            "maximum of each bucket of bars (candles: each bucket's open, high, low and close), so "
+            "spikes survive. Zoom with the mouse wheel or a pinch, drag to pan, Fit to see it all."
+            "</p>"
         )
-    bands = gap_bands(gaps)
-    if bands:
+    if gaps:
         body.append(
             f'<p class="note gaps">The data has {len(gaps):,} gap{"s" * (len(gaps) != 1)} '
-            "(shaded grey on the charts, with a dotted link between the bars on either side). "
+            "(the lines break there, and a grey square marks the first bar after each). "
             'See <a href="#gaps">Gaps</a>.</p>'
         )
     body += ["<h2>Metrics</h2>", _metrics_table(metrics)]
-    body += [
-        "<h2>Equity</h2>",
-        _line_chart(x, y, height=280, label="equity", baseline=initial_cash, bands=bands),
-    ]
-    body += [
-        "<h2>Drawdown (%)</h2>",
-        _line_chart(
-            x,
-            underwater,
-            height=200,
-            label="drawdown",
-            baseline=0.0,
-            fill="#f4a582",
-            bands=bands,
-        ),
-    ]
-    for symbol, frame in price_frames.items():
-        px, py = _series_arrays(frame["close"], f"prices[{symbol!r}].close")
+    equity_chart = _equity_chart(x, y, float(initial_cash), price_frames, gaps)
+    underwater = _drawdown_chart(x, y, float(initial_cash), gaps)
+    charts += [equity_chart, underwater]
+    benchmark = (
+        " against buy-and-hold of the traded symbols (equal cash each at its first close, no fees)"
+        if len(equity_chart.series) > 1
+        else ""
+    )
+    body += [f"<h2>Equity{benchmark}</h2>", chart_html(equity_chart)]
+    body += ["<h2>Drawdown (%)</h2>", chart_html(underwater)]
+    body += ["<h2>Monthly returns</h2>", _monthly_table(equity, float(initial_cash))]
+    for k, (symbol, frame) in enumerate(price_frames.items()):
         mine = [t for t in trades if t.symbol == symbol]
+        chart = _price_chart(f"price-{k}", symbol, frame, mine, gaps)
+        charts.append(chart)
         body.append(f"<h2>Price: {_e(symbol)}</h2>")
         if len(mine) > MAX_MARKERS_PER_CHART:
             body.append(
                 f'<p class="note">Markers for the first {MAX_MARKERS_PER_CHART:,} of '
                 f"{len(mine):,} trades.</p>"
             )
-        body.append(_line_chart(px, py, height=320, label=symbol, trades=mine, bands=bands))
+        body.append(chart_html(chart))
+    closed = [t for t in trades if t.exit_time is not None]
+    if closed:
+        distribution = _pnl_distribution(closed)
+        charts.append(distribution)
+        body += [
+            "<h2>Trade P&amp;L distribution</h2>",
+            chart_html(distribution, _pnl_caption(closed)),
+        ]
     if strategies and len(strategies) > 1:
         body += ["<h2>Strategies</h2>", _strategies_section(strategies)]
     if execution:
@@ -146,19 +160,36 @@ def write_html_report(
         body += ["<h2>Gap-free segments</h2>", _segments_table(segments)]
     # Raw numbers for machines (and for anyone who wants more digits than the table shows).
     data = {k: _json_safe(v) for k, v in metrics.items()}
-    return write_page(path, title, body, json_id="metrics-json", data=data)
+    return write_page(path, title, body, json_id="metrics-json", data=data, charts=charts)
 
 
-def write_page(path: Path, title: str, body: list[str], *, json_id: str, data: object) -> Path:
-    """A self-contained page: the report's CSS, the body sections, and `data` embedded as JSON
-    (escaped so no value can close the script tag) for tools that read the numbers back."""
+def write_page(
+    path: Path,
+    title: str,
+    body: list[str],
+    *,
+    json_id: str,
+    data: object,
+    charts: Sequence[Chart] = (),
+) -> Path:
+    """A self-contained page: the report's CSS, the body sections, `data` embedded as JSON
+    (escaped so no value can close the script tag) for tools that read the numbers back, and
+    what draws `charts` (n1v1/backtest/charts.py)."""
     raw = json.dumps(data, indent=1, default=str)
     raw = raw.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
     body = [*body, f'<script type="application/json" id="{json_id}">{raw}</script>']
+    if charts:
+        body.append(
+            '<p class="note">Charts drawn with TradingView Lightweight Charts '
+            "(https://www.tradingview.com/, Apache License 2.0), embedded in this file.</p>"
+            "<noscript><p>The charts need JavaScript; every number is in the tables.</p>"
+            "</noscript>"
+        )
+        body += chart_scripts(charts)
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n"
+        f"<title>{_e(title)}</title><style>{_CSS}{CHART_CSS}</style></head><body>\n"
         + "\n".join(body)
         + "\n</body></html>\n"
     )
@@ -166,55 +197,6 @@ def write_page(path: Path, title: str, body: list[str], *, json_id: str, data: o
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     return path
-
-
-def downsample_minmax(
-    x: np.ndarray, y: np.ndarray, max_points: int = MAX_CHART_POINTS
-) -> tuple[np.ndarray, np.ndarray]:
-    """At most `max_points` points: the first, the last, and the min and max of each bucket.
-
-    Keeping both extremes of every equal-sized bucket (in time order) preserves the global minimum
-    and maximum and the visual envelope of the series, which averaging or striding would not.
-    """
-    if max_points < 4:
-        raise ValueError(f"max_points must be >= 4, got {max_points}")
-    if len(x) != len(y):
-        raise ValueError(f"x and y differ in length: {len(x)} != {len(y)}")
-    n = len(y)
-    if n <= max_points:
-        return x, y
-    edges = np.linspace(1, n - 1, (max_points - 2) // 2 + 1).astype(np.int64)
-    keep = [0]
-    for start, stop in itertools.pairwise(edges):
-        if stop <= start:
-            continue
-        segment = y[start:stop]
-        lo, hi = start + int(segment.argmin()), start + int(segment.argmax())
-        keep.extend((lo,) if lo == hi else (min(lo, hi), max(lo, hi)))
-    keep.append(n - 1)
-    index = np.asarray(keep, dtype=np.int64)
-    return x[index], y[index]
-
-
-def _series_arrays(series: pd.Series, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(int64 UTC ns timestamps, float64 values), non-finite values dropped, or a clear error."""
-    if not isinstance(series, pd.Series):
-        raise TypeError(f"{name} must be a pandas Series, got {type(series).__name__}")
-    if not isinstance(series.index, pd.DatetimeIndex):
-        raise TypeError(f"{name} must have a DatetimeIndex, got {type(series.index).__name__}")
-    if len(series) == 0:
-        raise ValueError(f"{name}: empty series, nothing to chart")
-    x = series.index.as_unit("ns").asi8
-    try:
-        y = series.to_numpy(dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name}: values must be numeric ({exc})") from exc
-    finite = np.isfinite(y)
-    if not finite.all():
-        x, y = x[finite], y[finite]
-        if len(y) == 0:
-            raise ValueError(f"{name}: no finite values to chart")
-    return x, y
 
 
 def _price_frames(
@@ -235,150 +217,124 @@ def _price_frames(
     for symbol, frame in prices.items():
         if not isinstance(frame, pd.DataFrame) or "close" not in frame.columns:
             raise ValueError(f"prices[{symbol!r}]: expected a DataFrame with a 'close' column")
+        if not isinstance(frame.index, pd.DatetimeIndex):
+            raise TypeError(f"prices[{symbol!r}] must have a DatetimeIndex")
     return prices
 
 
-def _line_chart(
+# -- charts ----------------------------------------------------------------------------------------
+def _equity_chart(
     x: np.ndarray,
     y: np.ndarray,
-    *,
-    height: int,
-    label: str,
-    baseline: float | None = None,
-    fill: str | None = None,
-    trades: Sequence[Trade] = (),
-    overlays: Sequence[tuple[str, np.ndarray, np.ndarray, str]] = (),
-    bands: Sequence[tuple[int, int, str]] = (),
-) -> str:
-    """One SVG chart: a downsampled line, axes with ticks, optional baseline and trade markers.
+    initial_cash: float,
+    prices: dict[str, pd.DataFrame],
+    gaps: Sequence[Gap],
+) -> Chart:
+    """Equity, the start's cash as a dashed line, and buy-and-hold of the symbols on the same
+    bars; log scale offered while every value is positive."""
+    chart = Chart("equity", "Equity chart", unit="currency", height=320)
+    points = line_points(x, y, gaps)
+    main = chart.add("equity", points, colour=BLUE, base=initial_cash)
+    index = pd.DatetimeIndex(pd.to_datetime(x, utc=True))
+    positive = bool((y > 0).all())
+    if prices:
+        closes = pd.DataFrame(
+            {s: f["close"].astype(np.float64) for s, f in prices.items()}
+        ).sort_index()
+        if closes.index.tz is None:
+            closes.index = closes.index.tz_localize("UTC")
+        closes = closes.reindex(closes.index.union(index)).ffill().reindex(index)
+        hold = buy_and_hold_curve(closes, initial_cash)
+        hx, hy = series_arrays(hold, "buy-and-hold")
+        if len(hy):
+            chart.add("buy and hold", line_points(hx, hy, gaps), colour=GREY, width=1)
+            positive = positive and bool((hy > 0).all())
+    chart.log = positive
+    mark_gaps(chart, main, point_times(points), gaps)
+    return chart
 
-    With `fill`, the area between the line and the baseline is shaded (the underwater chart).
-    `overlays` are more (label, x, y, colour) series drawn on the same axes (e.g. a strategy next
-    to its benchmarks); with any overlay the chart gets a legend, the main series named `label`.
-    `bands` are (start ns, end ns, tooltip) spans shaded behind the line: the gaps in the data.
-    """
-    xs, ys = downsample_minmax(x, y)
-    others = [(name, *downsample_minmax(ox, oy), colour) for name, ox, oy, colour in overlays]
-    shown = [t for t in trades if x[0] <= t.entry_time.value <= x[-1]][:MAX_MARKERS_PER_CHART]
-    extra = [t.entry_price for t in shown] + [
-        t.exit_price for t in shown if t.exit_price is not None and t.exit_time is not None
+
+def _drawdown_chart(
+    x: np.ndarray, y: np.ndarray, initial_cash: float, gaps: Sequence[Gap]
+) -> Chart:
+    """How far below its running peak (which includes the initial cash) the equity is, in %."""
+    chart = Chart("drawdown", "Drawdown chart", unit="percent", height=200)
+    under = -100.0 * drawdown(y, initial_cash)
+    chart.add("drawdown", line_points(x, under, gaps), type="baseline", colour=RED, base=0.0)
+    return chart
+
+
+def _price_chart(
+    chart_id: str, symbol: str, frame: pd.DataFrame, trades: Sequence[Trade], gaps: Sequence[Gap]
+) -> Chart:
+    """Candles (a close line when the frame has only closes) with volume, the trades' entries
+    and exits, and the gaps."""
+    chart = Chart(chart_id, f"{symbol} price chart", unit="price", height=360)
+    closes = frame["close"].astype(np.float64)
+    chart.log = bool((closes.dropna() > 0).all())
+    precision = precision_of(closes.iloc[:: max(1, len(closes) // 1000)])
+    if {"open", "high", "low"} <= set(frame.columns):
+        candles, volumes = candle_points(frame)
+        main = chart.add(symbol, candles, type="candles", colour=BLUE, precision=precision)
+        if volumes:
+            chart.add("volume", volumes, type="histogram", colour=GREY, scale="volume")
+        times = np.asarray([c[0] for c in candles], dtype=np.int64)
+    else:
+        px, py = series_arrays(closes, f"prices[{symbol!r}].close")
+        points = line_points(px, py, gaps)
+        main = chart.add(symbol, points, colour=BLUE, precision=precision)
+        times = point_times(points)
+    mark_trades(chart, main, times, trades)
+    mark_gaps(chart, main, times, gaps)
+    return chart
+
+
+def _pnl_distribution(closed: Sequence[Trade]) -> Chart:
+    """How many closed trades made or lost how much (net of fees), in bins of equal width."""
+    chart = Chart(
+        "pnl-distribution",
+        "Histogram of closed trades' profit and loss",
+        kind="numeric",
+        unit="count",
+        height=240,
+        x_label="P&L per trade",
+        x_precision=2,
+    )
+    bins = histogram_bins([t.pnl for t in closed])
+    rows = [
+        [b["centre"], b["count"], GREEN if b["centre"] > 0 else RED if b["centre"] < 0 else GREY]
+        for b in bins
     ]
-    extra += [baseline] if baseline is not None else []
-    extra += [float(v) for _, _, oy, _ in others for v in (oy.min(), oy.max())]
-    y_lo, y_hi = float(min([ys.min(), *extra])), float(max([ys.max(), *extra]))
-    if y_hi - y_lo <= 1e-12 * max(abs(y_hi), 1.0):
-        y_lo, y_hi = y_lo - 1.0, y_hi + 1.0  # flat series: give it a visible band
-    pad = 0.04 * (y_hi - y_lo)
-    y_lo, y_hi = y_lo - pad, y_hi + pad
-    x_first = min([float(x[0]), *(float(ox[0]) for _, ox, _, _ in others)])
-    x_last = max([float(x[-1]), *(float(ox[-1]) for _, ox, _, _ in others)])
-    x_lo, x_hi = x_first, x_last if x_last > x_first else x_first + 1.0
-    plot_w, plot_h = _W - _LEFT - _RIGHT, height - _TOP - _BOTTOM
-
-    def px(v):  # type: ignore[no-untyped-def]  # works on floats and arrays alike
-        return _LEFT + (np.asarray(v, dtype=float) - x_lo) / (x_hi - x_lo) * plot_w
-
-    def py(v):  # type: ignore[no-untyped-def]
-        return _TOP + (y_hi - np.asarray(v, dtype=float)) / (y_hi - y_lo) * plot_h
-
-    parts = [
-        f'<svg viewBox="0 0 {_W} {height}" role="img" aria-label="{_e(label)} chart">',
-        f'<rect x="{_LEFT}" y="{_TOP}" width="{plot_w}" height="{plot_h}" fill="none" '
-        'stroke="#ccc"/>',
-    ]
-    for start, stop, tip in bands:
-        if stop < x_lo or start > x_hi:
-            continue
-        left = float(px(max(start, x_lo)))
-        width = max(float(px(min(stop, x_hi))) - left, 2.0)  # a short gap stays visible
-        parts.append(
-            f'<rect class="gap" x="{left:.1f}" y="{_TOP}" width="{width:.1f}" height="{plot_h}" '
-            f'fill="{_GAP_FILL}" fill-opacity="0.35"><title>{_e(tip)}</title></rect>'
-        )
-    for tick in _nice_ticks(y_lo, y_hi):
-        ty = float(py(tick))
-        parts.append(
-            f'<line x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{ty:.1f}" y2="{ty:.1f}" stroke="#eee"/>'
-            f'<text x="{_LEFT - 6}" y="{ty + 4:.1f}" text-anchor="end">{_e(_fmt_tick(tick))}</text>'
-        )
-    span_days = (x_hi - x_lo) / 86_400e9
-    fmt = "%Y-%m-%d" if span_days > 3 else "%m-%d %H:%M"
-    for k in range(6):
-        tx = x_lo + k * (x_hi - x_lo) / 5
-        anchor = "start" if k == 0 else "end" if k == 5 else "middle"
-        stamp = pd.Timestamp(int(tx), tz="UTC").strftime(fmt)
-        parts.append(
-            f'<text x="{float(px(tx)):.1f}" y="{height - 10}" text-anchor="{anchor}">'
-            f"{_e(stamp)}</text>"
-        )
-    if baseline is not None:
-        by = float(py(baseline))
-        parts.append(
-            f'<line x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{by:.1f}" y2="{by:.1f}" '
-            f'stroke="{_GREY}" stroke-dasharray="4 3"/>'
-        )
-    points = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(px(xs), py(ys), strict=True))
-    if fill is not None and baseline is not None:
-        by = float(py(baseline))
-        parts.append(
-            f'<polygon class="area" fill="{fill}" fill-opacity="0.5" points="{points} '
-            f'{float(px(xs[-1])):.1f},{by:.1f} {float(px(xs[0])):.1f},{by:.1f}"/>'
-        )
-    sx, sy = px(xs), py(ys)
-    breaks = _gap_breaks(xs, bands)
-    for first, stop in itertools.pairwise([0, *breaks, len(xs)]):
-        piece = " ".join(
-            f"{a:.1f},{b:.1f}" for a, b in zip(sx[first:stop], sy[first:stop], strict=True)
-        )
-        parts.append(
-            f'<polyline class="series" fill="none" stroke="{_BLUE}" stroke-width="1.2" '
-            f'points="{piece}"/>'
-        )
-    for k in breaks:  # across a gap: a dashed grey link, not a line through unseen prices
-        parts.append(
-            f'<line class="gap-link" x1="{sx[k - 1]:.1f}" y1="{sy[k - 1]:.1f}" x2="{sx[k]:.1f}" '
-            f'y2="{sy[k]:.1f}" stroke="{_GREY}" stroke-width="1" stroke-dasharray="2 3"/>'
-        )
-    for name, ox, oy, colour in others:
-        line = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(px(ox), py(oy), strict=True))
-        parts.append(
-            f'<polyline class="series overlay" fill="none" stroke="{colour}" stroke-width="1.2" '
-            f'points="{line}"><title>{_e(name)}</title></polyline>'
-        )
-    if others:
-        legend = [(label, _BLUE), *((name, colour) for name, _, _, colour in others)]
-        for k, (name, colour) in enumerate(legend):
-            ly = _TOP + 14 + 15 * k
-            parts.append(
-                f'<line x1="{_LEFT + 10}" x2="{_LEFT + 30}" y1="{ly - 4}" y2="{ly - 4}" '
-                f'stroke="{colour}" stroke-width="2"/><text x="{_LEFT + 36}" y="{ly}">'
-                f"{_e(name)}</text>"
-            )
-    parts += [_trade_marker(t, px, py) for t in shown]
-    parts.append("</svg>")
-    return "\n".join(parts)
+    chart.add("closed trades", rows, type="histogram", colour=GREY)
+    return chart
 
 
-def _gap_breaks(xs: np.ndarray, bands: Sequence[tuple[int, int, str]]) -> list[int]:
-    """Positions k where the points xs[k - 1] and xs[k] lie on either side of a band (a gap)."""
-    if not bands or len(xs) < 2:
-        return []
-    starts = np.array([b[0] for b in bands], dtype=np.int64)
-    ends = np.array([b[1] for b in bands], dtype=np.int64)
-    k = np.searchsorted(xs, starts, side="right")  # first point after each band's start
-    ok = (k > 0) & (k < len(xs))
-    ok[ok] = xs[k[ok]] >= ends[ok]
-    return sorted(set(k[ok].tolist()))
+def _pnl_caption(closed: Sequence[Trade]) -> str:
+    pnls = np.array([t.pnl for t in closed], dtype=np.float64)
+    wins, losses = int((pnls > 0).sum()), int((pnls < 0).sum())
+    return _e(
+        f"{len(pnls):,} closed trades, net of fees: {wins:,} won, {losses:,} lost; median "
+        f"{float(np.median(pnls)):,.2f}, from {pnls.min():,.2f} to {pnls.max():,.2f}. "
+        "Green bins are gains, red ones losses; the horizontal axis is the P&L of one trade."
+    )
 
 
-def gap_bands(gaps: Sequence[Gap]) -> list[tuple[int, int, str]]:
-    """(start ns, end ns, tooltip) of each gap, from the last bar before it to the first bar
-    after it; at most MAX_GAP_BANDS, the longest ones."""
-    shown = sorted(gaps, key=lambda g: g.seconds, reverse=True)[:MAX_GAP_BANDS]
-    return [
-        (int(g.before.value), int(g.after.value), f"gap: {g.describe()}")
-        for g in sorted(shown, key=lambda g: g.bar)
-    ]
+def _monthly_table(equity: pd.Series, initial_cash: float) -> str:
+    """Each month's and year's return (n1v1.backtest.metrics.monthly_returns)."""
+    table = monthly_returns(equity, initial_cash)
+    head = '<tr><th class="l">year</th>' + "".join(f"<th>{m}</th>" for m in _MONTHS)
+    rows = ['<table id="monthly-returns">' + head + "<th>year</th></tr>"]
+    for year, row in table.iterrows():
+        cells = []
+        for column in [*range(1, 13), "year"]:
+            value = row[column]
+            if not math.isfinite(value):
+                cells.append("<td></td>")
+                continue
+            css = "pos" if value > 0 else "neg" if value < 0 else ""
+            cells.append(f'<td class="{css}">{value * 100:,.2f}%</td>')
+        rows.append(f'<tr><td class="l">{year}</td>{"".join(cells)}</tr>')
+    return "\n".join([*rows, "</table>"])
 
 
 def _gaps_table(gaps: Sequence[Gap]) -> str:
@@ -411,40 +367,6 @@ def _segments_table(segments: Sequence[dict]) -> str:
             f'<td class="l">{_e(_fmt_time(end))}</td><td>{seg["n_bars"]:,}</td>{cells}</tr>'
         )
     return "\n".join([*rows, "</table>"])
-
-
-def _trade_marker(trade: Trade, px: _Mapper, py: _Mapper) -> str:
-    """Entry triangle (long ▲ green, short ▼ red), exit circle and a dashed link between them."""
-    long = trade.side is Side.BUY
-    ex, ey = float(px(trade.entry_time.value)), float(py(trade.entry_price))
-    side = "long" if long else "short"
-    tip = (
-        f"{side} entry {_fmt_time(trade.entry_time.value)} @ {trade.entry_price:,.6g} "
-        f"qty {trade.qty:g}"
-    )
-    shape = (
-        f"{ex:.1f},{ey - 7:.1f} {ex - 6:.1f},{ey + 4:.1f} {ex + 6:.1f},{ey + 4:.1f}"
-        if long
-        else f"{ex:.1f},{ey + 7:.1f} {ex - 6:.1f},{ey - 4:.1f} {ex + 6:.1f},{ey - 4:.1f}"
-    )
-    out = (
-        f'<polygon class="marker entry-{side}" points="{shape}" '
-        f'fill="{_GREEN if long else _RED}"><title>{_e(tip)}</title></polygon>'
-    )
-    if trade.exit_time is not None and trade.exit_price is not None:
-        xx, xy = float(px(trade.exit_time.value)), float(py(trade.exit_price))
-        colour = _GREEN if trade.pnl > 0 else _RED if trade.pnl < 0 else _GREY
-        tip = (
-            f"exit {side} {_fmt_time(trade.exit_time.value)} @ {trade.exit_price:,.6g} "
-            f"pnl {trade.pnl:,.2f} {trade.exit_reason}"
-        )
-        out += (
-            f'<line x1="{ex:.1f}" y1="{ey:.1f}" x2="{xx:.1f}" y2="{xy:.1f}" stroke="{colour}" '
-            'stroke-dasharray="3 2"/>'
-            f'<circle class="marker exit" cx="{xx:.1f}" cy="{xy:.1f}" r="4" fill="#fff" '
-            f'stroke="{colour}" stroke-width="2"><title>{_e(tip.strip())}</title></circle>'
-        )
-    return out
 
 
 def _metrics_table(metrics: dict) -> str:
@@ -578,19 +500,6 @@ def _fmt_duration(seconds: float) -> str:
 
 def _fmt_time(ns: int | float) -> str:
     return pd.Timestamp(int(ns), tz="UTC").strftime("%Y-%m-%d %H:%M")
-
-
-def _fmt_tick(value: float) -> str:
-    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:,.4g}"
-
-
-def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    """Round tick values (1, 2, 2.5, 5 × 10^k steps) inside [lo, hi]."""
-    raw = (hi - lo) / count
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
-    first = math.ceil(lo / step) * step
-    return [first + k * step for k in range(count + 2) if first + k * step <= hi]
 
 
 def _json_safe(value: object) -> object:

@@ -105,7 +105,8 @@ class EvaluationResult:
 
     def to_dict(self, max_points: int = 500) -> dict[str, Any]:
         """JSON-safe (NaN -> None); equity curves min/max-downsampled to `max_points` each."""
-        from n1v1.backtest.report import _json_safe, downsample_minmax
+        from n1v1.backtest.charts import downsample_minmax
+        from n1v1.backtest.report import _json_safe
 
         folds = []
         for f in self.folds:

@@ -1,7 +1,7 @@
 """A self-contained HTML report of a walk-forward evaluation (`n1v1 evaluate --report`).
 
-Same rules as the backtest report (`n1v1.backtest.report`, whose CSS, SVG line chart and
-downsampling it reuses): one file, inline CSS and SVG, no JavaScript, no network. It shows a summary
+Same rules as the backtest report (`n1v1.backtest.report`, whose page writer it reuses, and
+`n1v1.backtest.charts`, which draws): one file that opens offline, no network. It shows a summary
 across folds, then per fold the periods, training, the threshold's test record, probability
 metrics before and after calibration next to a base-rate predictor, the reliability diagram, and
 the equity of `ml_signal` against buy-and-hold and the best rule strategy on the same test bars.
@@ -14,20 +14,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from n1v1.backtest.report import (
-    _GREY,
-    _e,
-    _json_safe,
-    _line_chart,
-    _nice_ticks,
-    _series_arrays,
-    gap_bands,
-    write_page,
+from n1v1.backtest.charts import (
+    BLUE,
+    GREY,
+    ORANGE,
+    PURPLE,
+    Chart,
+    chart_html,
+    line_points,
+    mark_gaps,
+    point_times,
+    series_arrays,
 )
+from n1v1.backtest.report import _e, _json_safe, write_page
 from n1v1.data.gaps import DEFAULT_GAP_MULTIPLE, long_gaps
 from n1v1.ml.evaluation import EvaluationResult, FoldResult
 
-_ORANGE, _PURPLE = "#d95f02", "#7570b3"
 _PROBABILITY_ROWS = (("auc", "ROC AUC"), ("log_loss", "Log loss"), ("brier", "Brier"))
 _ECONOMIC_ROWS = (
     ("total_return", "Total return", "pct"),
@@ -52,11 +54,13 @@ def write_evaluation_report(
     body = [f"<h1>{_e(title)}</h1>", _config_note(cfg), "<h2>Summary across folds</h2>"]
     body.append(_summary_table(result))
     multiple = float(cfg.get("gap_multiple") or DEFAULT_GAP_MULTIPLE)
+    charts: list[Chart] = []
     for fold in result.folds:
-        body += _fold_section(fold, float(cfg.get("cash") or 0.0), multiple)
+        body += _fold_section(fold, float(cfg.get("cash") or 0.0), multiple, charts)
     if notes:
         body += ["<h2>Notes</h2>", "<ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"]
-    return write_page(path, title, body, json_id="summary-json", data=_json_safe(result.summary()))
+    summary = _json_safe(result.summary())
+    return write_page(path, title, body, json_id="summary-json", data=summary, charts=charts)
 
 
 def _fmt(value: Any, kind: str = "num") -> str:
@@ -117,7 +121,10 @@ def _summary_table(result: EvaluationResult) -> str:
     return _table(headers, rows, "summary")
 
 
-def _fold_section(fold: FoldResult, cash: float, gap_multiple: float) -> list[str]:
+def _fold_section(
+    fold: FoldResult, cash: float, gap_multiple: float, charts: list[Chart]
+) -> list[str]:
+    """The fold's tables, and its charts (appended to `charts`, drawn by the page)."""
     out = [f'<h2 id="fold-{fold.number}">Fold {fold.number}</h2>']
     periods = [
         [_e(block), _e(p["start"] or "-"), _e(p["end"] or "-"), f"{p['rows']:,}"]
@@ -142,7 +149,9 @@ def _fold_section(fold: FoldResult, cash: float, gap_multiple: float) -> list[st
         for key, label in (*_PROBABILITY_ROWS, ("ece", "ECE"))
     ]
     out.append(_table(["test rows", *(k.replace("_", " ") for k in kinds)], rows, "probability"))
-    out.append(_reliability_chart(fold))
+    reliability = _reliability_chart(fold)
+    charts.append(reliability)
+    out.append(chart_html(reliability, _reliability_caption(fold)))
     names = list(fold.economic)
     headers = ["test bars", *(f"{n} ({fold.economic[n]['strategy']})" for n in names)]
     rows = [
@@ -151,81 +160,79 @@ def _fold_section(fold: FoldResult, cash: float, gap_multiple: float) -> list[st
     ]
     out.append(_table(headers, rows, "economic"))
     if fold.equity:
-        out.append(_equity_chart(fold, cash, gap_multiple))
+        equity = _equity_chart(fold, cash, gap_multiple)
+        charts.append(equity)
+        out.append(chart_html(equity))
     return out
 
 
-def _equity_chart(fold: FoldResult, cash: float, gap_multiple: float) -> str:
+def _equity_chart(fold: FoldResult, cash: float, gap_multiple: float) -> Chart:
     """The fold's test equity of each strategy; gaps in the test bars (spacings above
-    `gap_multiple` x the median) are shaded, as on the backtest report."""
-    colours = {"buy_and_hold": _GREY, "best_rule": _ORANGE}
+    `gap_multiple` x the median) break the lines and are marked, as on the backtest report."""
+    colours = {"buy_and_hold": GREY, "best_rule": ORANGE}
     main = "ml_signal" if "ml_signal" in fold.equity else next(iter(fold.equity))
-    x, y = _series_arrays(fold.equity[main], f"fold {fold.number} {main} equity")
-    overlays = []
-    for name, series in fold.equity.items():
-        if name != main:
-            ox, oy = _series_arrays(series, f"fold {fold.number} {name} equity")
-            label = f"{name} ({fold.economic[name]['strategy']})" if name == "best_rule" else name
-            overlays.append((label, ox, oy, colours.get(name, _PURPLE)))
-    bands = gap_bands(long_gaps(fold.equity[main].index, gap_multiple))
-    return _line_chart(
-        x,
-        y,
-        height=260,
-        label=main,
-        baseline=cash if cash > 0 else None,
-        overlays=overlays,
-        bands=bands,
+    gaps = long_gaps(fold.equity[main].index, gap_multiple)
+    chart = Chart(
+        f"fold-{fold.number}-equity",
+        f"Fold {fold.number} test equity chart",
+        unit="currency",
+        height=280,
     )
-
-
-def _reliability_chart(fold: FoldResult, size: int = 360) -> str:
-    """Observed frequency against mean predicted probability per bin; the diagonal is perfect."""
-    left, top, plot = 56, 12, size - 56 - 16
-    height = top + plot + 40
-
-    def sx(v: float) -> float:
-        return left + v * plot
-
-    def sy(v: float) -> float:
-        return top + (1.0 - v) * plot
-
-    parts = [
-        f'<svg viewBox="0 0 {size} {height}" style="max-width:{size}px" role="img" '
-        f'aria-label="reliability diagram fold {fold.number}">',
-        f'<rect x="{left}" y="{top}" width="{plot}" height="{plot}" fill="none" stroke="#ccc"/>',
-        f'<line x1="{sx(0):.1f}" y1="{sy(0):.1f}" x2="{sx(1):.1f}" y2="{sy(1):.1f}" '
-        f'stroke="{_GREY}" stroke-dasharray="4 3"/>',
-    ]
-    for tick in _nice_ticks(0.0, 1.0):
-        parts.append(
-            f'<text x="{left - 6}" y="{sy(tick) + 4:.1f}" text-anchor="end">{tick:.1f}</text>'
-            f'<text x="{sx(tick):.1f}" y="{top + plot + 16}" text-anchor="middle">{tick:.1f}</text>'
+    positive = True
+    for name in [main, *(n for n in fold.equity if n != main)]:
+        x, y = series_arrays(fold.equity[name], f"fold {fold.number} {name} equity")
+        positive = positive and bool((y > 0).all())
+        label = f"{name} ({fold.economic[name]['strategy']})" if name == "best_rule" else name
+        points = line_points(x, y, gaps)
+        options = {"base": cash} if name == main and cash > 0 else {}
+        index = chart.add(
+            label, points, colour=BLUE if name == main else colours.get(name, PURPLE), **options
         )
-    parts.append(
-        f'<text x="{left + plot / 2:.1f}" y="{height - 6}" text-anchor="middle">mean predicted '
-        f'P(long)</text><text x="12" y="{top + plot / 2:.1f}" text-anchor="middle" '
-        f'transform="rotate(-90 12 {top + plot / 2:.1f})">observed frequency</text>'
+        if name == main:
+            mark_gaps(chart, index, point_times(points), gaps)
+    chart.log = positive
+    return chart
+
+
+def _reliability_chart(fold: FoldResult) -> Chart:
+    """Observed frequency against mean predicted probability per bin (bins with rows only); the
+    dashed diagonal is a perfectly calibrated model."""
+    chart = Chart(
+        f"fold-{fold.number}-reliability",
+        f"Reliability diagram, fold {fold.number}",
+        kind="numeric",
+        unit="probability",
+        height=300,
+        x_label="mean predicted P(long)",
+        x_precision=3,
     )
-    series = [("uncalibrated", "#2c7fb8"), ("calibrated", _ORANGE)]
-    for k, (kind, colour) in enumerate(s for s in series if s[0] in fold.metrics):
+    # the library spaces x values evenly by rank: the diagonal holds every 0.001 from 0 to 1, so
+    # the bins' points (x to 0.001; the caption has them exact) sit where their x says
+    grid = [[k / 1000, k / 1000] for k in range(1001)]
+    chart.add("perfect calibration", grid, colour=GREY, dashed=True, width=1)
+    for kind, colour in (("uncalibrated", BLUE), ("calibrated", ORANGE)):
+        if kind not in fold.metrics:
+            continue
         bins = [b for b in fold.metrics[kind]["reliability"] if b["count"]]
-        points = [(sx(b["mean_predicted"]), sy(b["observed_frequency"]), b) for b in bins]
-        line = " ".join(f"{px:.1f},{py:.1f}" for px, py, _ in points)
-        parts.append(
-            f'<polyline fill="none" stroke="{colour}" stroke-width="1.2" points="{line}"/>'
+        rows: dict[float, float] = {}
+        for b in bins:  # one point per x: the chart needs x to rise
+            rows[round(float(b["mean_predicted"]), 3)] = float(b["observed_frequency"])
+        chart.add(kind, [[x, y] for x, y in sorted(rows.items())], colour=colour, points=True)
+    return chart
+
+
+def _reliability_caption(fold: FoldResult) -> str:
+    """The diagram's bins as words: what a screen reader (or a reader who wants the numbers)
+    gets from the chart."""
+    parts = []
+    for kind in ("uncalibrated", "calibrated"):
+        if kind not in fold.metrics:
+            continue
+        bins = [b for b in fold.metrics[kind]["reliability"] if b["count"]]
+        shown = "; ".join(
+            f"[{b['lower']:.1f}, {b['upper']:.1f}) n={b['count']:,} predicted "
+            f"{b['mean_predicted']:.3f} observed {b['observed_frequency']:.3f}"
+            for b in bins
         )
-        for px, py, b in points:
-            tip = (
-                f"{kind}: bin [{b['lower']:.1f}, {b['upper']:.1f}) n={b['count']:,} predicted "
-                f"{b['mean_predicted']:.3f} observed {b['observed_frequency']:.3f}"
-            )
-            parts.append(
-                f'<circle class="bin {kind}" cx="{px:.1f}" cy="{py:.1f}" r="3.5" '
-                f'fill="{colour}"><title>{_e(tip)}</title></circle>'
-            )
-        parts.append(
-            f'<text x="{left + 8}" y="{top + 16 + 15 * k}" style="fill:{colour}">{_e(kind)}</text>'
-        )
-    parts.append("</svg>")
-    return "\n".join(parts)
+        parts.append(f"{_e(kind)}: {_e(shown)}")
+    return "Bins with rows: " + ". ".join(parts) + "." if parts else ""

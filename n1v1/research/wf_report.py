@@ -1,10 +1,12 @@
 """A self-contained HTML report of one walk-forward run (`walk_forward_optimise`).
 
-Same rules as the backtest report (n1v1/backtest/report.py, whose page writer and line chart are
-reused): inline CSS and SVG, no JavaScript, opens anywhere. Sections: the summary (in-sample
-versus out-of-sample, walk-forward efficiency, deflated Sharpe ratio), the stitched out-of-sample
-equity with the window boundaries as dashed verticals, the per-window in-sample and
-out-of-sample metric (bars and a table), the parameter heatmap, the stability table.
+Same rules as the backtest report (n1v1/backtest/report.py, whose page writer is reused, and
+n1v1/backtest/charts.py, which draws): one file that opens anywhere, offline. Sections: the
+summary (in-sample versus out-of-sample, walk-forward efficiency, deflated Sharpe ratio), the
+stitched out-of-sample equity (log scale on offer: a curve that grew tenfold leaves its early
+windows flat otherwise) with each window's first test bar marked, the per-window in-sample and
+out-of-sample metric (a chart and a table), the parameter heatmap (a table coloured by value),
+the stability table.
 
 The heatmap shows the optimisation metric over the two most important varied parameters, from
 the per-window in-sample evaluations: each set's metric is averaged over the windows, then over
@@ -22,28 +24,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from n1v1.backtest.report import (
-    _BOTTOM,
-    _LEFT,
-    _RIGHT,
-    _TOP,
-    _W,
-    _e,
-    _fmt_tick,
-    _line_chart,
-    _metrics_table,
-    _nice_ticks,
-    _series_arrays,
-    gap_bands,
-    write_page,
+from n1v1.backtest.charts import (
+    BLUE,
+    GREY,
+    MARKER_TEXT_UP_TO,
+    ORANGE,
+    Chart,
+    chart_html,
+    line_points,
+    mark_gaps,
+    point_times,
+    series_arrays,
+    snap,
 )
+from n1v1.backtest.report import _e, _metrics_table, write_page
 from n1v1.research.evaluate import aggregate
 from n1v1.research.sweep import metric_direction
 from n1v1.research.walkforward import WalkForwardResult
 
 __all__ = ["parameter_importance", "parameter_surface", "write_walkforward_report"]
 
-_IS_COLOUR, _OOS_COLOUR, _BOUNDARY = "#2c7fb8", "#f28e2b", "#999"
 _MAX_HEATMAP_CELLS = 40  # per axis; a finer grid is cut to its first values and the page says so
 
 
@@ -84,17 +84,22 @@ def write_walkforward_report(
     title = title or f"Walk-forward: {cfg['strategy']} on {', '.join(cfg['symbols'])}"
     body = [f"<h1>{_e(title)}</h1>", _config_note(result)]
     body += ["<h2>Summary</h2>", _summary_table(result)]
+    equity, per_window = _equity_chart(result), _window_chart(result)
     body += [
         "<h2>Stitched out-of-sample equity</h2>",
-        '<p class="note">Dashed verticals: the first test bar of each window. Every window '
+        '<p class="note">Grey arrows: the first test bar of each window. Every window '
         "starts flat with the previous window's ending equity."
-        + (" Grey bands: gaps in the data (see the notes)." if result.gaps else "")
+        + (
+            " The line breaks at gaps in the data, a grey square after each (see the notes)."
+            if result.gaps
+            else ""
+        )
         + "</p>",
-        _equity_chart(result),
+        chart_html(equity),
     ]
     body += [
         f"<h2>In-sample vs out-of-sample {_e(metric)} per window</h2>",
-        _window_bars(result),
+        chart_html(per_window, "Each point is a window, at its first test bar."),
         _window_table(result),
     ]
     body += ["<h2>Parameter heatmap</h2>", *_heatmap_section(result)]
@@ -106,7 +111,9 @@ def write_walkforward_report(
     data = result.to_dict()
     data.pop("equity")
     data.pop("trades")
-    return write_page(Path(path), title, body, json_id="walkforward-json", data=data)
+    return write_page(
+        Path(path), title, body, json_id="walkforward-json", data=data, charts=[equity, per_window]
+    )
 
 
 # -- sections ------------------------------------------------------------------------------------
@@ -155,101 +162,49 @@ def _summary_table(result: WalkForwardResult) -> str:
     return f'<table id="summary"><tr><th class="l">Figure</th><th>Value</th></tr>{cells}</table>'
 
 
-def _equity_chart(result: WalkForwardResult) -> str:
-    x, y = _series_arrays(result.equity, "equity")
-    height = 280
-    baseline = float(result.config["initial_cash"])
-    svg = _line_chart(
-        x,
-        y,
-        height=height,
-        label="out-of-sample equity",
-        baseline=baseline,
-        bands=gap_bands(result.gaps),
+def _equity_chart(result: WalkForwardResult) -> Chart:
+    x, y = series_arrays(result.equity, "equity")
+    chart = Chart(
+        "wf-equity", "Stitched out-of-sample equity chart", unit="currency", log=bool((y > 0).all())
     )
-    # the same x mapping as _line_chart uses for a chart without overlays
-    x_lo, x_hi = float(x[0]), float(x[-1]) if x[-1] > x[0] else float(x[0]) + 1.0
-    plot_w = _W - _LEFT - _RIGHT
-    lines = []
-    for stamp in result.boundaries:
-        t = float(pd.Timestamp(stamp).as_unit("ns").value)
-        bx = _LEFT + (t - x_lo) / (x_hi - x_lo) * plot_w
-        lines.append(
-            f'<line class="boundary" x1="{bx:.1f}" x2="{bx:.1f}" y1="{_TOP}" '
-            f'y2="{height - _BOTTOM}" stroke="{_BOUNDARY}" stroke-dasharray="5 4">'
-            f"<title>window starts {_e(pd.Timestamp(stamp).isoformat())}</title></line>"
-        )
-    return svg.replace("</svg>", "\n".join(lines) + "\n</svg>")
-
-
-def _window_bars(result: WalkForwardResult) -> str:
-    """Grouped bars: in-sample (blue) and out-of-sample (orange) metric for every window."""
-    table = result.windows
-    labels = [str(w) for w in table["window"]]
-    series = [
-        ("in-sample", [_float(v) for v in table["is_metric"]], _IS_COLOUR),
-        ("out-of-sample", [_float(v) for v in table["oos_metric"]], _OOS_COLOUR),
-    ]
-    return bar_chart(labels, series, label=f"{result.config['metric']} per window")
-
-
-def bar_chart(
-    labels: Sequence[str], series: Sequence[tuple[str, Sequence[float], str]], *, label: str
-) -> str:
-    """An SVG grouped bar chart: one group per label, one bar per series (NaN: no bar)."""
-    height, top = 250, _TOP + 20  # a strip above the plot holds the legend
-    values = [v for _, vs, _ in series for v in vs if math.isfinite(v)]
-    lo, hi = min([0.0, *values]), max([0.0, *values])
-    if hi - lo <= 1e-12:
-        lo, hi = lo - 1.0, hi + 1.0
-    pad = 0.06 * (hi - lo)
-    lo, hi = lo - pad, hi + pad
-    plot_w, plot_h = _W - _LEFT - _RIGHT, height - top - _BOTTOM
-
-    def py(v: float) -> float:
-        return top + (hi - v) / (hi - lo) * plot_h
-
-    parts = [
-        f'<svg class="bars" viewBox="0 0 {_W} {height}" role="img" aria-label="{_e(label)}">',
-        f'<rect x="{_LEFT}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" '
-        'stroke="#ccc"/>',
-    ]
-    for tick in _nice_ticks(lo, hi):
-        ty = py(tick)
-        parts.append(
-            f'<line x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{ty:.1f}" y2="{ty:.1f}" stroke="#eee"/>'
-            f'<text x="{_LEFT - 6}" y="{ty + 4:.1f}" text-anchor="end">{_e(_fmt_tick(tick))}</text>'
-        )
-    zero = py(0.0)
-    parts.append(
-        f'<line x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{zero:.1f}" y2="{zero:.1f}" stroke="#555"/>'
+    points = line_points(x, y, result.gaps)
+    main = chart.add(
+        "out-of-sample equity", points, colour=BLUE, base=float(result.config["initial_cash"])
     )
-    group = plot_w / max(len(labels), 1)
-    bar = group * 0.8 / max(len(series), 1)
-    for i, name in enumerate(labels):
-        gx = _LEFT + i * group + group * 0.1
-        for j, (sname, vs, colour) in enumerate(series):
-            v = vs[i]
-            if not math.isfinite(v):
-                continue
-            upper, lower = sorted((py(v), zero))
-            parts.append(
-                f'<rect class="bar" x="{gx + j * bar:.1f}" y="{upper:.1f}" width="{bar:.1f}" '
-                f'height="{max(lower - upper, 0.5):.1f}" fill="{colour}"><title>window {_e(name)} '
-                f"{_e(sname)}: {v:.4g}</title></rect>"
+    times = point_times(points)
+    for k, stamp in enumerate(result.boundaries):
+        at = snap(times, pd.Timestamp(stamp).as_unit("ns").value)
+        if at is not None:
+            chart.mark(
+                main,
+                at,
+                kind="window",
+                shape="arrowDown",
+                position="aboveBar",
+                colour=GREY,
+                text=f"W{k}" if len(result.boundaries) <= MARKER_TEXT_UP_TO else "",
             )
-        parts.append(
-            f'<text x="{gx + group * 0.4:.1f}" y="{height - 10}" text-anchor="middle">'
-            f"{_e(name)}</text>"
-        )
-    for j, (sname, _, colour) in enumerate(series):
-        lx = _LEFT + 130 * j
-        parts.append(
-            f'<rect x="{lx}" y="{_TOP - 4}" width="14" height="10" fill="{colour}"/>'
-            f'<text x="{lx + 20}" y="{_TOP + 5}">{_e(sname)}</text>'
-        )
-    parts.append("</svg>")
-    return "\n".join(parts)
+    mark_gaps(chart, main, times, result.gaps)
+    return chart
+
+
+def _window_chart(result: WalkForwardResult) -> Chart:
+    """In-sample (the chosen set's) and out-of-sample metric of every window, at its first test
+    bar; a window without a value leaves a hole in its line."""
+    metric = result.config["metric"]
+    chart = Chart(
+        "wf-windows", f"In-sample and out-of-sample {metric} per window chart", height=240
+    )
+    table = result.windows
+    seconds = [int(pd.Timestamp(t).value // 1_000_000_000) for t in table["test_start"]]
+    for name, column, colour in (
+        ("in-sample", "is_metric", BLUE),
+        ("out-of-sample", "oos_metric", ORANGE),
+    ):
+        values = [_float(v) for v in table[column]]
+        rows = [[t, v if math.isfinite(v) else None] for t, v in zip(seconds, values, strict=True)]
+        chart.add(name, rows, colour=colour, points=True, width=1)
+    return chart
 
 
 def _window_table(result: WalkForwardResult) -> str:
@@ -296,7 +251,9 @@ def _window_table(result: WalkForwardResult) -> str:
             _gap_cell(r),
         ]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    return '<div style="overflow-x:auto">' + "\n".join([*rows, "</table>"]) + "</div>"
+    # scrolls sideways on a narrow screen: focusable, so a keyboard can scroll it too
+    scroller = '<div style="overflow-x:auto" tabindex="0" role="region" aria-label="Windows table">'
+    return scroller + "\n".join([*rows, "</table>"]) + "</div>"
 
 
 def _gap_cell(row: dict[str, Any]) -> str:
@@ -335,49 +292,29 @@ def _heatmap_section(result: WalkForwardResult) -> list[str]:
 
 
 def heatmap(matrix: pd.DataFrame, *, x_name: str, y_name: str, label: str) -> str:
-    """An SVG heatmap of `matrix` (rows: y values top to bottom, columns: x values), coloured
-    red (lowest) to green (highest), NaN grey, with the value written in each cell."""
+    """A table of `matrix` (rows: y values top to bottom, columns: x values), each cell coloured
+    from red (lowest) through pale yellow to green (highest), undefined ones grey, the value
+    written in it."""
     values = matrix.to_numpy(dtype=float)
     finite = values[np.isfinite(values)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    n_rows, n_cols = values.shape
-    left, top, cell_h = 110, 30, 26
-    cell_w = (_W - left - _RIGHT) / max(n_cols, 1)
-    height = top + n_rows * cell_h + 40
-    parts = [
-        f'<svg class="heatmap" viewBox="0 0 {_W} {height}" role="img" '
-        f'aria-label="{_e(label)} heatmap">',
-        f'<text x="{left}" y="{top - 12}">{_e(x_name)} →</text>',
-        f'<text x="8" y="{top - 12}">{_e(y_name)} ↓</text>',
-    ]
+    corner = f"{_e(y_name)} ↓ / {_e(x_name)} →" if y_name else f"{_e(x_name)} →"
+    head = f'<tr><th class="l" scope="col">{corner}</th>' + "".join(
+        f'<th scope="col">{_e(_short(x))}</th>' for x in matrix.columns
+    )
+    rows = [f'<table class="heatmap" aria-label="{_e(label)} heatmap">{head}</tr>']
     for i, y_value in enumerate(matrix.index):
-        cy = top + i * cell_h
-        parts.append(
-            f'<text x="{left - 6}" y="{cy + cell_h / 2 + 4:.1f}" text-anchor="end">'
-            f"{_e(_short(y_value))}</text>"
-        )
+        cells = []
         for j, x_value in enumerate(matrix.columns):
             v = values[i, j]
-            colour = _scale(v, lo, hi) if math.isfinite(v) else "#ddd"
+            colour = _scale(v, lo, hi) if math.isfinite(v) else "#dddddd"
             text = f"{v:.3g}" if math.isfinite(v) else "n/a"
-            cx = left + j * cell_w
-            parts.append(
-                f'<rect class="cell" x="{cx:.1f}" y="{cy}" width="{cell_w:.1f}" '
-                f'height="{cell_h}" fill="{colour}" stroke="#fff"><title>{_e(x_name)}='
-                f"{_e(x_value)}, {_e(y_name)}={_e(y_value)}: {_e(text)}</title></rect>"
+            tip = f"{x_name}={x_value}" + (f", {y_name}={y_value}" if y_name else "") + f": {text}"
+            cells.append(
+                f'<td class="cell" style="background:{colour}" title="{_e(tip)}">{_e(text)}</td>'
             )
-            if cell_w >= 34:
-                parts.append(
-                    f'<text x="{cx + cell_w / 2:.1f}" y="{cy + cell_h / 2 + 4:.1f}" '
-                    f'text-anchor="middle">{_e(text)}</text>'
-                )
-    for j, x_value in enumerate(matrix.columns):
-        parts.append(
-            f'<text x="{left + (j + 0.5) * cell_w:.1f}" y="{top + n_rows * cell_h + 16}" '
-            f'text-anchor="middle">{_e(_short(x_value))}</text>'
-        )
-    parts.append("</svg>")
-    return "\n".join(parts)
+        rows.append(f'<tr><th scope="row">{_e(_short(y_value))}</th>{"".join(cells)}</tr>')
+    return "\n".join([*rows, "</table>"])
 
 
 def _stability_table(stability: pd.DataFrame) -> str:
@@ -409,9 +346,9 @@ def _stability_table(stability: pd.DataFrame) -> str:
 
 # -- formatting ----------------------------------------------------------------------------------
 def _scale(v: float, lo: float, hi: float) -> str:
-    """Red (lo) through pale yellow to green (hi)."""
+    """Red (lo) through pale yellow to green (hi), pale enough for dark text on every cell."""
     t = 0.5 if hi <= lo else (v - lo) / (hi - lo)
-    stops = [(215, 48, 39), (255, 255, 191), (26, 152, 80)]
+    stops = [(244, 165, 130), (255, 255, 191), (145, 207, 96)]
     a, b, u = (stops[0], stops[1], t * 2) if t < 0.5 else (stops[1], stops[2], t * 2 - 1)
     r, g, bl = (round(a[k] + (b[k] - a[k]) * u) for k in range(3))
     return f"#{r:02x}{g:02x}{bl:02x}"
