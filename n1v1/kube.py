@@ -12,7 +12,8 @@ the file (tests/test_kube_serve_config.py fails when kuberay/base/serve-config.y
    N1V1_STORE_URL_FILE (n1v1/store/location.py), which every Ray pod sets; a laptop's
    `sqlite:///var/n1v1.db` would otherwise be a silent, private database on each pod.
 3. `model_root` is on the shared storage every pod mounts (`/mnt/n1v1/models`), where the
-   training jobs register models.
+   training jobs register models; `upload_dir` too (`/mnt/n1v1/uploads`): the gateway lists the
+   files there and a backtest task, on whichever pod Ray runs it, reads them.
 4. Placement: the Engine asks for the custom resource `n1v1_engine` that only the engine worker
    group offers (one unit per node, a group of exactly one node) and `num_replicas: 1`, so it runs
    on that node, never on the head, and never twice in one cluster; the Gateway and Model replicas
@@ -50,6 +51,8 @@ CLUSTER_CHANGES = (
     "http_options.host: 0.0.0.0 (the Service reaches the proxies on the pod IP)",
     "args.store_url: a placeholder at store.invalid (the Secret in N1V1_STORE_URL_FILE wins)",
     f"args.model_root: {SHARED_MOUNT}/models (the shared volume)",
+    f"args.upload_dir: {SHARED_MOUNT}/uploads (the shared volume: a backtest task may run on "
+    "any pod)",
     f"Engine: num_replicas 1, ray_actor_options num_cpus 1 and {ENGINE_RESOURCE}: 1",
     "Gateway: ray_actor_options num_cpus 0.25; Model: ray_actor_options num_cpus 0.5",
 )
@@ -86,6 +89,7 @@ def cluster_serve_config(config: dict[str, Any]) -> dict[str, Any]:
     out.setdefault("http_options", {})["host"] = "0.0.0.0"
     app["args"]["store_url"] = STORE_URL_PLACEHOLDER
     app["args"]["model_root"] = f"{SHARED_MOUNT}/models"
+    app["args"]["upload_dir"] = f"{SHARED_MOUNT}/uploads"
     deployments = app.setdefault("deployments", [])
     for i, deployment in enumerate(deployments):
         name = deployment.get("name")

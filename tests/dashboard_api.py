@@ -30,9 +30,12 @@ from n1v1.store.backtests import create_backtest
 class LocalBackend:
     """`n1v1.serve.api.Backend` over a session in this process (no deployment handles)."""
 
-    def __init__(self, session: TradingSession, store_url: str | None = None) -> None:
+    def __init__(
+        self, session: TradingSession, store_url: str | None = None, upload_dir: str | None = None
+    ) -> None:
         self.session = session
         self.store_url = store_url
+        self.upload_dir = upload_dir
 
     async def status(self) -> dict[str, Any]:
         return self.session.snapshot
@@ -56,7 +59,9 @@ class LocalBackend:
         job_id = "bt_" + secrets.token_hex(8)
         await asyncio.to_thread(create_backtest, self.session.store, job_id, request, actor)
         runner = threading.Thread(
-            target=execute_backtest_job, args=(self.store_url, job_id, request), daemon=True
+            target=execute_backtest_job,
+            args=(self.store_url, job_id, request, self.upload_dir),
+            daemon=True,
         )
         runner.start()
         return job_id

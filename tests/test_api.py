@@ -85,7 +85,7 @@ class Client:
 
 
 @contextmanager
-def served(live: Live, **options: Any) -> Iterator[Client]:
+def served(live: Live, backend: Any = None, **options: Any) -> Iterator[Client]:
     """The app over `live`; every request of these tests comes from 127.0.0.1, so the limit on
     requests without a valid token is lifted unless a test sets it (tests/test_api_hostile.py).
     An /events stream lasts a second here (the route tests read every route to its end)."""
@@ -96,7 +96,7 @@ def served(live: Live, **options: Any) -> Iterator[Client]:
         **options,
     }
     app = create_api(
-        LocalBackend(live.session),
+        backend or LocalBackend(live.session),
         live.store,
         admin_token_hash=hash_token(ADMIN),
         read_token_hash=hash_token(READ),
@@ -828,6 +828,83 @@ def test_the_catalog_and_the_list_of_backtests(shared: Client) -> None:
         {"dataset": "coinbase_BTC-EUR_1m"},
     )
     assert job["headline"]["total_return"] is None  # not run
+
+
+def test_a_backtest_of_an_uploaded_file_runs_and_no_path_gets_through(
+    live: Live, tmp_path: Path
+) -> None:
+    """The catalog lists the upload directory's bar files (a broken one with its error); a file
+    named by the caller backtests exactly as the bundled dataset it copies; names that are paths,
+    links out, other files or both fields at once are refused at the door naming the field."""
+    import shutil
+
+    from n1v1.data.market import load_market
+
+    # named as `n1v1 data download` names files: the symbol (BTC/USD) is read from the name, so
+    # the instrument is the dataset's
+    uploaded = "coinbase_BTC-USD_1d.csv"
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    shutil.copy(
+        resources.files("n1v1.data") / "samples/coinbase_BTC-USD_1d.csv", uploads / uploaded
+    )
+    (uploads / "broken.csv").write_text("timestamp,open\nnot a time,1\n")
+    (tmp_path / "secret.csv").write_text((uploads / uploaded).read_text())
+    (uploads / "link.csv").symlink_to(tmp_path / "secret.csv")
+    backend = LocalBackend(live.session, f"sqlite:///{tmp_path}/s.db", str(uploads))
+    with served(live, backend, upload_dir=str(uploads)) as api:
+        catalog = api.call("GET", "/api/v1/catalog").json()
+        assert catalog["uploads"] is True
+        files = {f["name"]: f for f in catalog["files"]}
+        assert sorted(files) == ["broken.csv", uploaded]
+        assert (files[uploaded]["rows"], files[uploaded]["timeframe"]) == (1318, "1d")
+        assert files["broken.csv"]["error"]
+        request = {
+            "strategy": "sma_cross",
+            "params": {"fast": 10, "slow": 40},
+            "start": "2015-02-01",
+        }
+        for body, field in [
+            ({**request, "file": "../secret.csv"}, "body.file"),
+            ({**request, "file": "link.csv"}, "body.file"),
+            ({**request, "file": "gone.csv"}, "body.file"),
+            ({**request, "file": uploaded, "dataset": "coinbase_BTC-USD_1d"}, "body.dataset"),
+            (request, "body.dataset"),
+        ]:
+            refused = api.call("POST", "/api/v1/backtests", json=body)
+            assert refused.status_code == 422 and _fields(refused) == [field], body
+        before = api.call("GET", "/api/v1/backtests").json()["total"]
+        accepted = api.call("POST", "/api/v1/backtests", json={**request, "file": uploaded})
+        assert accepted.status_code == 202, accepted.text
+        job_id = accepted.json()["id"]
+
+        def finished() -> bool:
+            status = api.call("GET", f"/api/v1/backtests/{job_id}").json()["status"]
+            return status in ("done", "failed")
+
+        wait_until(finished, "the backtest of the uploaded file")
+        job = api.call("GET", f"/api/v1/backtests/{job_id}").json()
+        assert job["status"] == "done", job.get("error")
+        assert job["request"]["file"] == uploaded and job["request"]["dataset"] is None
+        assert api.call("GET", "/api/v1/backtests").json()["total"] == before + 1
+    bundled = run_backtest(
+        load_market("coinbase_BTC-USD_1d", start="2015-02-01"),
+        create_strategy("sma_cross", {"fast": 10, "slow": 40}),
+        Settings.model_validate(
+            {"execution": {"maker_fee": 0.001, "taker_fee": 0.001, "slippage_bps": 0.0}}
+        ),
+    )
+    assert job["result"]["metrics"]["final_equity"] == bundled.metrics["final_equity"]
+    assert job["result"]["metrics"]["n_trades"] == bundled.metrics["n_trades"] > 0
+
+
+def test_without_an_upload_directory_a_file_is_refused(api: Client) -> None:
+    catalog = api.call("GET", "/api/v1/catalog").json()
+    assert (catalog["uploads"], catalog["files"]) == (False, [])
+    body = {"file": "b.csv", "strategy": "sma_cross"}
+    refused = api.call("POST", "/api/v1/backtests", json=body)
+    assert refused.status_code == 422 and _fields(refused) == ["body.file"]
+    assert "no upload directory" in _error(refused)["details"]["fields"][0]["message"]
 
 
 def test_events_stream_the_status_as_it_changes_then_say_bye(live: Live) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -27,6 +28,8 @@ from n1v1.store import StoreReader, create_store
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("N1V1_TEST_ARTIFACTS", ROOT / "build" / "test-artifacts"))
+SAMPLES = ROOT / "n1v1" / "data" / "samples"
+UPLOADED = "coinbase_LTC-USD_1m.csv"  # in the server's upload directory, as `data download` names
 
 READ_FORM = "return {formShown: !document.querySelector('#token-form').hidden};"
 READ = """
@@ -62,6 +65,8 @@ return {
   btForm: getComputedStyle(q("#backtest-form")).display !== "none",
   btParams: Array.from(document.querySelectorAll("#bt-params input")).map((i) => i.name),
   btFastError: (q("#backtest-form-fast-error") || {}).textContent || "",
+  btChoices: Array.from(q("#bt-dataset").options).map((o) => [o.value, o.textContent, o.disabled]),
+  btUploads: q("#bt-uploads").textContent,
   backtests: rows("#backtests-table").map((tr) => [
     tr.querySelector(".col-status").textContent, tr.querySelectorAll("button").length]),
   report: q("#backtest-report").hidden ? null : {
@@ -102,9 +107,14 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         stack.callback(session.stop)
         wait_until(lambda: session.state == "running", "the session to take the lease")
         run_to(session, feed, 30)  # held here: a manual order stays working until let go
+        uploads = tmp / "uploads"  # one bar file to backtest, one the page must say is broken
+        uploads.mkdir()
+        shutil.copy(SAMPLES / "coinbase_LTC-USD_1m.csv", uploads / UPLOADED)
+        (uploads / "broken.csv").write_text("timestamp,open\nnot a time,1\n")
         app = create_api(
-            LocalBackend(session, store_url=f"sqlite:///{tmp}/s.db"),
+            LocalBackend(session, store_url=f"sqlite:///{tmp}/s.db", upload_dir=str(uploads)),
             store,
+            upload_dir=str(uploads),
             event_stream_s=3.0,  # each /events stream ends after 3 s: the page must reconnect
             admin_token_hash=hash_token(admin),
             read_token_hash=hash_token(read),
@@ -306,6 +316,39 @@ def test_a_backtest_is_launched_from_the_page_and_its_report_opened(
     page = wait(browser, "page.backtests.length === 1")
     assert page["backtests"] == [["done", 1]]
     shot(browser, "backtest-report")
+
+
+def test_a_backtest_of_a_file_on_the_server_is_launched_from_the_page(
+    live: Live, browser: WebDriver
+) -> None:
+    """The form offers the upload directory's files with what they hold (a broken one disabled,
+    with why); the report of a file's backtest names the file."""
+    browser.get("about:blank")
+    browser.get(f"{live.base_url}/#token={live.admin}")
+    page = wait(browser, f"page.btChoices.some((c) => c[0] === 'file:{UPLOADED}')")
+    choices = {value: (text, disabled) for value, text, disabled in page["btChoices"]}
+    text, disabled = choices[f"file:{UPLOADED}"]
+    assert not disabled
+    assert text == f"{UPLOADED} (LTC/USD, 1m, 3,887 bars, 2018-04-04 to 2018-04-06)"
+    text, disabled = choices["file:broken.csv"]
+    assert disabled and text.startswith("broken.csv (cannot be read: ")
+    before = live.get("backtests")["total"]
+    browser.click(f"#bt-dataset option[value='file:{UPLOADED}']")
+    browser.click("#bt-strategy option[value='sma_cross']")
+    wait(browser, "page.btParams.includes('fast')")
+    browser.type("#bt-param-fast", "5")
+    browser.type("#bt-start", "")
+    browser.click("#backtest-form button[type=submit]")
+    page = wait(
+        browser, f"page.report !== null && page.report.title.includes('on file {UPLOADED}')", 90
+    )
+    listed = live.get("backtests")
+    assert listed["total"] == before + 1
+    job = listed["backtests"][0]
+    assert job["request"]["file"] == UPLOADED and job["status"] == "done"
+    stored = live.get(f"backtests/{job['id']}")["result"]["metrics"]
+    assert page["report"]["metrics"]["n_trades"] == str(stored["n_trades"])
+    shot(browser, "backtest-uploaded-file")
 
 
 @pytest.mark.parametrize("who", ["admin", "read"])

@@ -64,6 +64,7 @@ def test_its_builder_args_pass_our_strict_model() -> None:
     (app,) = generated()["applications"]
     args = AppArgs.model_validate(app["args"])
     assert args.store_url == STORE_URL_PLACEHOLDER and args.model_root == "/mnt/n1v1/models"
+    assert args.upload_dir == "/mnt/n1v1/uploads"  # on the volume every pod mounts
 
 
 def paths(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -93,6 +94,7 @@ def test_it_differs_from_serve_config_by_exactly_the_cluster_changes() -> None:
         "http_options.host": ("127.0.0.1", "0.0.0.0"),
         f"{app}args.store_url": ("sqlite:///var/n1v1.db", STORE_URL_PLACEHOLDER),
         f"{app}args.model_root": ("var/models", "/mnt/n1v1/models"),
+        f"{app}args.upload_dir": ("var/uploads", "/mnt/n1v1/uploads"),
         f"{app}deployments.Engine.num_replicas": (None, 1),
         f"{app}deployments.Engine.ray_actor_options.num_cpus": (None, 1),
         f"{app}deployments.Engine.ray_actor_options.resources.{ENGINE_RESOURCE}": (None, 1),

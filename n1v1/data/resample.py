@@ -57,6 +57,19 @@ def parse_timeframe(timeframe: str | pd.Timedelta) -> pd.Timedelta:
     return pd.Timedelta(seconds=count * _UNIT_SECONDS[match.group(2)])
 
 
+def timeframe_label(spacing: pd.Timedelta) -> str:
+    """`spacing` written as `parse_timeframe` reads it, in the largest unit that divides it
+    ("1m", "4h", "1d", "90s"); a spacing below a second in nanoseconds ("250000000ns")."""
+    ns = int(spacing.value)
+    if ns <= 0 or ns % 1_000_000_000:
+        return f"{ns}ns"
+    seconds = ns // 1_000_000_000
+    for unit in ("d", "h", "m", "s"):
+        if seconds % _UNIT_SECONDS[unit] == 0:
+            return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
+    raise AssertionError("unreachable: every whole number of seconds divides by 1")
+
+
 def infer_timeframe(df: pd.DataFrame) -> pd.Timedelta:
     """The bar spacing of ``df``: the median gap between consecutive timestamps.
 

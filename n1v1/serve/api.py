@@ -173,12 +173,15 @@ def create_api(
     refusal_window_s: float = 60.0,
     event_stream_s: float = 60.0,
     prometheus_url: str | None = None,
+    upload_dir: str | None = None,
 ) -> FastAPI:
     """The app. `anonymous_rate_per_s`/`anonymous_burst`: the token bucket of each client address
     for requests without a valid token; `refusal_window_s`: how long refused requests are counted
     before their summary row is written; `event_stream_s`: how long one /events stream lasts
     before the client is asked to reconnect (proxies and load balancers cut idle streams);
-    `prometheus_url`: the Prometheus whose firing N1V1 alerts /alerts shows (None: none)."""
+    `prometheus_url`: the Prometheus whose firing N1V1 alerts /alerts shows (None: none);
+    `upload_dir`: where the files of bars a backtest may name are (n1v1/data/uploads.py; None:
+    bundled datasets only)."""
     reader = StoreReader(store)
     limiter = TokenBucket(rate_limit_per_s, rate_burst)
     anonymous = TokenBucket(anonymous_rate_per_s, anonymous_burst)
@@ -657,9 +660,13 @@ def create_api(
 
     @app.get(f"{API}/catalog")
     async def catalog() -> dict[str, Any]:
-        """What a backtest may be asked for: the bundled datasets (with their span) and the
+        """What a backtest may be asked for: the bundled datasets (with their span), the files
+        in the server's upload directory (with their span, or why they cannot be read) and the
         built-in strategies with every parameter's default."""
-        return await asyncio.to_thread(_catalog)
+        from n1v1.data.uploads import list_uploads
+
+        files = await asyncio.to_thread(list_uploads, upload_dir)
+        return {**_catalog(), "files": files, "uploads": upload_dir is not None}
 
     @app.get(f"{API}/backtests/{{job_id}}", responses=errors(404, 503))
     async def get_backtest(job_id: str = Path(max_length=64)) -> dict[str, Any]:
@@ -778,7 +785,7 @@ def create_api(
 
     @app.post(f"{API}/backtests", status_code=202, responses=errors(503))
     async def submit_backtest(body: BacktestBody, request: Request) -> dict[str, Any]:
-        _check_backtest(body)
+        await asyncio.to_thread(_check_backtest, body, upload_dir)
         job_id = await backend.submit_backtest(body.model_dump(), request.state.actor)
         return {"id": job_id, "status": "queued", "url": f"{API}/backtests/{job_id}"}
 
@@ -905,13 +912,24 @@ def parse_time(field: str, text: str) -> pd.Timestamp:
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
-def _check_backtest(body: BacktestBody) -> None:
+def _check_backtest(body: BacktestBody, upload_dir: str | None) -> None:
     """Refuse at the door what the task would fail on (names the field)."""
+    from n1v1.data import DataError
     from n1v1.data.datasets import dataset_names
+    from n1v1.data.uploads import uploaded_file
     from n1v1.strategies.base import StrategyError
     from n1v1.strategies.registry import create_strategy, list_strategies
 
-    if body.dataset not in dataset_names():
+    if (body.dataset is None) == (body.file is None):
+        raise invalid_field(
+            "body.dataset", "give one of dataset (a bundled dataset) or file (an uploaded file)"
+        )
+    if body.file is not None:
+        try:
+            uploaded_file(upload_dir, body.file)
+        except DataError as exc:
+            raise invalid_field("body.file", str(exc)) from None
+    elif body.dataset not in dataset_names():
         raise invalid_field("body.dataset", f"not a bundled dataset; choose from {dataset_names()}")
     if body.strategy not in list_strategies():
         raise invalid_field(

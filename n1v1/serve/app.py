@@ -72,4 +72,5 @@ def build_app(args: AppArgs) -> Application:
         hashes.admin,
         hashes.read,
         args.api.model_dump(),
+        args.upload_dir,
     )

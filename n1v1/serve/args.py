@@ -5,9 +5,10 @@ starts, rather than failing a replica in a loop: an unknown key is an error; typ
 (`"20"`, `true` or `1.5` where an integer belongs are errors, not 20, 1 or a truncation); every
 number is finite and bounded; times, timeframes and strategy parameters are checked here, not when
 a replica first uses them. (The risk and execution sections are the settings model's own,
-n1v1/config.py.) Data sources are bundled dataset names or an exchange id, never file paths,
-because a config can arrive through `serve deploy` from someone who should not choose what this
-process reads.
+n1v1/config.py.) The feed's data sources are bundled dataset names or an exchange id, never file
+paths, because a config can arrive through `serve deploy` from someone who should not choose what
+this process trades on; `upload_dir` names the one directory (besides the store and the models)
+whose files a backtest requested over HTTP may read, each by its file name only.
 """
 
 from __future__ import annotations
@@ -248,6 +249,12 @@ class AppArgs(ArgsModel):
         "N1V1_STORE_URL_FILE or N1V1_STORE_URL override it (n1v1/store/location.py)",
     )
     model_root: str = Field("models", min_length=1, description="model registry directory")
+    upload_dir: str | None = Field(
+        None,
+        min_length=1,
+        description="the directory of bar files (CSV, Parquet) that backtests requested over "
+        "HTTP may name; None: bundled datasets only (n1v1/data/uploads.py)",
+    )
     feed: FeedArgs = Field(default_factory=lambda: ReplayFeedArgs(datasets=["coinbase_BTC-USD_1m"]))
     strategies: list[StrategySlot] = Field(
         default_factory=lambda: [StrategySlot(name="sma_cross")], min_length=1

@@ -1,7 +1,9 @@
 """Backtests requested over HTTP run as Ray tasks, off the gateway, with their result in the store.
 
-The request was validated by the gateway (bundled dataset, built-in strategy, parameters), so the
-task reads only bundled data; a failure is stored with its message rather than lost in a log.
+The request was validated by the gateway (a bundled dataset or a file of the upload directory,
+built-in strategy, parameters); the task resolves a file's name again the same way
+(n1v1/data/uploads.py), so it reads bundled data or that directory only. A failure is stored with
+its message rather than lost in a log.
 """
 
 from __future__ import annotations
@@ -16,20 +18,27 @@ from n1v1.store.backtests import update_backtest
 MAX_EQUITY_POINTS = 500
 
 
-def execute_backtest_job(store_url: str, job_id: str, request: dict[str, Any]) -> str:
+def execute_backtest_job(
+    store_url: str, job_id: str, request: dict[str, Any], upload_dir: str | None = None
+) -> str:
     """Run one requested backtest and store its result (or its failure); "done" or "failed".
-    A Ray task in the Serve app (`run_backtest_job`); in-process where there is no Ray."""
+    A Ray task in the Serve app (`run_backtest_job`); in-process where there is no Ray.
+    `upload_dir` must be the same directory for the task as for the gateway (on a cluster: the
+    shared volume)."""
     from n1v1.backtest.runner import run_backtest
     from n1v1.config import Settings
     from n1v1.data.market import load_market
+    from n1v1.data.uploads import uploaded_file
     from n1v1.serve.api import downsample
     from n1v1.strategies.registry import create_strategy
 
     store = create_store(store_url)
     try:
         update_backtest(store, job_id, "running")
+        file = request.get("file")
+        source = str(uploaded_file(upload_dir, file)) if file else request["dataset"]
         bars = load_market(
-            request["dataset"],
+            source,
             timeframe=request.get("timeframe"),
             start=request.get("start"),
             end=request.get("end"),

@@ -172,9 +172,15 @@ class ServeBackend:
     """The API's Backend over deployment handles (and Ray tasks for backtests)."""
 
     def __init__(
-        self, engine: DeploymentHandle, model: DeploymentHandle, store_url: str, store: Any
+        self,
+        engine: DeploymentHandle,
+        model: DeploymentHandle,
+        store_url: str,
+        store: Any,
+        upload_dir: str | None = None,
     ) -> None:
         self.engine, self.model, self.store_url, self.store = engine, model, store_url, store
+        self.upload_dir = upload_dir
         self.published = PublishedStatus(engine)
         self._jobs: dict[str, Any] = {}  # keeps each task's ref alive until it finishes
 
@@ -235,7 +241,7 @@ class ServeBackend:
     async def submit_backtest(self, request: dict[str, Any], actor: str) -> str:
         job_id = "bt_" + secrets.token_hex(8)
         await asyncio.to_thread(create_backtest, self.store, job_id, request, actor)
-        ref = run_backtest_job.remote(self.store_url, job_id, request)
+        ref = run_backtest_job.remote(self.store_url, job_id, request, self.upload_dir)
         self._jobs[job_id] = ref
         ref.future().add_done_callback(lambda _: self._jobs.pop(job_id, None))
         return job_id
@@ -298,10 +304,12 @@ class Gateway:
         admin_token_hash: str,
         read_token_hash: str | None,
         api: dict[str, Any],
+        upload_dir: str | None = None,
     ) -> None:
         use_ray_metrics()
         self.store = open_store(store_url)  # may start during a database outage
-        self.backend = ServeBackend(engine, model, store_url, self.store)
+        self.upload_dir = upload_dir
+        self.backend = ServeBackend(engine, model, store_url, self.store, upload_dir)
         self.admin_token_hash, self.read_token_hash = admin_token_hash, read_token_hash
         self.api = api
         # Follow the status from the start, and take traffic (Serve routes to a replica once its
@@ -322,4 +330,5 @@ class Gateway:
             anonymous_burst=self.api["anonymous_burst"],
             observe_request=observe_request,
             prometheus_url=os.environ.get("N1V1_PROMETHEUS_URL") or None,
+            upload_dir=self.upload_dir,
         )

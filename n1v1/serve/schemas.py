@@ -249,11 +249,19 @@ class BacktestBody(Body):
         {"dataset": "coinbase_BTC-USD_1d", "strategy": "sma_cross", "params": {"fast": 10}}
     )
 
-    dataset: str = Field(
+    dataset: str | None = Field(
+        None,
         min_length=1,
         max_length=128,
-        description="bundled dataset name",
+        description="bundled dataset name (or give `file`)",
         json_schema_extra=_choices(dataset_names()),
+    )
+    file: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="a file of bars in the server's upload directory, by name (GET "
+        "/api/v1/catalog lists them; or give `dataset`)",
     )
     strategy: str = Field(
         min_length=1,
