@@ -71,17 +71,26 @@ class LocalBackend:
 
 
 @contextmanager
-def serve_app(app: FastAPI, start_timeout: float = 20.0) -> Iterator[str]:
+def serve_app(
+    app: FastAPI, start_timeout: float = 20.0, port: int = 0, graceful_s: float | None = None
+) -> Iterator[str]:
     """Run `app` on uvicorn in a background thread; yields its base URL, stops it on exit.
 
     The listening socket is bound here and handed to uvicorn, so no other process can take the
-    port between choosing and binding it.
+    port between choosing and binding it. `port` 0: a free one; `graceful_s`: how long the stop
+    waits for open requests (an event stream) before cutting them (None: until they end).
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=graceful_s,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="dashboard-uvicorn", daemon=True

@@ -198,10 +198,17 @@ class WebDriver:
                     raise
 
     def type(self, css: str, text: str) -> None:
-        """Clear the field and type `text` into it, key by key."""
-        element = self._element(css)
-        self._call("POST", f"{self.session_url}/element/{element}/clear", {})
-        self._call("POST", f"{self.session_url}/element/{element}/value", {"text": text})
+        """Clear the field and type `text` into it, key by key; into the field found again if
+        the page re-rendered it meanwhile (a stale reference), as a user would retype."""
+        for attempt in range(3):
+            try:
+                element = self._element(css)
+                self._call("POST", f"{self.session_url}/element/{element}/clear", {})
+                self._call("POST", f"{self.session_url}/element/{element}/value", {"text": text})
+                return
+            except RuntimeError as exc:
+                if "stale element" not in str(exc) or attempt == 2:
+                    raise
 
     def press_enter(self, css: str) -> None:
         """The Enter key sent to the element (it takes the focus), as a keyboard user does."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 import requests
-from dashboard_api import LocalBackend, serve_app
+from dashboard_api import LocalBackend, free_port, serve_app
 from session_worker import GatedFeed, make_session, market, run_to, settings, wait_until
 from test_dashboard import WebDriver, _require_browser, headless_chromium
 
@@ -57,6 +58,8 @@ return {
   lastUpdated: q("#last-updated").textContent,
   orderSymbols: Array.from(q("#order-symbol").options).map((o) => o.value),
   live: q("#live-state").textContent,
+  connection: q("#connection").hidden ? "" : q("#connection").textContent,
+  stale: document.body.classList.contains("stale"),
   reconnects: Number(q("#live-state").dataset.reconnects),
   events: Number(q("#live-state").dataset.events),
   step: q("#step-value").textContent,
@@ -287,6 +290,44 @@ def test_the_page_follows_the_engine_as_it_steps_and_reconnects_its_stream(
     assert page["events"] > events
     page = wait(browser, "page.reconnects >= 2 && page.live === 'live'", timeout=15)
     assert browser.security_messages() == []
+
+
+def test_the_page_says_when_the_server_is_gone_keeps_its_data_and_recovers(
+    live: Live, browser: WebDriver
+) -> None:
+    """The server stops answering (its process gone: connections refused, the event stream cut):
+    the page keeps what it showed, says since when and as of when it is stale, and keeps
+    retrying; when the server is back on the same address, the page is live again without a
+    reload and follows the next step."""
+    app = create_api(
+        LocalBackend(live.session),
+        live.store,
+        admin_token_hash=hash_token(live.admin),
+        read_token_hash=hash_token(live.read),
+    )
+    port = free_port()
+    with serve_app(app, port=port, graceful_s=0.5) as base_url:
+        browser.get("about:blank")
+        browser.get(f"{base_url}/#token={live.admin}")
+        before = wait(
+            browser, "page.live === 'live' && page.orders.length > 0 && page.step !== '–'"
+        )
+    page = wait(browser, "page.connection.startsWith('Connection to the server lost at')", 30)
+    assert page["stale"] and page["live"] == "reconnecting…"
+    assert (
+        "Showing what it said at" in page["connection"]
+        and "retrying every 2 s" in page["connection"]
+    )
+    assert page["orders"] == before["orders"] and page["step"] == before["step"]  # nothing wiped
+    time.sleep(2.5)  # a retry or more, all failing: "last updated" must not move on
+    assert wait(browser, "true")["lastUpdated"] == page["lastUpdated"]
+    shot(browser, "connection-lost")
+    with serve_app(app, port=port, graceful_s=0.5):
+        page = wait(browser, "page.connection === '' && !page.stale && page.live === 'live'", 40)
+        step = live.session.steps_done
+        run_to(live.session, live.feed, step + 1)
+        wait(browser, f"page.step === '{step + 1}'", 10)
+        assert browser.security_messages() == []
 
 
 def test_a_backtest_is_launched_from_the_page_and_its_report_opened(
