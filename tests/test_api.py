@@ -26,6 +26,7 @@ import pytest
 import requests
 from dashboard_api import LocalBackend, serve_app
 from fastapi import FastAPI
+from report_pages import chart_specs
 from session_worker import GatedFeed, make_session, market, run_to, settings, wait_until
 
 from n1v1.backtest.runner import run_backtest
@@ -217,6 +218,7 @@ def test_the_read_only_token_gets_403_on_every_change_and_200_on_every_read(
     expected = {
         key: (403, "forbidden") if key.split()[0] in MUTATING else (200, "ok") for key in answers
     }
+    expected[f"GET {API}/backtests/{JOB}/report"] = (404, "ok")  # read, but it never ran
     assert answers == expected
 
 
@@ -886,6 +888,18 @@ def test_a_backtest_of_an_uploaded_file_runs_and_no_path_gets_through(
         job = api.call("GET", f"/api/v1/backtests/{job_id}").json()
         assert job["status"] == "done", job.get("error")
         assert job["request"]["file"] == uploaded and job["request"]["dataset"] is None
+        assert job["report"] is True
+        page = api.call("GET", f"/api/v1/backtests/{job_id}/report", token=READ)  # a read
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert page.headers["content-disposition"] == (
+            f'attachment; filename="n1v1-backtest-{job_id}.html"'
+        )
+        assert f"sma_cross on {uploaded} (backtest {job_id})" in page.text
+        assert set(chart_specs(page.text)) == {"equity", "drawdown", "price-0", "pnl-distribution"}
+        assert page.headers["content-security-policy"].startswith("default-src 'none'")
+        queued = api.call("GET", f"/api/v1/backtests/{JOB}/report")  # never ran: no report
+        assert queued.status_code == 404 and _error(queued)["code"] == "not_found"
+        assert api.call("GET", "/api/v1/backtests/bt_nope/report").status_code == 404
         assert api.call("GET", "/api/v1/backtests").json()["total"] == before + 1
     bundled = run_backtest(
         load_market("coinbase_BTC-USD_1d", start="2015-02-01"),

@@ -158,8 +158,11 @@ def running_api(tmp: Path) -> Iterator[LiveApi]:
 class WebDriver:
     """The few W3C WebDriver commands the test needs, over HTTP to a running chromedriver."""
 
-    def __init__(self, driver_url: str, capabilities: dict[str, Any]) -> None:
+    def __init__(
+        self, driver_url: str, capabilities: dict[str, Any], download_dir: Path | None = None
+    ) -> None:
         self.driver_url = driver_url
+        self.download_dir = download_dir or Path("/nonexistent")  # where downloads land
         created = self._call("POST", "/session", {"capabilities": {"alwaysMatch": capabilities}})
         self.session_url = f"/session/{created['sessionId']}"
 
@@ -321,6 +324,11 @@ def headless_chromium(tmp: Path) -> Iterator[WebDriver]:
                 "goog:loggingPrefs": {"browser": "ALL"},  # CSP violations, for the tests
                 "goog:chromeOptions": {
                     "binary": str(CHROMIUM),
+                    # a download (the dashboard's backtest report) lands here, unasked
+                    "prefs": {
+                        "download.default_directory": str(tmp / "downloads"),
+                        "download.prompt_for_download": False,
+                    },
                     "args": [
                         "--headless",
                         "--no-sandbox",
@@ -337,6 +345,7 @@ def headless_chromium(tmp: Path) -> Iterator[WebDriver]:
                     ],
                 },
             },
+            download_dir=tmp / "downloads",
         )
         yield browser
     finally:

@@ -9,7 +9,9 @@ Screenshots go to the test's artefact folder (`N1V1_TEST_ARTIFACTS`, default bui
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import secrets
 import shutil
 import time
@@ -21,6 +23,7 @@ from typing import Any
 import pytest
 import requests
 from dashboard_api import LocalBackend, free_port, serve_app
+from report_pages import chart_specs
 from session_worker import GatedFeed, make_session, market, run_to, settings, wait_until
 from test_dashboard import WebDriver, _require_browser, headless_chromium
 
@@ -357,6 +360,16 @@ def test_a_backtest_is_launched_from_the_page_and_its_report_opened(
     page = wait(browser, "page.backtests.length === 1")
     assert page["backtests"] == [["done", 1]]
     shot(browser, "backtest-report")
+    # the full report, saved by the page as a file: the job's own, whole, with its charts
+    browser.click("#report-download")
+    downloads = browser.download_dir / f"n1v1-backtest-{job['id']}.html"
+    wait_until(downloads.exists, "the report's download", 20)
+    saved = downloads.read_text(encoding="utf-8")
+    assert saved.startswith("<!DOCTYPE html>") and f"(backtest {job['id']})" in saved
+    assert set(chart_specs(saved)) == {"equity", "drawdown", "price-0", "pnl-distribution"}
+    assert json.loads(re.search(r'id="metrics-json">(.*?)</script>', saved, re.S).group(1))[
+        "final_equity"
+    ] == pytest.approx(metrics["final_equity"])
 
 
 def test_a_backtest_of_a_file_on_the_server_is_launched_from_the_page(

@@ -14,6 +14,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -42,6 +43,9 @@ from n1v1.backtest.metrics import METRICS, buy_and_hold_curve, drawdown, monthly
 from n1v1.data.gaps import Gap
 from n1v1.domain import Side, Trade
 from n1v1.execution.shortfall import execution_rows
+
+if TYPE_CHECKING:
+    from n1v1.backtest.runner import BacktestResult
 
 MAX_TABLE_TRADES = 500
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -161,6 +165,28 @@ def write_html_report(
     # Raw numbers for machines (and for anyone who wants more digits than the table shows).
     data = {k: _json_safe(v) for k, v in metrics.items()}
     return write_page(path, title, body, json_id="metrics-json", data=data, charts=charts)
+
+
+def write_result_report(
+    path: str | Path, result: BacktestResult, bars: pd.DataFrame, *, title: str, cost_note: str
+) -> Path:
+    """The report of one `run_backtest` result over the `bars` it ran on: what `n1v1 backtest
+    --report` writes and what a backtest requested over HTTP stores. `cost_note` says what the
+    fills cost (n1v1.cli.common.cost_line)."""
+    return write_html_report(
+        path,
+        title=title,
+        metrics=result.metrics,
+        equity=result.equity,
+        trades=result.trades,
+        prices=bars,
+        params=result.params,
+        notes=[cost_note, *result.notes],
+        strategies=result.strategies,
+        gaps=result.gaps,
+        segments=result.segments,
+        execution=result.execution,
+    )
 
 
 def write_page(

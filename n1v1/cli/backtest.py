@@ -212,26 +212,15 @@ def write_outputs(
     *,
     title: str,
 ) -> list[Path]:
-    from n1v1.backtest.report import write_html_report
+    from n1v1.backtest.report import write_result_report
 
     written = []
     if json_path is not None:
         written.append(result.write_json(json_path))
     if report_path is not None:
         written.append(
-            write_html_report(
-                report_path,
-                title=title,
-                metrics=result.metrics,
-                equity=result.equity,
-                trades=result.trades,
-                prices=bars,
-                params=result.params,
-                notes=[cost_line(result.settings), *result.notes],
-                strategies=result.strategies,
-                gaps=result.gaps,
-                segments=result.segments,
-                execution=result.execution,
+            write_result_report(
+                report_path, result, bars, title=title, cost_note=cost_line(result.settings)
             )
         )
     return written

@@ -29,6 +29,7 @@ import hmac
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -670,12 +671,42 @@ def create_api(
 
     @app.get(f"{API}/backtests/{{job_id}}", responses=errors(404, 503))
     async def get_backtest(job_id: str = Path(max_length=64)) -> dict[str, Any]:
+        """The job, its request and, once done, its result; `report` says whether its HTML
+        report can be downloaded."""
         from n1v1.store.backtests import get_backtest as load
 
         job = await asyncio.to_thread(load, store, job_id)
         if job is None:
             raise ApiError(404, "not_found", f"no backtest {printable(job_id)!r}")
         return job
+
+    @app.get(
+        f"{API}/backtests/{{job_id}}/report",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "the report, an HTML page, as an attachment",
+                "content": {"text/html": {"schema": {"type": "string"}}},
+            },
+            **errors(404, 503),
+        },
+    )
+    async def backtest_report(job_id: str = Path(max_length=64)) -> Response:
+        """The finished job's self-contained HTML report (the file `n1v1 backtest --report`
+        writes), as a download: it opens offline, from disk."""
+        from n1v1.store.backtests import backtest_report as load
+
+        page = await asyncio.to_thread(load, store, job_id)
+        if page is None:
+            raise ApiError(
+                404, "not_found", f"no report of backtest {printable(job_id)!r} (not done?)"
+            )
+        name = re.sub(r"[^A-Za-z0-9_-]", "_", job_id)  # a stored id; never a path
+        return Response(
+            page,
+            media_type="text/html; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="n1v1-backtest-{name}.html"'},
+        )
 
     # -- actions ---------------------------------------------------------------------------------
     @app.post(f"{API}/pause", responses=errors(503))

@@ -8,6 +8,8 @@ its message rather than lost in a log.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -25,7 +27,9 @@ def execute_backtest_job(
     A Ray task in the Serve app (`run_backtest_job`); in-process where there is no Ray.
     `upload_dir` must be the same directory for the task as for the gateway (on a cluster: the
     shared volume)."""
+    from n1v1.backtest.report import write_result_report
     from n1v1.backtest.runner import run_backtest
+    from n1v1.cli.common import cost_line
     from n1v1.config import Settings
     from n1v1.data.market import load_market
     from n1v1.data.uploads import uploaded_file
@@ -57,6 +61,15 @@ def execute_backtest_job(
         result = run_backtest(
             bars, create_strategy(request["strategy"], request["params"]), settings
         )
+        with tempfile.TemporaryDirectory(prefix="n1v1-report-") as folder:
+            title = f"{request['strategy']} on {file or request['dataset']} (backtest {job_id})"
+            page = write_result_report(
+                Path(folder) / "report.html",
+                result,
+                bars,
+                title=title,
+                cost_note=cost_line(settings),
+            ).read_text(encoding="utf-8")
         points = list(zip(result.equity.index, result.equity.to_numpy(), strict=True))
         summary = {
             "metrics": result.metrics,
@@ -67,7 +80,7 @@ def execute_backtest_job(
                 [ts.isoformat(), float(v)] for ts, v in downsample(points, MAX_EQUITY_POINTS)
             ],
         }
-        update_backtest(store, job_id, "done", result=summary)
+        update_backtest(store, job_id, "done", result=summary, report=page)
         return "done"
     except Exception as exc:
         update_backtest(store, job_id, "failed", error=f"{type(exc).__name__}: {exc}")

@@ -7,6 +7,7 @@ touch the same row at once except the task advancing its own job.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,12 +40,16 @@ def update_backtest(
     *,
     result: Mapping[str, Any] | None = None,
     error: str | None = None,
+    report: str | None = None,
 ) -> None:
+    """Set a job's status; a finished one's result or error, and its HTML report (stored
+    zlib-compressed: the inlined charting library makes most of a page, and compresses well)."""
     if status not in STATUSES:
         raise ValueError(f"backtest status {status!r}: expected one of {STATUSES}")
     values: dict[str, Any] = {"status": status}
     if status in ("done", "failed"):
         values.update(finished_at=_now(), result=dict(result) if result else None, error=error)
+        values["report"] = None if report is None else zlib.compress(report.encode("utf-8"), 6)
     with store.transaction() as conn:
         n = conn.execute(update(t.backtests).where(t.backtests.c.id == job_id).values(**values))
         if n.rowcount != 1:
@@ -59,7 +64,17 @@ def get_backtest(store: Store, job_id: str) -> dict[str, Any] | None:
     out = dict(row._mapping)
     for key in ("created_at", "finished_at"):
         out[key] = out[key].isoformat() if out[key] is not None else None
+    out["report"] = out["report"] is not None  # the page itself: `backtest_report`
     return out
+
+
+def backtest_report(store: Store, job_id: str) -> str | None:
+    """The HTML report of a finished job (None: no such job, or it has none: failed, or run
+    before schema version 9)."""
+    b = t.backtests
+    with store.engine.connect() as conn:
+        packed = conn.execute(select(b.c.report).where(b.c.id == job_id)).scalar_one_or_none()
+    return None if packed is None else zlib.decompress(packed).decode("utf-8")
 
 
 def list_backtests(store: Store, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:

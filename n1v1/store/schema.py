@@ -55,7 +55,8 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 # 6: the predictions table (an ml_signal slot's model answers, inputs of the engine).
 # 7: the venue_events table (what a live exchange said about our orders, inputs of the engine).
 # 8: the algo_orders table (parent orders of the execution algorithms, their plan and progress).
-SCHEMA_VERSION = 8
+# 9: backtests.report (the job's self-contained HTML report, zlib-compressed).
+SCHEMA_VERSION = 9
 
 
 class SchemaVersionError(RuntimeError):
@@ -332,6 +333,7 @@ backtests = Table(
     Column("actor", String(128), nullable=False),
     Column("created_at", UtcTimestamp, nullable=False),
     Column("finished_at", UtcTimestamp),
+    Column("report", LargeBinary),  # the HTML report of a done job, zlib-compressed
 )
 
 # Scheduled retraining (`n1v1 retrain`, n1v1/store/retrain_runs.py): one row per model and scheduled
