@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -142,7 +143,8 @@ def serve_config(args: AppArgs, port: int, user_config: dict[str, Any]) -> dict[
     doc["http_options"] = {"host": "127.0.0.1", "port": port}
     (app,) = [a for a in doc["applications"] if a["name"] == MAIN]
     ours = args.model_dump(mode="json")
-    for key in ("store_url", "model_root", "feed", "strategies", "engine", "api", "model"):
+    keys = ("store_url", "model_root", "upload_dir", "feed", "strategies", "engine", "api", "model")
+    for key in keys:
         app["args"][key] = ours[key]
     (engine,) = [d for d in app["deployments"] if d["name"] == "Engine"]
     engine["user_config"] = user_config
@@ -254,6 +256,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         {
             "store_url": f"sqlite:///{tmp / 'main.db'}",
             "model_root": str(root),
+            "upload_dir": str(tmp / "uploads"),  # made by the Gateway
             "feed": MAIN_FEED,
             "strategies": strategies,
             "engine": {"lease_ttl_s": 6},
@@ -481,6 +484,21 @@ def test_backtest_job_matches_run_backtest_in_process(cluster: Cluster) -> None:
     )
     assert job["result"]["metrics"] == local.metrics
     assert len(job["result"]["trades"]) == len(local.trades) > 0
+    report = call(cluster, "GET", f"/api/v1/backtests/{job_id}/report")
+    assert report.status_code == 200 and "attachment" in report.headers["content-disposition"]
+    assert f"(backtest {job_id})" in report.text
+    # the same bars as a file in the upload directory, run by a Ray task that reads it there
+    uploads = Path(cluster.main.upload_dir or "")
+    assert uploads.is_dir()  # the Gateway made it at start
+    sample = Path(__file__).resolve().parents[1] / "n1v1/data/samples/coinbase_BTC-USD_1d.csv"
+    shutil.copy(sample, uploads / sample.name)  # its name gives the symbol, as the dataset's
+    body = {"file": sample.name, "strategy": "sma_cross"}
+    submitted = call(cluster, "POST", "/api/v1/backtests", json=body)
+    assert submitted.status_code == 202, submitted.text
+    job_id = submitted.json()["id"]
+    job = wait_for(finished, 120, f"backtest {job_id} of an uploaded file to finish")
+    assert job["status"] == "done", job.get("error")
+    assert job["result"]["metrics"] == local.metrics  # the same bars, the same result
 
 
 def test_backtest_of_an_unknown_dataset_is_422_naming_it(cluster: Cluster) -> None:
@@ -515,12 +533,17 @@ def test_metrics_reach_rays_prometheus_endpoint_and_move(cluster: Cluster) -> No
     first = wait_for(complete, 60, "every n1v1 metric on Ray's /metrics")
     before = total(first, "n1v1_bars_processed_total")
     latency_before = total(first, "n1v1_decision_latency_seconds_count")
-    later = wait_for(
-        lambda: (s := scrape(cluster)) and total(s, "n1v1_bars_processed_total") > before and s,
-        60,
-        "n1v1_bars_processed to rise",
-    )
-    assert total(later, "n1v1_decision_latency_seconds_count") > latency_before
+
+    def moved() -> bool:
+        # both, in one scrape or a later one: Ray exports a replica's metrics on its own clock,
+        # so one export can fall between a step's counter and its latency sample (seen once)
+        samples = scrape(cluster)
+        return (
+            total(samples, "n1v1_bars_processed_total") > before
+            and total(samples, "n1v1_decision_latency_seconds_count") > latency_before
+        )
+
+    wait_for(moved, 60, "n1v1_bars_processed and the decision latency count to rise")
 
 
 # -- live reconfiguration --------------------------------------------------------------------------

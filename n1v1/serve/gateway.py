@@ -15,6 +15,7 @@ import os
 import secrets
 import time
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -309,6 +310,11 @@ class Gateway:
         use_ray_metrics()
         self.store = open_store(store_url)  # may start during a database outage
         self.upload_dir = upload_dir
+        if upload_dir is not None:  # there from the start, for the operator to copy files into
+            try:
+                Path(upload_dir).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # listed as empty until it exists; the app serves on
+                log.warning("upload_dir %s cannot be created: %s", upload_dir, exc)
         self.backend = ServeBackend(engine, model, store_url, self.store, upload_dir)
         self.admin_token_hash, self.read_token_hash = admin_token_hash, read_token_hash
         self.api = api
