@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from report_pages import markers
 
 from n1v1.backtest.charts import (
     MAX_CHART_POINTS,
@@ -70,10 +71,6 @@ def _parse(path: Path) -> _Page:
 def _charts(page: _Page) -> dict[str, dict]:
     """The report's chart specs (n1v1/backtest/charts.py), by chart id."""
     return {c["id"]: c for c in json.loads(page.scripts["n1v1-charts"])}
-
-
-def _markers(chart: dict, kind: str) -> list[dict]:
-    return [m for m in chart["markers"] if m["kind"] == kind]
 
 
 def _seconds(stamp: pd.Timestamp) -> int:
@@ -253,22 +250,22 @@ def test_the_drawdown_chart_is_the_percentage_below_the_running_peak(report: tup
     assert under["type"] == "baseline" and under["base"] == 0.0
 
 
-def test_trade_markers(report: tuple) -> None:
+def test_trademarkers(report: tuple) -> None:
     charts = _charts(_parse(report[0]))
     btc, eth = charts["price-0"], charts["price-1"]
     index = _index(10)
-    assert [(m["x"], m["shape"], m["colour"]) for m in _markers(btc, "entry-long")] == [
+    assert [(m["x"], m["shape"], m["colour"]) for m in markers(btc, "entry-long")] == [
         (_seconds(index[0]), "arrowUp", "#1a7f43")  # green, below the bar
     ]
-    assert [(m["x"], m["shape"], m["colour"]) for m in _markers(btc, "entry-short")] == [
+    assert [(m["x"], m["shape"], m["colour"]) for m in markers(btc, "entry-short")] == [
         (_seconds(index[3]), "arrowDown", "#c0392b")  # red, above the bar
     ]
-    exits = _markers(btc, "exit")  # won 40 (green), lost 15 (red), with the P&L in the text
+    exits = markers(btc, "exit")  # won 40 (green), lost 15 (red), with the P&L in the text
     assert [(m["x"], m["colour"], m["text"]) for m in exits] == [
         (_seconds(index[2]), "#1a7f43", "signal +40.00"),
         (_seconds(index[5]), "#c0392b", "signal -15.00"),
     ]
-    assert len(_markers(eth, "entry-long")) == 1 and _markers(eth, "exit") == []  # still open
+    assert len(markers(eth, "entry-long")) == 1 and markers(eth, "exit") == []  # still open
 
 
 def test_the_pnl_distribution_counts_the_closed_trades(report: tuple) -> None:
@@ -407,7 +404,7 @@ def test_trades_table_is_capped_and_says_so(tmp_path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     assert f"Showing the first {MAX_TABLE_TRADES:,} of {n:,} trades" in text
     assert text.count("<td>X</td>") == MAX_TABLE_TRADES
-    assert len(_markers(_charts(_parse(path))["price-0"], "entry-long")) == n  # under the cap
+    assert len(markers(_charts(_parse(path))["price-0"], "entry-long")) == n  # under the cap
 
 
 def test_single_price_frame_needs_a_single_symbol(tmp_path: Path) -> None:
@@ -486,7 +483,7 @@ def test_long_report_stays_small_and_keeps_the_extremes(tmp_path: Path) -> None:
     assert max(drawn, key=lambda r: r[1]) == [_seconds(index[400_000]), 25_000.0]
     assert min(drawn, key=lambda r: r[1]) == [_seconds(index[700_001]), 2_000.0]
     assert drawn[0][0] == _seconds(index[0]) and drawn[-1][0] == _seconds(index[-1])
-    assert len(_markers(charts["price-0"], "entry-long")) == 1_000
+    assert len(markers(charts["price-0"], "entry-long")) == 1_000
     assert "Markers for the first 1,000 of 2,000 trades" in path.read_text(encoding="utf-8")
 
 
@@ -566,7 +563,7 @@ def test_gaps_break_every_line_are_marked_and_listed(tmp_path: Path) -> None:
             assert _seconds(index[4]) < breaks[0] < _seconds(index[5])
     # a grey square on the first bar after the hole (day 40), on equity and price
     for chart in ("equity", "price-0"):
-        assert [m["x"] for m in _markers(charts[chart], "gap")] == [_seconds(index[5])]
+        assert [m["x"] for m in markers(charts[chart], "gap")] == [_seconds(index[5])]
     text = path.read_text(encoding="utf-8")
     gaps_table = text[text.index('<h2 id="gaps">') :]
     assert (
@@ -578,7 +575,7 @@ def test_gaps_break_every_line_are_marked_and_listed(tmp_path: Path) -> None:
 
 def test_no_gap_marks_without_gaps(report: tuple) -> None:
     charts = _charts(_parse(report[0]))
-    assert all(_markers(c, "gap") == [] for c in charts.values())
+    assert all(markers(c, "gap") == [] for c in charts.values())
     assert all(
         row[1] is not None for c in charts.values() for s in c["series"] for row in s["data"]
     )

@@ -67,7 +67,6 @@ class Chart:
     log: bool = False
     series: list[dict[str, Any]] = field(default_factory=list)
     markers: list[dict[str, Any]] = field(default_factory=list)
-    x_label: str = ""
     x_precision: int = 2  # decimals of a numeric chart's x labels
 
     def add(
@@ -120,7 +119,6 @@ class Chart:
             "height": self.height,
             "unit": self.unit,
             "log": self.log,
-            "x_label": self.x_label,
             "x_precision": self.x_precision,
             "series": self.series,
             "markers": markers,
@@ -210,8 +208,7 @@ def candle_points(
     with a DatetimeIndex), merged into at most `max_points` buckets of consecutive bars: a
     bucket's open is its first bar's, its high and low the extremes over it, its close its last
     bar's, its volume the sum, its time its first bar's."""
-    columns = [c for c in ("open", "high", "low", "close") if c in frame.columns]
-    if columns != ["open", "high", "low", "close"]:
+    if not {"open", "high", "low", "close"} <= set(frame.columns):
         raise ValueError("candles need open, high, low and close columns")
     data = frame[["open", "high", "low", "close"]].to_numpy(dtype=np.float64)
     volume = frame["volume"].to_numpy(dtype=np.float64) if "volume" in frame.columns else None

@@ -323,7 +323,6 @@ def _pnl_distribution(closed: Sequence[Trade]) -> Chart:
         kind="numeric",
         unit="count",
         height=240,
-        x_label="P&L per trade",
         x_precision=2,
     )
     bins = histogram_bins([t.pnl for t in closed])

@@ -203,7 +203,6 @@ def _reliability_chart(fold: FoldResult) -> Chart:
         kind="numeric",
         unit="probability",
         height=300,
-        x_label="mean predicted P(long)",
         x_precision=3,
     )
     # the library spaces x values evenly by rank: the diagonal holds every 0.001 from 0 to 1, so
